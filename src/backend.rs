@@ -1,0 +1,207 @@
+//! Storage: named files in a local directory. Every write is crash-safe by one helper
+//! ([`Local::write_atomic`]): temp file, fsync, rename, fsync the directory. Nothing here
+//! knows about encryption or formats.
+//!
+//! Layout (docs/format.md, "Repository layout"):
+//! `config`, `keys/<id>`, `data/<xx>/<id>`, `index/<id>`, `snapshots/<id>`, `tmp/`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, Result};
+use crate::id::FileId;
+
+/// The directories of a repository that hold named files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Key files.
+    Keys,
+    /// Packs (in 256 subdirectories by the first byte of the id).
+    Data,
+    /// Index files.
+    Index,
+    /// Snapshots.
+    Snapshots,
+}
+
+impl Dir {
+    fn name(self) -> &'static str {
+        match self {
+            Dir::Keys => "keys",
+            Dir::Data => "data",
+            Dir::Index => "index",
+            Dir::Snapshots => "snapshots",
+        }
+    }
+}
+
+/// A repository directory on a local (or mounted) filesystem.
+#[derive(Clone, Debug)]
+pub struct Local {
+    root: PathBuf,
+}
+
+impl Local {
+    /// A backend rooted at `root` (not checked).
+    pub fn new(root: impl Into<PathBuf>) -> Local {
+        Local { root: root.into() }
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Create the directory skeleton (for `init`).
+    pub fn create_layout(&self) -> Result<()> {
+        for d in ["keys", "index", "snapshots", "tmp"] {
+            let p = self.root.join(d);
+            fs::create_dir_all(&p).at(&p)?;
+        }
+        for b in 0..=255u8 {
+            let p = self.root.join("data").join(crate::id::hex(&[b]));
+            fs::create_dir_all(&p).at(&p)?;
+        }
+        sync_dir(&self.root.join("data"))?;
+        sync_dir(&self.root)
+    }
+
+    /// Path of the config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config")
+    }
+
+    /// Path of a named file.
+    pub fn path(&self, dir: Dir, id: &FileId) -> PathBuf {
+        match dir {
+            Dir::Data => self
+                .root
+                .join("data")
+                .join(crate::id::hex(&id.0[..1]))
+                .join(id.to_hex()),
+            _ => self.root.join(dir.name()).join(id.to_hex()),
+        }
+    }
+
+    /// Read a whole file.
+    pub fn read(&self, path: &Path) -> Result<Vec<u8>> {
+        fs::read(path).at(path)
+    }
+
+    /// Write `bytes` to `path` crash-safely: temp file in `tmp/`, fsync, rename, fsync dir.
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let (tmp, mut f) = self.temp_file()?;
+        f.write_all(bytes).at(&tmp)?;
+        self.commit(tmp, f, path)
+    }
+
+    /// A new temp file under `tmp/` with a random name, for writers that stream.
+    pub fn temp_file(&self) -> Result<(PathBuf, File)> {
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{:016x}.tmp", crate::crypto::random_u64()));
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .at(&tmp)?;
+        Ok((tmp, f))
+    }
+
+    /// Make a finished temp file durable and give it its final name. If the target already
+    /// exists (the same content written twice: names are content hashes) the temp is dropped.
+    pub fn commit(&self, tmp: PathBuf, f: File, path: &Path) -> Result<()> {
+        f.sync_all().at(&tmp)?;
+        drop(f);
+        fs::rename(&tmp, path).at(path)?;
+        sync_dir(path.parent().unwrap_or(&self.root))
+    }
+
+    /// Ids of the files in `dir` (not `data`), skipping names that are not ids.
+    pub fn list(&self, dir: Dir) -> Result<Vec<FileId>> {
+        debug_assert!(dir != Dir::Data);
+        let p = self.root.join(dir.name());
+        let mut out = Vec::new();
+        for e in fs::read_dir(&p).at(&p)? {
+            let e = e.at(&p)?;
+            if let Some(id) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<FileId>().ok())
+            {
+                out.push(id);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Visit every pack with its size, one subdirectory at a time.
+    pub fn for_each_pack(&self, mut f: impl FnMut(FileId, u64) -> Result<()>) -> Result<()> {
+        for b in 0..=255u8 {
+            let p = self.root.join("data").join(crate::id::hex(&[b]));
+            let rd = match fs::read_dir(&p) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(&p),
+            };
+            let mut ids = Vec::new();
+            for e in rd {
+                let e = e.at(&p)?;
+                if let Some(id) = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<FileId>().ok())
+                {
+                    ids.push((id, e.metadata().at(e.path())?.len()));
+                }
+            }
+            ids.sort_unstable();
+            for (id, len) in ids {
+                f(id, len)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read exactly `buf.len()` bytes at `offset` of an open file.
+pub fn read_exact_at(f: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+    f.read_exact_at(buf, offset).at(path)
+}
+
+/// fsync a directory so a rename in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_and_list() {
+        let t = tempfile::tempdir().unwrap();
+        let b = Local::new(t.path());
+        b.create_layout().unwrap();
+        let id = FileId::of(b"hello");
+        b.write_atomic(&b.path(Dir::Snapshots, &id), b"hello")
+            .unwrap();
+        assert_eq!(b.list(Dir::Snapshots).unwrap(), vec![id]);
+        assert_eq!(b.read(&b.path(Dir::Snapshots, &id)).unwrap(), b"hello");
+        // Nothing is left in tmp/.
+        assert_eq!(fs::read_dir(t.path().join("tmp")).unwrap().count(), 0);
+        let pid = FileId::of(b"pack");
+        b.write_atomic(&b.path(Dir::Data, &pid), b"pack").unwrap();
+        let mut seen = vec![];
+        b.for_each_pack(|id, len| {
+            seen.push((id, len));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(pid, 4)]);
+    }
+}

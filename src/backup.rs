@@ -1,0 +1,701 @@
+//! `backup`: walk the sources, chunk and deduplicate, store new blobs, write a snapshot.
+//!
+//! Pipeline (docs/design.md, "Backup"):
+//! ```text
+//! walker (this thread): stat, compare with parent, read, chunk, hash, claim new ids
+//!   └─ jobs (bounded, JOB_QUEUE) ─> 2 workers: zstd + seal
+//!        └─ sealed (bounded, SEALED_QUEUE) ─> packer thread: packs, then index files
+//! ```
+//! Memory in flight is a constant: at most JOB_QUEUE + SEALED_QUEUE + 2 × 2 blobs of at
+//! most the maximum chunk size (4 MiB by default), the chunker's buffer (2 × max chunk),
+//! one pack write buffer (1 MiB) and, per directory level being walked, one tree leaf.
+//!
+//! Change detection walks the parent snapshot's tree beside the source tree in name order:
+//! a file with the same size, mtime, ctime and inode as in the parent keeps its chunk list
+//! without being read. Directory listings are read and sorted whole; the bounded
+//! (spilling) listing is part of the memory-budget work.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::chunker::{Chunker, Cutter};
+use crate::compress::Compressor;
+use crate::error::{Error, IoContext, Result};
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
+use crate::format::BlobKind;
+use crate::id::{BlobId, FileId};
+use crate::repo::packer::Packer;
+use crate::repo::{Repository, SealedBlob};
+use crate::tree::{lookup, DirIter, DirWriter, ListWriter, TreeSink};
+
+/// Blobs waiting for a worker.
+const JOB_QUEUE: usize = 4;
+/// Sealed blobs waiting for the packer.
+const SEALED_QUEUE: usize = 4;
+/// Compression workers.
+const WORKERS: usize = 2;
+/// Hard-linked files remembered so later links reuse the chunk list (≈ 2.5 KiB each at most).
+const HARDLINK_MEMORY: usize = 4096;
+
+/// How to choose the parent snapshot.
+#[derive(Clone, Debug, Default)]
+pub enum ParentChoice {
+    /// The newest snapshot of this host with the same paths.
+    #[default]
+    Auto,
+    /// No parent: read every file.
+    None,
+    /// This snapshot.
+    Id(FileId),
+}
+
+/// What to back up and how.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Source paths.
+    pub paths: Vec<PathBuf>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    pub host: Option<String>,
+    /// Parent snapshot for change detection.
+    pub parent: ParentChoice,
+    /// Read every file even if unchanged.
+    pub force: bool,
+    /// zstd level (default: the repository's).
+    pub compression: Option<i32>,
+    /// Record access times. Off by default (as in borg): reading a directory during the
+    /// backup changes its atime, so recording it would rewrite every directory's tree
+    /// node in every backup. Without it the atime field holds the mtime.
+    pub atime: bool,
+}
+
+/// Progress counters, reported periodically.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    /// Files seen.
+    pub files: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+}
+
+/// Receives warnings and progress from a running backup.
+pub trait Report: Sync {
+    /// A source could not be read or changed while read; the backup goes on.
+    fn warn(&self, path: &Path, message: &str);
+    /// Periodic progress (about every 250 ms).
+    fn progress(&self, _p: &Progress) {}
+}
+
+/// What a finished backup produced.
+pub struct BackupResult {
+    /// The new snapshot's id.
+    pub id: FileId,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// The parent used, if any.
+    pub parent: Option<FileId>,
+}
+
+enum Job {
+    Blob(BlobKind, BlobId, Vec<u8>),
+}
+
+/// Back up `opts.paths` into `repo`. Returns `Error::Interrupted` if `cancel` is set
+/// (everything stored so far is indexed and reused by the next backup).
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    report: &dyn Report,
+    cancel: &AtomicBool,
+) -> Result<BackupResult> {
+    let start = Instant::now();
+    let time_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let sources = absolute_sources(&opts.paths)?;
+    let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
+    let parent = match &opts.parent {
+        ParentChoice::None => None,
+        ParentChoice::Id(id) => Some((*id, repo.load_snapshot(id)?)),
+        ParentChoice::Auto => repo
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.host == host && s.paths == sources),
+    };
+    let level = opts.compression.unwrap_or(repo.config().compression);
+    let cutter = Cutter::new(repo.config().chunker)?;
+
+    let (job_tx, job_rx) = sync_channel::<Job>(JOB_QUEUE);
+    let (sealed_tx, sealed_rx) = sync_channel::<SealedBlob>(SEALED_QUEUE);
+    let job_rx = Mutex::new(job_rx);
+
+    let (walk, packed) = std::thread::scope(|s| {
+        let packer = s.spawn(|| pack_all(repo, sealed_rx));
+        let mut workers = Vec::new();
+        for _ in 0..WORKERS {
+            let tx = sealed_tx.clone();
+            let rx = &job_rx;
+            workers.push(s.spawn(move || seal_all(repo, level, rx, tx)));
+        }
+        drop(sealed_tx);
+        let mut w = Walker {
+            repo,
+            cutter: &cutter,
+            jobs: job_tx,
+            report,
+            cancel,
+            force: opts.force,
+            atime: opts.atime,
+            summary: Summary::default(),
+            buf: Vec::new(),
+            names: NameCache::default(),
+            hardlinks: lru::LruCache::new(
+                std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"),
+            ),
+            last_progress: Instant::now(),
+            repo_path: fs::canonicalize(repo.path()).ok(),
+        };
+        let root = parent.as_ref().map(|(_, p)| p.root);
+        let walk = w
+            .virtual_dir(Path::new("/"), &sources, root.as_ref())
+            .map(|root| (root, w.summary));
+        drop(w); // closes the job queue so workers and then the packer finish
+        let mut worker_err = None;
+        for h in workers {
+            if let Err(e) = h
+                .join()
+                .unwrap_or_else(|_| Err(Error::InvalidInput("compression worker panicked".into())))
+            {
+                worker_err.get_or_insert(e);
+            }
+        }
+        let packed = packer
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidInput("pack writer panicked".into())));
+        let packed = match (packed, worker_err) {
+            (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+            (Ok(p), None) => Ok(p),
+        };
+        (walk, packed)
+    });
+    // A storage error explains a walker that stopped because its queue closed.
+    let stats = packed?;
+    let (root, mut summary) = walk?;
+    summary.bytes_added = stats.bytes;
+    summary.blobs_added = stats.blobs;
+    summary.duration_ms = start.elapsed().as_millis() as u64;
+    summary.peak_rss = crate::sys::peak_rss();
+    let snapshot = Snapshot {
+        time_ns,
+        host,
+        user: crate::sys::username(),
+        paths: sources,
+        tags: opts.tags.clone(),
+        parent: parent.as_ref().map(|(id, _)| *id),
+        root,
+        program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupResult {
+        id,
+        parent: snapshot.parent,
+        snapshot,
+    })
+}
+
+fn seal_all(
+    repo: &Repository,
+    level: i32,
+    rx: &Mutex<Receiver<Job>>,
+    tx: SyncSender<SealedBlob>,
+) -> Result<()> {
+    let mut comp = if level > 0 {
+        Some(Compressor::new(level)?)
+    } else {
+        None
+    };
+    loop {
+        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(Job::Blob(kind, id, data)) = job else {
+            return Ok(());
+        };
+        let sealed = repo.seal_blob(kind, id, &data, comp.as_mut());
+        if tx.send(sealed).is_err() {
+            return Ok(()); // the packer failed; it reports why
+        }
+    }
+}
+
+fn pack_all(
+    repo: &Repository,
+    rx: Receiver<SealedBlob>,
+) -> Result<crate::repo::packer::PackerStats> {
+    let mut packer = Packer::new(repo);
+    for blob in rx {
+        packer.add(blob)?;
+    }
+    packer.finish()
+}
+
+/// Make sources absolute (resolving the parent directory, keeping a final symlink),
+/// check they exist, sort them and drop any inside another.
+fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        fs::symlink_metadata(p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::InvalidInput(format!("{}: source path does not exist", p.display()))
+            }
+            _ => Error::Io {
+                path: p.clone(),
+                source: e,
+            },
+        })?;
+        let abs = std::path::absolute(p).at(p)?;
+        let abs = match (abs.parent(), abs.file_name()) {
+            (Some(dir), Some(name)) if name != ".." => fs::canonicalize(dir).at(dir)?.join(name),
+            _ => fs::canonicalize(&abs).at(&abs)?,
+        };
+        out.push(abs);
+    }
+    out.sort();
+    out.dedup();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for p in out {
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    Ok(kept)
+}
+
+/// uid/gid -> name, remembered (one entry per distinct owner).
+#[derive(Default)]
+struct NameCache {
+    users: HashMap<u32, Vec<u8>>,
+    groups: HashMap<u32, Vec<u8>>,
+}
+
+impl NameCache {
+    fn user(&mut self, uid: u32) -> Vec<u8> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| crate::sys::user_name(uid).unwrap_or_default())
+            .clone()
+    }
+    fn group(&mut self, gid: u32) -> Vec<u8> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| crate::sys::group_name(gid).unwrap_or_default())
+            .clone()
+    }
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    cutter: &'a Cutter,
+    jobs: SyncSender<Job>,
+    report: &'a dyn Report,
+    cancel: &'a AtomicBool,
+    force: bool,
+    atime: bool,
+    summary: Summary,
+    buf: Vec<u8>,
+    names: NameCache,
+    hardlinks: lru::LruCache<(u64, u64), (Time, Time, u64, Content)>,
+    last_progress: Instant,
+    repo_path: Option<PathBuf>,
+}
+
+impl TreeSink for Walker<'_> {
+    fn store_tree(&mut self, node: &[u8]) -> Result<BlobId> {
+        let id = self.repo.keys().blob_id(node);
+        self.store(BlobKind::Tree, id, node)?;
+        Ok(id)
+    }
+}
+
+fn time(sec: i64, nsec: i64) -> Time {
+    Time {
+        sec,
+        nsec: nsec.clamp(0, 999_999_999) as u32,
+    }
+}
+
+impl<'a> Walker<'a> {
+    fn store(&mut self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<()> {
+        if self.repo.index().claim(&id) {
+            self.jobs
+                .send(Job::Blob(kind, id, data.to_vec()))
+                .map_err(|_| {
+                    Error::InvalidInput("backup pipeline stopped (see the storage error)".into())
+                })?;
+        }
+        Ok(())
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        if self.last_progress.elapsed().as_millis() >= 250 {
+            self.last_progress = Instant::now();
+            self.report.progress(&Progress {
+                files: self.summary.files(),
+                bytes_read: self.summary.bytes_read,
+            });
+        }
+    }
+
+    /// The tree for `prefix`, a directory on the way to the sources (all under it).
+    fn virtual_dir(
+        &mut self,
+        prefix: &Path,
+        sources: &[PathBuf],
+        parent: Option<&BlobId>,
+    ) -> Result<BlobId> {
+        if sources.len() == 1 && sources[0] == prefix {
+            // Backing up "/" itself.
+            return self.dir_tree(prefix, parent);
+        }
+        let mut w = DirWriter::new();
+        let mut i = 0;
+        while i < sources.len() {
+            let Some(name) = next_component(prefix, &sources[i]) else {
+                i += 1;
+                continue;
+            };
+            let child = prefix.join(&name);
+            let n = sources[i..]
+                .iter()
+                .take_while(|s| s.starts_with(&child))
+                .count();
+            let group = &sources[i..i + n];
+            i += n;
+            let prev = match parent {
+                Some(p) => lookup(self.repo, p, name.as_bytes())?,
+                None => None,
+            };
+            let meta = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warning(&child, &e.to_string());
+                    continue;
+                }
+            };
+            let entry = if group.len() == 1 && group[0] == child {
+                self.entry(&child, name.as_bytes(), &meta, prev.as_ref())?
+            } else {
+                let sub_parent = match prev.as_ref().map(|e| &e.kind) {
+                    Some(Kind::Dir(id)) => Some(*id),
+                    _ => None,
+                };
+                let sub = self.virtual_dir(&child, group, sub_parent.as_ref())?;
+                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(sub), &child))
+            };
+            if let Some(e) = entry {
+                w.push(&e, self)?;
+            }
+        }
+        w.finish(self)
+    }
+
+    fn warning(&mut self, path: &Path, msg: &str) {
+        self.summary.warnings += 1;
+        self.report.warn(path, msg);
+    }
+
+    /// The tree of a real directory.
+    fn dir_tree(&mut self, path: &Path, parent: Option<&BlobId>) -> Result<BlobId> {
+        let mut names: Vec<OsString> = Vec::new();
+        match fs::read_dir(path) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => names.push(e.file_name()),
+                        Err(e) => {
+                            self.warning(path, &format!("reading directory: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => self.warning(path, &format!("reading directory: {e}")),
+        }
+        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut prev_iter = match parent {
+            Some(p) => Some(DirIter::new(self.repo, p)?),
+            None => None,
+        };
+        let mut prev: Option<Entry> = None;
+        let mut w = DirWriter::new();
+        for name in names {
+            self.check_cancel()?;
+            // Merge-join with the parent listing: advance it to this name.
+            if let Some(it) = prev_iter.as_mut() {
+                while prev
+                    .as_ref()
+                    .is_none_or(|p| p.name.as_slice() < name.as_bytes())
+                {
+                    match it.next_entry()? {
+                        Some(e) => prev = Some(e),
+                        None => {
+                            prev_iter = None;
+                            prev = None;
+                            break;
+                        }
+                    }
+                }
+            }
+            let matching = prev
+                .as_ref()
+                .filter(|p| p.name.as_slice() == name.as_bytes());
+            let child = path.join(&name);
+            let meta = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warning(&child, &e.to_string());
+                    continue;
+                }
+            };
+            let matching = matching.cloned();
+            if let Some(e) = self.entry(&child, name.as_bytes(), &meta, matching.as_ref())? {
+                w.push(&e, self)?;
+            }
+        }
+        w.finish(self)
+    }
+
+    /// The entry for one path; `None` if it was skipped.
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+        prev: Option<&Entry>,
+    ) -> Result<Option<Entry>> {
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            if self.repo_path.as_deref() == Some(path) {
+                self.warning(path, "skipped: this is the repository itself");
+                return Ok(None);
+            }
+            self.summary.dirs += 1;
+            let sub_parent = match prev.map(|e| &e.kind) {
+                Some(Kind::Dir(id)) => Some(*id),
+                _ => None,
+            };
+            Kind::Dir(self.dir_tree(path, sub_parent.as_ref())?)
+        } else if ft.is_file() {
+            match self.file_content(path, meta, prev)? {
+                Some((content, size)) => {
+                    let mut e = self.make_entry(name, meta, Kind::File(content), path);
+                    e.size = size;
+                    self.summary.total_bytes += size;
+                    return Ok(Some(e));
+                }
+                None => return Ok(None),
+            }
+        } else {
+            self.summary.others += 1;
+            if ft.is_symlink() {
+                match fs::read_link(path) {
+                    Ok(t) => Kind::Symlink(t.into_os_string().into_encoded_bytes()),
+                    Err(e) => {
+                        self.warning(path, &format!("reading link: {e}"));
+                        return Ok(None);
+                    }
+                }
+            } else if ft.is_fifo() {
+                Kind::Fifo
+            } else if ft.is_char_device() {
+                Kind::CharDev(meta.rdev())
+            } else if ft.is_block_device() {
+                Kind::BlockDev(meta.rdev())
+            } else {
+                Kind::Socket
+            }
+        };
+        Ok(Some(self.make_entry(name, meta, kind, path)))
+    }
+
+    fn make_entry(&mut self, name: &[u8], meta: &Metadata, kind: Kind, path: &Path) -> Entry {
+        let xattrs = match crate::sys::xattrs(path) {
+            Ok(x) => x,
+            Err(e) => {
+                self.warning(path, &format!("reading extended attributes: {e}"));
+                Vec::new()
+            }
+        };
+        Entry {
+            name: name.to_vec(),
+            size: if matches!(kind, Kind::Dir(_)) {
+                0
+            } else {
+                meta.len()
+            },
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            user: self.names.user(meta.uid()),
+            group: self.names.group(meta.gid()),
+            mtime: time(meta.mtime(), meta.mtime_nsec()),
+            ctime: time(meta.ctime(), meta.ctime_nsec()),
+            atime: if self.atime {
+                time(meta.atime(), meta.atime_nsec())
+            } else {
+                time(meta.mtime(), meta.mtime_nsec())
+            },
+            dev: meta.dev(),
+            ino: meta.ino(),
+            nlink: meta.nlink() as u32,
+            xattrs,
+        }
+    }
+
+    /// A regular file's content and size: reused from the parent when unchanged, otherwise
+    /// read and chunked. `None` if it could not be read (a warning was given).
+    fn file_content(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        prev: Option<&Entry>,
+    ) -> Result<Option<(Content, u64)>> {
+        let (mtime, ctime) = (
+            time(meta.mtime(), meta.mtime_nsec()),
+            time(meta.ctime(), meta.ctime_nsec()),
+        );
+        if !self.force {
+            if let Some(Entry {
+                kind: Kind::File(c),
+                size,
+                mtime: pm,
+                ctime: pc,
+                ino,
+                ..
+            }) = prev
+            {
+                if *size == meta.len() && *pm == mtime && *pc == ctime && *ino == meta.ino() {
+                    self.summary.files_unchanged += 1;
+                    return Ok(Some((c.clone(), *size)));
+                }
+            }
+        }
+        let link_key = (meta.dev(), meta.ino());
+        if meta.nlink() > 1 {
+            if let Some((m, c, size, content)) = self.hardlinks.get(&link_key) {
+                if (*m, *c, *size) == (mtime, ctime, meta.len()) {
+                    let r = (content.clone(), *size);
+                    self.count_read_file(prev);
+                    return Ok(Some(r));
+                }
+            }
+        }
+        let file = match File::options()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(path)
+            .or_else(|_| File::open(path))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                self.warning(path, &format!("cannot read: {e}"));
+                return Ok(None);
+            }
+        };
+        let mut list = ListWriter::new();
+        let mut chunker = Chunker::new(self.cutter, &file, std::mem::take(&mut self.buf));
+        let outcome = loop {
+            if let Err(e) = self.check_cancel() {
+                break Err(e);
+            }
+            match chunker.next_chunk() {
+                Ok(Some(chunk)) => {
+                    let id = self.repo.keys().blob_id(chunk);
+                    let size = chunk.len() as u32;
+                    if self.repo.index().claim(&id) {
+                        let data = chunk.to_vec();
+                        if self.jobs.send(Job::Blob(BlobKind::Data, id, data)).is_err() {
+                            break Err(Error::InvalidInput(
+                                "backup pipeline stopped (see the storage error)".into(),
+                            ));
+                        }
+                    }
+                    if let Err(e) = list.push(ChunkRef { id, size }, self) {
+                        break Err(e);
+                    }
+                }
+                Ok(None) => break Ok(true),
+                Err(e) => break Ok(self.warn_read(path, &e)),
+            }
+        };
+        self.summary.bytes_read += chunker.bytes_read;
+        self.buf = chunker.into_buffer();
+        self.tick();
+        if !outcome? {
+            return Ok(None);
+        }
+        let size = list.bytes;
+        let content = list.finish(self)?;
+        match file.metadata() {
+            Ok(after)
+                if after.len() != size
+                    || after.mtime() != meta.mtime()
+                    || after.mtime_nsec() != meta.mtime_nsec() =>
+            {
+                self.warning(path, "file changed while it was read; stored what was read");
+            }
+            _ => {}
+        }
+        self.count_read_file(prev);
+        if meta.nlink() > 1 {
+            self.hardlinks
+                .put(link_key, (mtime, ctime, meta.len(), content.clone()));
+        }
+        Ok(Some((content, size)))
+    }
+
+    fn warn_read(&mut self, path: &Path, e: &std::io::Error) -> bool {
+        self.warning(path, &format!("read error: {e}"));
+        false
+    }
+
+    fn count_read_file(&mut self, prev: Option<&Entry>) {
+        if matches!(prev.map(|p| &p.kind), Some(Kind::File(_))) {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+    }
+}
+
+/// The component of `path` right after `prefix`.
+fn next_component(prefix: &Path, path: &Path) -> Option<OsString> {
+    path.strip_prefix(prefix)
+        .ok()?
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_os_string())
+}

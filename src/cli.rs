@@ -1,0 +1,734 @@
+//! The command line: parse arguments, build library options, call one library function,
+//! print. The only module that reads the environment, prints or picks exit codes.
+//!
+//! Exit codes (restic's): 0 ok, 1 error, 3 backup done but some sources unreadable,
+//! 12 wrong password, 130 interrupted.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::backup::{self, BackupOptions, ParentChoice};
+use crate::check::{self, CheckOptions};
+use crate::crypto::KdfParams;
+use crate::error::Error;
+use crate::format::tree::{Entry, Kind};
+use crate::id::FileId;
+use crate::repo::{InitOptions, Repository};
+use crate::restore::{self, RestoreOptions};
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: an error.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code: backup finished but some sources could not be read.
+pub const EXIT_PARTIAL: i32 = 3;
+/// Exit code: wrong password.
+pub const EXIT_WRONG_PASSWORD: i32 = 12;
+/// Exit code: interrupted by SIGINT or SIGTERM.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+const AFTER_HELP: &str = "\
+Environment:
+  CAIRN_REPO           repository path (instead of -r)
+  CAIRN_PASSWORD       repository password
+  CAIRN_PASSWORD_FILE  file holding the password (instead of --password-file)
+
+Without -r or CAIRN_REPO, cairn uses $XDG_DATA_HOME/cairn/repo
+(~/.local/share/cairn/repo).
+
+Exit codes: 0 ok, 1 error, 3 backup finished but some sources could not be read,
+12 wrong password, 130 interrupted.";
+
+/// cairn: deduplicating, encrypted backups whose memory stays inside a budget.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Repository directory [default: $CAIRN_REPO, else $XDG_DATA_HOME/cairn/repo]
+    #[arg(short = 'r', long = "repo", global = true, value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// Read the password from this file (first line) [default: $CAIRN_PASSWORD_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init {
+        /// Use trivially cheap key derivation. For tests only: it makes the password easy to guess.
+        #[arg(long, hide = true)]
+        insecure_test_kdf: bool,
+    },
+    /// Back up files and directories into a new snapshot.
+    Backup {
+        /// Files and directories to back up.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Tag the snapshot (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Host name to record [default: this machine's].
+        #[arg(long)]
+        host: Option<String>,
+        /// Snapshot to compare against for change detection [default: the newest with the same host and paths].
+        #[arg(long, value_name = "SNAPSHOT", conflicts_with = "no_parent")]
+        parent: Option<String>,
+        /// Compare against no snapshot (read every file).
+        #[arg(long)]
+        no_parent: bool,
+        /// Read every file even if its metadata is unchanged.
+        #[arg(long)]
+        force: bool,
+        /// zstd compression level, 0 for none [default: the repository's, 3].
+        #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=22))]
+        compression: Option<i32>,
+        /// Record access times (off by default: they change whenever a file is read, so
+        /// every backup would store new directory listings).
+        #[arg(long)]
+        atime: bool,
+        /// Create the repository first if it does not exist.
+        #[arg(long)]
+        init: bool,
+        /// (with --init) Use trivially cheap key derivation. For tests only.
+        #[arg(long, hide = true)]
+        insecure_test_kdf: bool,
+    },
+    /// List snapshots.
+    Snapshots,
+    /// List files in a snapshot, like `ls -l`.
+    Ls {
+        /// SNAPSHOT[:PATH]: a snapshot id (prefix) or `latest`, optionally with a path inside it.
+        #[arg(value_name = "SNAPSHOT[:PATH]")]
+        target: String,
+        /// List subdirectories recursively.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// Restore a snapshot (or a path inside it) into a directory.
+    Restore {
+        /// SNAPSHOT[:PATH]: a snapshot id (prefix) or `latest`, optionally with a path inside it.
+        #[arg(value_name = "SNAPSHOT[:PATH]")]
+        target_snapshot: String,
+        /// Directory to restore into.
+        #[arg(short, long, value_name = "DIR")]
+        target: PathBuf,
+        /// Only restore paths matching this glob (repeatable); a pattern without '/' matches file names.
+        #[arg(long = "include", value_name = "GLOB")]
+        include: Vec<String>,
+    },
+    /// Verify the repository's structure and, with --read-data, all data.
+    Check {
+        /// Also decrypt and verify every blob.
+        #[arg(long)]
+        read_data: bool,
+    },
+}
+
+/// What the process environment provides; tests construct it directly.
+pub struct Env<'a> {
+    /// `CAIRN_REPO`.
+    pub repo: Option<PathBuf>,
+    /// `CAIRN_PASSWORD`.
+    pub password: Option<String>,
+    /// `CAIRN_PASSWORD_FILE`.
+    pub password_file: Option<PathBuf>,
+    /// Default repository location.
+    pub default_repo: Option<PathBuf>,
+    /// May we prompt on the terminal?
+    pub interactive: bool,
+    /// Set by SIGINT/SIGTERM.
+    pub cancel: &'a AtomicBool,
+}
+
+impl<'a> Env<'a> {
+    /// Read the real environment.
+    pub fn from_process(cancel: &'a AtomicBool) -> Env<'a> {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let data_home = var("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+        Env {
+            repo: var("CAIRN_REPO").map(PathBuf::from),
+            password: var("CAIRN_PASSWORD").map(|p| p.to_string_lossy().into_owned()),
+            password_file: var("CAIRN_PASSWORD_FILE").map(PathBuf::from),
+            default_repo: data_home.map(|d| d.join("cairn/repo")),
+            interactive: std::io::stdin().is_terminal(),
+            cancel,
+        }
+    }
+}
+
+/// Run cairn with `args` (including the program name); returns the exit code.
+pub fn run(
+    args: Vec<OsString>,
+    env: &Env,
+    out: &mut dyn Write,
+    err: &mut (dyn Write + Send),
+) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = if e.use_stderr() {
+                write!(err, "{e}")
+            } else {
+                write!(out, "{e}")
+            };
+            return code;
+        }
+    };
+    match dispatch(&cli, env, out, err) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+/// The exit code for an error.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::WrongPassword) => EXIT_WRONG_PASSWORD,
+        Some(Error::Interrupted) => EXIT_INTERRUPTED,
+        _ => EXIT_ERROR,
+    }
+}
+
+fn repo_path(cli: &Cli, env: &Env) -> anyhow::Result<PathBuf> {
+    cli.repo
+        .clone()
+        .or_else(|| env.repo.clone())
+        .or_else(|| env.default_repo.clone())
+        .context("no repository given: use -r PATH or set CAIRN_REPO")
+}
+
+fn password(cli: &Cli, env: &Env, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    if let Some(f) = cli.password_file.as_ref().or(env.password_file.as_ref()) {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
+        return Ok(zeroize::Zeroizing::new(
+            s.lines().next().unwrap_or("").to_string(),
+        ));
+    }
+    if let Some(p) = &env.password {
+        return Ok(zeroize::Zeroizing::new(p.clone()));
+    }
+    if !env.interactive {
+        anyhow::bail!(
+            "no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file"
+        );
+    }
+    let p = zeroize::Zeroizing::new(rpassword::prompt_password(
+        "enter password for repository: ",
+    )?);
+    if confirm {
+        let again = zeroize::Zeroizing::new(rpassword::prompt_password("enter password again: ")?);
+        if *again != *p {
+            anyhow::bail!("passwords do not match");
+        }
+        if p.is_empty() {
+            anyhow::bail!("an empty password is not allowed");
+        }
+    }
+    Ok(p)
+}
+
+fn open(cli: &Cli, env: &Env) -> anyhow::Result<Repository> {
+    let path = repo_path(cli, env)?;
+    let pw = password(cli, env, false)?;
+    Ok(Repository::open(&path, pw.as_bytes())?)
+}
+
+/// Tell the user about damaged files the command had to skip.
+fn print_problems(repo: &Repository, err: &mut dyn Write) {
+    for p in repo.problems() {
+        let _ = writeln!(err, "warning: {p}");
+    }
+}
+
+fn init(cli: &Cli, env: &Env, cheap: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let path = repo_path(cli, env)?;
+    let pw = password(cli, env, true)?;
+    let opts = InitOptions {
+        kdf: if cheap {
+            KdfParams::INSECURE_FOR_TESTS
+        } else {
+            KdfParams::DEFAULT
+        },
+        ..InitOptions::default()
+    };
+    Repository::init(&path, pw.as_bytes(), &opts)?;
+    if !cli.quiet {
+        writeln!(out, "created cairn repository at {}", path.display())?;
+        writeln!(
+            out,
+            "keep the password safe: without it the data cannot be recovered"
+        )?;
+    }
+    Ok(())
+}
+
+/// Split `SNAPSHOT[:PATH]`.
+fn split_target(s: &str) -> (&str, &str) {
+    s.split_once(':').unwrap_or((s, "/"))
+}
+
+fn dispatch(
+    cli: &Cli,
+    env: &Env,
+    out: &mut dyn Write,
+    err: &mut (dyn Write + Send),
+) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Init { insecure_test_kdf } => {
+            init(cli, env, *insecure_test_kdf, out)?;
+            Ok(EXIT_OK)
+        }
+        Command::Backup {
+            paths,
+            tags,
+            host,
+            parent,
+            no_parent,
+            force,
+            compression,
+            atime,
+            init: do_init,
+            insecure_test_kdf,
+        } => {
+            let path = repo_path(cli, env)?;
+            if *do_init && !path.join("config").exists() {
+                init(cli, env, *insecure_test_kdf, out)?;
+            }
+            let repo = open(cli, env)?;
+            let parent = match (parent, no_parent) {
+                (_, true) => ParentChoice::None,
+                (Some(p), _) => ParentChoice::Id(repo.resolve_snapshot(p)?.0),
+                (None, false) => ParentChoice::Auto,
+            };
+            let opts = BackupOptions {
+                paths: paths.clone(),
+                tags: tags.clone(),
+                host: host.clone(),
+                parent,
+                force: *force,
+                compression: *compression,
+                atime: *atime,
+            };
+            let reporter = BackupReporter {
+                err: std::sync::Mutex::new(err),
+                progress: !cli.quiet && !cli.json && std::io::stderr().is_terminal(),
+            };
+            let r = backup::backup(&repo, &opts, &reporter, env.cancel);
+            reporter.clear_progress();
+            let r = r?;
+            print_backup(cli, &r, out)?;
+            Ok(if r.snapshot.summary.warnings > 0 {
+                EXIT_PARTIAL
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::Snapshots => {
+            let repo = open(cli, env)?;
+            let snaps = repo.snapshots()?;
+            print_problems(&repo, err);
+            print_snapshots(cli, &snaps, out)?;
+            Ok(EXIT_OK)
+        }
+        Command::Ls { target, recursive } => {
+            let repo = open(cli, env)?;
+            let (snap, path) = split_target(target);
+            let (_, s) = repo.resolve_snapshot(snap)?;
+            print_problems(&repo, err);
+            let mut io_err = None;
+            crate::ls::list(&repo, &s.root, Path::new(path), *recursive, &mut |p, e| {
+                let line = if cli.json {
+                    ls_json(p, e)
+                } else {
+                    ls_line(p, e)
+                };
+                if let Err(x) = writeln!(out, "{line}") {
+                    io_err.get_or_insert(x);
+                }
+            })?;
+            if let Some(e) = io_err {
+                return Err(e.into());
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Restore {
+            target_snapshot,
+            target,
+            include,
+        } => {
+            let repo = open(cli, env)?;
+            let (snap, path) = split_target(target_snapshot);
+            let (id, s) = repo.resolve_snapshot(snap)?;
+            print_problems(&repo, err);
+            let root = restore::resolve(&repo, &s.root, Path::new(path))?;
+            let opts = RestoreOptions {
+                target: target.clone(),
+                include: include.clone(),
+            };
+            let reporter = RestoreReporter {
+                err: std::sync::Mutex::new(err),
+            };
+            let stats = restore::restore(
+                &repo,
+                &root,
+                &Path::new("/").join(path),
+                &opts,
+                &reporter,
+                env.cancel,
+            )?;
+            if cli.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats })
+                )?;
+            } else if !cli.quiet {
+                writeln!(
+                    out,
+                    "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
+                    id.short(),
+                    target.display(),
+                    stats.files,
+                    stats.dirs,
+                    stats.others,
+                    human(stats.bytes)
+                )?;
+            }
+            if stats.errors > 0 {
+                anyhow::bail!("{} entries could not be restored (see above)", stats.errors);
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Check { read_data } => {
+            let repo = open(cli, env)?;
+            let reporter = CheckReporter {
+                err: std::sync::Mutex::new(err),
+                quiet: cli.quiet,
+            };
+            let stats = check::check(
+                &repo,
+                CheckOptions {
+                    read_data: *read_data,
+                },
+                &reporter,
+            )?;
+            if cli.json {
+                writeln!(out, "{}", serde_json::json!(stats))?;
+            } else if !cli.quiet {
+                writeln!(
+                    out,
+                    "checked {} snapshots, {} packs, {} index entries, {} trees{}: {}",
+                    stats.snapshots,
+                    stats.packs,
+                    stats.index_entries,
+                    stats.trees,
+                    if *read_data {
+                        format!(", {} blobs read", stats.blobs_read)
+                    } else {
+                        String::new()
+                    },
+                    if stats.errors == 0 {
+                        "no errors".to_string()
+                    } else {
+                        format!("{} errors", stats.errors)
+                    }
+                )?;
+            }
+            if stats.errors > 0 {
+                anyhow::bail!(
+                    "the repository is damaged: {} errors (see above)",
+                    stats.errors
+                );
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+struct BackupReporter<'a> {
+    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
+    progress: bool,
+}
+
+impl BackupReporter<'_> {
+    fn clear_progress(&self) {
+        if self.progress {
+            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = write!(e, "\r\x1b[K");
+        }
+    }
+}
+
+impl backup::Report for BackupReporter<'_> {
+    fn warn(&self, path: &Path, message: &str) {
+        let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            e,
+            "{}warning: {}: {message}",
+            if self.progress { "\r\x1b[K" } else { "" },
+            path.display()
+        );
+    }
+    fn progress(&self, p: &backup::Progress) {
+        if self.progress {
+            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = write!(e, "\r\x1b[K{} files, {} read", p.files, human(p.bytes_read));
+        }
+    }
+}
+
+struct RestoreReporter<'a> {
+    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
+}
+
+impl restore::Report for RestoreReporter<'_> {
+    fn error(&self, path: &Path, message: &str) {
+        let _ = writeln!(
+            self.err.lock().unwrap_or_else(|p| p.into_inner()),
+            "error: {}: {message}",
+            path.display()
+        );
+    }
+    fn warn(&self, path: &Path, message: &str) {
+        let _ = writeln!(
+            self.err.lock().unwrap_or_else(|p| p.into_inner()),
+            "warning: {}: {message}",
+            path.display()
+        );
+    }
+}
+
+struct CheckReporter<'a> {
+    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
+    quiet: bool,
+}
+
+impl check::Report for CheckReporter<'_> {
+    fn error(&self, message: &str) {
+        let _ = writeln!(
+            self.err.lock().unwrap_or_else(|p| p.into_inner()),
+            "error: {message}"
+        );
+    }
+    fn note(&self, message: &str) {
+        if !self.quiet {
+            let _ = writeln!(
+                self.err.lock().unwrap_or_else(|p| p.into_inner()),
+                "note: {message}"
+            );
+        }
+    }
+}
+
+/// Bytes in binary units, e.g. `12.3 MiB`.
+pub fn human(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn local_time(ns: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_opt(
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000) as u32,
+        )
+        .single()
+        .map_or_else(
+            || ns.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        )
+}
+
+fn print_backup(cli: &Cli, r: &backup::BackupResult, out: &mut dyn Write) -> anyhow::Result<()> {
+    let s = &r.snapshot.summary;
+    if cli.json {
+        let v = serde_json::json!({
+            "snapshot_id": r.id.to_hex(),
+            "parent": r.parent.map(|p| p.to_hex()),
+            "summary": s,
+        });
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    if cli.quiet {
+        return Ok(());
+    }
+    if let Some(p) = r.parent {
+        writeln!(out, "using parent snapshot {}", p.short())?;
+    }
+    writeln!(
+        out,
+        "Files:  {} new, {} changed, {} unchanged",
+        s.files_new, s.files_changed, s.files_unchanged
+    )?;
+    writeln!(out, "Dirs:   {}    Other: {}", s.dirs, s.others)?;
+    writeln!(
+        out,
+        "Read {} of {} in {:.2} s; added {} to the repository ({} blobs)",
+        human(s.bytes_read),
+        human(s.total_bytes),
+        s.duration_ms as f64 / 1000.0,
+        human(s.bytes_added),
+        s.blobs_added
+    )?;
+    writeln!(out, "Peak memory {}", human(s.peak_rss))?;
+    if s.warnings > 0 {
+        writeln!(
+            out,
+            "{} sources could not be read completely (see warnings above)",
+            s.warnings
+        )?;
+    }
+    writeln!(out, "snapshot {} saved", r.id.short())?;
+    Ok(())
+}
+
+fn print_snapshots(
+    cli: &Cli,
+    snaps: &[(FileId, crate::format::snapshot::Snapshot)],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if cli.json {
+        let v: Vec<_> = snaps
+            .iter()
+            .map(|(id, s)| {
+                serde_json::json!({
+                    "id": id.to_hex(), "time_ns": s.time_ns, "host": s.host, "user": s.user,
+                    "paths": s.paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+                    "tags": s.tags, "parent": s.parent.map(|p| p.to_hex()), "root": s.root.to_hex(), "summary": s.summary,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(v))?;
+        return Ok(());
+    }
+    let rows: Vec<[String; 6]> = snaps
+        .iter()
+        .map(|(id, s)| {
+            let mut paths = s
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if !s.tags.is_empty() {
+                paths = format!("{paths} [{}]", s.tags.join(","));
+            }
+            [
+                id.short(),
+                local_time(s.time_ns),
+                s.host.clone(),
+                paths,
+                s.summary.files().to_string(),
+                human(s.summary.total_bytes),
+            ]
+        })
+        .collect();
+    let header = ["ID", "Time", "Host", "Paths", "Files", "Size"].map(String::from);
+    let mut w = [0usize; 6];
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |r: &[String; 6]| {
+        format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  {:>w5$}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+            w5 = w[5]
+        )
+    };
+    writeln!(out, "{}", line(&header).trim_end())?;
+    writeln!(out, "{}", "-".repeat(w.iter().sum::<usize>() + 10))?;
+    for r in &rows {
+        writeln!(out, "{}", line(r).trim_end())?;
+    }
+    writeln!(out, "{} snapshots", rows.len())?;
+    Ok(())
+}
+
+fn owner(name: &[u8], id: u32) -> String {
+    if name.is_empty() {
+        id.to_string()
+    } else {
+        String::from_utf8_lossy(name).into_owned()
+    }
+}
+
+fn ls_line(p: &Path, e: &Entry) -> String {
+    let mut s = format!(
+        "{} {:>8} {:>8} {:>12} {} {}",
+        crate::ls::mode_string(e),
+        owner(&e.user, e.uid),
+        owner(&e.group, e.gid),
+        e.size,
+        local_time(e.mtime.sec * 1_000_000_000 + e.mtime.nsec as i64),
+        p.display()
+    );
+    if let Kind::Symlink(t) = &e.kind {
+        s.push_str(" -> ");
+        s.push_str(&String::from_utf8_lossy(t));
+    }
+    s
+}
+
+fn ls_json(p: &Path, e: &Entry) -> String {
+    let kind = match e.kind {
+        Kind::File(_) => "file",
+        Kind::Dir(_) => "dir",
+        Kind::Symlink(_) => "symlink",
+        Kind::Fifo => "fifo",
+        Kind::CharDev(_) => "chardev",
+        Kind::BlockDev(_) => "blockdev",
+        Kind::Socket => "socket",
+    };
+    serde_json::json!({
+        "path": p.to_string_lossy(), "type": kind, "mode": e.mode, "uid": e.uid, "gid": e.gid,
+        "user": String::from_utf8_lossy(&e.user), "group": String::from_utf8_lossy(&e.group),
+        "size": e.size, "mtime": e.mtime.sec, "mtime_nsec": e.mtime.nsec,
+    })
+    .to_string()
+}

@@ -1,0 +1,281 @@
+//! Keys, authenticated encryption, keyed blob ids and the password KDF.
+//!
+//! Everything cairn writes is sealed with XChaCha20-Poly1305 under a random 24-byte nonce:
+//! `nonce (24) || ciphertext || tag (16)`. Blob ids are BLAKE3 keyed with a secret from the
+//! master key, so an id does not reveal whether a known file is stored. Pure: no I/O.
+//!
+//! Secrets never derive `Debug` or `Clone`, and are zeroized on drop.
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+/// Bytes a sealed message adds to its plaintext: nonce + tag.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// Length of the serialized master key: encryption key + id key.
+pub const MASTER_KEY_LEN: usize = 64;
+
+/// The repository's master key: one key for encryption, one for keyed blob ids.
+///
+/// Generated at `init`, stored only wrapped under a password in key files.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Keys {
+    enc: [u8; 32],
+    id: [u8; 32],
+    #[zeroize(skip)]
+    cipher: XChaCha20Poly1305,
+}
+
+impl Keys {
+    /// A fresh random master key.
+    pub fn generate() -> Keys {
+        let mut raw = [0u8; MASTER_KEY_LEN];
+        random_bytes(&mut raw);
+        let keys = Keys::from_bytes(&raw);
+        raw.zeroize();
+        keys
+    }
+
+    /// Rebuild from the 64 serialized bytes (encryption key, then id key).
+    pub fn from_bytes(raw: &[u8; MASTER_KEY_LEN]) -> Keys {
+        let mut enc = [0u8; 32];
+        let mut id = [0u8; 32];
+        enc.copy_from_slice(&raw[..32]);
+        id.copy_from_slice(&raw[32..]);
+        let cipher = XChaCha20Poly1305::new((&enc).into());
+        Keys { enc, id, cipher }
+    }
+
+    /// The 64 serialized bytes; the caller must zeroize them after use.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<[u8; MASTER_KEY_LEN]> {
+        let mut raw = zeroize::Zeroizing::new([0u8; MASTER_KEY_LEN]);
+        raw[..32].copy_from_slice(&self.enc);
+        raw[32..].copy_from_slice(&self.id);
+        raw
+    }
+
+    /// The id of a blob with this plaintext: BLAKE3 keyed with the id key.
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        BlobId(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
+    }
+
+    /// Seal `plaintext` with associated data `aad`: `nonce || ciphertext || tag`.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        self.seal_into(aad, plaintext, &mut out);
+        out
+    }
+
+    /// Append the sealed form of `plaintext` to `out`.
+    pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        seal_with(&self.cipher, aad, plaintext, out)
+    }
+
+    /// Open a sealed message; `what`/`id` name the object in the error.
+    pub fn open(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+        what: &'static str,
+        id: &dyn std::fmt::Display,
+    ) -> Result<Vec<u8>> {
+        open_with(&self.cipher, aad, sealed).ok_or_else(|| Error::Tampered {
+            what,
+            id: id.to_string(),
+        })
+    }
+}
+
+fn seal_with(cipher: &XChaCha20Poly1305, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+    let mut nonce = [0u8; NONCE_LEN];
+    random_bytes(&mut nonce);
+    out.reserve(plaintext.len() + SEAL_OVERHEAD);
+    out.extend_from_slice(&nonce);
+    let start = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
+        // Encryption fails only for messages over 256 GiB; cairn's are at most tens of MiB.
+        .expect("message length within XChaCha20-Poly1305 limits");
+    out.extend_from_slice(&tag);
+}
+
+fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return None;
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let mut buf = ct.to_vec();
+    cipher
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            aad,
+            &mut buf,
+            Tag::from_slice(tag),
+        )
+        .ok()?;
+    Some(buf)
+}
+
+/// Argon2id parameters, stored in each key file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub mem_kib: u32,
+    /// Iterations.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl KdfParams {
+    /// The parameters `init` uses: 64 MiB, 3 passes, 1 lane (about 0.2-0.4 s here).
+    /// 64 MiB is the smallest memory budget cairn accepts, so unlocking always fits.
+    pub const DEFAULT: KdfParams = KdfParams {
+        mem_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
+
+    /// Cheap parameters for tests only: they make a password trivial to brute-force.
+    pub const INSECURE_FOR_TESTS: KdfParams = KdfParams {
+        mem_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// Refuse parameters that would exhaust memory or time when read from an untrusted key file.
+    pub fn validate(&self) -> Result<()> {
+        let ok = (8..=4 * 1024 * 1024).contains(&self.mem_kib)
+            && (1..=64).contains(&self.iterations)
+            && (1..=16).contains(&self.parallelism);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(format!(
+                "key file asks for unreasonable KDF parameters ({} KiB, {} iterations, {} lanes)",
+                self.mem_kib, self.iterations, self.parallelism
+            )))
+        }
+    }
+}
+
+/// A key derived from a password, used only to wrap and unwrap the master key.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct WrappingKey([u8; 32]);
+
+impl WrappingKey {
+    /// Derive with Argon2id from `password` and `salt`.
+    pub fn derive(password: &[u8], salt: &[u8], params: KdfParams) -> Result<WrappingKey> {
+        params.validate()?;
+        let p = argon2::Params::new(
+            params.mem_kib,
+            params.iterations,
+            params.parallelism,
+            Some(32),
+        )
+        .map_err(|e| Error::InvalidInput(format!("KDF parameters: {e}")))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into(password, salt, &mut out)
+            .map_err(|e| Error::InvalidInput(format!("KDF: {e}")))?;
+        Ok(WrappingKey(out))
+    }
+
+    /// Seal the master key under this key.
+    pub fn wrap(&self, aad: &[u8], keys: &Keys) -> Vec<u8> {
+        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        let raw = keys.to_bytes();
+        let mut out = Vec::new();
+        seal_with(&cipher, aad, &raw[..], &mut out);
+        out
+    }
+
+    /// Unwrap a master key; `None` when the password (or the data) is wrong.
+    pub fn unwrap(&self, aad: &[u8], sealed: &[u8]) -> Option<Keys> {
+        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        let mut raw = open_with(&cipher, aad, sealed)?;
+        let keys = <&[u8; MASTER_KEY_LEN]>::try_from(raw.as_slice())
+            .ok()
+            .map(Keys::from_bytes);
+        raw.zeroize();
+        keys
+    }
+}
+
+/// Fill `buf` from the OS random source.
+pub fn random_bytes(buf: &mut [u8]) {
+    // The OS random source failing is not recoverable and never happens on Linux >= 3.17.
+    getrandom::getrandom(buf).expect("OS random number generator");
+}
+
+/// A random u64 (for seeds and temp-file names).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    random_bytes(&mut b);
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn seal_open_roundtrip(data in proptest::collection::vec(any::<u8>(), 0..4096), aad in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let k = Keys::generate();
+            let sealed = k.seal(&aad, &data);
+            prop_assert_eq!(sealed.len(), data.len() + SEAL_OVERHEAD);
+            prop_assert_eq!(k.open(&aad, &sealed, "blob", &"x").unwrap(), data);
+        }
+
+        #[test]
+        fn any_flipped_bit_is_detected(data in proptest::collection::vec(any::<u8>(), 0..512), bit in any::<usize>()) {
+            let k = Keys::generate();
+            let mut sealed = k.seal(b"a", &data);
+            let bit = bit % (sealed.len() * 8);
+            sealed[bit / 8] ^= 1 << (bit % 8);
+            let tampered = matches!(k.open(b"a", &sealed, "blob", &"x"), Err(Error::Tampered { .. }));
+            prop_assert!(tampered);
+        }
+    }
+
+    #[test]
+    fn wrong_aad_or_key_or_truncation_fails() {
+        let k = Keys::generate();
+        let sealed = k.seal(b"one", b"hello");
+        assert!(k.open(b"two", &sealed, "x", &"x").is_err());
+        assert!(Keys::generate().open(b"one", &sealed, "x", &"x").is_err());
+        assert!(k.open(b"one", &sealed[..10], "x", &"x").is_err());
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        let (a, b) = (Keys::generate(), Keys::generate());
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x").0, *blake3::hash(b"x").as_bytes());
+    }
+
+    #[test]
+    fn wrap_unwrap() {
+        let keys = Keys::generate();
+        let wk =
+            WrappingKey::derive(b"pw", b"saltsaltsaltsalt", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        let sealed = wk.wrap(b"k", &keys);
+        let back = wk.unwrap(b"k", &sealed).unwrap();
+        assert_eq!(*back.to_bytes(), *keys.to_bytes());
+        let wrong =
+            WrappingKey::derive(b"pX", b"saltsaltsaltsalt", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        assert!(wrong.unwrap(b"k", &sealed).is_none());
+    }
+}

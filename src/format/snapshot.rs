@@ -1,0 +1,208 @@
+//! Snapshots (docs/format.md, "Snapshots"): one sealed file per backup naming its root tree.
+
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+use super::{Put, Reader};
+use crate::error::Result;
+use crate::id::{BlobId, FileId};
+
+/// Counters recorded by `backup`; also its printed summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Regular files not in the parent snapshot.
+    pub files_new: u64,
+    /// Regular files in the parent whose metadata changed (re-read).
+    pub files_changed: u64,
+    /// Regular files whose chunk list was reused without reading them.
+    pub files_unchanged: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Entries of other kinds (symlinks, devices, fifos, sockets).
+    pub others: u64,
+    /// Bytes of all regular files in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes actually read from the sources.
+    pub bytes_read: u64,
+    /// Bytes added to the repository (sealed, after dedup and compression).
+    pub bytes_added: u64,
+    /// Blobs added to the repository.
+    pub blobs_added: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Peak resident memory of the process in bytes.
+    pub peak_rss: u64,
+    /// Sources that could not be read, or changed while read.
+    pub warnings: u64,
+}
+
+/// Number of u64 counters in [`Summary`], as encoded.
+const SUMMARY_FIELDS: usize = 12;
+
+impl Summary {
+    fn fields(&self) -> [u64; SUMMARY_FIELDS] {
+        [
+            self.files_new,
+            self.files_changed,
+            self.files_unchanged,
+            self.dirs,
+            self.others,
+            self.total_bytes,
+            self.bytes_read,
+            self.bytes_added,
+            self.blobs_added,
+            self.duration_ms,
+            self.peak_rss,
+            self.warnings,
+        ]
+    }
+
+    fn from_fields(f: [u64; SUMMARY_FIELDS]) -> Summary {
+        Summary {
+            files_new: f[0],
+            files_changed: f[1],
+            files_unchanged: f[2],
+            dirs: f[3],
+            others: f[4],
+            total_bytes: f[5],
+            bytes_read: f[6],
+            bytes_added: f[7],
+            blobs_added: f[8],
+            duration_ms: f[9],
+            peak_rss: f[10],
+            warnings: f[11],
+        }
+    }
+
+    /// Regular files in the snapshot.
+    pub fn files(&self) -> u64 {
+        self.files_new + self.files_changed + self.files_unchanged
+    }
+}
+
+/// A snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Start of the backup, Unix nanoseconds.
+    pub time_ns: i64,
+    /// Host name.
+    pub host: String,
+    /// User name.
+    pub user: String,
+    /// The absolute source paths given to `backup`.
+    pub paths: Vec<PathBuf>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The snapshot used for change detection, if any.
+    pub parent: Option<FileId>,
+    /// Root tree: a directory holding the source paths at their absolute locations.
+    pub root: BlobId,
+    /// The cairn version that wrote it.
+    pub program: String,
+    /// Counters.
+    pub summary: Summary,
+}
+
+impl Snapshot {
+    /// Encode the plaintext payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(256);
+        v.i64(self.time_ns);
+        v.bytes16(self.host.as_bytes());
+        v.bytes16(self.user.as_bytes());
+        v.u16(self.paths.len() as u16);
+        for p in &self.paths {
+            v.bytes16(p.as_os_str().as_bytes());
+        }
+        v.u16(self.tags.len() as u16);
+        for t in &self.tags {
+            v.bytes16(t.as_bytes());
+        }
+        match &self.parent {
+            Some(p) => {
+                v.u8(1);
+                v.raw(&p.0);
+            }
+            None => v.u8(0),
+        }
+        v.raw(&self.root.0);
+        v.bytes16(self.program.as_bytes());
+        v.u8(SUMMARY_FIELDS as u8);
+        for f in self.summary.fields() {
+            v.u64(f);
+        }
+        v
+    }
+
+    /// Decode the plaintext payload.
+    pub fn decode(bytes: &[u8], id: &FileId) -> Result<Snapshot> {
+        let mut r = Reader::new(bytes, "snapshot", id);
+        let time_ns = r.i64()?;
+        let host = r.str16()?;
+        let user = r.str16()?;
+        let np = r.count16(2)?;
+        let mut paths = Vec::with_capacity(np);
+        for _ in 0..np {
+            paths.push(PathBuf::from(std::ffi::OsString::from_vec(
+                r.bytes16()?.to_vec(),
+            )));
+        }
+        let nt = r.count16(2)?;
+        let mut tags = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            tags.push(r.str16()?);
+        }
+        let parent = match r.u8()? {
+            0 => None,
+            1 => Some(FileId(r.id32()?)),
+            x => return Err(r.err(format!("bad parent flag {x}"))),
+        };
+        let root = BlobId(r.id32()?);
+        let program = r.str16()?;
+        let nf = r.u8()? as usize;
+        if nf != SUMMARY_FIELDS {
+            return Err(r.err(format!(
+                "summary has {nf} fields, expected {SUMMARY_FIELDS}"
+            )));
+        }
+        let mut f = [0u64; SUMMARY_FIELDS];
+        for x in f.iter_mut() {
+            *x = r.u64()?;
+        }
+        r.finish()?;
+        Ok(Snapshot {
+            time_ns,
+            host,
+            user,
+            paths,
+            tags,
+            parent,
+            root,
+            program,
+            summary: Summary::from_fields(f),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn roundtrip(host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,8}", 0..4), paths in proptest::collection::vec("/[a-z/]{0,20}", 0..4), parent in any::<Option<[u8; 4]>>(), n in any::<u64>()) {
+            let s = Snapshot {
+                time_ns: n as i64, host, user: "me".into(), paths: paths.into_iter().map(PathBuf::from).collect(), tags,
+                parent: parent.map(|p| FileId([p[0]; 32])), root: BlobId([9; 32]), program: "cairn 0.1".into(),
+                summary: Summary { files_new: n, bytes_added: n / 2, ..Summary::default() },
+            };
+            prop_assert_eq!(Snapshot::decode(&s.encode(), &FileId::default()).unwrap(), s);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Snapshot::decode(&bytes, &FileId::default());
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The repository: unlocking keys, the config, sealed files (index, snapshots), and
+//! reading and writing blobs through packs and the index.
+//!
+//! Write ordering (docs/format.md, "Read and write ordering"): a pack is durable before
+//! an index file names it, and every index file a snapshot depends on is durable before
+//! the snapshot is written. Every file is written by [`Local::write_atomic`] or
+//! [`Local::commit`]: temp file, fsync, rename, fsync the directory.
+
+pub mod packer;
+
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{read_exact_at, Dir, Local};
+use crate::chunker::ChunkerParams;
+use crate::compress::{self, Compressor};
+use crate::crypto::{self, KdfParams, Keys, WrappingKey};
+use crate::error::{Error, IoContext, Result};
+use crate::format::config::{Config, DEFAULT_PACK_SIZE};
+use crate::format::index::{self as index_format, IndexEntry, Location};
+use crate::format::key::KeyFile;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{self, Node};
+use crate::format::{blob_aad, BlobKind, Compression, FileKind};
+use crate::id::{BlobId, FileId};
+use crate::index::Index;
+
+/// Open pack files kept for reads. File descriptors, not memory: 64 of them.
+const OPEN_PACKS: usize = 64;
+
+/// Settings for `init`.
+pub struct InitOptions {
+    /// KDF parameters for the first key file.
+    pub kdf: KdfParams,
+    /// Chunker sizes; the seed is always random.
+    pub chunker: ChunkerParams,
+    /// Target pack size.
+    pub pack_size: u32,
+    /// Default zstd level.
+    pub compression: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::DEFAULT,
+            chunker: ChunkerParams::default_with_seed(0),
+            pack_size: DEFAULT_PACK_SIZE,
+            compression: 3,
+        }
+    }
+}
+
+/// An unlocked repository.
+pub struct Repository {
+    backend: Local,
+    keys: Keys,
+    config: Config,
+    index: Index,
+    open_packs: Mutex<lru::LruCache<FileId, Arc<File>>>,
+    /// Damaged files skipped so far (index files at open, snapshots when listing), with
+    /// why. Commands print them; `check` reports them as errors.
+    problems: Mutex<Vec<String>>,
+}
+
+/// A blob ready to go into a pack.
+pub struct SealedBlob {
+    /// Its id.
+    pub id: BlobId,
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// How the plaintext was stored.
+    pub compression: Compression,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// `nonce || ciphertext || tag`.
+    pub bytes: Vec<u8>,
+}
+
+impl Repository {
+    /// Create a repository at `path` (which may exist but must not hold a repository).
+    pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<()> {
+        let backend = Local::new(path);
+        if backend.config_path().exists() {
+            return Err(Error::InvalidInput(format!(
+                "{}: a repository already exists here",
+                path.display()
+            )));
+        }
+        let mut chunker = opts.chunker;
+        chunker.seed = crypto::random_u64();
+        chunker.validate()?;
+        let mut repo_id = [0u8; 32];
+        crypto::random_bytes(&mut repo_id);
+        let config = Config {
+            repo_id,
+            chunker,
+            pack_size: opts.pack_size,
+            compression: opts.compression,
+            created: now_secs(),
+        };
+        // Validate through the decoder so init cannot write a config that open refuses.
+        Config::decode(&config.encode())?;
+        backend.create_layout()?;
+        let keys = Keys::generate();
+        write_key_file(&backend, &keys, password, opts.kdf)?;
+        // The config is written last: its presence is what makes a directory a repository.
+        let header = FileKind::Config.header();
+        let mut bytes = header.to_vec();
+        keys.seal_into(&header, &config.encode(), &mut bytes);
+        backend.write_atomic(&backend.config_path(), &bytes)
+    }
+
+    /// Unlock the repository at `path` with `password` and load its index.
+    pub fn open(path: &Path, password: &[u8]) -> Result<Repository> {
+        let backend = Local::new(path);
+        let cfg_path = backend.config_path();
+        let cfg_bytes = match std::fs::read(&cfg_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository(path.to_path_buf()))
+            }
+            Err(e) => return Err(e).at(&cfg_path),
+        };
+        let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
+        let keys = unlock(&backend, password)?;
+        let config =
+            Config::decode(&keys.open(&FileKind::Config.header(), sealed, "config", &"config")?)?;
+        let repo = Repository {
+            backend,
+            keys,
+            config,
+            index: Index::new(),
+            open_packs: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(OPEN_PACKS).expect("non-zero"),
+            )),
+            problems: Mutex::new(Vec::new()),
+        };
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    /// Add a key file wrapping the same master key under another password.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<FileId> {
+        write_key_file(&self.backend, &self.keys, password, kdf)
+    }
+
+    /// Load every index file. A damaged one is skipped and recorded, not fatal: the blobs
+    /// it lists become unreachable (and `check` says so) but nothing else is lost.
+    fn load_index(&self) -> Result<()> {
+        for id in self.backend.list(Dir::Index)? {
+            match self.read_index_file(&id) {
+                Ok(entries) => entries.iter().for_each(|e| self.index.insert(e)),
+                Err(
+                    e @ (Error::Corrupt { .. }
+                    | Error::Tampered { .. }
+                    | Error::UnsupportedVersion { .. }),
+                ) => self.problem(&e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn problem(&self, e: &Error) {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("skipped: {e}"));
+    }
+
+    /// Damaged files skipped so far, described.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Decode one index file.
+    pub fn read_index_file(&self, id: &FileId) -> Result<Vec<IndexEntry>> {
+        let payload = self.read_sealed_file(FileKind::Index, Dir::Index, id)?;
+        index_format::decode(&payload, id)
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Local {
+        &self.backend
+    }
+    /// The repository directory.
+    pub fn path(&self) -> &Path {
+        self.backend.root()
+    }
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The master key.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+    /// The blob index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Write `payload` as a sealed file of `kind` in `dir`; returns its id.
+    pub fn write_sealed_file(&self, kind: FileKind, dir: Dir, payload: &[u8]) -> Result<FileId> {
+        let header = kind.header();
+        let mut bytes = header.to_vec();
+        self.keys.seal_into(&header, payload, &mut bytes);
+        let id = FileId::of(&bytes);
+        self.backend
+            .write_atomic(&self.backend.path(dir, &id), &bytes)?;
+        Ok(id)
+    }
+
+    /// Read and open a sealed file of `kind`.
+    pub fn read_sealed_file(&self, kind: FileKind, dir: Dir, id: &FileId) -> Result<Vec<u8>> {
+        let path = self.backend.path(dir, id);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    what: kind.name(),
+                    id: id.to_hex(),
+                })
+            }
+            Err(e) => return Err(e).at(&path),
+        };
+        let sealed = kind.check_header(&bytes, id)?;
+        self.keys.open(&kind.header(), sealed, kind.name(), id)
+    }
+
+    /// Compress (when `compressor` is given and it helps) and seal a blob.
+    pub fn seal_blob(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        plaintext: &[u8],
+        compressor: Option<&mut Compressor>,
+    ) -> SealedBlob {
+        let (compression, body) = match compressor.and_then(|c| c.compress(plaintext)) {
+            Some(z) => (Compression::Zstd, z),
+            None => (Compression::None, plaintext),
+        };
+        let bytes = self.keys.seal(&blob_aad(kind, compression), body);
+        SealedBlob {
+            id,
+            kind,
+            compression,
+            raw_len: plaintext.len() as u32,
+            bytes,
+        }
+    }
+
+    fn pack_file(&self, pack: &FileId) -> Result<Arc<File>> {
+        let mut cache = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = cache.get(pack) {
+            return Ok(f.clone());
+        }
+        let path = self.backend.path(Dir::Data, pack);
+        let f = match File::open(&path) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    what: "pack",
+                    id: pack.to_hex(),
+                })
+            }
+            Err(e) => return Err(e).at(&path),
+        };
+        cache.put(*pack, f.clone());
+        Ok(f)
+    }
+
+    /// Path of a pack file.
+    pub fn pack_path(&self, pack: &FileId) -> PathBuf {
+        self.backend.path(Dir::Data, pack)
+    }
+
+    /// Read the sealed bytes of a blob.
+    pub fn read_sealed_blob(&self, loc: &Location) -> Result<Vec<u8>> {
+        let f = self.pack_file(&loc.pack)?;
+        let mut buf = vec![0u8; loc.stored_len as usize];
+        read_exact_at(&f, &self.pack_path(&loc.pack), &mut buf, loc.offset as u64).map_err(
+            |e| match e {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    Error::corrupt(
+                        "pack",
+                        loc.pack,
+                        format!(
+                            "truncated: blob at offset {} of length {} is past the end",
+                            loc.offset, loc.stored_len
+                        ),
+                    )
+                }
+                e => e,
+            },
+        )?;
+        Ok(buf)
+    }
+
+    /// Open, decompress and verify a blob's sealed bytes.
+    pub fn open_blob(&self, id: &BlobId, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+        let what = loc.kind.name();
+        let body = self.keys.open(
+            &blob_aad(loc.kind, loc.compression),
+            sealed,
+            what,
+            &BlobIn(id, &loc.pack),
+        )?;
+        let plain = match loc.compression {
+            Compression::None => body,
+            Compression::Zstd => compress::decompress(&body, loc.raw_len as usize, what, id)?,
+        };
+        if plain.len() != loc.raw_len as usize {
+            return Err(Error::corrupt(
+                what,
+                id,
+                format!(
+                    "length {} differs from the index's {}",
+                    plain.len(),
+                    loc.raw_len
+                ),
+            ));
+        }
+        if self.keys.blob_id(&plain) != *id {
+            return Err(Error::corrupt(
+                what,
+                BlobIn(id, &loc.pack),
+                "content does not match its id",
+            ));
+        }
+        Ok(plain)
+    }
+
+    /// Read a blob: look it up, read it, decrypt, decompress and verify its id.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.index.get(id).ok_or_else(|| Error::NotFound {
+            what: "blob",
+            id: id.to_hex(),
+        })?;
+        let sealed = self.read_sealed_blob(&loc)?;
+        self.open_blob(id, &loc, &sealed)
+    }
+
+    /// Read and decode a tree node.
+    pub fn read_tree(&self, id: &BlobId) -> Result<Node> {
+        let loc = self.index.get(id).ok_or_else(|| Error::NotFound {
+            what: "tree",
+            id: id.to_hex(),
+        })?;
+        if loc.kind != BlobKind::Tree {
+            return Err(Error::corrupt("tree", id, "index lists it as a data blob"));
+        }
+        let sealed = self.read_sealed_blob(&loc)?;
+        tree::decode(&self.open_blob(id, &loc, &sealed)?, id)
+    }
+
+    /// Save a snapshot (after every index file it depends on is durable).
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<FileId> {
+        self.write_sealed_file(FileKind::Snapshot, Dir::Snapshots, &snap.encode())
+    }
+
+    /// Load one snapshot.
+    pub fn load_snapshot(&self, id: &FileId) -> Result<Snapshot> {
+        Snapshot::decode(
+            &self.read_sealed_file(FileKind::Snapshot, Dir::Snapshots, id)?,
+            id,
+        )
+    }
+
+    /// All readable snapshots, oldest first; damaged ones are skipped and recorded in
+    /// [`Repository::problems`]. Memory: one decoded snapshot (~200 B + paths) each.
+    pub fn snapshots(&self) -> Result<Vec<(FileId, Snapshot)>> {
+        let mut out = Vec::new();
+        for id in self.backend.list(Dir::Snapshots)? {
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push((id, s)),
+                Err(
+                    e @ (Error::Corrupt { .. }
+                    | Error::Tampered { .. }
+                    | Error::UnsupportedVersion { .. }),
+                ) => self.problem(&e),
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(out)
+    }
+
+    /// Find a snapshot by `latest` or a unique prefix of its id.
+    pub fn resolve_snapshot(&self, spec: &str) -> Result<(FileId, Snapshot)> {
+        if spec == "latest" {
+            return self.snapshots()?.pop().ok_or_else(|| Error::NotFound {
+                what: "snapshot",
+                id: "latest (the repository has no snapshots)".into(),
+            });
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let matches: Vec<FileId> = self
+            .backend
+            .list(Dir::Snapshots)?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec_l))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [] => Err(Error::NotFound {
+                what: "snapshot",
+                id: spec.into(),
+            }),
+            _ => Err(Error::InvalidInput(format!(
+                "snapshot id prefix {spec} is ambiguous ({} matches)",
+                matches.len()
+            ))),
+        }
+    }
+}
+
+/// Names a blob together with its pack in messages.
+struct BlobIn<'a>(&'a BlobId, &'a FileId);
+
+impl std::fmt::Display for BlobIn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (in pack {})", self.0, self.1)
+    }
+}
+
+fn write_key_file(backend: &Local, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<FileId> {
+    let mut salt = vec![0u8; 32];
+    crypto::random_bytes(&mut salt);
+    let wk = WrappingKey::derive(password, &salt, kdf)?;
+    let kf = KeyFile {
+        kdf,
+        salt,
+        created: now_secs(),
+        host: crate::sys::hostname(),
+        user: crate::sys::username(),
+        wrapped: wk.wrap(&KeyFile::aad(), keys),
+    };
+    let bytes = kf.encode();
+    let id = FileId::of(&bytes);
+    backend.write_atomic(&backend.path(Dir::Keys, &id), &bytes)?;
+    Ok(id)
+}
+
+fn unlock(backend: &Local, password: &[u8]) -> Result<Keys> {
+    let ids = backend.list(Dir::Keys)?;
+    if ids.is_empty() {
+        return Err(Error::corrupt(
+            "repository",
+            backend.root().display(),
+            "no key files in keys/",
+        ));
+    }
+    let mut last_err = None;
+    for id in ids {
+        let kf = match backend
+            .read(&backend.path(Dir::Keys, &id))
+            .and_then(|b| KeyFile::decode(&b, &id))
+        {
+            Ok(kf) => kf,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let wk = WrappingKey::derive(password, &kf.salt, kf.kdf)?;
+        if let Some(keys) = wk.unwrap(&KeyFile::aad(), &kf.wrapped) {
+            return Ok(keys);
+        }
+    }
+    // An unreadable key file is reported only when it may have been the one that matched.
+    Err(match last_err {
+        Some(e @ Error::UnsupportedVersion { .. }) => e,
+        _ => Error::WrongPassword,
+    })
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,200 @@
+//! Writes sealed blobs into packs and finished packs into index files.
+//!
+//! One open pack per blob kind (tree blobs are kept apart from data so reading directory
+//! listings touches few packs). A pack streams to a temp file; RAM holds only its header
+//! records (42 B per blob). When a pack reaches the target size it is finished (header,
+//! trailer, fsync, rename) and only then are its blobs added to the index and queued for
+//! the next index file, which is written every few packs so an interrupted backup leaves
+//! most of what it stored reusable.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{Repository, SealedBlob};
+use crate::backend::Dir;
+use crate::error::{IoContext, Result};
+use crate::format::index::{self as index_format, IndexEntry, Location};
+use crate::format::pack::{encode_header, PackBlob};
+use crate::format::{BlobKind, FileKind, HEADER_LEN};
+use crate::id::FileId;
+
+/// Write an index file after this many finished packs...
+const INDEX_EVERY_PACKS: usize = 4;
+/// ...or when the oldest unindexed pack is this old.
+const INDEX_EVERY: Duration = Duration::from_secs(30);
+
+struct OpenPack {
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    hasher: blake3::Hasher,
+    blobs: Vec<PackBlob>,
+    len: u64,
+}
+
+impl OpenPack {
+    fn new(repo: &Repository) -> Result<OpenPack> {
+        let (tmp, f) = repo.backend().temp_file()?;
+        let mut p = OpenPack {
+            tmp,
+            out: BufWriter::with_capacity(1 << 20, f),
+            hasher: blake3::Hasher::new(),
+            blobs: Vec::new(),
+            len: 0,
+        };
+        p.write(&FileKind::Pack.header())?;
+        Ok(p)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.out.write_all(b).at(&self.tmp)?;
+        self.hasher.update(b);
+        self.len += b.len() as u64;
+        Ok(())
+    }
+}
+
+/// Counters of what a [`Packer`] stored.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PackerStats {
+    /// Blobs written.
+    pub blobs: u64,
+    /// Bytes written to packs (sealed blobs, headers, trailers).
+    pub bytes: u64,
+    /// Packs finished.
+    pub packs: u64,
+    /// Index files written.
+    pub index_files: u64,
+}
+
+/// Accumulates blobs into packs. Not shared: one thread owns it.
+pub struct Packer<'r> {
+    repo: &'r Repository,
+    open: [Option<OpenPack>; 2],
+    unindexed: Vec<IndexEntry>,
+    unindexed_packs: usize,
+    oldest_unindexed: Option<Instant>,
+    stats: PackerStats,
+}
+
+impl<'r> Packer<'r> {
+    /// A packer writing into `repo`.
+    pub fn new(repo: &'r Repository) -> Self {
+        Packer {
+            repo,
+            open: [None, None],
+            unindexed: Vec::new(),
+            unindexed_packs: 0,
+            oldest_unindexed: None,
+            stats: PackerStats::default(),
+        }
+    }
+
+    /// Add a sealed blob. The caller has claimed its id in the index.
+    pub fn add(&mut self, blob: SealedBlob) -> Result<()> {
+        let slot = blob.kind as usize;
+        if self.open[slot].is_none() {
+            self.open[slot] = Some(OpenPack::new(self.repo)?);
+        }
+        let pack = self.open[slot].as_mut().expect("just opened");
+        pack.write(&blob.bytes)?;
+        pack.blobs.push(PackBlob {
+            kind: blob.kind,
+            compression: blob.compression,
+            id: blob.id,
+            stored_len: blob.bytes.len() as u32,
+            raw_len: blob.raw_len,
+        });
+        self.stats.blobs += 1;
+        if pack.len >= self.repo.config().pack_size as u64 {
+            self.finish_pack(blob.kind)?;
+        }
+        Ok(())
+    }
+
+    fn finish_pack(&mut self, kind: BlobKind) -> Result<()> {
+        let Some(mut pack) = self.open[kind as usize].take() else {
+            return Ok(());
+        };
+        let header = self
+            .repo
+            .keys()
+            .seal(&FileKind::Pack.header(), &encode_header(&pack.blobs));
+        pack.write(&header)?;
+        pack.write(&(header.len() as u32).to_le_bytes())?;
+        let id = FileId(*pack.hasher.finalize().as_bytes());
+        let f = pack
+            .out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .at(&pack.tmp)?;
+        self.repo
+            .backend()
+            .commit(pack.tmp, f, &self.repo.backend().path(Dir::Data, &id))?;
+        self.stats.packs += 1;
+        self.stats.bytes += pack.len;
+        let mut offset = HEADER_LEN as u64;
+        for b in &pack.blobs {
+            let e = IndexEntry {
+                id: b.id,
+                loc: Location {
+                    pack: id,
+                    offset: offset as u32,
+                    stored_len: b.stored_len,
+                    raw_len: b.raw_len,
+                    kind: b.kind,
+                    compression: b.compression,
+                },
+            };
+            offset += b.stored_len as u64;
+            self.repo.index().insert(&e);
+            self.unindexed.push(e);
+        }
+        self.unindexed_packs += 1;
+        let oldest = *self.oldest_unindexed.get_or_insert_with(Instant::now);
+        if self.unindexed_packs >= INDEX_EVERY_PACKS
+            || oldest.elapsed() >= INDEX_EVERY
+            || self.unindexed.len() >= index_format::MAX_ENTRIES
+        {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self) -> Result<()> {
+        for part in self.unindexed.chunks_mut(index_format::MAX_ENTRIES) {
+            self.repo.write_sealed_file(
+                FileKind::Index,
+                Dir::Index,
+                &index_format::encode(part),
+            )?;
+            self.stats.index_files += 1;
+        }
+        self.unindexed.clear();
+        self.unindexed_packs = 0;
+        self.oldest_unindexed = None;
+        Ok(())
+    }
+
+    /// Finish the open packs and write the index for everything stored. After this
+    /// returns, every blob added is durable and indexed.
+    pub fn finish(mut self) -> Result<PackerStats> {
+        self.finish_pack(BlobKind::Data)?;
+        self.finish_pack(BlobKind::Tree)?;
+        if !self.unindexed.is_empty() {
+            self.write_index()?;
+        }
+        Ok(self.stats)
+    }
+}
+
+impl Drop for Packer<'_> {
+    fn drop(&mut self) {
+        // A packer dropped without finish (an error elsewhere) leaves temp files, which
+        // hold nothing indexed; remove them.
+        for p in self.open.iter_mut().filter_map(Option::take) {
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! `restore`: write a snapshot's files back with their metadata.
+//!
+//! The walker (this thread) creates directories, symlinks, special files and hard-linked
+//! files, and hands regular files to two workers that stream them chunk by chunk,
+//! verifying each chunk's id. Directory times and modes are set in a second walk once
+//! every file is written, so no list of directories is kept in memory.
+//!
+//! Safety: names are validated when tree nodes are decoded ('/', '.', '..' and NUL are
+//! refused), every path is built by joining one validated name to a directory this
+//! restore created, and files are opened with O_NOFOLLOW, so nothing is written outside
+//! the target even if the target already holds symlinks.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Mutex;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::tree::{Content, Entry, Kind};
+use crate::id::BlobId;
+use crate::repo::Repository;
+use crate::sys;
+use crate::tree::{ChunkIter, DirIter};
+
+/// Files waiting for a restore worker.
+const FILE_QUEUE: usize = 64;
+/// Restore workers.
+const WORKERS: usize = 2;
+/// Hard-link groups remembered (path + key, ~100 B each). Past this, later links to an
+/// evicted group are restored as copies, with a warning.
+const HARDLINK_MEMORY: usize = 100_000;
+
+/// What to restore and where.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Directory to restore into (created if missing).
+    pub target: PathBuf,
+    /// Only restore paths matching one of these globs (and what is inside them).
+    /// A pattern without '/' matches a file name anywhere.
+    pub include: Vec<String>,
+}
+
+/// Receives problems with single files; the restore goes on.
+pub trait Report: Sync {
+    /// Something could not be restored (damage, permission, ...).
+    fn error(&self, path: &Path, message: &str);
+    /// Metadata could not be fully restored (e.g. ownership when not root).
+    fn warn(&self, _path: &Path, _message: &str) {}
+}
+
+/// Counters of a finished restore.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct RestoreStats {
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Other entries (links, devices, fifos).
+    pub others: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Entries that failed.
+    pub errors: u64,
+}
+
+struct Filter {
+    full: GlobSet,
+    base: GlobSet,
+}
+
+impl Filter {
+    fn new(patterns: &[String]) -> Result<Option<Filter>> {
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let (mut full, mut base) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for p in patterns {
+            let g = Glob::new(p).map_err(|e| Error::InvalidInput(format!("--include {p}: {e}")))?;
+            if p.contains('/') {
+                full.add(g);
+            } else {
+                base.add(g);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::InvalidInput(format!("--include: {e}")))
+        };
+        Ok(Some(Filter {
+            full: build(full)?,
+            base: build(base)?,
+        }))
+    }
+
+    fn matches(&self, snap_path: &Path) -> bool {
+        self.full.is_match(snap_path)
+            || snap_path.file_name().is_some_and(|n| self.base.is_match(n))
+    }
+}
+
+/// Name -> id on this system, if the name exists here.
+type NameMap = HashMap<Vec<u8>, Option<u32>>;
+
+struct Ctx<'a> {
+    repo: &'a Repository,
+    report: &'a dyn Report,
+    cancel: &'a AtomicBool,
+    filter: Option<Filter>,
+    root: bool,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    files: AtomicU64,
+    /// User and group names already looked up on this system (one entry per name).
+    ids: Mutex<(NameMap, NameMap)>,
+}
+
+/// Restore the directory tree `root` (a snapshot's root or a subdirectory of it, found at
+/// `snap_path` inside the snapshot) into `opts.target`.
+pub fn restore(
+    repo: &Repository,
+    root: &Entry,
+    snap_path: &Path,
+    opts: &RestoreOptions,
+    report: &dyn Report,
+    cancel: &AtomicBool,
+) -> Result<RestoreStats> {
+    let ctx = Ctx {
+        repo,
+        report,
+        cancel,
+        filter: Filter::new(&opts.include)?,
+        root: sys::euid() == 0,
+        errors: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        files: AtomicU64::new(0),
+        ids: Mutex::new(Default::default()),
+    };
+    fs::create_dir_all(&opts.target).at(&opts.target)?;
+    let mut stats = RestoreStats::default();
+    let (tx, rx) = sync_channel::<(PathBuf, Entry)>(FILE_QUEUE);
+    let rx = Mutex::new(rx);
+    let walked = std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            let (ctx, rx) = (&ctx, &rx);
+            s.spawn(move || loop {
+                let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((path, entry)) = job else { return };
+                if ctx.cancel.load(Ordering::Relaxed) {
+                    continue;
+                }
+                ctx.file(&path, &entry);
+            });
+        }
+        let mut links =
+            lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
+        let r = match &root.kind {
+            Kind::Dir(id) => {
+                let matched = ctx.filter.as_ref().is_none_or(|f| f.matches(snap_path));
+                ctx.walk(
+                    id,
+                    &opts.target,
+                    snap_path,
+                    matched,
+                    &tx,
+                    &mut links,
+                    &mut stats,
+                )
+            }
+            _ => {
+                // Restoring a single file or link: it goes into the target under its name.
+                let path = opts.target.join(sys::os(&root.name));
+                ctx.entry(root, &path, &tx, &mut links, &mut stats);
+                Ok(())
+            }
+        };
+        drop(tx);
+        r
+    });
+    walked?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    if let Kind::Dir(id) = &root.kind {
+        ctx.dir_metadata(id, &opts.target)?;
+        if ctx.filter.is_none() {
+            ctx.metadata(root, &opts.target);
+        }
+    }
+    stats.files = ctx.files.load(Ordering::Relaxed);
+    stats.bytes = ctx.bytes.load(Ordering::Relaxed);
+    stats.errors = ctx.errors.load(Ordering::Relaxed);
+    Ok(stats)
+}
+
+type Links = lru::LruCache<(u64, u64), PathBuf>;
+
+impl Ctx<'_> {
+    fn fail(&self, path: &Path, msg: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.report.error(path, &msg.to_string());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        dir: &BlobId,
+        out: &Path,
+        snap: &Path,
+        matched: bool,
+        tx: &std::sync::mpsc::SyncSender<(PathBuf, Entry)>,
+        links: &mut Links,
+        stats: &mut RestoreStats,
+    ) -> Result<()> {
+        let mut it = match DirIter::new(self.repo, dir) {
+            Ok(it) => it,
+            Err(e) => {
+                self.fail(out, e);
+                return Ok(());
+            }
+        };
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let e = match it.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.fail(out, e);
+                    return Ok(());
+                }
+            };
+            let path = out.join(sys::os(&e.name));
+            let snap_path = snap.join(sys::os(&e.name));
+            let m = matched || self.filter.as_ref().is_none_or(|f| f.matches(&snap_path));
+            if let Kind::Dir(sub) = &e.kind {
+                if m {
+                    if let Err(err) = make_dir(&path) {
+                        self.fail(&path, err);
+                        continue;
+                    }
+                    stats.dirs += 1;
+                }
+                self.walk(sub, &path, &snap_path, m, tx, links, stats)?;
+            } else if m {
+                if self.filter.is_some() {
+                    if let Err(err) = fs::create_dir_all(out) {
+                        self.fail(out, err);
+                        continue;
+                    }
+                }
+                if matches!(e.kind, Kind::File(_)) && e.nlink <= 1 {
+                    tx.send((path, e))
+                        .map_err(|_| Error::InvalidInput("restore workers stopped".into()))?;
+                } else {
+                    self.entry(&e, &path, tx, links, stats);
+                }
+            }
+        }
+    }
+
+    /// Restore one non-directory entry on this thread.
+    fn entry(
+        &self,
+        e: &Entry,
+        path: &Path,
+        tx: &std::sync::mpsc::SyncSender<(PathBuf, Entry)>,
+        links: &mut Links,
+        stats: &mut RestoreStats,
+    ) {
+        let r = match &e.kind {
+            Kind::File(_) if e.nlink > 1 => {
+                let key = (e.dev, e.ino);
+                if let Some(first) = links.get(&key) {
+                    stats.others += 1;
+                    let _ = remove_existing(path);
+                    fs::hard_link(first, path)
+                } else {
+                    links.put(key, path.to_path_buf());
+                    self.file(path, e);
+                    return;
+                }
+            }
+            Kind::File(_) => {
+                let _ = tx.send((path.to_path_buf(), e.clone()));
+                return;
+            }
+            Kind::Dir(_) => return,
+            Kind::Symlink(target) => {
+                let _ = remove_existing(path);
+                std::os::unix::fs::symlink(sys::os(target), path)
+            }
+            Kind::Fifo => {
+                let _ = remove_existing(path);
+                sys::mknod(path, libc::S_IFIFO | 0o600, 0)
+            }
+            Kind::CharDev(d) | Kind::BlockDev(d) => {
+                let t = if matches!(e.kind, Kind::CharDev(_)) {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
+                let _ = remove_existing(path);
+                sys::mknod(path, t | 0o600, *d)
+            }
+            Kind::Socket => return, // a socket is meaningless without its server
+        };
+        match r {
+            Ok(()) => {
+                if !matches!(e.kind, Kind::File(_)) {
+                    stats.others += 1;
+                }
+                self.metadata(e, path)
+            }
+            Err(err) => self.fail(path, err),
+        }
+    }
+
+    /// Write one regular file and its metadata.
+    fn file(&self, path: &Path, e: &Entry) {
+        match self.write_file(path, e) {
+            Ok(n) => {
+                self.files.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(n, Ordering::Relaxed);
+                self.metadata(e, path);
+            }
+            Err(err) => self.fail(path, err),
+        }
+    }
+
+    fn write_file(&self, path: &Path, e: &Entry) -> Result<u64> {
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        };
+        let mut f = match open() {
+            Ok(f) => f,
+            Err(_) => {
+                // Something else is there (a symlink, a directory from an older restore).
+                remove_existing(path).at(path)?;
+                open().at(path)?
+            }
+        };
+        let Kind::File(content) = &e.kind else {
+            return Ok(0);
+        };
+        let written = self.write_content(&mut f, path, content)?;
+        if written != e.size {
+            return Err(Error::corrupt(
+                "tree",
+                path.display(),
+                format!("chunks add up to {written} bytes, entry says {}", e.size),
+            ));
+        }
+        Ok(written)
+    }
+
+    fn write_content(&self, f: &mut File, path: &Path, content: &Content) -> Result<u64> {
+        let mut written = 0u64;
+        let mut sparse = false;
+        for c in ChunkIter::new(self.repo, content)? {
+            let c = c?;
+            let data = self.repo.read_blob(&c.id)?;
+            if data.len() != c.size as usize {
+                return Err(Error::corrupt(
+                    "data blob",
+                    c.id,
+                    format!("is {} bytes, the file lists {}", data.len(), c.size),
+                ));
+            }
+            if is_zero(&data) {
+                // Leave a hole: VM images and sparse files stay sparse.
+                f.seek(SeekFrom::Current(data.len() as i64)).at(path)?;
+                sparse = true;
+            } else {
+                f.write_all(&data).at(path)?;
+                sparse = false;
+            }
+            written += data.len() as u64;
+        }
+        if sparse {
+            f.set_len(written).at(path)?;
+        }
+        Ok(written)
+    }
+
+    fn uid(&self, e: &Entry) -> u32 {
+        let mut g = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        (!e.user.is_empty())
+            .then(|| {
+                *g.0.entry(e.user.clone())
+                    .or_insert_with(|| sys::uid_of(&e.user))
+            })
+            .flatten()
+            .unwrap_or(e.uid)
+    }
+
+    fn gid(&self, e: &Entry) -> u32 {
+        let mut g = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        (!e.group.is_empty())
+            .then(|| {
+                *g.1.entry(e.group.clone())
+                    .or_insert_with(|| sys::gid_of(&e.group))
+            })
+            .flatten()
+            .unwrap_or(e.gid)
+    }
+
+    /// Ownership (as root, by name first like tar), mode, xattrs, then times.
+    fn metadata(&self, e: &Entry, path: &Path) {
+        let link = matches!(e.kind, Kind::Symlink(_));
+        if self.root {
+            if let Err(err) = std::os::unix::fs::lchown(path, Some(self.uid(e)), Some(self.gid(e)))
+            {
+                self.report.warn(path, &format!("setting owner: {err}"));
+            }
+        }
+        if !link {
+            if let Err(err) = fs::set_permissions(path, fs::Permissions::from_mode(e.mode)) {
+                self.report.warn(path, &format!("setting mode: {err}"));
+            }
+        }
+        for (n, v) in &e.xattrs {
+            if let Err(err) = sys::set_xattr(path, n, v) {
+                self.report.warn(
+                    path,
+                    &format!("setting xattr {}: {err}", String::from_utf8_lossy(n)),
+                );
+            }
+        }
+        if let Err(err) = sys::set_times(path, e.atime, e.mtime) {
+            self.report.warn(path, &format!("setting times: {err}"));
+        }
+    }
+
+    /// Second pass: set each restored directory's metadata after its contents exist.
+    fn dir_metadata(&self, dir: &BlobId, out: &Path) -> Result<()> {
+        let Ok(it) = DirIter::new(self.repo, dir) else {
+            return Ok(());
+        }; // reported in pass one
+        for e in it {
+            let Ok(e) = e else { return Ok(()) };
+            if let Kind::Dir(sub) = &e.kind {
+                let path = out.join(sys::os(&e.name));
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                    self.dir_metadata(sub, &path)?;
+                    self.metadata(&e, &path);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    let blocks = b.chunks_exact(16);
+    blocks.remainder().iter().all(|x| *x == 0)
+        && blocks
+            .into_iter()
+            .all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
+}
+
+/// Create a directory, replacing a non-directory (never following a symlink) in its way.
+fn make_dir(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(path)?;
+            fs::create_dir(path)
+        }
+        Err(_) => fs::create_dir(path),
+    }
+}
+
+/// Remove whatever is at `path` (a file, link, or an empty directory).
+fn remove_existing(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Find the entry at `path` inside a snapshot whose root tree is `root`. The root itself is
+/// returned as a directory entry named "/".
+pub fn resolve(repo: &Repository, root: &BlobId, path: &Path) -> Result<Entry> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cur = Entry {
+        name: b"/".to_vec(),
+        kind: Kind::Dir(*root),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        user: vec![],
+        group: vec![],
+        size: 0,
+        mtime: Default::default(),
+        ctime: Default::default(),
+        atime: Default::default(),
+        dev: 0,
+        ino: 0,
+        nlink: 1,
+        xattrs: vec![],
+    };
+    for comp in path.components() {
+        let name = match comp {
+            std::path::Component::Normal(n) => n.as_bytes(),
+            std::path::Component::RootDir | std::path::Component::CurDir => continue,
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "{}: '..' is not allowed in a snapshot path",
+                    path.display()
+                )))
+            }
+        };
+        let Kind::Dir(id) = &cur.kind else {
+            return Err(Error::NotFound {
+                what: "path",
+                id: path.display().to_string(),
+            });
+        };
+        cur = crate::tree::lookup(repo, id, name)?.ok_or_else(|| Error::NotFound {
+            what: "path",
+            id: path.display().to_string(),
+        })?;
+    }
+    Ok(cur)
+}

@@ -1,0 +1,267 @@
+//! The few operating-system calls std does not offer: extended attributes, device nodes,
+//! fifos, timestamps without following links, user and group names, the host name.
+//! This is the one module allowed `unsafe`; each block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::format::tree::Time;
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Largest xattr value we read (the Linux limit).
+const XATTR_MAX: usize = 64 * 1024;
+
+/// All extended attributes of `path` (not following a final symlink), sorted by name.
+/// Filesystems without xattr support yield an empty list.
+pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let c = cpath(path)?;
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        // SAFETY: `c` is a valid NUL-terminated path; the buffer pointer and length match.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) if names.len() < (1 << 20) => names.resize(names.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(e),
+        }
+    };
+    let mut out = Vec::new();
+    let mut val = vec![0u8; XATTR_MAX];
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let cname = CString::new(name).map_err(|_| io::Error::other("xattr name"))?;
+        // SAFETY: valid C strings; the buffer pointer and length match.
+        let m = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                val.as_mut_ptr().cast(),
+                val.len(),
+            )
+        };
+        if m < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENODATA) {
+                continue; // removed between list and get
+            }
+            return Err(e);
+        }
+        out.push((name.to_vec(), val[..m as usize].to_vec()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Set one extended attribute on `path` without following a final symlink.
+pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = cpath(path)?;
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    // SAFETY: valid C strings; the value pointer and length match.
+    check(unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+}
+
+/// Create a device node, fifo or socket placeholder.
+pub fn mknod(path: &Path, mode: libc::mode_t, dev: u64) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::mknod(c.as_ptr(), mode, dev as libc::dev_t) })
+}
+
+/// Set access and modification times without following a final symlink.
+pub fn set_times(path: &Path, atime: Time, mtime: Time) -> io::Result<()> {
+    let c = cpath(path)?;
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.sec as libc::time_t,
+            tv_nsec: atime.nsec as libc::c_long,
+        },
+        libc::timespec {
+            tv_sec: mtime.sec as libc::time_t,
+            tv_nsec: mtime.nsec as libc::c_long,
+        },
+    ];
+    // SAFETY: valid C string and a two-element timespec array, as utimensat requires.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// Name of user `uid`, if it has one.
+pub fn user_name(uid: u32) -> Option<Vec<u8>> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: passwd is plain old data; zeroed is a valid value to be overwritten.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; getpwuid_r writes only into `pw` and `buf`.
+    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if r != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
+    Some(unsafe { CStr::from_ptr(pw.pw_name) }.to_bytes().to_vec())
+}
+
+/// Name of group `gid`, if it has one.
+pub fn group_name(gid: u32) -> Option<Vec<u8>> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: group is plain old data.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    // SAFETY: as for getpwuid_r.
+    let r = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if r != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: on success gr_name points into `buf`.
+    Some(unsafe { CStr::from_ptr(gr.gr_name) }.to_bytes().to_vec())
+}
+
+/// Uid of the user named `name` on this system.
+pub fn uid_of(name: &[u8]) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: plain old data.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    // SAFETY: valid pointers for the call.
+    let r = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut res,
+        )
+    };
+    (r == 0 && !res.is_null()).then_some(pw.pw_uid)
+}
+
+/// Gid of the group named `name` on this system.
+pub fn gid_of(name: &[u8]) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: plain old data.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    // SAFETY: valid pointers for the call.
+    let r = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut res,
+        )
+    };
+    (r == 0 && !res.is_null()).then_some(gr.gr_gid)
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer pointer and length match.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return String::new();
+    }
+    let n = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The name of the effective user, or its number.
+pub fn username() -> String {
+    let uid = euid();
+    user_name(uid)
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
+pub fn peak_rss() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Let SIGPIPE end the process quietly, as it does for other Unix tools (`cairn ls | head`).
+/// Rust ignores SIGPIPE by default, which turns a closed pipe into an error message.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// `OsStr` from bytes.
+pub fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattr_roundtrip_where_supported() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        match set_xattr(&f, b"user.cairn", b"v1") {
+            Ok(()) => assert_eq!(
+                xattrs(&f).unwrap(),
+                vec![(b"user.cairn".to_vec(), b"v1".to_vec())]
+            ),
+            Err(e) => eprintln!("xattrs unsupported here: {e}"),
+        }
+    }
+
+    #[test]
+    fn names_and_rss() {
+        assert!(peak_rss() > 0);
+        assert_eq!(user_name(0).as_deref(), Some(&b"root"[..]));
+        assert_eq!(uid_of(b"root"), Some(0));
+        assert!(!hostname().is_empty());
+    }
+}

@@ -1,0 +1,99 @@
+//! Cross-module scenarios, in process: backup -> restore equality, dedup, incremental
+//! backups, damaged and hostile repositories, interruption, concurrency, the CLI.
+
+mod cli;
+mod damage;
+mod roundtrip;
+mod trees;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+
+use crate::backup::{self, BackupOptions, BackupResult};
+use crate::repo::Repository;
+use crate::restore::{self, RestoreOptions, RestoreStats};
+
+/// Collects warnings and errors from backup, restore and check.
+#[derive(Default)]
+pub(crate) struct Collect {
+    pub msgs: Mutex<Vec<String>>,
+}
+
+impl Collect {
+    pub fn all(&self) -> Vec<String> {
+        self.msgs.lock().unwrap().clone()
+    }
+}
+
+impl backup::Report for Collect {
+    fn warn(&self, path: &Path, message: &str) {
+        self.msgs
+            .lock()
+            .unwrap()
+            .push(format!("{}: {message}", path.display()));
+    }
+}
+
+impl restore::Report for Collect {
+    fn error(&self, path: &Path, message: &str) {
+        self.msgs
+            .lock()
+            .unwrap()
+            .push(format!("error {}: {message}", path.display()));
+    }
+}
+
+impl crate::check::Report for Collect {
+    fn error(&self, message: &str) {
+        self.msgs.lock().unwrap().push(format!("error {message}"));
+    }
+    fn note(&self, message: &str) {
+        self.msgs.lock().unwrap().push(format!("note {message}"));
+    }
+}
+
+pub(crate) fn do_backup(repo: &Repository, paths: &[&Path]) -> BackupResult {
+    let opts = BackupOptions {
+        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+        ..Default::default()
+    };
+    let c = Collect::default();
+    let r = backup::backup(repo, &opts, &c, &AtomicBool::new(false)).unwrap();
+    assert!(c.all().is_empty(), "unexpected warnings: {:?}", c.all());
+    r
+}
+
+/// Restore all of snapshot `r` into `target`; returns stats and messages.
+pub(crate) fn do_restore(
+    repo: &Repository,
+    r: &BackupResult,
+    target: &Path,
+    include: &[&str],
+) -> (RestoreStats, Vec<String>) {
+    let root = restore::resolve(repo, &r.snapshot.root, Path::new("/")).unwrap();
+    let opts = RestoreOptions {
+        target: target.to_path_buf(),
+        include: include.iter().map(|s| s.to_string()).collect(),
+    };
+    let c = Collect::default();
+    let stats = restore::restore(
+        repo,
+        &root,
+        Path::new("/"),
+        &opts,
+        &c,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    (stats, c.all())
+}
+
+pub(crate) fn do_check(
+    repo: &Repository,
+    read_data: bool,
+) -> (crate::check::CheckStats, Vec<String>) {
+    let c = Collect::default();
+    let s = crate::check::check(repo, crate::check::CheckOptions { read_data }, &c).unwrap();
+    (s, c.all())
+}

@@ -1,0 +1,318 @@
+//! Damaged and hostile repositories: clear errors naming the object, nothing else lost,
+//! nothing written outside the restore target.
+
+use std::fs;
+use std::path::Path;
+
+use super::*;
+use crate::backend::Dir;
+use crate::format::tree::{self, Content, Entry, Kind, Node, Time};
+use crate::format::{BlobKind, Compression};
+use crate::id::BlobId;
+use crate::repo::packer::Packer;
+use crate::repo::SealedBlob;
+use crate::testutil::{bytes, temp_repo, write, PASSWORD};
+use crate::Error;
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut b = fs::read(path).unwrap();
+    b[offset as usize] ^= 0x40;
+    fs::write(path, b).unwrap();
+}
+
+fn first_chunk(repo: &Repository, root: &BlobId, path: &Path) -> BlobId {
+    match restore::resolve(repo, root, path).unwrap().kind {
+        Kind::File(Content::Inline(cs)) => cs[0].id,
+        k => panic!("{k:?}"),
+    }
+}
+
+#[test]
+fn damaged_pack_is_named_and_other_files_restore() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("victim"), &bytes(1, 10_000, false));
+    write(&src.join("big"), &bytes(2, 2_500_000, false));
+    let r = do_backup(&t.repo, &[&src]);
+    let id = first_chunk(&t.repo, &r.snapshot.root, &src.join("victim"));
+    let loc = t.repo.index().get(&id).unwrap();
+    flip_byte(&t.repo.pack_path(&loc.pack), loc.offset as u64 + 40);
+
+    let repo = t.reopen();
+    let (cs, msgs) = do_check(&repo, true);
+    assert!(cs.errors >= 2, "{msgs:?}");
+    let all = msgs.join("\n");
+    assert!(all.contains(&loc.pack.to_hex()), "names the pack: {all}");
+    assert!(
+        all.contains(&format!("{}", src.join("victim").display())),
+        "names the path: {all}"
+    );
+
+    let out = t.scratch("out");
+    let (stats, msgs) = do_restore(&repo, &r, &out, &[]);
+    assert_eq!(stats.errors, 1, "{msgs:?}");
+    assert!(
+        msgs[0].contains("victim") && msgs[0].contains("authentication failed"),
+        "{msgs:?}"
+    );
+    let rel = out.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(rel.join("big")).unwrap(),
+        bytes(2, 2_500_000, false)
+    );
+    // The structure check alone (no --read-data) passes: damage inside blobs needs reading.
+    let (cs, _) = do_check(&repo, false);
+    assert_eq!(cs.errors, 0);
+}
+
+#[test]
+fn truncated_pack_is_reported_not_a_panic() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("f"), &bytes(1, 100_000, false));
+    let r = do_backup(&t.repo, &[&src]);
+    let id = first_chunk(&t.repo, &r.snapshot.root, &src.join("f"));
+    let loc = t.repo.index().get(&id).unwrap();
+    let p = t.repo.pack_path(&loc.pack);
+    let len = fs::metadata(&p).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let repo = t.reopen();
+    let (cs, msgs) = do_check(&repo, false);
+    assert!(cs.errors > 0, "{msgs:?}");
+    let (stats, msgs) = do_restore(&repo, &r, &t.scratch("out"), &[]);
+    assert_eq!(stats.errors, 1, "{msgs:?}");
+}
+
+#[test]
+fn damaged_index_and_snapshot_files_are_skipped_and_reported() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("a"), b"a");
+    do_backup(&t.repo, &[&src]);
+    write(&src.join("b"), b"b");
+    let r2 = do_backup(&t.repo, &[&src]);
+    let snaps = t.repo.backend().list(Dir::Snapshots).unwrap();
+    let other = snaps.iter().find(|s| **s != r2.id).unwrap();
+    flip_byte(&t.repo.backend().path(Dir::Snapshots, other), 30);
+    let ix = t.repo.backend().list(Dir::Index).unwrap()[0];
+    flip_byte(&t.repo.backend().path(Dir::Index, &ix), 30);
+
+    let repo = Repository::open(&t.path(), PASSWORD)
+        .expect("a damaged index file must not make the repository unusable");
+    let listed = repo.snapshots().unwrap();
+    assert_eq!(listed.len(), 1);
+    let problems = repo.problems().join("\n");
+    assert!(
+        problems.contains(&ix.to_hex()) && problems.contains(&other.to_hex()),
+        "{problems}"
+    );
+    let (cs, msgs) = do_check(&repo, false);
+    assert!(cs.errors >= 2, "{msgs:?}");
+}
+
+#[test]
+fn wrong_password_unknown_version_and_not_a_repository() {
+    let t = temp_repo();
+    assert!(matches!(
+        Repository::open(&t.path(), b"wrong"),
+        Err(Error::WrongPassword)
+    ));
+    assert!(matches!(
+        Repository::open(&t.scratch("nothing"), PASSWORD),
+        Err(Error::NotARepository(_))
+    ));
+    assert!(matches!(
+        Repository::open(Path::new("/"), PASSWORD),
+        Err(Error::NotARepository(_))
+    ));
+    let cfg = t.path().join("config");
+    let mut b = fs::read(&cfg).unwrap();
+    b[8] = 9;
+    fs::write(&cfg, b).unwrap();
+    match Repository::open(&t.path(), PASSWORD) {
+        Err(e @ Error::UnsupportedVersion { found: 9, .. }) => {
+            assert!(e.to_string().contains("unsupported format version 9"))
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened a future version"),
+    }
+}
+
+/// Store crafted blobs and a snapshot pointing at `root`.
+fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> crate::backup::BackupResult {
+    let mut p = Packer::new(repo);
+    for b in blobs {
+        p.add(b).unwrap();
+    }
+    p.finish().unwrap();
+    let snapshot = crate::format::snapshot::Snapshot {
+        time_ns: 1,
+        host: "h".into(),
+        user: "u".into(),
+        paths: vec!["/x".into()],
+        tags: vec![],
+        parent: None,
+        root,
+        program: "test".into(),
+        summary: Default::default(),
+    };
+    let id = repo.save_snapshot(&snapshot).unwrap();
+    crate::backup::BackupResult {
+        id,
+        snapshot,
+        parent: None,
+    }
+}
+
+fn entry(name: &[u8], kind: Kind, size: u64) -> Entry {
+    Entry {
+        name: name.to_vec(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        user: vec![],
+        group: vec![],
+        size,
+        mtime: Time::default(),
+        ctime: Time::default(),
+        atime: Time::default(),
+        dev: 0,
+        ino: 0,
+        nlink: 1,
+        xattrs: vec![],
+    }
+}
+
+fn tree_blob(repo: &Repository, node: &Node) -> (BlobId, SealedBlob) {
+    let bytes = tree::encode(node);
+    let id = repo.keys().blob_id(&bytes);
+    (id, repo.seal_blob(BlobKind::Tree, id, &bytes, None))
+}
+
+#[test]
+fn hostile_names_never_escape_the_target() {
+    let t = temp_repo();
+    let data = b"pwned".to_vec();
+    let did = t.repo.keys().blob_id(&data);
+    let dblob = t.repo.seal_blob(BlobKind::Data, did, &data, None);
+    let file = Kind::File(Content::Inline(vec![tree::ChunkRef { id: did, size: 5 }]));
+    let mut blobs = vec![dblob];
+    let mut results = vec![];
+    for bad in [&b".."[..], b"../escape", b"/etc/passwd"] {
+        let (id, b) = tree_blob(&t.repo, &Node::DirLeaf(vec![entry(bad, file.clone(), 5)]));
+        blobs.push(b);
+        results.push(id);
+    }
+    let ids = results.clone();
+    let last = *ids.last().unwrap();
+    let r = craft(&t.repo, blobs, last);
+    let out = t.scratch("deep/out");
+    let (stats, msgs) = do_restore(&t.repo, &r, &out, &[]);
+    assert_eq!(stats.files, 0);
+    assert!(
+        msgs.iter().any(|m| m.contains("invalid entry name")),
+        "{msgs:?}"
+    );
+    for root in ids {
+        let snap = crate::backup::BackupResult {
+            id: r.id,
+            snapshot: crate::format::snapshot::Snapshot {
+                root,
+                ..r.snapshot.clone()
+            },
+            parent: None,
+        };
+        do_restore(&t.repo, &snap, &out, &[]);
+    }
+    // Nothing named escape or passwd anywhere under the temp dir, outside or inside.
+    let listing = String::from_utf8(
+        std::process::Command::new("find")
+            .arg(t.dir.path())
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !listing.contains("escape") && !listing.contains("passwd") && !listing.contains("pwned"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn restore_replaces_symlinks_in_the_target_instead_of_following_them() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("x/f"), b"inside");
+    let r = do_backup(&t.repo, &[&src]);
+    let out = t.scratch("out");
+    let outside = t.scratch("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let rel = out.join(src.strip_prefix("/").unwrap());
+    fs::create_dir_all(&rel).unwrap();
+    std::os::unix::fs::symlink(&outside, rel.join("x")).unwrap();
+    std::os::unix::fs::symlink(outside.join("g"), rel.join("y")).unwrap();
+    let (stats, msgs) = do_restore(&t.repo, &r, &out, &[]);
+    assert_eq!(stats.errors, 0, "{msgs:?}");
+    assert_eq!(fs::read(rel.join("x/f")).unwrap(), b"inside");
+    assert!(fs::symlink_metadata(rel.join("x")).unwrap().is_dir());
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written through the symlink"
+    );
+}
+
+#[test]
+fn decompression_bomb_and_lying_sizes_are_refused() {
+    let t = temp_repo();
+    let big = vec![0u8; 8 << 20];
+    let id = t.repo.keys().blob_id(&big);
+    let mut c = crate::compress::Compressor::new(3).unwrap();
+    let z = c.compress(&big).unwrap().to_vec();
+    let bytes = t.repo.keys().seal(
+        &crate::format::blob_aad(BlobKind::Data, Compression::Zstd),
+        &z,
+    );
+    // The pack header and index claim 1000 bytes; the frame expands to 8 MiB.
+    let blob = SealedBlob {
+        id,
+        kind: BlobKind::Data,
+        compression: Compression::Zstd,
+        raw_len: 1000,
+        bytes,
+    };
+    let file = Kind::File(Content::Inline(vec![tree::ChunkRef { id, size: 1000 }]));
+    let (root, tb) = tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"bomb", file, 1000)]));
+    let r = craft(&t.repo, vec![blob, tb], root);
+    assert!(matches!(t.repo.read_blob(&id), Err(Error::Corrupt { .. })));
+    let (stats, msgs) = do_restore(&t.repo, &r, &t.scratch("out"), &[]);
+    assert_eq!(stats.errors, 1, "{msgs:?}");
+    let (cs, _) = do_check(&t.repo, true);
+    assert!(cs.errors > 0);
+}
+
+#[test]
+fn source_that_does_not_exist_is_an_error() {
+    let t = temp_repo();
+    let opts = crate::backup::BackupOptions {
+        paths: vec![t.scratch("missing")],
+        ..Default::default()
+    };
+    let e = crate::backup::backup(
+        &t.repo,
+        &opts,
+        &Collect::default(),
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert!(t.repo.snapshots().unwrap().is_empty());
+}

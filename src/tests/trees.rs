@@ -1,0 +1,104 @@
+//! Huge directories and huge chunk lists are split into nodes; readers find what they
+//! need without reading everything, and edits rewrite only the nodes around them.
+
+use std::fs;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::format::tree::{ChunkRef, Content, Node};
+use crate::format::BlobKind;
+use crate::id::BlobId;
+use crate::repo::packer::Packer;
+use crate::testutil::{temp_repo, write};
+use crate::tree::{lookup, ChunkIter, DirIter, ListWriter, TreeSink};
+
+#[test]
+fn huge_directory_is_split_and_an_edit_rewrites_few_nodes() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..6000 {
+        fs::write(src.join(format!("file-{i:05}")), b"").unwrap();
+    }
+    let r1 = do_backup(&t.repo, &[&src]);
+    let dir = match restore::resolve(&t.repo, &r1.snapshot.root, &src)
+        .unwrap()
+        .kind
+    {
+        crate::format::tree::Kind::Dir(id) => id,
+        k => panic!("{k:?}"),
+    };
+    assert!(
+        matches!(t.repo.read_tree(&dir).unwrap(), Node::DirInterior(_)),
+        "6000 entries span several nodes"
+    );
+    let names: Vec<Vec<u8>> = DirIter::new(&t.repo, &dir)
+        .unwrap()
+        .map(|e| e.unwrap().name)
+        .collect();
+    assert_eq!(names.len(), 6000);
+    assert!(names.windows(2).all(|w| w[0] < w[1]));
+    for i in [0, 1, 2999, 5999] {
+        let name = format!("file-{i:05}");
+        assert_eq!(
+            lookup(&t.repo, &dir, name.as_bytes())
+                .unwrap()
+                .unwrap()
+                .name,
+            name.as_bytes()
+        );
+    }
+    assert!(lookup(&t.repo, &dir, b"file-99999").unwrap().is_none());
+    assert!(lookup(&t.repo, &dir, b"a").unwrap().is_none());
+
+    write(&src.join("file-03000x"), b"new");
+    let before = t.repo.index().len();
+    let r2 = do_backup(&t.repo, &[&src]);
+    let added = t.repo.index().len() - before;
+    // One data blob, the leaf around the new name, its interior node(s), and the
+    // directories up to the root (src has ~4 ancestors in the temp dir).
+    assert!(added <= 12, "an insert rewrote {added} blobs");
+    assert_eq!(r2.snapshot.summary.files_unchanged, 6000);
+}
+
+struct PackSink<'a> {
+    repo: &'a Repository,
+    packer: Packer<'a>,
+}
+
+impl TreeSink for PackSink<'_> {
+    fn store_tree(&mut self, node: &[u8]) -> crate::Result<BlobId> {
+        let id = self.repo.keys().blob_id(node);
+        if self.repo.index().claim(&id) {
+            self.packer
+                .add(self.repo.seal_blob(BlobKind::Tree, id, node, None))?;
+        }
+        Ok(id)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn chunk_lists_of_any_length_read_back_in_order(n in prop_oneof![0usize..70, 4000usize..30000], seed in any::<u64>()) {
+        let t = temp_repo();
+        let chunks: Vec<ChunkRef> = (0..n).map(|i| {
+            let h = blake3::hash(&(seed ^ i as u64).to_le_bytes());
+            ChunkRef { id: BlobId(*h.as_bytes()), size: 1 + (i as u32 % 1000) }
+        }).collect();
+        let mut sink = PackSink { repo: &t.repo, packer: Packer::new(&t.repo) };
+        let mut w = ListWriter::new();
+        for c in &chunks {
+            w.push(*c, &mut sink).unwrap();
+        }
+        let total = w.bytes;
+        let content = w.finish(&mut sink).unwrap();
+        sink.packer.finish().unwrap();
+        prop_assert_eq!(matches!(content, Content::Inline(_)), n <= crate::tree::INLINE_CHUNKS);
+        let back: Vec<ChunkRef> = ChunkIter::new(&t.repo, &content).unwrap().map(|c| c.unwrap()).collect();
+        prop_assert_eq!(back, chunks.clone());
+        prop_assert_eq!(total, chunks.iter().map(|c| c.size as u64).sum::<u64>());
+    }
+}

@@ -1,0 +1,81 @@
+//! Test helpers: repositories with cheap key derivation in temp dirs, and source trees.
+
+use std::path::{Path, PathBuf};
+
+use crate::crypto::KdfParams;
+use crate::format::config::DEFAULT_PACK_SIZE;
+use crate::repo::{InitOptions, Repository};
+
+/// The password every test repository uses.
+pub const PASSWORD: &[u8] = b"test password";
+
+/// A temp dir holding a repository (`repo/`) and space for sources and restores.
+pub struct TestRepo {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// The open repository.
+    pub repo: Repository,
+}
+
+impl TestRepo {
+    /// The repository path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+    /// A fresh path inside the temp dir.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    /// Reopen (fresh index, as a new process would).
+    pub fn reopen(&self) -> Repository {
+        Repository::open(&self.path(), PASSWORD).unwrap()
+    }
+}
+
+/// Init options with cheap KDF parameters (the one place tests get them) and small chunks.
+pub fn cheap_options() -> InitOptions {
+    InitOptions {
+        kdf: KdfParams::INSECURE_FOR_TESTS,
+        chunker: crate::chunker::ChunkerParams {
+            min: 4096,
+            avg: 16384,
+            max: 65536,
+            seed: 0,
+        },
+        pack_size: DEFAULT_PACK_SIZE.min(1 << 20),
+        compression: 3,
+    }
+}
+
+/// A new repository in a temp dir.
+pub fn temp_repo() -> TestRepo {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    Repository::init(&path, PASSWORD, &cheap_options()).unwrap();
+    let repo = Repository::open(&path, PASSWORD).unwrap();
+    TestRepo { dir, repo }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), `compressible` mixes in repeated text.
+pub fn bytes(seed: u64, len: usize, compressible: bool) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if compressible && x % 4 != 0 {
+            out.extend_from_slice(b"the quick brown fox jumps over the lazy dog ");
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// Write a file, creating parents.
+pub fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}

@@ -1,0 +1,506 @@
+//! Building and reading directory listings and chunk lists as trees of nodes
+//! (format in [`crate::format::tree`]).
+//!
+//! Writers stream: a directory's entries (or a file's chunks) are encoded straight into the
+//! current leaf, which is stored as soon as it ends; interior levels hold one node each.
+//! Memory per writer: one leaf (≤ 1 MiB) + one node per level, whatever the directory or
+//! file size. Leaves end at content-defined boundaries (a hash of the entry name, or the
+//! chunk id), so inserting one file into a huge directory changes only the leaf around it
+//! and the nodes above; the rest deduplicate against the previous snapshot.
+//!
+//! Readers hold one decoded node per level.
+
+use crate::error::{Error, Result};
+use crate::format::tree::{
+    finish_node, put_chunk_ref, put_dir_child, put_entry, put_list_child, start_node, ChunkRef,
+    Content, DirChild, Entry, ListChild, Node, NodeKind,
+};
+use crate::id::BlobId;
+use crate::repo::Repository;
+
+/// A node ends once its encoding reaches this size, boundary or not.
+const NODE_MAX: usize = 1 << 20;
+/// Directory leaves end after an entry whose name hash is 0 mod this (~100-300 KiB leaves).
+const DIR_LEAF_SPLIT: u64 = 1024;
+/// Interior nodes end after a child whose key hash is 0 mod this.
+const INTERIOR_SPLIT: u64 = 64;
+/// Chunk lists of up to this many chunks stay inline in the entry.
+pub const INLINE_CHUNKS: usize = 64;
+/// List leaves end after a chunk whose id is 0 mod this (~4096 chunks, ~147 KiB).
+const LIST_LEAF_SPLIT: u64 = 4096;
+/// Deepest tree a reader follows (2^10 fan-out per level makes 16 levels absurdly deep).
+const MAX_DEPTH: usize = 16;
+
+/// Where writers store finished tree nodes.
+pub trait TreeSink {
+    /// Store an encoded node as a tree blob and return its id.
+    fn store_tree(&mut self, node: &[u8]) -> Result<BlobId>;
+}
+
+fn name_hash(b: &[u8]) -> u64 {
+    // FNV-1a: deterministic across versions and machines, which split points must be.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+fn id_hash(id: &BlobId) -> u64 {
+    u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"))
+}
+
+/// A finished node as seen by its parent.
+struct Child {
+    id: BlobId,
+    first: Vec<u8>,
+    count: u64,
+    bytes: u64,
+}
+
+struct Level {
+    buf: Vec<u8>,
+    n: u32,
+    first: Vec<u8>,
+    count: u64,
+    bytes: u64,
+    last: BlobId,
+}
+
+/// The interior levels above a writer's leaves.
+struct Levels {
+    kind: NodeKind,
+    levels: Vec<Level>,
+}
+
+impl Levels {
+    fn new(kind: NodeKind) -> Levels {
+        Levels {
+            kind,
+            levels: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, i: usize, c: Child, sink: &mut dyn TreeSink) -> Result<()> {
+        if i == self.levels.len() {
+            let mut buf = Vec::new();
+            start_node(&mut buf, self.kind);
+            self.levels.push(Level {
+                buf,
+                n: 0,
+                first: Vec::new(),
+                count: 0,
+                bytes: 0,
+                last: BlobId::default(),
+            });
+        }
+        let l = &mut self.levels[i];
+        match self.kind {
+            NodeKind::DirInterior => {
+                put_dir_child(
+                    &mut l.buf,
+                    &DirChild {
+                        first_name: c.first.clone(),
+                        id: c.id,
+                        entries: c.count,
+                    },
+                );
+            }
+            _ => put_list_child(
+                &mut l.buf,
+                &ListChild {
+                    id: c.id,
+                    bytes: c.bytes,
+                    chunks: c.count,
+                },
+            ),
+        }
+        // Interior boundaries hash the child's node id, not its first key: a node closed at
+        // a boundary has the same first key as its first child, so a key-based rule would
+        // fire again at every level above, forever. A node of one child is never closed
+        // early (`l.n >= 1` counts the children before this one), so each level has at
+        // most half the nodes of the level below.
+        let split = l.n >= 1 && (id_hash(&c.id) >> 32) % INTERIOR_SPLIT == 0;
+        if l.n == 0 {
+            l.first = c.first;
+        }
+        l.n += 1;
+        l.count += c.count;
+        l.bytes += c.bytes;
+        l.last = c.id;
+        if split || l.buf.len() >= NODE_MAX {
+            let child = self.close(i, sink)?;
+            self.push(i + 1, child, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Store level `i`'s node and reset the level.
+    fn close(&mut self, i: usize, sink: &mut dyn TreeSink) -> Result<Child> {
+        let l = &mut self.levels[i];
+        finish_node(&mut l.buf, l.n);
+        let id = sink.store_tree(&l.buf)?;
+        let child = Child {
+            id,
+            first: std::mem::take(&mut l.first),
+            count: l.count,
+            bytes: l.bytes,
+        };
+        start_node(&mut l.buf, self.kind);
+        l.n = 0;
+        l.count = 0;
+        l.bytes = 0;
+        Ok(child)
+    }
+
+    /// Close every level bottom-up; the root is the single child left at the top.
+    fn finish(mut self, sink: &mut dyn TreeSink) -> Result<BlobId> {
+        let mut i = 0;
+        while i < self.levels.len() {
+            let top = i + 1 == self.levels.len();
+            let l = &self.levels[i];
+            if top && l.n == 1 {
+                return Ok(l.last);
+            }
+            if l.n > 0 {
+                let child = self.close(i, sink)?;
+                if top {
+                    return Ok(child.id);
+                }
+                self.push(i + 1, child, sink)?;
+            }
+            i += 1;
+        }
+        // Unreachable: writers always push at least one leaf before finishing.
+        Err(Error::InvalidInput("empty tree".into()))
+    }
+}
+
+/// Streams a directory's entries (in strictly ascending name order) into tree nodes.
+pub struct DirWriter {
+    leaf: Vec<u8>,
+    n: u32,
+    first: Vec<u8>,
+    up: Levels,
+    /// Entries pushed.
+    pub entries: u64,
+}
+
+impl Default for DirWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DirWriter {
+    /// An empty directory.
+    pub fn new() -> DirWriter {
+        let mut leaf = Vec::new();
+        start_node(&mut leaf, NodeKind::DirLeaf);
+        DirWriter {
+            leaf,
+            n: 0,
+            first: Vec::new(),
+            up: Levels::new(NodeKind::DirInterior),
+            entries: 0,
+        }
+    }
+
+    /// Add the next entry; names must ascend strictly (the caller walks in name order).
+    pub fn push(&mut self, e: &Entry, sink: &mut dyn TreeSink) -> Result<()> {
+        if self.n == 0 {
+            self.first = e.name.clone();
+        }
+        put_entry(&mut self.leaf, e);
+        self.n += 1;
+        self.entries += 1;
+        if name_hash(&e.name) % DIR_LEAF_SPLIT == 0 || self.leaf.len() >= NODE_MAX {
+            self.flush_leaf(sink)?;
+        }
+        Ok(())
+    }
+
+    fn flush_leaf(&mut self, sink: &mut dyn TreeSink) -> Result<()> {
+        finish_node(&mut self.leaf, self.n);
+        let id = sink.store_tree(&self.leaf)?;
+        let c = Child {
+            id,
+            first: std::mem::take(&mut self.first),
+            count: self.n as u64,
+            bytes: 0,
+        };
+        start_node(&mut self.leaf, NodeKind::DirLeaf);
+        self.n = 0;
+        self.up.push(0, c, sink)
+    }
+
+    /// Store what is left and return the directory's root node.
+    pub fn finish(mut self, sink: &mut dyn TreeSink) -> Result<BlobId> {
+        if self.n > 0 || self.up.levels.is_empty() {
+            self.flush_leaf(sink)?;
+        }
+        self.up.finish(sink)
+    }
+}
+
+/// Streams a file's chunk ids into its [`Content`]: inline while short, a list tree after.
+pub struct ListWriter {
+    inline: Vec<ChunkRef>,
+    leaf: Vec<u8>,
+    n: u32,
+    leaf_bytes: u64,
+    up: Levels,
+    spilled: bool,
+    /// Bytes covered so far.
+    pub bytes: u64,
+}
+
+impl Default for ListWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ListWriter {
+    /// An empty list.
+    pub fn new() -> ListWriter {
+        ListWriter {
+            inline: Vec::new(),
+            leaf: Vec::new(),
+            n: 0,
+            leaf_bytes: 0,
+            up: Levels::new(NodeKind::ListInterior),
+            spilled: false,
+            bytes: 0,
+        }
+    }
+
+    /// Add the next chunk.
+    pub fn push(&mut self, c: ChunkRef, sink: &mut dyn TreeSink) -> Result<()> {
+        self.bytes += c.size as u64;
+        if !self.spilled {
+            if self.inline.len() < INLINE_CHUNKS {
+                self.inline.push(c);
+                return Ok(());
+            }
+            self.spilled = true;
+            start_node(&mut self.leaf, NodeKind::ListLeaf);
+            for c in std::mem::take(&mut self.inline) {
+                self.push_leaf(c, sink)?;
+            }
+        }
+        self.push_leaf(c, sink)
+    }
+
+    fn push_leaf(&mut self, c: ChunkRef, sink: &mut dyn TreeSink) -> Result<()> {
+        put_chunk_ref(&mut self.leaf, &c);
+        self.n += 1;
+        self.leaf_bytes += c.size as u64;
+        if id_hash(&c.id) % LIST_LEAF_SPLIT == 0 || self.leaf.len() >= NODE_MAX {
+            self.flush_leaf(sink)?;
+        }
+        Ok(())
+    }
+
+    fn flush_leaf(&mut self, sink: &mut dyn TreeSink) -> Result<()> {
+        finish_node(&mut self.leaf, self.n);
+        let id = sink.store_tree(&self.leaf)?;
+        let c = Child {
+            id,
+            first: Vec::new(),
+            count: self.n as u64,
+            bytes: self.leaf_bytes,
+        };
+        start_node(&mut self.leaf, NodeKind::ListLeaf);
+        self.n = 0;
+        self.leaf_bytes = 0;
+        self.up.push(0, c, sink)
+    }
+
+    /// The finished content.
+    pub fn finish(mut self, sink: &mut dyn TreeSink) -> Result<Content> {
+        if !self.spilled {
+            return Ok(Content::Inline(self.inline));
+        }
+        if self.n > 0 {
+            self.flush_leaf(sink)?;
+        }
+        Ok(Content::List(self.up.finish(sink)?))
+    }
+}
+
+/// Iterates a directory's entries in name order, one node per level in memory.
+pub struct DirIter<'r> {
+    repo: &'r Repository,
+    stack: Vec<std::vec::IntoIter<DirChild>>,
+    leaf: std::vec::IntoIter<Entry>,
+    last: Option<Vec<u8>>,
+    root: BlobId,
+}
+
+impl<'r> DirIter<'r> {
+    /// Start at a directory's root node.
+    pub fn new(repo: &'r Repository, root: &BlobId) -> Result<DirIter<'r>> {
+        let mut it = DirIter {
+            repo,
+            stack: Vec::new(),
+            leaf: Vec::new().into_iter(),
+            last: None,
+            root: *root,
+        };
+        it.descend(root)?;
+        Ok(it)
+    }
+
+    fn descend(&mut self, id: &BlobId) -> Result<()> {
+        match self.repo.read_tree(id)? {
+            Node::DirLeaf(es) => self.leaf = es.into_iter(),
+            Node::DirInterior(cs) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(Error::corrupt("tree", id, "directory tree too deep"));
+                }
+                self.stack.push(cs.into_iter())
+            }
+            _ => {
+                return Err(Error::corrupt(
+                    "tree",
+                    id,
+                    "expected a directory node, found a chunk list",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The next entry, or `None` at the end.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        loop {
+            if let Some(e) = self.leaf.next() {
+                if self.last.as_ref().is_some_and(|l| *l >= e.name) {
+                    return Err(Error::corrupt(
+                        "tree",
+                        self.root,
+                        format!("entry {:?} out of order", String::from_utf8_lossy(&e.name)),
+                    ));
+                }
+                self.last = Some(e.name.clone());
+                return Ok(Some(e));
+            }
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            match top.next() {
+                Some(child) => self.descend(&child.id)?,
+                None => {
+                    self.stack.pop();
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for DirIter<'_> {
+    type Item = Result<Entry>;
+    fn next(&mut self) -> Option<Result<Entry>> {
+        self.next_entry().transpose()
+    }
+}
+
+/// Find one entry by name, reading one node per level.
+pub fn lookup(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<Option<Entry>> {
+    let mut id = *root;
+    for _ in 0..MAX_DEPTH {
+        match repo.read_tree(&id)? {
+            Node::DirLeaf(es) => {
+                return Ok(es
+                    .binary_search_by(|e| e.name.as_slice().cmp(name))
+                    .ok()
+                    .map(|i| es[i].clone()))
+            }
+            Node::DirInterior(cs) => {
+                let i = cs.partition_point(|c| c.first_name.as_slice() <= name);
+                if i == 0 {
+                    return Ok(None);
+                }
+                id = cs[i - 1].id;
+            }
+            _ => {
+                return Err(Error::corrupt(
+                    "tree",
+                    id,
+                    "expected a directory node, found a chunk list",
+                ))
+            }
+        }
+    }
+    Err(Error::corrupt("tree", root, "directory tree too deep"))
+}
+
+/// Iterates a file's chunks in order, one list node per level in memory.
+pub struct ChunkIter<'r> {
+    repo: &'r Repository,
+    stack: Vec<std::vec::IntoIter<ListChild>>,
+    leaf: std::vec::IntoIter<ChunkRef>,
+}
+
+impl<'r> ChunkIter<'r> {
+    /// Iterate `content`.
+    pub fn new(repo: &'r Repository, content: &Content) -> Result<ChunkIter<'r>> {
+        let mut it = ChunkIter {
+            repo,
+            stack: Vec::new(),
+            leaf: Vec::new().into_iter(),
+        };
+        match content {
+            Content::Inline(cs) => it.leaf = cs.clone().into_iter(),
+            Content::List(root) => it.descend(root)?,
+        }
+        Ok(it)
+    }
+
+    fn descend(&mut self, id: &BlobId) -> Result<()> {
+        match self.repo.read_tree(id)? {
+            Node::ListLeaf(cs) => self.leaf = cs.into_iter(),
+            Node::ListInterior(cs) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(Error::corrupt("tree", id, "chunk list too deep"));
+                }
+                self.stack.push(cs.into_iter())
+            }
+            _ => {
+                return Err(Error::corrupt(
+                    "tree",
+                    id,
+                    "expected a chunk list node, found a directory",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, or `None` at the end.
+    pub fn next_chunk(&mut self) -> Result<Option<ChunkRef>> {
+        loop {
+            if let Some(c) = self.leaf.next() {
+                return Ok(Some(c));
+            }
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            match top.next() {
+                Some(child) => self.descend(&child.id)?,
+                None => {
+                    self.stack.pop();
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = Result<ChunkRef>;
+    fn next(&mut self) -> Option<Result<ChunkRef>> {
+        self.next_chunk().transpose()
+    }
+}
