@@ -76,11 +76,7 @@ impl Local {
     /// Path of a named file.
     pub fn path(&self, dir: Dir, id: &FileId) -> PathBuf {
         match dir {
-            Dir::Data => self
-                .root
-                .join("data")
-                .join(crate::id::hex(&id.0[..1]))
-                .join(id.to_hex()),
+            Dir::Data => self.root.join("data").join(crate::id::hex(&id.0[..1])).join(id.to_hex()),
             _ => self.root.join(dir.name()).join(id.to_hex()),
         }
     }
@@ -99,20 +95,13 @@ impl Local {
 
     /// A new temp file under `tmp/` with a random name, for writers that stream.
     pub fn temp_file(&self) -> Result<(PathBuf, File)> {
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{:016x}.tmp", crate::crypto::random_u64()));
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .at(&tmp)?;
+        let tmp = self.root.join("tmp").join(format!("{:016x}.tmp", crate::crypto::random_u64()));
+        let f = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
         Ok((tmp, f))
     }
 
     /// Make a finished temp file durable and give it its final name. If the target already
-    /// exists (the same content written twice: names are content hashes) the temp is dropped.
+    /// exists it is replaced; names are content hashes, so its content is the same.
     pub fn commit(&self, tmp: PathBuf, f: File, path: &Path) -> Result<()> {
         f.sync_all().at(&tmp)?;
         drop(f);
@@ -127,11 +116,7 @@ impl Local {
         let mut out = Vec::new();
         for e in fs::read_dir(&p).at(&p)? {
             let e = e.at(&p)?;
-            if let Some(id) = e
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<FileId>().ok())
-            {
+            if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<FileId>().ok()) {
                 out.push(id);
             }
         }
@@ -151,11 +136,7 @@ impl Local {
             let mut ids = Vec::new();
             for e in rd {
                 let e = e.at(&p)?;
-                if let Some(id) = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<FileId>().ok())
-                {
+                if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<FileId>().ok()) {
                     ids.push((id, e.metadata().at(e.path())?.len()));
                 }
             }
@@ -188,8 +169,7 @@ mod tests {
         let b = Local::new(t.path());
         b.create_layout().unwrap();
         let id = FileId::of(b"hello");
-        b.write_atomic(&b.path(Dir::Snapshots, &id), b"hello")
-            .unwrap();
+        b.write_atomic(&b.path(Dir::Snapshots, &id), b"hello").unwrap();
         assert_eq!(b.list(Dir::Snapshots).unwrap(), vec![id]);
         assert_eq!(b.read(&b.path(Dir::Snapshots, &id)).unwrap(), b"hello");
         // Nothing is left in tmp/.

@@ -43,6 +43,8 @@ const JOB_QUEUE: usize = 4;
 const SEALED_QUEUE: usize = 4;
 /// Compression workers.
 const WORKERS: usize = 2;
+/// Most bytes of extended attributes stored per entry (names + values).
+const XATTR_BUDGET: usize = 1 << 20;
 /// Hard-linked files remembered so later links reuse the chunk list (≈ 2.5 KiB each at most).
 const HARDLINK_MEMORY: usize = 4096;
 
@@ -119,19 +121,14 @@ pub fn backup(
     cancel: &AtomicBool,
 ) -> Result<BackupResult> {
     let start = Instant::now();
-    let time_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
+    let time_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
     let sources = absolute_sources(&opts.paths)?;
     let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
+    check_snapshot_fields(&host, &opts.tags, &sources)?;
     let parent = match &opts.parent {
         ParentChoice::None => None,
         ParentChoice::Id(id) => Some((*id, repo.load_snapshot(id)?)),
-        ParentChoice::Auto => repo
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.host == host && s.paths == sources),
+        ParentChoice::Auto => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.host == host && s.paths == sources),
     };
     let level = opts.compression.unwrap_or(repo.config().compression);
     let cutter = Cutter::new(repo.config().chunker)?;
@@ -160,29 +157,21 @@ pub fn backup(
             summary: Summary::default(),
             buf: Vec::new(),
             names: NameCache::default(),
-            hardlinks: lru::LruCache::new(
-                std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"),
-            ),
+            hardlinks: lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero")),
             last_progress: Instant::now(),
             repo_path: fs::canonicalize(repo.path()).ok(),
         };
         let root = parent.as_ref().map(|(_, p)| p.root);
-        let walk = w
-            .virtual_dir(Path::new("/"), &sources, root.as_ref())
-            .map(|root| (root, w.summary));
+        let walk = w.virtual_dir(Path::new("/"), &sources, root.as_ref()).map(|root| (root, w.summary));
         drop(w); // closes the job queue so workers and then the packer finish
         let mut worker_err = None;
         for h in workers {
-            if let Err(e) = h
-                .join()
-                .unwrap_or_else(|_| Err(Error::InvalidInput("compression worker panicked".into())))
+            if let Err(e) = h.join().unwrap_or_else(|_| Err(Error::InvalidInput("compression worker panicked".into())))
             {
                 worker_err.get_or_insert(e);
             }
         }
-        let packed = packer
-            .join()
-            .unwrap_or_else(|_| Err(Error::InvalidInput("pack writer panicked".into())));
+        let packed = packer.join().unwrap_or_else(|_| Err(Error::InvalidInput("pack writer panicked".into())));
         let packed = match (packed, worker_err) {
             (Err(e), _) | (Ok(_), Some(e)) => Err(e),
             (Ok(p), None) => Ok(p),
@@ -208,24 +197,11 @@ pub fn backup(
         summary,
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupResult {
-        id,
-        parent: snapshot.parent,
-        snapshot,
-    })
+    Ok(BackupResult { id, parent: snapshot.parent, snapshot })
 }
 
-fn seal_all(
-    repo: &Repository,
-    level: i32,
-    rx: &Mutex<Receiver<Job>>,
-    tx: SyncSender<SealedBlob>,
-) -> Result<()> {
-    let mut comp = if level > 0 {
-        Some(Compressor::new(level)?)
-    } else {
-        None
-    };
+fn seal_all(repo: &Repository, level: i32, rx: &Mutex<Receiver<Job>>, tx: SyncSender<SealedBlob>) -> Result<()> {
+    let mut comp = if level > 0 { Some(Compressor::new(level)?) } else { None };
     loop {
         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(Job::Blob(kind, id, data)) = job else {
@@ -238,10 +214,7 @@ fn seal_all(
     }
 }
 
-fn pack_all(
-    repo: &Repository,
-    rx: Receiver<SealedBlob>,
-) -> Result<crate::repo::packer::PackerStats> {
+fn pack_all(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<crate::repo::packer::PackerStats> {
     let mut packer = Packer::new(repo);
     for blob in rx {
         packer.add(blob)?;
@@ -249,24 +222,31 @@ fn pack_all(
     packer.finish()
 }
 
+/// The snapshot format stores these with u16 lengths and counts.
+fn check_snapshot_fields(host: &str, tags: &[String], paths: &[PathBuf]) -> Result<()> {
+    const MAX: usize = u16::MAX as usize;
+    let too_long = host.len() > MAX
+        || tags.len() > MAX
+        || paths.len() > MAX
+        || tags.iter().any(|t| t.len() > MAX)
+        || paths.iter().any(|p| p.as_os_str().len() > MAX);
+    if too_long {
+        return Err(Error::InvalidInput(format!("host, tags or paths too long or too many (at most {MAX} each)")));
+    }
+    Ok(())
+}
+
 /// Make sources absolute (resolving the parent directory, keeping a final symlink),
 /// check they exist, sort them and drop any inside another.
 fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
-        return Err(Error::InvalidInput(
-            "nothing to back up: give at least one path".into(),
-        ));
+        return Err(Error::InvalidInput("nothing to back up: give at least one path".into()));
     }
     let mut out = Vec::new();
     for p in paths {
         fs::symlink_metadata(p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::InvalidInput(format!("{}: source path does not exist", p.display()))
-            }
-            _ => Error::Io {
-                path: p.clone(),
-                source: e,
-            },
+            std::io::ErrorKind::NotFound => Error::InvalidInput(format!("{}: source path does not exist", p.display())),
+            _ => Error::Io { path: p.clone(), source: e },
         })?;
         let abs = std::path::absolute(p).at(p)?;
         let abs = match (abs.parent(), abs.file_name()) {
@@ -297,13 +277,15 @@ impl NameCache {
     fn user(&mut self, uid: u32) -> Vec<u8> {
         self.users
             .entry(uid)
-            .or_insert_with(|| crate::sys::user_name(uid).unwrap_or_default())
+            // Names longer than the format's u8 prefix (no real system has them) are not
+            // recorded; the numeric id always is.
+            .or_insert_with(|| crate::sys::user_name(uid).filter(|n| n.len() <= 255).unwrap_or_default())
             .clone()
     }
     fn group(&mut self, gid: u32) -> Vec<u8> {
         self.groups
             .entry(gid)
-            .or_insert_with(|| crate::sys::group_name(gid).unwrap_or_default())
+            .or_insert_with(|| crate::sys::group_name(gid).filter(|n| n.len() <= 255).unwrap_or_default())
             .clone()
     }
 }
@@ -326,17 +308,14 @@ struct Walker<'a> {
 
 impl TreeSink for Walker<'_> {
     fn store_tree(&mut self, node: &[u8]) -> Result<BlobId> {
-        let id = self.repo.keys().blob_id(node);
+        let id = self.repo.keys().blob_id(BlobKind::Tree, node);
         self.store(BlobKind::Tree, id, node)?;
         Ok(id)
     }
 }
 
 fn time(sec: i64, nsec: i64) -> Time {
-    Time {
-        sec,
-        nsec: nsec.clamp(0, 999_999_999) as u32,
-    }
+    Time { sec, nsec: nsec.clamp(0, 999_999_999) as u32 }
 }
 
 impl<'a> Walker<'a> {
@@ -344,9 +323,7 @@ impl<'a> Walker<'a> {
         if self.repo.index().claim(&id) {
             self.jobs
                 .send(Job::Blob(kind, id, data.to_vec()))
-                .map_err(|_| {
-                    Error::InvalidInput("backup pipeline stopped (see the storage error)".into())
-                })?;
+                .map_err(|_| Error::InvalidInput("backup pipeline stopped (see the storage error)".into()))?;
         }
         Ok(())
     }
@@ -361,20 +338,12 @@ impl<'a> Walker<'a> {
     fn tick(&mut self) {
         if self.last_progress.elapsed().as_millis() >= 250 {
             self.last_progress = Instant::now();
-            self.report.progress(&Progress {
-                files: self.summary.files(),
-                bytes_read: self.summary.bytes_read,
-            });
+            self.report.progress(&Progress { files: self.summary.files(), bytes_read: self.summary.bytes_read });
         }
     }
 
     /// The tree for `prefix`, a directory on the way to the sources (all under it).
-    fn virtual_dir(
-        &mut self,
-        prefix: &Path,
-        sources: &[PathBuf],
-        parent: Option<&BlobId>,
-    ) -> Result<BlobId> {
+    fn virtual_dir(&mut self, prefix: &Path, sources: &[PathBuf], parent: Option<&BlobId>) -> Result<BlobId> {
         if sources.len() == 1 && sources[0] == prefix {
             // Backing up "/" itself.
             return self.dir_tree(prefix, parent);
@@ -387,10 +356,7 @@ impl<'a> Walker<'a> {
                 continue;
             };
             let child = prefix.join(&name);
-            let n = sources[i..]
-                .iter()
-                .take_while(|s| s.starts_with(&child))
-                .count();
+            let n = sources[i..].iter().take_while(|s| s.starts_with(&child)).count();
             let group = &sources[i..i + n];
             i += n;
             let prev = match parent {
@@ -454,10 +420,7 @@ impl<'a> Walker<'a> {
             self.check_cancel()?;
             // Merge-join with the parent listing: advance it to this name.
             if let Some(it) = prev_iter.as_mut() {
-                while prev
-                    .as_ref()
-                    .is_none_or(|p| p.name.as_slice() < name.as_bytes())
-                {
+                while prev.as_ref().is_none_or(|p| p.name.as_slice() < name.as_bytes()) {
                     match it.next_entry()? {
                         Some(e) => prev = Some(e),
                         None => {
@@ -468,9 +431,7 @@ impl<'a> Walker<'a> {
                     }
                 }
             }
-            let matching = prev
-                .as_ref()
-                .filter(|p| p.name.as_slice() == name.as_bytes());
+            let matching = prev.as_ref().filter(|p| p.name.as_slice() == name.as_bytes());
             let child = path.join(&name);
             let meta = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
@@ -488,13 +449,7 @@ impl<'a> Walker<'a> {
     }
 
     /// The entry for one path; `None` if it was skipped.
-    fn entry(
-        &mut self,
-        path: &Path,
-        name: &[u8],
-        meta: &Metadata,
-        prev: Option<&Entry>,
-    ) -> Result<Option<Entry>> {
+    fn entry(&mut self, path: &Path, name: &[u8], meta: &Metadata, prev: Option<&Entry>) -> Result<Option<Entry>> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             if self.repo_path.as_deref() == Some(path) {
@@ -521,6 +476,10 @@ impl<'a> Walker<'a> {
             self.summary.others += 1;
             if ft.is_symlink() {
                 match fs::read_link(path) {
+                    Ok(t) if t.as_os_str().len() > u16::MAX as usize => {
+                        self.warning(path, "symlink target too long to store");
+                        return Ok(None);
+                    }
                     Ok(t) => Kind::Symlink(t.into_os_string().into_encoded_bytes()),
                     Err(e) => {
                         self.warning(path, &format!("reading link: {e}"));
@@ -541,20 +500,33 @@ impl<'a> Walker<'a> {
     }
 
     fn make_entry(&mut self, name: &[u8], meta: &Metadata, kind: Kind, path: &Path) -> Entry {
-        let xattrs = match crate::sys::xattrs(path) {
+        let mut xattrs = match crate::sys::xattrs(path) {
             Ok(x) => x,
             Err(e) => {
                 self.warning(path, &format!("reading extended attributes: {e}"));
                 Vec::new()
             }
         };
+        // Keep an entry well inside one tree node (and its u16 count): at most
+        // XATTR_BUDGET bytes of xattrs per entry; the rest is dropped with a warning.
+        let mut total = 0;
+        let before = xattrs.len();
+        xattrs.retain(|(n, v)| {
+            total += n.len() + v.len();
+            total <= XATTR_BUDGET && n.len() <= u8::MAX as usize
+        });
+        if xattrs.len() < before {
+            self.warning(
+                path,
+                &format!(
+                    "{} extended attributes over the {XATTR_BUDGET}-byte limit per file were not stored",
+                    before - xattrs.len()
+                ),
+            );
+        }
         Entry {
             name: name.to_vec(),
-            size: if matches!(kind, Kind::Dir(_)) {
-                0
-            } else {
-                meta.len()
-            },
+            size: if matches!(kind, Kind::Dir(_)) { 0 } else { meta.len() },
             kind,
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
@@ -577,26 +549,10 @@ impl<'a> Walker<'a> {
 
     /// A regular file's content and size: reused from the parent when unchanged, otherwise
     /// read and chunked. `None` if it could not be read (a warning was given).
-    fn file_content(
-        &mut self,
-        path: &Path,
-        meta: &Metadata,
-        prev: Option<&Entry>,
-    ) -> Result<Option<(Content, u64)>> {
-        let (mtime, ctime) = (
-            time(meta.mtime(), meta.mtime_nsec()),
-            time(meta.ctime(), meta.ctime_nsec()),
-        );
+    fn file_content(&mut self, path: &Path, meta: &Metadata, prev: Option<&Entry>) -> Result<Option<(Content, u64)>> {
+        let (mtime, ctime) = (time(meta.mtime(), meta.mtime_nsec()), time(meta.ctime(), meta.ctime_nsec()));
         if !self.force {
-            if let Some(Entry {
-                kind: Kind::File(c),
-                size,
-                mtime: pm,
-                ctime: pc,
-                ino,
-                ..
-            }) = prev
-            {
+            if let Some(Entry { kind: Kind::File(c), size, mtime: pm, ctime: pc, ino, .. }) = prev {
                 if *size == meta.len() && *pm == mtime && *pc == ctime && *ino == meta.ino() {
                     self.summary.files_unchanged += 1;
                     return Ok(Some((c.clone(), *size)));
@@ -613,18 +569,14 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        let file = match File::options()
-            .read(true)
-            .custom_flags(libc::O_NOATIME)
-            .open(path)
-            .or_else(|_| File::open(path))
-        {
-            Ok(f) => f,
-            Err(e) => {
-                self.warning(path, &format!("cannot read: {e}"));
-                return Ok(None);
-            }
-        };
+        let file =
+            match File::options().read(true).custom_flags(libc::O_NOATIME).open(path).or_else(|_| File::open(path)) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.warning(path, &format!("cannot read: {e}"));
+                    return Ok(None);
+                }
+            };
         let mut list = ListWriter::new();
         let mut chunker = Chunker::new(self.cutter, &file, std::mem::take(&mut self.buf));
         let outcome = loop {
@@ -633,14 +585,12 @@ impl<'a> Walker<'a> {
             }
             match chunker.next_chunk() {
                 Ok(Some(chunk)) => {
-                    let id = self.repo.keys().blob_id(chunk);
+                    let id = self.repo.keys().blob_id(BlobKind::Data, chunk);
                     let size = chunk.len() as u32;
                     if self.repo.index().claim(&id) {
                         let data = chunk.to_vec();
                         if self.jobs.send(Job::Blob(BlobKind::Data, id, data)).is_err() {
-                            break Err(Error::InvalidInput(
-                                "backup pipeline stopped (see the storage error)".into(),
-                            ));
+                            break Err(Error::InvalidInput("backup pipeline stopped (see the storage error)".into()));
                         }
                     }
                     if let Err(e) = list.push(ChunkRef { id, size }, self) {
@@ -661,9 +611,7 @@ impl<'a> Walker<'a> {
         let content = list.finish(self)?;
         match file.metadata() {
             Ok(after)
-                if after.len() != size
-                    || after.mtime() != meta.mtime()
-                    || after.mtime_nsec() != meta.mtime_nsec() =>
+                if after.len() != size || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() =>
             {
                 self.warning(path, "file changed while it was read; stored what was read");
             }
@@ -671,8 +619,7 @@ impl<'a> Walker<'a> {
         }
         self.count_read_file(prev);
         if meta.nlink() > 1 {
-            self.hardlinks
-                .put(link_key, (mtime, ctime, meta.len(), content.clone()));
+            self.hardlinks.put(link_key, (mtime, ctime, meta.len(), content.clone()));
         }
         Ok(Some((content, size)))
     }
@@ -693,9 +640,5 @@ impl<'a> Walker<'a> {
 
 /// The component of `path` right after `prefix`.
 fn next_component(prefix: &Path, path: &Path) -> Option<OsString> {
-    path.strip_prefix(prefix)
-        .ok()?
-        .components()
-        .next()
-        .map(|c| c.as_os_str().to_os_string())
+    path.strip_prefix(prefix).ok()?.components().next().map(|c| c.as_os_str().to_os_string())
 }

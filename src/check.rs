@@ -65,13 +65,8 @@ struct Checker<'a> {
 
 /// Check `repo`. Returns the counters; `errors > 0` means damage was found.
 pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report) -> Result<CheckStats> {
-    let mut c = Checker {
-        repo,
-        report,
-        stats: CheckStats::default(),
-        damaged: HashSet::new(),
-        seen_trees: HashSet::new(),
-    };
+    let mut c =
+        Checker { repo, report, stats: CheckStats::default(), damaged: HashSet::new(), seen_trees: HashSet::new() };
     for p in repo.problems() {
         c.error(p);
     }
@@ -97,10 +92,7 @@ impl Checker<'_> {
                 match b.read(&path) {
                     Ok(bytes) => {
                         if FileId::of(&bytes) != id {
-                            self.error(format!(
-                                "{}: content does not match its name (damaged)",
-                                path.display()
-                            ));
+                            self.error(format!("{}: content does not match its name (damaged)", path.display()));
                         } else if dir == Dir::Keys {
                             if let Err(e) = KeyFile::decode(&bytes, &id) {
                                 self.error(e);
@@ -131,54 +123,29 @@ impl Checker<'_> {
 
     fn pack(&mut self, id: &FileId, len: u64, read_data: bool) -> Result<()> {
         let path = self.repo.pack_path(id);
-        let bytes = std::fs::read(&path).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e,
-        })?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
         if read_data && FileId::of(&bytes) != *id {
-            self.error(format!(
-                "pack {id}: content does not match its name (damaged)"
-            ));
+            self.error(format!("pack {id}: content does not match its name (damaged)"));
         }
         let body = FileKind::Pack.check_header(&bytes, id)?;
         if body.len() < TRAILER_LEN {
             return Err(Error::corrupt("pack", id, "too short for a trailer"));
         }
-        let hlen = u32::from_le_bytes(
-            body[body.len() - TRAILER_LEN..]
-                .try_into()
-                .expect("4 bytes"),
-        ) as usize;
-        let blobs_len = (body.len() - TRAILER_LEN)
-            .checked_sub(hlen)
-            .ok_or_else(|| {
-                Error::corrupt(
-                    "pack",
-                    id,
-                    format!("header length {hlen} exceeds the file ({len} bytes)"),
-                )
-            })?;
+        let hlen = u32::from_le_bytes(body[body.len() - TRAILER_LEN..].try_into().expect("4 bytes")) as usize;
+        let blobs_len = (body.len() - TRAILER_LEN).checked_sub(hlen).ok_or_else(|| {
+            Error::corrupt("pack", id, format!("header length {hlen} exceeds the file ({len} bytes)"))
+        })?;
         let sealed = &body[blobs_len..body.len() - TRAILER_LEN];
-        let header = self
-            .repo
-            .keys()
-            .open(&FileKind::Pack.header(), sealed, "pack header", id)?;
+        let header = self.repo.keys().open(&FileKind::Pack.header(), sealed, "pack header", id)?;
         let blobs = decode_header(&header, id, blobs_len as u64)?;
         for (b, off) in blobs {
             let in_index = self.repo.index().get(&b.id);
             match in_index {
-                None => self.report.note(&format!(
-                    "pack {id}: blob {} is not in any index (left by an interrupted backup)",
-                    b.id
-                )),
-                Some(loc)
-                    if loc.pack == *id
-                        && (loc.offset as u64 != off || loc.stored_len != b.stored_len) =>
-                {
-                    self.error(format!(
-                        "pack {id}: blob {} is at offset {off}, the index says {}",
-                        b.id, loc.offset
-                    ))
+                None => self
+                    .report
+                    .note(&format!("pack {id}: blob {} is not in any index (left by an interrupted backup)", b.id)),
+                Some(loc) if loc.pack == *id && (loc.offset as u64 != off || loc.stored_len != b.stored_len) => {
+                    self.error(format!("pack {id}: blob {} is at offset {off}, the index says {}", b.id, loc.offset))
                 }
                 _ => {}
             }
@@ -218,23 +185,19 @@ impl Checker<'_> {
                 self.stats.index_entries += 1;
                 referenced.insert(e.loc.pack);
                 match pack_sizes.get(&e.loc.pack) {
-                    None => self.error(format!(
-                        "index {ix}: blob {} is in pack {}, which does not exist",
+                    None => {
+                        self.error(format!("index {ix}: blob {} is in pack {}, which does not exist", e.id, e.loc.pack))
+                    }
+                    Some(&size) if e.loc.offset as u64 + e.loc.stored_len as u64 > size => self.error(format!(
+                        "index {ix}: blob {} lies past the end of pack {} ({size} bytes)",
                         e.id, e.loc.pack
                     )),
-                    Some(&size) if e.loc.offset as u64 + e.loc.stored_len as u64 > size => self
-                        .error(format!(
-                            "index {ix}: blob {} lies past the end of pack {} ({size} bytes)",
-                            e.id, e.loc.pack
-                        )),
                     _ => {}
                 }
             }
         }
         for p in pack_sizes.keys().filter(|p| !referenced.contains(p)) {
-            self.report.note(&format!(
-                "pack {p} is not referenced by any index (left by an interrupted backup)"
-            ));
+            self.report.note(&format!("pack {p} is not referenced by any index (left by an interrupted backup)"));
         }
         Ok(())
     }
@@ -296,11 +259,7 @@ impl Checker<'_> {
         match self.repo.read_tree(id) {
             Ok(n) => Some(n),
             Err(e) => {
-                self.error(format!(
-                    "snapshot {}: {}: {e}",
-                    snap.short(),
-                    path.display()
-                ));
+                self.error(format!("snapshot {}: {}: {e}", snap.short(), path.display()));
                 None
             }
         }

@@ -131,12 +131,34 @@ pub enum Command {
         #[arg(long = "include", value_name = "GLOB")]
         include: Vec<String>,
     },
+    /// Manage the passwords (key files) that open the repository.
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Verify the repository's structure and, with --read-data, all data.
     Check {
         /// Also decrypt and verify every blob.
         #[arg(long)]
         read_data: bool,
     },
+}
+
+/// `cairn key` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum KeyAction {
+    /// Add a password: a new key file wrapping the same master key.
+    Add {
+        /// Read the new password from this file (first line) instead of prompting.
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+        /// Use trivially cheap key derivation. For tests only.
+        #[arg(long, hide = true)]
+        insecure_test_kdf: bool,
+    },
+    /// List key files.
+    List,
 }
 
 /// What the process environment provides; tests construct it directly.
@@ -174,21 +196,12 @@ impl<'a> Env<'a> {
 }
 
 /// Run cairn with `args` (including the program name); returns the exit code.
-pub fn run(
-    args: Vec<OsString>,
-    env: &Env,
-    out: &mut dyn Write,
-    err: &mut (dyn Write + Send),
-) -> i32 {
+pub fn run(args: Vec<OsString>, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Send)) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = if e.use_stderr() {
-                write!(err, "{e}")
-            } else {
-                write!(out, "{e}")
-            };
+            let _ = if e.use_stderr() { write!(err, "{e}") } else { write!(out, "{e}") };
             return code;
         }
     };
@@ -220,23 +233,16 @@ fn repo_path(cli: &Cli, env: &Env) -> anyhow::Result<PathBuf> {
 
 fn password(cli: &Cli, env: &Env, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
     if let Some(f) = cli.password_file.as_ref().or(env.password_file.as_ref()) {
-        let s = std::fs::read_to_string(f)
-            .with_context(|| format!("reading password file {}", f.display()))?;
-        return Ok(zeroize::Zeroizing::new(
-            s.lines().next().unwrap_or("").to_string(),
-        ));
+        let s = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
+        return Ok(zeroize::Zeroizing::new(s.lines().next().unwrap_or("").to_string()));
     }
     if let Some(p) = &env.password {
         return Ok(zeroize::Zeroizing::new(p.clone()));
     }
     if !env.interactive {
-        anyhow::bail!(
-            "no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file"
-        );
+        anyhow::bail!("no password given: set CAIRN_PASSWORD or CAIRN_PASSWORD_FILE, or use --password-file");
     }
-    let p = zeroize::Zeroizing::new(rpassword::prompt_password(
-        "enter password for repository: ",
-    )?);
+    let p = zeroize::Zeroizing::new(rpassword::prompt_password("enter password for repository: ")?);
     if confirm {
         let again = zeroize::Zeroizing::new(rpassword::prompt_password("enter password again: ")?);
         if *again != *p {
@@ -266,20 +272,13 @@ fn init(cli: &Cli, env: &Env, cheap: bool, out: &mut dyn Write) -> anyhow::Resul
     let path = repo_path(cli, env)?;
     let pw = password(cli, env, true)?;
     let opts = InitOptions {
-        kdf: if cheap {
-            KdfParams::INSECURE_FOR_TESTS
-        } else {
-            KdfParams::DEFAULT
-        },
+        kdf: if cheap { KdfParams::INSECURE_FOR_TESTS } else { KdfParams::DEFAULT },
         ..InitOptions::default()
     };
     Repository::init(&path, pw.as_bytes(), &opts)?;
     if !cli.quiet {
         writeln!(out, "created cairn repository at {}", path.display())?;
-        writeln!(
-            out,
-            "keep the password safe: without it the data cannot be recovered"
-        )?;
+        writeln!(out, "keep the password safe: without it the data cannot be recovered")?;
     }
     Ok(())
 }
@@ -289,12 +288,7 @@ fn split_target(s: &str) -> (&str, &str) {
     s.split_once(':').unwrap_or((s, "/"))
 }
 
-fn dispatch(
-    cli: &Cli,
-    env: &Env,
-    out: &mut dyn Write,
-    err: &mut (dyn Write + Send),
-) -> anyhow::Result<i32> {
+fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Send)) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Init { insecure_test_kdf } => {
             init(cli, env, *insecure_test_kdf, out)?;
@@ -339,11 +333,7 @@ fn dispatch(
             reporter.clear_progress();
             let r = r?;
             print_backup(cli, &r, out)?;
-            Ok(if r.snapshot.summary.warnings > 0 {
-                EXIT_PARTIAL
-            } else {
-                EXIT_OK
-            })
+            Ok(if r.snapshot.summary.warnings > 0 { EXIT_PARTIAL } else { EXIT_OK })
         }
         Command::Snapshots => {
             let repo = open(cli, env)?;
@@ -359,11 +349,7 @@ fn dispatch(
             print_problems(&repo, err);
             let mut io_err = None;
             crate::ls::list(&repo, &s.root, Path::new(path), *recursive, &mut |p, e| {
-                let line = if cli.json {
-                    ls_json(p, e)
-                } else {
-                    ls_line(p, e)
-                };
+                let line = if cli.json { ls_json(p, e) } else { ls_line(p, e) };
                 if let Err(x) = writeln!(out, "{line}") {
                     io_err.get_or_insert(x);
                 }
@@ -373,37 +359,17 @@ fn dispatch(
             }
             Ok(EXIT_OK)
         }
-        Command::Restore {
-            target_snapshot,
-            target,
-            include,
-        } => {
+        Command::Restore { target_snapshot, target, include } => {
             let repo = open(cli, env)?;
             let (snap, path) = split_target(target_snapshot);
             let (id, s) = repo.resolve_snapshot(snap)?;
             print_problems(&repo, err);
             let root = restore::resolve(&repo, &s.root, Path::new(path))?;
-            let opts = RestoreOptions {
-                target: target.clone(),
-                include: include.clone(),
-            };
-            let reporter = RestoreReporter {
-                err: std::sync::Mutex::new(err),
-            };
-            let stats = restore::restore(
-                &repo,
-                &root,
-                &Path::new("/").join(path),
-                &opts,
-                &reporter,
-                env.cancel,
-            )?;
+            let opts = RestoreOptions { target: target.clone(), include: include.clone() };
+            let reporter = RestoreReporter { err: std::sync::Mutex::new(err) };
+            let stats = restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?;
             if cli.json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats })
-                )?;
+                writeln!(out, "{}", serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats }))?;
             } else if !cli.quiet {
                 writeln!(
                     out,
@@ -421,19 +387,53 @@ fn dispatch(
             }
             Ok(EXIT_OK)
         }
+        Command::Key { action: KeyAction::Add { new_password_file, insecure_test_kdf } } => {
+            let repo = open(cli, env)?;
+            let pw = match new_password_file {
+                Some(f) => zeroize::Zeroizing::new(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                None if env.interactive => {
+                    let p = zeroize::Zeroizing::new(rpassword::prompt_password("enter the new password: ")?);
+                    let again = zeroize::Zeroizing::new(rpassword::prompt_password("enter it again: ")?);
+                    anyhow::ensure!(*p == *again, "passwords do not match");
+                    p
+                }
+                None => anyhow::bail!("no new password: use --new-password-file"),
+            };
+            anyhow::ensure!(!pw.is_empty(), "an empty password is not allowed");
+            let kdf = if *insecure_test_kdf { KdfParams::INSECURE_FOR_TESTS } else { KdfParams::DEFAULT };
+            let id = repo.add_key(pw.as_bytes(), kdf)?;
+            if !cli.quiet {
+                writeln!(out, "added key {}", id.short())?;
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Key { action: KeyAction::List } => {
+            let repo = open(cli, env)?;
+            for (id, kf) in repo.key_files()? {
+                writeln!(
+                    out,
+                    "{}  {}  {}@{}  argon2id {} MiB x{}",
+                    id.short(),
+                    local_time(kf.created * 1_000_000_000),
+                    kf.user,
+                    kf.host,
+                    kf.kdf.mem_kib / 1024,
+                    kf.kdf.iterations
+                )?;
+            }
+            Ok(EXIT_OK)
+        }
         Command::Check { read_data } => {
             let repo = open(cli, env)?;
-            let reporter = CheckReporter {
-                err: std::sync::Mutex::new(err),
-                quiet: cli.quiet,
-            };
-            let stats = check::check(
-                &repo,
-                CheckOptions {
-                    read_data: *read_data,
-                },
-                &reporter,
-            )?;
+            let reporter = CheckReporter { err: std::sync::Mutex::new(err), quiet: cli.quiet };
+            let stats = check::check(&repo, CheckOptions { read_data: *read_data }, &reporter)?;
             if cli.json {
                 writeln!(out, "{}", serde_json::json!(stats))?;
             } else if !cli.quiet {
@@ -444,23 +444,12 @@ fn dispatch(
                     stats.packs,
                     stats.index_entries,
                     stats.trees,
-                    if *read_data {
-                        format!(", {} blobs read", stats.blobs_read)
-                    } else {
-                        String::new()
-                    },
-                    if stats.errors == 0 {
-                        "no errors".to_string()
-                    } else {
-                        format!("{} errors", stats.errors)
-                    }
+                    if *read_data { format!(", {} blobs read", stats.blobs_read) } else { String::new() },
+                    if stats.errors == 0 { "no errors".to_string() } else { format!("{} errors", stats.errors) }
                 )?;
             }
             if stats.errors > 0 {
-                anyhow::bail!(
-                    "the repository is damaged: {} errors (see above)",
-                    stats.errors
-                );
+                anyhow::bail!("the repository is damaged: {} errors (see above)", stats.errors);
             }
             Ok(EXIT_OK)
         }
@@ -484,12 +473,7 @@ impl BackupReporter<'_> {
 impl backup::Report for BackupReporter<'_> {
     fn warn(&self, path: &Path, message: &str) {
         let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(
-            e,
-            "{}warning: {}: {message}",
-            if self.progress { "\r\x1b[K" } else { "" },
-            path.display()
-        );
+        let _ = writeln!(e, "{}warning: {}: {message}", if self.progress { "\r\x1b[K" } else { "" }, path.display());
     }
     fn progress(&self, p: &backup::Progress) {
         if self.progress {
@@ -505,18 +489,10 @@ struct RestoreReporter<'a> {
 
 impl restore::Report for RestoreReporter<'_> {
     fn error(&self, path: &Path, message: &str) {
-        let _ = writeln!(
-            self.err.lock().unwrap_or_else(|p| p.into_inner()),
-            "error: {}: {message}",
-            path.display()
-        );
+        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "error: {}: {message}", path.display());
     }
     fn warn(&self, path: &Path, message: &str) {
-        let _ = writeln!(
-            self.err.lock().unwrap_or_else(|p| p.into_inner()),
-            "warning: {}: {message}",
-            path.display()
-        );
+        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "warning: {}: {message}", path.display());
     }
 }
 
@@ -527,17 +503,11 @@ struct CheckReporter<'a> {
 
 impl check::Report for CheckReporter<'_> {
     fn error(&self, message: &str) {
-        let _ = writeln!(
-            self.err.lock().unwrap_or_else(|p| p.into_inner()),
-            "error: {message}"
-        );
+        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "error: {message}");
     }
     fn note(&self, message: &str) {
         if !self.quiet {
-            let _ = writeln!(
-                self.err.lock().unwrap_or_else(|p| p.into_inner()),
-                "note: {message}"
-            );
+            let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "note: {message}");
         }
     }
 }
@@ -561,15 +531,9 @@ pub fn human(n: u64) -> String {
 fn local_time(ns: i64) -> String {
     use chrono::TimeZone;
     chrono::Local
-        .timestamp_opt(
-            ns.div_euclid(1_000_000_000),
-            ns.rem_euclid(1_000_000_000) as u32,
-        )
+        .timestamp_opt(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
         .single()
-        .map_or_else(
-            || ns.to_string(),
-            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
-        )
+        .map_or_else(|| ns.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
 fn print_backup(cli: &Cli, r: &backup::BackupResult, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -589,11 +553,7 @@ fn print_backup(cli: &Cli, r: &backup::BackupResult, out: &mut dyn Write) -> any
     if let Some(p) = r.parent {
         writeln!(out, "using parent snapshot {}", p.short())?;
     }
-    writeln!(
-        out,
-        "Files:  {} new, {} changed, {} unchanged",
-        s.files_new, s.files_changed, s.files_unchanged
-    )?;
+    writeln!(out, "Files:  {} new, {} changed, {} unchanged", s.files_new, s.files_changed, s.files_unchanged)?;
     writeln!(out, "Dirs:   {}    Other: {}", s.dirs, s.others)?;
     writeln!(
         out,
@@ -606,11 +566,7 @@ fn print_backup(cli: &Cli, r: &backup::BackupResult, out: &mut dyn Write) -> any
     )?;
     writeln!(out, "Peak memory {}", human(s.peak_rss))?;
     if s.warnings > 0 {
-        writeln!(
-            out,
-            "{} sources could not be read completely (see warnings above)",
-            s.warnings
-        )?;
+        writeln!(out, "{} sources could not be read completely (see warnings above)", s.warnings)?;
     }
     writeln!(out, "snapshot {} saved", r.id.short())?;
     Ok(())
@@ -638,12 +594,7 @@ fn print_snapshots(
     let rows: Vec<[String; 6]> = snaps
         .iter()
         .map(|(id, s)| {
-            let mut paths = s
-                .paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let mut paths = s.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
             if !s.tags.is_empty() {
                 paths = format!("{paths} [{}]", s.tags.join(","));
             }

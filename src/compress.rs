@@ -12,14 +12,11 @@ pub struct Compressor {
 }
 
 impl Compressor {
-    /// A compressor at `level` (1-22; 0 means zstd's default, 3).
+    /// A compressor at `level` (1-22). Callers treat level 0 as "store uncompressed".
     pub fn new(level: i32) -> Result<Compressor> {
-        let inner = zstd::bulk::Compressor::new(level)
-            .map_err(|e| Error::InvalidInput(format!("zstd level {level}: {e}")))?;
-        Ok(Compressor {
-            inner,
-            buf: Vec::new(),
-        })
+        let inner =
+            zstd::bulk::Compressor::new(level).map_err(|e| Error::InvalidInput(format!("zstd level {level}: {e}")))?;
+        Ok(Compressor { inner, buf: Vec::new() })
     }
 
     /// Compress `data`. Returns `Some(compressed)` only if it is smaller than `data`.
@@ -36,28 +33,13 @@ impl Compressor {
 }
 
 /// Decompress a zstd frame that must expand to exactly `raw_len` bytes.
-pub fn decompress(
-    data: &[u8],
-    raw_len: usize,
-    what: &'static str,
-    id: &dyn std::fmt::Display,
-) -> Result<Vec<u8>> {
+pub fn decompress(data: &[u8], raw_len: usize, what: &'static str, id: &dyn std::fmt::Display) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(raw_len);
     zstd::bulk::Decompressor::new()
         .and_then(|mut d| d.decompress_to_buffer(data, &mut out))
-        .map_err(|e| {
-            Error::corrupt(
-                what,
-                id,
-                format!("zstd: {e} (declared raw length {raw_len})"),
-            )
-        })?;
+        .map_err(|e| Error::corrupt(what, id, format!("zstd: {e} (declared raw length {raw_len})")))?;
     if out.len() != raw_len {
-        return Err(Error::corrupt(
-            what,
-            id,
-            format!("decompressed to {} bytes, declared {raw_len}", out.len()),
-        ));
+        return Err(Error::corrupt(what, id, format!("decompressed to {} bytes, declared {raw_len}", out.len())));
     }
     Ok(out)
 }
@@ -90,10 +72,7 @@ mod tests {
         let big = vec![0u8; 10 << 20];
         let z = Compressor::new(3).unwrap().compress(&big).unwrap().to_vec();
         // Declared 1 KiB, expands to 10 MiB: must fail without producing it.
-        assert!(matches!(
-            decompress(&z, 1024, "blob", &"t"),
-            Err(Error::Corrupt { .. })
-        ));
+        assert!(matches!(decompress(&z, 1024, "blob", &"t"), Err(Error::Corrupt { .. })));
         assert!(decompress(&z, (10 << 20) + 1, "blob", &"t").is_err());
         assert!(decompress(b"not zstd", 10, "blob", &"t").is_err());
     }

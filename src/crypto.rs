@@ -11,6 +11,7 @@ use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
+use crate::format::BlobKind;
 use crate::id::BlobId;
 
 /// Bytes a sealed message adds to its plaintext: nonce + tag.
@@ -28,6 +29,9 @@ pub const MASTER_KEY_LEN: usize = 64;
 pub struct Keys {
     enc: [u8; 32],
     id: [u8; 32],
+    /// Derived from `id`: keys tree-blob ids, so a data chunk can never have the id of a
+    /// tree node (two independent keyed hashes, not a prefix a chunk could imitate).
+    tree_id: [u8; 32],
     #[zeroize(skip)]
     cipher: XChaCha20Poly1305,
 }
@@ -49,7 +53,8 @@ impl Keys {
         enc.copy_from_slice(&raw[..32]);
         id.copy_from_slice(&raw[32..]);
         let cipher = XChaCha20Poly1305::new((&enc).into());
-        Keys { enc, id, cipher }
+        let tree_id = blake3::derive_key("cairn 2026 tree blob id", &id);
+        Keys { enc, id, tree_id, cipher }
     }
 
     /// The 64 serialized bytes; the caller must zeroize them after use.
@@ -60,9 +65,14 @@ impl Keys {
         raw
     }
 
-    /// The id of a blob with this plaintext: BLAKE3 keyed with the id key.
-    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
-        BlobId(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
+    /// The id of a blob of `kind` with this plaintext: BLAKE3 keyed with the id key for
+    /// data, with the derived tree-id key for trees.
+    pub fn blob_id(&self, kind: BlobKind, plaintext: &[u8]) -> BlobId {
+        let key = match kind {
+            BlobKind::Data => &self.id,
+            BlobKind::Tree => &self.tree_id,
+        };
+        BlobId(*blake3::keyed_hash(key, plaintext).as_bytes())
     }
 
     /// Seal `plaintext` with associated data `aad`: `nonce || ciphertext || tag`.
@@ -78,17 +88,8 @@ impl Keys {
     }
 
     /// Open a sealed message; `what`/`id` name the object in the error.
-    pub fn open(
-        &self,
-        aad: &[u8],
-        sealed: &[u8],
-        what: &'static str,
-        id: &dyn std::fmt::Display,
-    ) -> Result<Vec<u8>> {
-        open_with(&self.cipher, aad, sealed).ok_or_else(|| Error::Tampered {
-            what,
-            id: id.to_string(),
-        })
+    pub fn open(&self, aad: &[u8], sealed: &[u8], what: &'static str, id: &dyn std::fmt::Display) -> Result<Vec<u8>> {
+        open_with(&self.cipher, aad, sealed).ok_or_else(|| Error::Tampered { what, id: id.to_string() })
     }
 }
 
@@ -113,14 +114,7 @@ fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Option<Ve
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
     let mut buf = ct.to_vec();
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            aad,
-            &mut buf,
-            Tag::from_slice(tag),
-        )
-        .ok()?;
+    cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag)).ok()?;
     Some(buf)
 }
 
@@ -137,19 +131,11 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// The parameters `init` uses: 64 MiB, 3 passes, 1 lane (about 0.2-0.4 s here).
-    /// 64 MiB is the smallest memory budget cairn accepts, so unlocking always fits.
-    pub const DEFAULT: KdfParams = KdfParams {
-        mem_kib: 64 * 1024,
-        iterations: 3,
-        parallelism: 1,
-    };
+    /// 64 MiB is the smallest memory budget cairn will accept, so unlocking always fits.
+    pub const DEFAULT: KdfParams = KdfParams { mem_kib: 64 * 1024, iterations: 3, parallelism: 1 };
 
     /// Cheap parameters for tests only: they make a password trivial to brute-force.
-    pub const INSECURE_FOR_TESTS: KdfParams = KdfParams {
-        mem_kib: 8,
-        iterations: 1,
-        parallelism: 1,
-    };
+    pub const INSECURE_FOR_TESTS: KdfParams = KdfParams { mem_kib: 8, iterations: 1, parallelism: 1 };
 
     /// Refuse parameters that would exhaust memory or time when read from an untrusted key file.
     pub fn validate(&self) -> Result<()> {
@@ -175,18 +161,11 @@ impl WrappingKey {
     /// Derive with Argon2id from `password` and `salt`.
     pub fn derive(password: &[u8], salt: &[u8], params: KdfParams) -> Result<WrappingKey> {
         params.validate()?;
-        let p = argon2::Params::new(
-            params.mem_kib,
-            params.iterations,
-            params.parallelism,
-            Some(32),
-        )
-        .map_err(|e| Error::InvalidInput(format!("KDF parameters: {e}")))?;
+        let p = argon2::Params::new(params.mem_kib, params.iterations, params.parallelism, Some(32))
+            .map_err(|e| Error::InvalidInput(format!("KDF parameters: {e}")))?;
         let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
         let mut out = [0u8; 32];
-        argon
-            .hash_password_into(password, salt, &mut out)
-            .map_err(|e| Error::InvalidInput(format!("KDF: {e}")))?;
+        argon.hash_password_into(password, salt, &mut out).map_err(|e| Error::InvalidInput(format!("KDF: {e}")))?;
         Ok(WrappingKey(out))
     }
 
@@ -203,9 +182,7 @@ impl WrappingKey {
     pub fn unwrap(&self, aad: &[u8], sealed: &[u8]) -> Option<Keys> {
         let cipher = XChaCha20Poly1305::new((&self.0).into());
         let mut raw = open_with(&cipher, aad, sealed)?;
-        let keys = <&[u8; MASTER_KEY_LEN]>::try_from(raw.as_slice())
-            .ok()
-            .map(Keys::from_bytes);
+        let keys = <&[u8; MASTER_KEY_LEN]>::try_from(raw.as_slice()).ok().map(Keys::from_bytes);
         raw.zeroize();
         keys
     }
@@ -261,21 +238,20 @@ mod tests {
     #[test]
     fn blob_ids_are_keyed() {
         let (a, b) = (Keys::generate(), Keys::generate());
-        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
-        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
-        assert_ne!(a.blob_id(b"x").0, *blake3::hash(b"x").as_bytes());
+        assert_eq!(a.blob_id(BlobKind::Data, b"x"), a.blob_id(BlobKind::Data, b"x"));
+        assert_ne!(a.blob_id(BlobKind::Data, b"x"), b.blob_id(BlobKind::Data, b"x"));
+        assert_ne!(a.blob_id(BlobKind::Data, b"x").0, *blake3::hash(b"x").as_bytes());
+        assert_ne!(a.blob_id(BlobKind::Data, b"x"), a.blob_id(BlobKind::Tree, b"x"));
     }
 
     #[test]
     fn wrap_unwrap() {
         let keys = Keys::generate();
-        let wk =
-            WrappingKey::derive(b"pw", b"saltsaltsaltsalt", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        let wk = WrappingKey::derive(b"pw", b"saltsaltsaltsalt", KdfParams::INSECURE_FOR_TESTS).unwrap();
         let sealed = wk.wrap(b"k", &keys);
         let back = wk.unwrap(b"k", &sealed).unwrap();
         assert_eq!(*back.to_bytes(), *keys.to_bytes());
-        let wrong =
-            WrappingKey::derive(b"pX", b"saltsaltsaltsalt", KdfParams::INSECURE_FOR_TESTS).unwrap();
+        let wrong = WrappingKey::derive(b"pX", b"saltsaltsaltsalt", KdfParams::INSECURE_FOR_TESTS).unwrap();
         assert!(wrong.unwrap(b"k", &sealed).is_none());
     }
 }

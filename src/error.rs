@@ -72,11 +72,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Build a [`Error::Corrupt`].
     pub fn corrupt(what: &'static str, id: impl ToString, detail: impl ToString) -> Self {
-        Error::Corrupt {
-            what,
-            id: id.to_string(),
-            detail: detail.to_string(),
-        }
+        Error::Corrupt { what, id: id.to_string(), detail: detail.to_string() }
     }
 }
 
@@ -88,9 +84,6 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })
+        self.map_err(|source| Error::Io { path: path.into(), source })
     }
 }

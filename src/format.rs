@@ -74,11 +74,7 @@ impl FileKind {
     /// version is `UnsupportedVersion`.
     pub fn check_header<'a>(self, bytes: &'a [u8], id: &dyn Display) -> Result<&'a [u8]> {
         if bytes.len() < HEADER_LEN || &bytes[..8] != self.magic() {
-            return Err(Error::corrupt(
-                self.name(),
-                id,
-                format!("not a cairn {} file (bad magic)", self.name()),
-            ));
+            return Err(Error::corrupt(self.name(), id, format!("not a cairn {} file (bad magic)", self.name())));
         }
         if bytes[8] != VERSION {
             return Err(Error::UnsupportedVersion {
@@ -133,16 +129,19 @@ impl Put for Vec<u8> {
         self.extend_from_slice(v)
     }
     fn bytes8(&mut self, v: &[u8]) {
-        debug_assert!(v.len() <= u8::MAX as usize);
+        // Callers validate lengths at the source; writing a wrong prefix would corrupt the
+        // object, so a violation stops the program instead.
+        assert!(v.len() <= u8::MAX as usize, "length {} over a u8 prefix", v.len());
         self.push(v.len() as u8);
         self.extend_from_slice(v)
     }
     fn bytes16(&mut self, v: &[u8]) {
-        debug_assert!(v.len() <= u16::MAX as usize);
+        assert!(v.len() <= u16::MAX as usize, "length {} over a u16 prefix", v.len());
         self.u16(v.len() as u16);
         self.extend_from_slice(v)
     }
     fn bytes32(&mut self, v: &[u8]) {
+        assert!(v.len() <= u32::MAX as usize, "length {} over a u32 prefix", v.len());
         self.u32(v.len() as u32);
         self.extend_from_slice(v)
     }
@@ -159,21 +158,12 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Read `buf`, naming errors after `what` `id`.
     pub fn new(buf: &'a [u8], what: &'static str, id: &'a dyn Display) -> Self {
-        Reader {
-            buf,
-            pos: 0,
-            what,
-            id,
-        }
+        Reader { buf, pos: 0, what, id }
     }
 
     /// A `Corrupt` error about this object.
     pub fn err(&self, detail: impl Display) -> Error {
-        Error::corrupt(
-            self.what,
-            self.id,
-            format!("{detail} (at byte {})", self.pos),
-        )
+        Error::corrupt(self.what, self.id, format!("{detail} (at byte {})", self.pos))
     }
 
     /// Bytes not yet read.
@@ -184,10 +174,7 @@ impl<'a> Reader<'a> {
     /// Take the next `n` bytes.
     pub fn raw(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(self.err(format!(
-                "truncated: need {n} bytes, {} left",
-                self.remaining()
-            )));
+            return Err(self.err(format!("truncated: need {n} bytes, {} left", self.remaining())));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -249,10 +236,7 @@ impl<'a> Reader<'a> {
     pub fn count(&mut self, count: u64, min_item_len: usize) -> Result<usize> {
         let need = count.saturating_mul(min_item_len.max(1) as u64);
         if need > self.remaining() as u64 {
-            return Err(self.err(format!(
-                "count {count} needs at least {need} bytes, {} left",
-                self.remaining()
-            )));
+            return Err(self.err(format!("count {count} needs at least {need} bytes, {} left", self.remaining())));
         }
         Ok(count as usize)
     }
@@ -336,16 +320,10 @@ mod tests {
     fn header_checks() {
         let h = FileKind::Index.header();
         assert_eq!(FileKind::Index.check_header(&h, &"x").unwrap(), b"");
-        assert!(matches!(
-            FileKind::Pack.check_header(&h, &"x"),
-            Err(Error::Corrupt { .. })
-        ));
+        assert!(matches!(FileKind::Pack.check_header(&h, &"x"), Err(Error::Corrupt { .. })));
         let mut future = h;
         future[8] = 2;
-        assert!(matches!(
-            FileKind::Index.check_header(&future, &"x"),
-            Err(Error::UnsupportedVersion { found: 2, .. })
-        ));
+        assert!(matches!(FileKind::Index.check_header(&future, &"x"), Err(Error::UnsupportedVersion { found: 2, .. })));
         assert!(FileKind::Index.check_header(&h[..5], &"x").is_err());
     }
 

@@ -1,6 +1,7 @@
 //! 32-byte identifiers: chunk (blob) ids, and the ids of files in the repository.
 //!
-//! Blob ids are keyed BLAKE3 of the plaintext ([`crate::crypto::Keys::blob_id`]); file ids
+//! Blob ids are keyed BLAKE3 of the plaintext ([`crate::crypto::Keys::blob_id`], one key
+//! for data and a derived one for trees); file ids
 //! (packs, index files, snapshots, key files) are plain BLAKE3 of the file's bytes, so a
 //! file's name checks its content. The types keep the two from being mixed up.
 
@@ -74,8 +75,12 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     }
     let mut out = [0u8; 32];
     for (i, pair) in b.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None, // lower-case only: file names are written lower-case
+        };
+        let (hi, lo) = (digit(pair[0])? as u32, digit(pair[1])? as u32);
         out[i] = (hi * 16 + lo) as u8;
     }
     Some(out)

@@ -12,11 +12,6 @@ fn main() {
         let _ = signal_hook::flag::register(sig, cancel.clone());
     }
     let env = cairn::cli::Env::from_process(&cancel);
-    let code = cairn::cli::run(
-        std::env::args_os().collect(),
-        &env,
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-    );
+    let code = cairn::cli::run(std::env::args_os().collect(), &env, &mut std::io::stdout(), &mut std::io::stderr());
     std::process::exit(code);
 }

@@ -84,23 +84,15 @@ impl Repository {
     pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<()> {
         let backend = Local::new(path);
         if backend.config_path().exists() {
-            return Err(Error::InvalidInput(format!(
-                "{}: a repository already exists here",
-                path.display()
-            )));
+            return Err(Error::InvalidInput(format!("{}: a repository already exists here", path.display())));
         }
         let mut chunker = opts.chunker;
         chunker.seed = crypto::random_u64();
         chunker.validate()?;
         let mut repo_id = [0u8; 32];
         crypto::random_bytes(&mut repo_id);
-        let config = Config {
-            repo_id,
-            chunker,
-            pack_size: opts.pack_size,
-            compression: opts.compression,
-            created: now_secs(),
-        };
+        let config =
+            Config { repo_id, chunker, pack_size: opts.pack_size, compression: opts.compression, created: now_secs() };
         // Validate through the decoder so init cannot write a config that open refuses.
         Config::decode(&config.encode())?;
         backend.create_layout()?;
@@ -125,17 +117,13 @@ impl Repository {
             Err(e) => return Err(e).at(&cfg_path),
         };
         let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
-        let keys = unlock(&backend, password)?;
-        let config =
-            Config::decode(&keys.open(&FileKind::Config.header(), sealed, "config", &"config")?)?;
+        let (keys, config) = unlock(&backend, password, sealed)?;
         let repo = Repository {
             backend,
             keys,
             config,
             index: Index::new(),
-            open_packs: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(OPEN_PACKS).expect("non-zero"),
-            )),
+            open_packs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))),
             problems: Mutex::new(Vec::new()),
         };
         repo.load_index()?;
@@ -149,15 +137,25 @@ impl Repository {
 
     /// Load every index file. A damaged one is skipped and recorded, not fatal: the blobs
     /// it lists become unreachable (and `check` says so) but nothing else is lost.
+    /// The readable key files.
+    pub fn key_files(&self) -> Result<Vec<(FileId, KeyFile)>> {
+        let mut out = Vec::new();
+        for id in self.backend.list(Dir::Keys)? {
+            if let Ok(kf) = self.backend.read(&self.backend.path(Dir::Keys, &id)).and_then(|b| KeyFile::decode(&b, &id))
+            {
+                out.push((id, kf));
+            }
+        }
+        Ok(out)
+    }
+
     fn load_index(&self) -> Result<()> {
         for id in self.backend.list(Dir::Index)? {
             match self.read_index_file(&id) {
                 Ok(entries) => entries.iter().for_each(|e| self.index.insert(e)),
-                Err(
-                    e @ (Error::Corrupt { .. }
-                    | Error::Tampered { .. }
-                    | Error::UnsupportedVersion { .. }),
-                ) => self.problem(&e),
+                // Damage is skipped and reported; a newer format is fatal: this cairn must not
+                // write into a repository it only half understands.
+                Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => self.problem(&e),
                 Err(e) => return Err(e),
             }
         }
@@ -165,18 +163,12 @@ impl Repository {
     }
 
     fn problem(&self, e: &Error) {
-        self.problems
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(format!("skipped: {e}"));
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).push(format!("skipped: {e}"));
     }
 
     /// Damaged files skipped so far, described.
     pub fn problems(&self) -> Vec<String> {
-        self.problems
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Decode one index file.
@@ -212,8 +204,7 @@ impl Repository {
         let mut bytes = header.to_vec();
         self.keys.seal_into(&header, payload, &mut bytes);
         let id = FileId::of(&bytes);
-        self.backend
-            .write_atomic(&self.backend.path(dir, &id), &bytes)?;
+        self.backend.write_atomic(&self.backend.path(dir, &id), &bytes)?;
         Ok(id)
     }
 
@@ -223,10 +214,7 @@ impl Repository {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound {
-                    what: kind.name(),
-                    id: id.to_hex(),
-                })
+                return Err(Error::NotFound { what: kind.name(), id: id.to_hex() })
             }
             Err(e) => return Err(e).at(&path),
         };
@@ -247,13 +235,7 @@ impl Repository {
             None => (Compression::None, plaintext),
         };
         let bytes = self.keys.seal(&blob_aad(kind, compression), body);
-        SealedBlob {
-            id,
-            kind,
-            compression,
-            raw_len: plaintext.len() as u32,
-            bytes,
-        }
+        SealedBlob { id, kind, compression, raw_len: plaintext.len() as u32, bytes }
     }
 
     fn pack_file(&self, pack: &FileId) -> Result<Arc<File>> {
@@ -265,10 +247,7 @@ impl Repository {
         let f = match File::open(&path) {
             Ok(f) => Arc::new(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound {
-                    what: "pack",
-                    id: pack.to_hex(),
-                })
+                return Err(Error::NotFound { what: "pack", id: pack.to_hex() })
             }
             Err(e) => return Err(e).at(&path),
         };
@@ -285,33 +264,21 @@ impl Repository {
     pub fn read_sealed_blob(&self, loc: &Location) -> Result<Vec<u8>> {
         let f = self.pack_file(&loc.pack)?;
         let mut buf = vec![0u8; loc.stored_len as usize];
-        read_exact_at(&f, &self.pack_path(&loc.pack), &mut buf, loc.offset as u64).map_err(
-            |e| match e {
-                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    Error::corrupt(
-                        "pack",
-                        loc.pack,
-                        format!(
-                            "truncated: blob at offset {} of length {} is past the end",
-                            loc.offset, loc.stored_len
-                        ),
-                    )
-                }
-                e => e,
-            },
-        )?;
+        read_exact_at(&f, &self.pack_path(&loc.pack), &mut buf, loc.offset as u64).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => Error::corrupt(
+                "pack",
+                loc.pack,
+                format!("truncated: blob at offset {} of length {} is past the end", loc.offset, loc.stored_len),
+            ),
+            e => e,
+        })?;
         Ok(buf)
     }
 
     /// Open, decompress and verify a blob's sealed bytes.
     pub fn open_blob(&self, id: &BlobId, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
         let what = loc.kind.name();
-        let body = self.keys.open(
-            &blob_aad(loc.kind, loc.compression),
-            sealed,
-            what,
-            &BlobIn(id, &loc.pack),
-        )?;
+        let body = self.keys.open(&blob_aad(loc.kind, loc.compression), sealed, what, &BlobIn(id, &loc.pack))?;
         let plain = match loc.compression {
             Compression::None => body,
             Compression::Zstd => compress::decompress(&body, loc.raw_len as usize, what, id)?,
@@ -320,39 +287,25 @@ impl Repository {
             return Err(Error::corrupt(
                 what,
                 id,
-                format!(
-                    "length {} differs from the index's {}",
-                    plain.len(),
-                    loc.raw_len
-                ),
+                format!("length {} differs from the index's {}", plain.len(), loc.raw_len),
             ));
         }
-        if self.keys.blob_id(&plain) != *id {
-            return Err(Error::corrupt(
-                what,
-                BlobIn(id, &loc.pack),
-                "content does not match its id",
-            ));
+        if self.keys.blob_id(loc.kind, &plain) != *id {
+            return Err(Error::corrupt(what, BlobIn(id, &loc.pack), "content does not match its id"));
         }
         Ok(plain)
     }
 
     /// Read a blob: look it up, read it, decrypt, decompress and verify its id.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.index.get(id).ok_or_else(|| Error::NotFound {
-            what: "blob",
-            id: id.to_hex(),
-        })?;
+        let loc = self.index.get(id).ok_or_else(|| Error::NotFound { what: "blob", id: id.to_hex() })?;
         let sealed = self.read_sealed_blob(&loc)?;
         self.open_blob(id, &loc, &sealed)
     }
 
     /// Read and decode a tree node.
     pub fn read_tree(&self, id: &BlobId) -> Result<Node> {
-        let loc = self.index.get(id).ok_or_else(|| Error::NotFound {
-            what: "tree",
-            id: id.to_hex(),
-        })?;
+        let loc = self.index.get(id).ok_or_else(|| Error::NotFound { what: "tree", id: id.to_hex() })?;
         if loc.kind != BlobKind::Tree {
             return Err(Error::corrupt("tree", id, "index lists it as a data blob"));
         }
@@ -367,10 +320,7 @@ impl Repository {
 
     /// Load one snapshot.
     pub fn load_snapshot(&self, id: &FileId) -> Result<Snapshot> {
-        Snapshot::decode(
-            &self.read_sealed_file(FileKind::Snapshot, Dir::Snapshots, id)?,
-            id,
-        )
+        Snapshot::decode(&self.read_sealed_file(FileKind::Snapshot, Dir::Snapshots, id)?, id)
     }
 
     /// All readable snapshots, oldest first; damaged ones are skipped and recorded in
@@ -380,11 +330,9 @@ impl Repository {
         for id in self.backend.list(Dir::Snapshots)? {
             match self.load_snapshot(&id) {
                 Ok(s) => out.push((id, s)),
-                Err(
-                    e @ (Error::Corrupt { .. }
-                    | Error::Tampered { .. }
-                    | Error::UnsupportedVersion { .. }),
-                ) => self.problem(&e),
+                // Damage is skipped and reported; a newer format is fatal: this cairn must not
+                // write into a repository it only half understands.
+                Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => self.problem(&e),
                 Err(e) => return Err(e),
             }
         }
@@ -401,22 +349,14 @@ impl Repository {
             });
         }
         let spec_l = spec.to_ascii_lowercase();
-        let matches: Vec<FileId> = self
-            .backend
-            .list(Dir::Snapshots)?
-            .into_iter()
-            .filter(|id| id.to_hex().starts_with(&spec_l))
-            .collect();
+        let matches: Vec<FileId> =
+            self.backend.list(Dir::Snapshots)?.into_iter().filter(|id| id.to_hex().starts_with(&spec_l)).collect();
         match matches.as_slice() {
             [id] => Ok((*id, self.load_snapshot(id)?)),
-            [] => Err(Error::NotFound {
-                what: "snapshot",
-                id: spec.into(),
-            }),
-            _ => Err(Error::InvalidInput(format!(
-                "snapshot id prefix {spec} is ambiguous ({} matches)",
-                matches.len()
-            ))),
+            [] => Err(Error::NotFound { what: "snapshot", id: spec.into() }),
+            _ => {
+                Err(Error::InvalidInput(format!("snapshot id prefix {spec} is ambiguous ({} matches)", matches.len())))
+            }
         }
     }
 }
@@ -448,42 +388,35 @@ fn write_key_file(backend: &Local, keys: &Keys, password: &[u8], kdf: KdfParams)
     Ok(id)
 }
 
-fn unlock(backend: &Local, password: &[u8]) -> Result<Keys> {
+/// Try every key file; the master key is the one that opens the config. (A key file left
+/// by an interrupted `init` may unwrap with the same password yet hold another key.)
+/// A damaged key file is skipped so it cannot lock out the others.
+fn unlock(backend: &Local, password: &[u8], config_sealed: &[u8]) -> Result<(Keys, Config)> {
     let ids = backend.list(Dir::Keys)?;
     if ids.is_empty() {
-        return Err(Error::corrupt(
-            "repository",
-            backend.root().display(),
-            "no key files in keys/",
-        ));
+        return Err(Error::corrupt("repository", backend.root().display(), "no key files in keys/"));
     }
-    let mut last_err = None;
+    let mut version_err = None;
     for id in ids {
-        let kf = match backend
-            .read(&backend.path(Dir::Keys, &id))
-            .and_then(|b| KeyFile::decode(&b, &id))
-        {
+        let kf = match backend.read(&backend.path(Dir::Keys, &id)).and_then(|b| KeyFile::decode(&b, &id)) {
             Ok(kf) => kf,
-            Err(e) => {
-                last_err = Some(e);
+            Err(e @ Error::UnsupportedVersion { .. }) => {
+                version_err = Some(e);
                 continue;
             }
+            Err(_) => continue,
         };
-        let wk = WrappingKey::derive(password, &kf.salt, kf.kdf)?;
-        if let Some(keys) = wk.unwrap(&KeyFile::aad(), &kf.wrapped) {
-            return Ok(keys);
+        let Ok(wk) = WrappingKey::derive(password, &kf.salt, kf.kdf) else { continue };
+        let Some(keys) = wk.unwrap(&KeyFile::aad(), &kf.wrapped) else { continue };
+        if let Ok(plain) = keys.open(&FileKind::Config.header(), config_sealed, "config", &"config") {
+            return Ok((keys, Config::decode(&plain)?));
         }
     }
-    // An unreadable key file is reported only when it may have been the one that matched.
-    Err(match last_err {
-        Some(e @ Error::UnsupportedVersion { .. }) => e,
-        _ => Error::WrongPassword,
-    })
+    // A key file from a newer cairn may be the one that matches.
+    Err(version_err.unwrap_or(Error::WrongPassword))
 }
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

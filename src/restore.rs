@@ -88,19 +88,12 @@ impl Filter {
                 base.add(g);
             }
         }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::InvalidInput(format!("--include: {e}")))
-        };
-        Ok(Some(Filter {
-            full: build(full)?,
-            base: build(base)?,
-        }))
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidInput(format!("--include: {e}")));
+        Ok(Some(Filter { full: build(full)?, base: build(base)? }))
     }
 
     fn matches(&self, snap_path: &Path) -> bool {
-        self.full.is_match(snap_path)
-            || snap_path.file_name().is_some_and(|n| self.base.is_match(n))
+        self.full.is_match(snap_path) || snap_path.file_name().is_some_and(|n| self.base.is_match(n))
     }
 }
 
@@ -157,20 +150,11 @@ pub fn restore(
                 ctx.file(&path, &entry);
             });
         }
-        let mut links =
-            lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
+        let mut links = lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
         let r = match &root.kind {
             Kind::Dir(id) => {
                 let matched = ctx.filter.as_ref().is_none_or(|f| f.matches(snap_path));
-                ctx.walk(
-                    id,
-                    &opts.target,
-                    snap_path,
-                    matched,
-                    &tx,
-                    &mut links,
-                    &mut stats,
-                )
+                ctx.walk(id, &opts.target, snap_path, matched, &tx, &mut links, &mut stats)
             }
             _ => {
                 // Restoring a single file or link: it goes into the target under its name.
@@ -256,8 +240,7 @@ impl Ctx<'_> {
                     }
                 }
                 if matches!(e.kind, Kind::File(_)) && e.nlink <= 1 {
-                    tx.send((path, e))
-                        .map_err(|_| Error::InvalidInput("restore workers stopped".into()))?;
+                    tx.send((path, e)).map_err(|_| Error::InvalidInput("restore workers stopped".into()))?;
                 } else {
                     self.entry(&e, &path, tx, links, stats);
                 }
@@ -301,11 +284,7 @@ impl Ctx<'_> {
                 sys::mknod(path, libc::S_IFIFO | 0o600, 0)
             }
             Kind::CharDev(d) | Kind::BlockDev(d) => {
-                let t = if matches!(e.kind, Kind::CharDev(_)) {
-                    libc::S_IFCHR
-                } else {
-                    libc::S_IFBLK
-                };
+                let t = if matches!(e.kind, Kind::CharDev(_)) { libc::S_IFCHR } else { libc::S_IFBLK };
                 let _ = remove_existing(path);
                 sys::mknod(path, t | 0o600, *d)
             }
@@ -398,10 +377,7 @@ impl Ctx<'_> {
     fn uid(&self, e: &Entry) -> u32 {
         let mut g = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         (!e.user.is_empty())
-            .then(|| {
-                *g.0.entry(e.user.clone())
-                    .or_insert_with(|| sys::uid_of(&e.user))
-            })
+            .then(|| *g.0.entry(e.user.clone()).or_insert_with(|| sys::uid_of(&e.user)))
             .flatten()
             .unwrap_or(e.uid)
     }
@@ -409,10 +385,7 @@ impl Ctx<'_> {
     fn gid(&self, e: &Entry) -> u32 {
         let mut g = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         (!e.group.is_empty())
-            .then(|| {
-                *g.1.entry(e.group.clone())
-                    .or_insert_with(|| sys::gid_of(&e.group))
-            })
+            .then(|| *g.1.entry(e.group.clone()).or_insert_with(|| sys::gid_of(&e.group)))
             .flatten()
             .unwrap_or(e.gid)
     }
@@ -421,8 +394,7 @@ impl Ctx<'_> {
     fn metadata(&self, e: &Entry, path: &Path) {
         let link = matches!(e.kind, Kind::Symlink(_));
         if self.root {
-            if let Err(err) = std::os::unix::fs::lchown(path, Some(self.uid(e)), Some(self.gid(e)))
-            {
+            if let Err(err) = std::os::unix::fs::lchown(path, Some(self.uid(e)), Some(self.gid(e))) {
                 self.report.warn(path, &format!("setting owner: {err}"));
             }
         }
@@ -433,10 +405,7 @@ impl Ctx<'_> {
         }
         for (n, v) in &e.xattrs {
             if let Err(err) = sys::set_xattr(path, n, v) {
-                self.report.warn(
-                    path,
-                    &format!("setting xattr {}: {err}", String::from_utf8_lossy(n)),
-                );
+                self.report.warn(path, &format!("setting xattr {}: {err}", String::from_utf8_lossy(n)));
             }
         }
         if let Err(err) = sys::set_times(path, e.atime, e.mtime) {
@@ -466,9 +435,7 @@ impl Ctx<'_> {
 fn is_zero(b: &[u8]) -> bool {
     let blocks = b.chunks_exact(16);
     blocks.remainder().iter().all(|x| *x == 0)
-        && blocks
-            .into_iter()
-            .all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
+        && blocks.into_iter().all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
 }
 
 /// Create a directory, replacing a non-directory (never following a symlink) in its way.
@@ -519,22 +486,14 @@ pub fn resolve(repo: &Repository, root: &BlobId, path: &Path) -> Result<Entry> {
             std::path::Component::Normal(n) => n.as_bytes(),
             std::path::Component::RootDir | std::path::Component::CurDir => continue,
             _ => {
-                return Err(Error::InvalidInput(format!(
-                    "{}: '..' is not allowed in a snapshot path",
-                    path.display()
-                )))
+                return Err(Error::InvalidInput(format!("{}: '..' is not allowed in a snapshot path", path.display())))
             }
         };
         let Kind::Dir(id) = &cur.kind else {
-            return Err(Error::NotFound {
-                what: "path",
-                id: path.display().to_string(),
-            });
+            return Err(Error::NotFound { what: "path", id: path.display().to_string() });
         };
-        cur = crate::tree::lookup(repo, id, name)?.ok_or_else(|| Error::NotFound {
-            what: "path",
-            id: path.display().to_string(),
-        })?;
+        cur = crate::tree::lookup(repo, id, name)?
+            .ok_or_else(|| Error::NotFound { what: "path", id: path.display().to_string() })?;
     }
     Ok(cur)
 }

@@ -11,8 +11,7 @@ use std::path::Path;
 use crate::format::tree::Time;
 
 fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -49,14 +48,7 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
         let cname = CString::new(name).map_err(|_| io::Error::other("xattr name"))?;
         // SAFETY: valid C strings; the buffer pointer and length match.
-        let m = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                cname.as_ptr(),
-                val.as_mut_ptr().cast(),
-                val.len(),
-            )
-        };
+        let m = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
         if m < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ENODATA) {
@@ -73,18 +65,10 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 /// Set one extended attribute on `path` without following a final symlink.
 pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     let c = cpath(path)?;
-    let cname = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    let cname =
+        CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
     // SAFETY: valid C strings; the value pointer and length match.
-    check(unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            cname.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
+    check(unsafe { libc::lsetxattr(c.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
 }
 
 /// Create a device node, fifo or socket placeholder.
@@ -98,24 +82,11 @@ pub fn mknod(path: &Path, mode: libc::mode_t, dev: u64) -> io::Result<()> {
 pub fn set_times(path: &Path, atime: Time, mtime: Time) -> io::Result<()> {
     let c = cpath(path)?;
     let ts = [
-        libc::timespec {
-            tv_sec: atime.sec as libc::time_t,
-            tv_nsec: atime.nsec as libc::c_long,
-        },
-        libc::timespec {
-            tv_sec: mtime.sec as libc::time_t,
-            tv_nsec: mtime.nsec as libc::c_long,
-        },
+        libc::timespec { tv_sec: atime.sec as libc::time_t, tv_nsec: atime.nsec as libc::c_long },
+        libc::timespec { tv_sec: mtime.sec as libc::time_t, tv_nsec: mtime.nsec as libc::c_long },
     ];
     // SAFETY: valid C string and a two-element timespec array, as utimensat requires.
-    check(unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
 }
 
 /// Name of user `uid`, if it has one.
@@ -156,15 +127,7 @@ pub fn uid_of(name: &[u8]) -> Option<u32> {
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut res = std::ptr::null_mut();
     // SAFETY: valid pointers for the call.
-    let r = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pw,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut res,
-        )
-    };
+    let r = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
     (r == 0 && !res.is_null()).then_some(pw.pw_uid)
 }
 
@@ -176,15 +139,7 @@ pub fn gid_of(name: &[u8]) -> Option<u32> {
     let mut gr: libc::group = unsafe { std::mem::zeroed() };
     let mut res = std::ptr::null_mut();
     // SAFETY: valid pointers for the call.
-    let r = unsafe {
-        libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut gr,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut res,
-        )
-    };
+    let r = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
     (r == 0 && !res.is_null()).then_some(gr.gr_gid)
 }
 
@@ -209,9 +164,7 @@ pub fn euid() -> u32 {
 /// The name of the effective user, or its number.
 pub fn username() -> String {
     let uid = euid();
-    user_name(uid)
-        .map(|n| String::from_utf8_lossy(&n).into_owned())
-        .unwrap_or_else(|| uid.to_string())
+    user_name(uid).map(|n| String::from_utf8_lossy(&n).into_owned()).unwrap_or_else(|| uid.to_string())
 }
 
 /// Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
@@ -249,10 +202,7 @@ mod tests {
         let f = t.path().join("f");
         std::fs::write(&f, b"x").unwrap();
         match set_xattr(&f, b"user.cairn", b"v1") {
-            Ok(()) => assert_eq!(
-                xattrs(&f).unwrap(),
-                vec![(b"user.cairn".to_vec(), b"v1".to_vec())]
-            ),
+            Ok(()) => assert_eq!(xattrs(&f).unwrap(), vec![(b"user.cairn".to_vec(), b"v1".to_vec())]),
             Err(e) => eprintln!("xattrs unsupported here: {e}"),
         }
     }

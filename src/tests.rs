@@ -28,19 +28,13 @@ impl Collect {
 
 impl backup::Report for Collect {
     fn warn(&self, path: &Path, message: &str) {
-        self.msgs
-            .lock()
-            .unwrap()
-            .push(format!("{}: {message}", path.display()));
+        self.msgs.lock().unwrap().push(format!("{}: {message}", path.display()));
     }
 }
 
 impl restore::Report for Collect {
     fn error(&self, path: &Path, message: &str) {
-        self.msgs
-            .lock()
-            .unwrap()
-            .push(format!("error {}: {message}", path.display()));
+        self.msgs.lock().unwrap().push(format!("error {}: {message}", path.display()));
     }
 }
 
@@ -54,10 +48,7 @@ impl crate::check::Report for Collect {
 }
 
 pub(crate) fn do_backup(repo: &Repository, paths: &[&Path]) -> BackupResult {
-    let opts = BackupOptions {
-        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
-        ..Default::default()
-    };
+    let opts = BackupOptions { paths: paths.iter().map(|p| p.to_path_buf()).collect(), ..Default::default() };
     let c = Collect::default();
     let r = backup::backup(repo, &opts, &c, &AtomicBool::new(false)).unwrap();
     assert!(c.all().is_empty(), "unexpected warnings: {:?}", c.all());
@@ -72,27 +63,14 @@ pub(crate) fn do_restore(
     include: &[&str],
 ) -> (RestoreStats, Vec<String>) {
     let root = restore::resolve(repo, &r.snapshot.root, Path::new("/")).unwrap();
-    let opts = RestoreOptions {
-        target: target.to_path_buf(),
-        include: include.iter().map(|s| s.to_string()).collect(),
-    };
+    let opts =
+        RestoreOptions { target: target.to_path_buf(), include: include.iter().map(|s| s.to_string()).collect() };
     let c = Collect::default();
-    let stats = restore::restore(
-        repo,
-        &root,
-        Path::new("/"),
-        &opts,
-        &c,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let stats = restore::restore(repo, &root, Path::new("/"), &opts, &c, &AtomicBool::new(false)).unwrap();
     (stats, c.all())
 }
 
-pub(crate) fn do_check(
-    repo: &Repository,
-    read_data: bool,
-) -> (crate::check::CheckStats, Vec<String>) {
+pub(crate) fn do_check(repo: &Repository, read_data: bool) -> (crate::check::CheckStats, Vec<String>) {
     let c = Collect::default();
     let s = crate::check::check(repo, crate::check::CheckOptions { read_data }, &c).unwrap();
     (s, c.all())

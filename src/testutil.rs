@@ -36,12 +36,7 @@ impl TestRepo {
 pub fn cheap_options() -> InitOptions {
     InitOptions {
         kdf: KdfParams::INSECURE_FOR_TESTS,
-        chunker: crate::chunker::ChunkerParams {
-            min: 4096,
-            avg: 16384,
-            max: 65536,
-            seed: 0,
-        },
+        chunker: crate::chunker::ChunkerParams { min: 4096, avg: 16384, max: 65536, seed: 0 },
         pack_size: DEFAULT_PACK_SIZE.min(1 << 20),
         compression: 3,
     }

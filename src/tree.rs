@@ -12,8 +12,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::tree::{
-    finish_node, put_chunk_ref, put_dir_child, put_entry, put_list_child, start_node, ChunkRef,
-    Content, DirChild, Entry, ListChild, Node, NodeKind,
+    finish_node, put_chunk_ref, put_dir_child, put_entry, put_list_child, start_node, ChunkRef, Content, DirChild,
+    Entry, ListChild, Node, NodeKind,
 };
 use crate::id::BlobId;
 use crate::repo::Repository;
@@ -76,45 +76,21 @@ struct Levels {
 
 impl Levels {
     fn new(kind: NodeKind) -> Levels {
-        Levels {
-            kind,
-            levels: Vec::new(),
-        }
+        Levels { kind, levels: Vec::new() }
     }
 
     fn push(&mut self, i: usize, c: Child, sink: &mut dyn TreeSink) -> Result<()> {
         if i == self.levels.len() {
             let mut buf = Vec::new();
             start_node(&mut buf, self.kind);
-            self.levels.push(Level {
-                buf,
-                n: 0,
-                first: Vec::new(),
-                count: 0,
-                bytes: 0,
-                last: BlobId::default(),
-            });
+            self.levels.push(Level { buf, n: 0, first: Vec::new(), count: 0, bytes: 0, last: BlobId::default() });
         }
         let l = &mut self.levels[i];
         match self.kind {
             NodeKind::DirInterior => {
-                put_dir_child(
-                    &mut l.buf,
-                    &DirChild {
-                        first_name: c.first.clone(),
-                        id: c.id,
-                        entries: c.count,
-                    },
-                );
+                put_dir_child(&mut l.buf, &DirChild { first_name: c.first.clone(), id: c.id, entries: c.count });
             }
-            _ => put_list_child(
-                &mut l.buf,
-                &ListChild {
-                    id: c.id,
-                    bytes: c.bytes,
-                    chunks: c.count,
-                },
-            ),
+            _ => put_list_child(&mut l.buf, &ListChild { id: c.id, bytes: c.bytes, chunks: c.count }),
         }
         // Interior boundaries hash the child's node id, not its first key: a node closed at
         // a boundary has the same first key as its first child, so a key-based rule would
@@ -141,12 +117,7 @@ impl Levels {
         let l = &mut self.levels[i];
         finish_node(&mut l.buf, l.n);
         let id = sink.store_tree(&l.buf)?;
-        let child = Child {
-            id,
-            first: std::mem::take(&mut l.first),
-            count: l.count,
-            bytes: l.bytes,
-        };
+        let child = Child { id, first: std::mem::take(&mut l.first), count: l.count, bytes: l.bytes };
         start_node(&mut l.buf, self.kind);
         l.n = 0;
         l.count = 0;
@@ -198,13 +169,7 @@ impl DirWriter {
     pub fn new() -> DirWriter {
         let mut leaf = Vec::new();
         start_node(&mut leaf, NodeKind::DirLeaf);
-        DirWriter {
-            leaf,
-            n: 0,
-            first: Vec::new(),
-            up: Levels::new(NodeKind::DirInterior),
-            entries: 0,
-        }
+        DirWriter { leaf, n: 0, first: Vec::new(), up: Levels::new(NodeKind::DirInterior), entries: 0 }
     }
 
     /// Add the next entry; names must ascend strictly (the caller walks in name order).
@@ -224,12 +189,7 @@ impl DirWriter {
     fn flush_leaf(&mut self, sink: &mut dyn TreeSink) -> Result<()> {
         finish_node(&mut self.leaf, self.n);
         let id = sink.store_tree(&self.leaf)?;
-        let c = Child {
-            id,
-            first: std::mem::take(&mut self.first),
-            count: self.n as u64,
-            bytes: 0,
-        };
+        let c = Child { id, first: std::mem::take(&mut self.first), count: self.n as u64, bytes: 0 };
         start_node(&mut self.leaf, NodeKind::DirLeaf);
         self.n = 0;
         self.up.push(0, c, sink)
@@ -306,12 +266,7 @@ impl ListWriter {
     fn flush_leaf(&mut self, sink: &mut dyn TreeSink) -> Result<()> {
         finish_node(&mut self.leaf, self.n);
         let id = sink.store_tree(&self.leaf)?;
-        let c = Child {
-            id,
-            first: Vec::new(),
-            count: self.n as u64,
-            bytes: self.leaf_bytes,
-        };
+        let c = Child { id, first: Vec::new(), count: self.n as u64, bytes: self.leaf_bytes };
         start_node(&mut self.leaf, NodeKind::ListLeaf);
         self.n = 0;
         self.leaf_bytes = 0;
@@ -342,13 +297,7 @@ pub struct DirIter<'r> {
 impl<'r> DirIter<'r> {
     /// Start at a directory's root node.
     pub fn new(repo: &'r Repository, root: &BlobId) -> Result<DirIter<'r>> {
-        let mut it = DirIter {
-            repo,
-            stack: Vec::new(),
-            leaf: Vec::new().into_iter(),
-            last: None,
-            root: *root,
-        };
+        let mut it = DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, root: *root };
         it.descend(root)?;
         Ok(it)
     }
@@ -362,13 +311,7 @@ impl<'r> DirIter<'r> {
                 }
                 self.stack.push(cs.into_iter())
             }
-            _ => {
-                return Err(Error::corrupt(
-                    "tree",
-                    id,
-                    "expected a directory node, found a chunk list",
-                ))
-            }
+            _ => return Err(Error::corrupt("tree", id, "expected a directory node, found a chunk list")),
         }
         Ok(())
     }
@@ -410,13 +353,10 @@ impl Iterator for DirIter<'_> {
 /// Find one entry by name, reading one node per level.
 pub fn lookup(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<Option<Entry>> {
     let mut id = *root;
-    for _ in 0..MAX_DEPTH {
+    for _ in 0..=MAX_DEPTH {
         match repo.read_tree(&id)? {
             Node::DirLeaf(es) => {
-                return Ok(es
-                    .binary_search_by(|e| e.name.as_slice().cmp(name))
-                    .ok()
-                    .map(|i| es[i].clone()))
+                return Ok(es.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|i| es[i].clone()))
             }
             Node::DirInterior(cs) => {
                 let i = cs.partition_point(|c| c.first_name.as_slice() <= name);
@@ -425,13 +365,7 @@ pub fn lookup(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<Option<En
                 }
                 id = cs[i - 1].id;
             }
-            _ => {
-                return Err(Error::corrupt(
-                    "tree",
-                    id,
-                    "expected a directory node, found a chunk list",
-                ))
-            }
+            _ => return Err(Error::corrupt("tree", id, "expected a directory node, found a chunk list")),
         }
     }
     Err(Error::corrupt("tree", root, "directory tree too deep"))
@@ -447,11 +381,7 @@ pub struct ChunkIter<'r> {
 impl<'r> ChunkIter<'r> {
     /// Iterate `content`.
     pub fn new(repo: &'r Repository, content: &Content) -> Result<ChunkIter<'r>> {
-        let mut it = ChunkIter {
-            repo,
-            stack: Vec::new(),
-            leaf: Vec::new().into_iter(),
-        };
+        let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter() };
         match content {
             Content::Inline(cs) => it.leaf = cs.clone().into_iter(),
             Content::List(root) => it.descend(root)?,
@@ -468,13 +398,7 @@ impl<'r> ChunkIter<'r> {
                 }
                 self.stack.push(cs.into_iter())
             }
-            _ => {
-                return Err(Error::corrupt(
-                    "tree",
-                    id,
-                    "expected a chunk list node, found a directory",
-                ))
-            }
+            _ => return Err(Error::corrupt("tree", id, "expected a chunk list node, found a directory")),
         }
         Ok(())
     }

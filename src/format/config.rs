@@ -23,7 +23,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Encode the plaintext payload (46 bytes).
+    /// Encode the plaintext payload (68 bytes).
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(48);
         v.raw(&self.repo_id);
@@ -41,12 +41,7 @@ impl Config {
     pub fn decode(bytes: &[u8]) -> Result<Config> {
         let mut r = Reader::new(bytes, "config", &"config");
         let repo_id = r.id32()?;
-        let chunker = ChunkerParams {
-            min: r.u32()?,
-            avg: r.u32()?,
-            max: r.u32()?,
-            seed: r.u64()?,
-        };
+        let chunker = ChunkerParams { min: r.u32()?, avg: r.u32()?, max: r.u32()?, seed: r.u64()? };
         let pack_size = r.u32()?;
         let compression = r.u32()? as i32;
         let created = r.i64()?;
@@ -58,13 +53,7 @@ impl Config {
         if !(0..=22).contains(&compression) {
             return Err(r.err(format!("compression level {compression} out of range")));
         }
-        Ok(Config {
-            repo_id,
-            chunker,
-            pack_size,
-            compression,
-            created,
-        })
+        Ok(Config { repo_id, chunker, pack_size, compression, created })
     }
 }
 

@@ -77,33 +77,19 @@ pub fn decode(bytes: &[u8], id: &FileId) -> Result<Vec<IndexEntry>> {
     for _ in 0..n {
         let id = BlobId(r.id32()?);
         let ordinal = r.u32()? as usize;
-        let pack = *packs
-            .get(ordinal)
-            .ok_or_else(|| r.err(format!("pack ordinal {ordinal} out of range")))?;
+        let pack = *packs.get(ordinal).ok_or_else(|| r.err(format!("pack ordinal {ordinal} out of range")))?;
         let offset = r.u32()?;
         let stored_len = r.u32()?;
         let raw_len = r.u32()?;
         let kind = r.u8()?;
-        let kind =
-            BlobKind::from_u8(kind).ok_or_else(|| r.err(format!("unknown blob kind {kind}")))?;
+        let kind = BlobKind::from_u8(kind).ok_or_else(|| r.err(format!("unknown blob kind {kind}")))?;
         let comp = r.u8()?;
-        let compression = Compression::from_u8(comp)
-            .ok_or_else(|| r.err(format!("unknown compression {comp}")))?;
+        let compression = Compression::from_u8(comp).ok_or_else(|| r.err(format!("unknown compression {comp}")))?;
         check_lengths(stored_len, raw_len).map_err(|d| r.err(format!("blob {id}: {d}")))?;
         if out.last().is_some_and(|l| l.id >= id) {
             return Err(r.err(format!("blob {id} out of order")));
         }
-        out.push(IndexEntry {
-            id,
-            loc: Location {
-                pack,
-                offset,
-                stored_len,
-                raw_len,
-                kind,
-                compression,
-            },
-        });
+        out.push(IndexEntry { id, loc: Location { pack, offset, stored_len, raw_len, kind, compression } });
     }
     r.finish()?;
     Ok(out)

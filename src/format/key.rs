@@ -50,11 +50,7 @@ impl KeyFile {
         if kdf_id != KDF_ARGON2ID {
             return Err(r.err(format!("unknown KDF {kdf_id}")));
         }
-        let kdf = KdfParams {
-            mem_kib: r.u32()?,
-            iterations: r.u32()?,
-            parallelism: r.u32()?,
-        };
+        let kdf = KdfParams { mem_kib: r.u32()?, iterations: r.u32()?, parallelism: r.u32()? };
         let salt = r.bytes8()?.to_vec();
         if !(16..=64).contains(&salt.len()) {
             return Err(r.err("salt length out of range"));
@@ -64,14 +60,7 @@ impl KeyFile {
         let user = r.str16()?;
         let wrapped = r.bytes16()?.to_vec();
         r.finish()?;
-        Ok(KeyFile {
-            kdf,
-            salt,
-            created,
-            host,
-            user,
-            wrapped,
-        })
+        Ok(KeyFile { kdf, salt, created, host, user, wrapped })
     }
 
     /// The associated data the master key is sealed with.

@@ -61,33 +61,19 @@ pub fn decode_header(bytes: &[u8], pack: &FileId, blobs_len: u64) -> Result<Vec<
     let mut offset = HEADER_LEN as u64;
     for _ in 0..n {
         let kind = r.u8()?;
-        let kind =
-            BlobKind::from_u8(kind).ok_or_else(|| r.err(format!("unknown blob kind {kind}")))?;
+        let kind = BlobKind::from_u8(kind).ok_or_else(|| r.err(format!("unknown blob kind {kind}")))?;
         let comp = r.u8()?;
-        let compression = Compression::from_u8(comp)
-            .ok_or_else(|| r.err(format!("unknown compression {comp}")))?;
+        let compression = Compression::from_u8(comp).ok_or_else(|| r.err(format!("unknown compression {comp}")))?;
         let id = BlobId(r.id32()?);
         let stored_len = r.u32()?;
         let raw_len = r.u32()?;
         check_lengths(stored_len, raw_len).map_err(|d| r.err(format!("blob {id}: {d}")))?;
-        out.push((
-            PackBlob {
-                kind,
-                compression,
-                id,
-                stored_len,
-                raw_len,
-            },
-            offset,
-        ));
+        out.push((PackBlob { kind, compression, id, stored_len, raw_len }, offset));
         offset += stored_len as u64;
     }
     r.finish()?;
     if offset != HEADER_LEN as u64 + blobs_len {
-        return Err(r.err(format!(
-            "blobs cover {} bytes, pack has {blobs_len}",
-            offset - HEADER_LEN as u64
-        )));
+        return Err(r.err(format!("blobs cover {} bytes, pack has {blobs_len}", offset - HEADER_LEN as u64)));
     }
     Ok(out)
 }
@@ -95,9 +81,7 @@ pub fn decode_header(bytes: &[u8], pack: &FileId, blobs_len: u64) -> Result<Vec<
 /// Validate a blob's declared lengths (shared by pack headers and index entries).
 pub fn check_lengths(stored_len: u32, raw_len: u32) -> std::result::Result<(), String> {
     if raw_len > MAX_BLOB_RAW {
-        return Err(format!(
-            "raw length {raw_len} exceeds the {MAX_BLOB_RAW}-byte maximum"
-        ));
+        return Err(format!("raw length {raw_len} exceeds the {MAX_BLOB_RAW}-byte maximum"));
     }
     if !(SEAL_OVERHEAD as u32..=MAX_BLOB_STORED).contains(&stored_len) {
         return Err(format!("stored length {stored_len} out of range"));
@@ -111,24 +95,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn blob() -> impl Strategy<Value = PackBlob> {
-        (
-            any::<bool>(),
-            any::<bool>(),
-            proptest::array::uniform32(any::<u8>()),
-            40u32..100_000,
-            0u32..100_000,
-        )
-            .prop_map(|(t, c, id, s, r)| PackBlob {
+        (any::<bool>(), any::<bool>(), proptest::array::uniform32(any::<u8>()), 40u32..100_000, 0u32..100_000).prop_map(
+            |(t, c, id, s, r)| PackBlob {
                 kind: if t { BlobKind::Tree } else { BlobKind::Data },
-                compression: if c {
-                    Compression::Zstd
-                } else {
-                    Compression::None
-                },
+                compression: if c { Compression::Zstd } else { Compression::None },
                 id: BlobId(id),
                 stored_len: s,
                 raw_len: r,
-            })
+            },
+        )
     }
 
     proptest! {

@@ -143,9 +143,7 @@ impl Snapshot {
         let np = r.count16(2)?;
         let mut paths = Vec::with_capacity(np);
         for _ in 0..np {
-            paths.push(PathBuf::from(std::ffi::OsString::from_vec(
-                r.bytes16()?.to_vec(),
-            )));
+            paths.push(PathBuf::from(std::ffi::OsString::from_vec(r.bytes16()?.to_vec())));
         }
         let nt = r.count16(2)?;
         let mut tags = Vec::with_capacity(nt);
@@ -161,26 +159,14 @@ impl Snapshot {
         let program = r.str16()?;
         let nf = r.u8()? as usize;
         if nf != SUMMARY_FIELDS {
-            return Err(r.err(format!(
-                "summary has {nf} fields, expected {SUMMARY_FIELDS}"
-            )));
+            return Err(r.err(format!("summary has {nf} fields, expected {SUMMARY_FIELDS}")));
         }
         let mut f = [0u64; SUMMARY_FIELDS];
         for x in f.iter_mut() {
             *x = r.u64()?;
         }
         r.finish()?;
-        Ok(Snapshot {
-            time_ns,
-            host,
-            user,
-            paths,
-            tags,
-            parent,
-            root,
-            program,
-            summary: Summary::from_fields(f),
-        })
+        Ok(Snapshot { time_ns, host, user, paths, tags, parent, root, program, summary: Summary::from_fields(f) })
     }
 }
 

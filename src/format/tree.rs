@@ -299,10 +299,7 @@ fn chunk_ref(r: &mut Reader) -> Result<ChunkRef> {
 fn entry(r: &mut Reader) -> Result<Entry> {
     let name = r.bytes16()?.to_vec();
     if !valid_name(&name) {
-        return Err(r.err(format!(
-            "invalid entry name {:?}",
-            String::from_utf8_lossy(&name)
-        )));
+        return Err(r.err(format!("invalid entry name {:?}", String::from_utf8_lossy(&name))));
     }
     let kind_byte = r.u8()?;
     let mode = r.u32()?;
@@ -360,23 +357,7 @@ fn entry(r: &mut Reader) -> Result<Entry> {
         }
         xattrs.push((n, val));
     }
-    Ok(Entry {
-        name,
-        kind,
-        mode,
-        uid,
-        gid,
-        user,
-        group,
-        size,
-        mtime,
-        ctime,
-        atime,
-        dev,
-        ino,
-        nlink,
-        xattrs,
-    })
+    Ok(Entry { name, kind, mode, uid, gid, user, group, size, mtime, ctime, atime, dev, ino, nlink, xattrs })
 }
 
 /// Decode a tree node, checking its version, lengths, names and ordering.
@@ -398,10 +379,9 @@ pub fn decode(bytes: &[u8], id: &BlobId) -> Result<Node> {
             for _ in 0..n {
                 let e = entry(&mut r)?;
                 if es.last().is_some_and(|l| l.name >= e.name) {
-                    return Err(r.err(format!(
-                        "entry {:?} out of order or duplicated",
-                        String::from_utf8_lossy(&e.name)
-                    )));
+                    return Err(
+                        r.err(format!("entry {:?} out of order or duplicated", String::from_utf8_lossy(&e.name)))
+                    );
                 }
                 es.push(e);
             }
@@ -412,11 +392,7 @@ pub fn decode(bytes: &[u8], id: &BlobId) -> Result<Node> {
             let mut cs: Vec<DirChild> = Vec::with_capacity(n);
             for _ in 0..n {
                 let first_name = r.bytes16()?.to_vec();
-                let c = DirChild {
-                    first_name,
-                    id: BlobId(r.id32()?),
-                    entries: r.u64()?,
-                };
+                let c = DirChild { first_name, id: BlobId(r.id32()?), entries: r.u64()? };
                 if cs.last().is_some_and(|l| l.first_name >= c.first_name) {
                     return Err(r.err("children out of order"));
                 }
@@ -436,11 +412,7 @@ pub fn decode(bytes: &[u8], id: &BlobId) -> Result<Node> {
             let n = r.count32(48)?;
             let mut cs = Vec::with_capacity(n);
             for _ in 0..n {
-                cs.push(ListChild {
-                    id: BlobId(r.id32()?),
-                    bytes: r.u64()?,
-                    chunks: r.u64()?,
-                });
+                cs.push(ListChild { id: BlobId(r.id32()?), bytes: r.u64()?, chunks: r.u64()? });
             }
             Node::ListInterior(cs)
         }
@@ -457,17 +429,12 @@ pub(crate) mod tests {
 
     pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
         let kind = prop_oneof![
-            proptest::collection::vec((proptest::array::uniform32(any::<u8>()), 1u32..5000), 0..5)
-                .prop_map(|cs| Kind::File(Content::Inline(
-                    cs.into_iter()
-                        .map(|(id, size)| ChunkRef {
-                            id: BlobId(id),
-                            size
-                        })
-                        .collect()
-                ))),
-            proptest::array::uniform32(any::<u8>())
-                .prop_map(|id| Kind::File(Content::List(BlobId(id)))),
+            proptest::collection::vec((proptest::array::uniform32(any::<u8>()), 1u32..5000), 0..5).prop_map(|cs| {
+                Kind::File(Content::Inline(
+                    cs.into_iter().map(|(id, size)| ChunkRef { id: BlobId(id), size }).collect(),
+                ))
+            }),
+            proptest::array::uniform32(any::<u8>()).prop_map(|id| Kind::File(Content::List(BlobId(id)))),
             proptest::array::uniform32(any::<u8>()).prop_map(|id| Kind::Dir(BlobId(id))),
             proptest::collection::vec(any::<u8>(), 0..50).prop_map(Kind::Symlink),
             Just(Kind::Fifo),
@@ -480,45 +447,31 @@ pub(crate) mod tests {
             kind,
             0u32..=0o7777,
             any::<(u32, u32, u64, u64, i64, u32)>(),
-            proptest::collection::vec(
-                (
-                    "[a-z.]{1,10}",
-                    proptest::collection::vec(any::<u8>(), 0..20),
-                ),
-                0..3,
-            ),
+            proptest::collection::vec(("[a-z.]{1,10}", proptest::collection::vec(any::<u8>(), 0..20)), 0..3),
         )
-            .prop_map(
-                |(name, kind, mode, (uid, gid, dev, ino, sec, nlink), xattrs)| {
-                    let size = match &kind {
-                        Kind::File(Content::Inline(cs)) => cs.iter().map(|c| c.size as u64).sum(),
-                        _ => ino % 1000,
-                    };
-                    Entry {
-                        name: name.into_bytes(),
-                        kind,
-                        mode,
-                        uid,
-                        gid,
-                        user: b"user".to_vec(),
-                        group: vec![],
-                        size,
-                        mtime: Time { sec, nsec: 5 },
-                        ctime: Time {
-                            sec: -sec,
-                            nsec: 999_999_999,
-                        },
-                        atime: Time::default(),
-                        dev,
-                        ino,
-                        nlink,
-                        xattrs: xattrs
-                            .into_iter()
-                            .map(|(n, v)| (n.into_bytes(), v))
-                            .collect(),
-                    }
-                },
-            )
+            .prop_map(|(name, kind, mode, (uid, gid, dev, ino, sec, nlink), xattrs)| {
+                let size = match &kind {
+                    Kind::File(Content::Inline(cs)) => cs.iter().map(|c| c.size as u64).sum(),
+                    _ => ino % 1000,
+                };
+                Entry {
+                    name: name.into_bytes(),
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    user: b"user".to_vec(),
+                    group: vec![],
+                    size,
+                    mtime: Time { sec, nsec: 5 },
+                    ctime: Time { sec: -sec, nsec: 999_999_999 },
+                    atime: Time::default(),
+                    dev,
+                    ino,
+                    nlink,
+                    xattrs: xattrs.into_iter().map(|(n, v)| (n.into_bytes(), v)).collect(),
+                }
+            })
     }
 
     proptest! {
@@ -567,10 +520,7 @@ pub(crate) mod tests {
     fn refuses_dangerous_names() {
         for bad in [&b".."[..], b".", b"a/b", b"", b"x\0y"] {
             let node = Node::DirLeaf(vec![entry_named(bad)]);
-            assert!(
-                decode(&encode(&node), &BlobId::default()).is_err(),
-                "{bad:?}"
-            );
+            assert!(decode(&encode(&node), &BlobId::default()).is_err(), "{bad:?}");
         }
     }
 
@@ -579,10 +529,7 @@ pub(crate) mod tests {
         let node = Node::DirLeaf(vec![entry_named(b"b"), entry_named(b"a")]);
         assert!(decode(&encode(&node), &BlobId::default()).is_err());
         let mut e = entry_named(b"f");
-        e.kind = Kind::File(Content::Inline(vec![ChunkRef {
-            id: BlobId::default(),
-            size: 10,
-        }]));
+        e.kind = Kind::File(Content::Inline(vec![ChunkRef { id: BlobId::default(), size: 10 }]));
         e.size = 11;
         assert!(decode(&encode(&Node::DirLeaf(vec![e])), &BlobId::default()).is_err());
     }
@@ -591,9 +538,6 @@ pub(crate) mod tests {
     fn refuses_future_version() {
         let mut v = encode(&Node::ListLeaf(vec![]));
         v[0] = 9;
-        assert!(matches!(
-            decode(&v, &BlobId::default()),
-            Err(crate::error::Error::UnsupportedVersion { .. })
-        ));
+        assert!(matches!(decode(&v, &BlobId::default()), Err(crate::error::Error::UnsupportedVersion { .. })));
     }
 }

@@ -117,21 +117,12 @@ impl<'r> Packer<'r> {
         let Some(mut pack) = self.open[kind as usize].take() else {
             return Ok(());
         };
-        let header = self
-            .repo
-            .keys()
-            .seal(&FileKind::Pack.header(), &encode_header(&pack.blobs));
+        let header = self.repo.keys().seal(&FileKind::Pack.header(), &encode_header(&pack.blobs));
         pack.write(&header)?;
         pack.write(&(header.len() as u32).to_le_bytes())?;
         let id = FileId(*pack.hasher.finalize().as_bytes());
-        let f = pack
-            .out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .at(&pack.tmp)?;
-        self.repo
-            .backend()
-            .commit(pack.tmp, f, &self.repo.backend().path(Dir::Data, &id))?;
+        let f = pack.out.into_inner().map_err(|e| e.into_error()).at(&pack.tmp)?;
+        self.repo.backend().commit(pack.tmp, f, &self.repo.backend().path(Dir::Data, &id))?;
         self.stats.packs += 1;
         self.stats.bytes += pack.len;
         let mut offset = HEADER_LEN as u64;
@@ -164,11 +155,7 @@ impl<'r> Packer<'r> {
 
     fn write_index(&mut self) -> Result<()> {
         for part in self.unindexed.chunks_mut(index_format::MAX_ENTRIES) {
-            self.repo.write_sealed_file(
-                FileKind::Index,
-                Dir::Index,
-                &index_format::encode(part),
-            )?;
+            self.repo.write_sealed_file(FileKind::Index, Dir::Index, &index_format::encode(part))?;
             self.stats.index_files += 1;
         }
         self.unindexed.clear();

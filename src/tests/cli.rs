@@ -28,11 +28,7 @@ fn cairn(repo: &Path, password: &str, args: &[&str]) -> Out {
     argv.extend(args.iter().map(OsString::from));
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = run(argv, &env, &mut out, &mut err);
-    Out {
-        code,
-        stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr: String::from_utf8_lossy(&err).into_owned(),
-    }
+    Out { code, stdout: String::from_utf8_lossy(&out).into_owned(), stderr: String::from_utf8_lossy(&err).into_owned() }
 }
 
 #[test]
@@ -45,23 +41,11 @@ fn commands_and_exit_codes() {
 
     let o = cairn(&repo, "pw", &["init", "--insecure-test-kdf"]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
-    assert_eq!(
-        cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code,
-        EXIT_ERROR,
-        "init twice"
-    );
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_ERROR, "init twice");
 
-    let o = cairn(
-        &repo,
-        "pw",
-        &["backup", src.to_str().unwrap(), "--tag", "t1"],
-    );
+    let o = cairn(&repo, "pw", &["backup", src.to_str().unwrap(), "--tag", "t1"]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
-    assert!(
-        o.stdout.contains("2 new") && o.stdout.contains("saved"),
-        "{}",
-        o.stdout
-    );
+    assert!(o.stdout.contains("2 new") && o.stdout.contains("saved"), "{}", o.stdout);
 
     let o = cairn(&repo, "pw", &["--json", "backup", src.to_str().unwrap()]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
@@ -70,49 +54,33 @@ fn commands_and_exit_codes() {
     assert_eq!(v["summary"]["bytes_read"], 0);
 
     let o = cairn(&repo, "pw", &["snapshots"]);
-    assert!(
-        o.stdout.contains("2 snapshots") && o.stdout.contains("[t1]"),
-        "{}",
-        o.stdout
-    );
+    assert!(o.stdout.contains("2 snapshots") && o.stdout.contains("[t1]"), "{}", o.stdout);
 
     let o = cairn(&repo, "pw", &["ls", &format!("latest:{}", src.display())]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", o.stdout);
-    assert!(
-        lines[0].starts_with("-rw-r--r--") && lines[0].ends_with("/a.txt"),
-        "{}",
-        lines[0]
-    );
+    assert!(lines[0].starts_with("-rw-r--r--") && lines[0].ends_with("/a.txt"), "{}", lines[0]);
     assert!(lines[1].starts_with('d') && lines[1].ends_with("/sub"));
-    let o = cairn(
-        &repo,
-        "pw",
-        &["ls", "-R", &format!("latest:{}", src.display())],
-    );
+    let o = cairn(&repo, "pw", &["ls", "-R", &format!("latest:{}", src.display())]);
     assert_eq!(o.stdout.lines().count(), 3);
 
     let target = dir.path().join("out");
-    let o = cairn(
-        &repo,
-        "pw",
-        &["restore", "latest", "--target", target.to_str().unwrap()],
-    );
+    let o = cairn(&repo, "pw", &["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
-    assert_eq!(
-        std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("a.txt")).unwrap(),
-        b"alpha"
-    );
+    assert_eq!(std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("a.txt")).unwrap(), b"alpha");
 
     let o = cairn(&repo, "pw", &["check", "--read-data"]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
     assert!(o.stdout.contains("no errors"));
 
-    assert_eq!(
-        cairn(&repo, "wrong", &["snapshots"]).code,
-        EXIT_WRONG_PASSWORD
-    );
+    assert_eq!(cairn(&repo, "wrong", &["snapshots"]).code, EXIT_WRONG_PASSWORD);
+    let pwfile = dir.path().join("pw2");
+    std::fs::write(&pwfile, "second\n").unwrap();
+    let o = cairn(&repo, "pw", &["key", "add", "--insecure-test-kdf", "--new-password-file", pwfile.to_str().unwrap()]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert_eq!(cairn(&repo, "second", &["snapshots"]).code, EXIT_OK);
+    assert_eq!(cairn(&repo, "second", &["key", "list"]).stdout.lines().count(), 2);
     let o = cairn(&dir.path().join("nope"), "pw", &["snapshots"]);
     assert_eq!(o.code, EXIT_ERROR);
     assert!(o.stderr.contains("not a cairn repository"), "{}", o.stderr);
@@ -121,11 +89,7 @@ fn commands_and_exit_codes() {
     assert!(o.stderr.contains("does not exist"), "{}", o.stderr);
     let o = cairn(&repo, "pw", &["ls", "deadbeef"]);
     assert_eq!(o.code, EXIT_ERROR);
-    assert!(
-        o.stderr.contains("snapshot deadbeef not found"),
-        "{}",
-        o.stderr
-    );
+    assert!(o.stderr.contains("snapshot deadbeef not found"), "{}", o.stderr);
 }
 
 #[test]
@@ -134,28 +98,13 @@ fn unreadable_source_is_a_warning_with_exit_code_3() {
     let repo = dir.path().join("repo");
     let src = dir.path().join("src");
     write(&src.join("ok"), b"fine");
-    assert_eq!(
-        cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code,
-        EXIT_OK
-    );
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
     // /proc/self/mem is a regular file whose first page cannot be read (EIO), even as root.
-    let o = cairn(
-        &repo,
-        "pw",
-        &["backup", src.to_str().unwrap(), "/proc/self/mem"],
-    );
+    let o = cairn(&repo, "pw", &["backup", src.to_str().unwrap(), "/proc/self/mem"]);
     assert_eq!(o.code, EXIT_PARTIAL, "{}\n{}", o.stdout, o.stderr);
-    assert!(
-        o.stderr.contains("mem") && o.stderr.contains("warning"),
-        "{}",
-        o.stderr
-    );
+    assert!(o.stderr.contains("mem") && o.stderr.contains("warning"), "{}", o.stderr);
     let o = cairn(&repo, "pw", &["ls", "-R", "latest"]);
-    assert!(
-        o.stdout.contains("/ok"),
-        "the readable file is in the snapshot: {}",
-        o.stdout
-    );
+    assert!(o.stdout.contains("/ok"), "the readable file is in the snapshot: {}", o.stdout);
 }
 
 #[test]
@@ -165,19 +114,8 @@ fn backup_init_creates_the_repository_once() {
     let src = dir.path().join("src");
     write(&src.join("x"), b"x");
     for _ in 0..2 {
-        let o = cairn(
-            &repo,
-            "pw",
-            &[
-                "backup",
-                "--init",
-                "--insecure-test-kdf",
-                src.to_str().unwrap(),
-            ],
-        );
+        let o = cairn(&repo, "pw", &["backup", "--init", "--insecure-test-kdf", src.to_str().unwrap()]);
         assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
     }
-    assert!(cairn(&repo, "pw", &["snapshots"])
-        .stdout
-        .contains("2 snapshots"));
+    assert!(cairn(&repo, "pw", &["snapshots"]).stdout.contains("2 snapshots"));
 }

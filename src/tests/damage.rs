@@ -43,23 +43,14 @@ fn damaged_pack_is_named_and_other_files_restore() {
     assert!(cs.errors >= 2, "{msgs:?}");
     let all = msgs.join("\n");
     assert!(all.contains(&loc.pack.to_hex()), "names the pack: {all}");
-    assert!(
-        all.contains(&format!("{}", src.join("victim").display())),
-        "names the path: {all}"
-    );
+    assert!(all.contains(&format!("{}", src.join("victim").display())), "names the path: {all}");
 
     let out = t.scratch("out");
     let (stats, msgs) = do_restore(&repo, &r, &out, &[]);
     assert_eq!(stats.errors, 1, "{msgs:?}");
-    assert!(
-        msgs[0].contains("victim") && msgs[0].contains("authentication failed"),
-        "{msgs:?}"
-    );
+    assert!(msgs[0].contains("victim") && msgs[0].contains("authentication failed"), "{msgs:?}");
     let rel = out.join(src.strip_prefix("/").unwrap());
-    assert_eq!(
-        fs::read(rel.join("big")).unwrap(),
-        bytes(2, 2_500_000, false)
-    );
+    assert_eq!(fs::read(rel.join("big")).unwrap(), bytes(2, 2_500_000, false));
     // The structure check alone (no --read-data) passes: damage inside blobs needs reading.
     let (cs, _) = do_check(&repo, false);
     assert_eq!(cs.errors, 0);
@@ -75,12 +66,7 @@ fn truncated_pack_is_reported_not_a_panic() {
     let loc = t.repo.index().get(&id).unwrap();
     let p = t.repo.pack_path(&loc.pack);
     let len = fs::metadata(&p).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
     let repo = t.reopen();
     let (cs, msgs) = do_check(&repo, false);
     assert!(cs.errors > 0, "{msgs:?}");
@@ -102,15 +88,12 @@ fn damaged_index_and_snapshot_files_are_skipped_and_reported() {
     let ix = t.repo.backend().list(Dir::Index).unwrap()[0];
     flip_byte(&t.repo.backend().path(Dir::Index, &ix), 30);
 
-    let repo = Repository::open(&t.path(), PASSWORD)
-        .expect("a damaged index file must not make the repository unusable");
+    let repo =
+        Repository::open(&t.path(), PASSWORD).expect("a damaged index file must not make the repository unusable");
     let listed = repo.snapshots().unwrap();
     assert_eq!(listed.len(), 1);
     let problems = repo.problems().join("\n");
-    assert!(
-        problems.contains(&ix.to_hex()) && problems.contains(&other.to_hex()),
-        "{problems}"
-    );
+    assert!(problems.contains(&ix.to_hex()) && problems.contains(&other.to_hex()), "{problems}");
     let (cs, msgs) = do_check(&repo, false);
     assert!(cs.errors >= 2, "{msgs:?}");
 }
@@ -118,18 +101,9 @@ fn damaged_index_and_snapshot_files_are_skipped_and_reported() {
 #[test]
 fn wrong_password_unknown_version_and_not_a_repository() {
     let t = temp_repo();
-    assert!(matches!(
-        Repository::open(&t.path(), b"wrong"),
-        Err(Error::WrongPassword)
-    ));
-    assert!(matches!(
-        Repository::open(&t.scratch("nothing"), PASSWORD),
-        Err(Error::NotARepository(_))
-    ));
-    assert!(matches!(
-        Repository::open(Path::new("/"), PASSWORD),
-        Err(Error::NotARepository(_))
-    ));
+    assert!(matches!(Repository::open(&t.path(), b"wrong"), Err(Error::WrongPassword)));
+    assert!(matches!(Repository::open(&t.scratch("nothing"), PASSWORD), Err(Error::NotARepository(_))));
+    assert!(matches!(Repository::open(Path::new("/"), PASSWORD), Err(Error::NotARepository(_))));
     let cfg = t.path().join("config");
     let mut b = fs::read(&cfg).unwrap();
     b[8] = 9;
@@ -162,11 +136,7 @@ fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> crate::back
         summary: Default::default(),
     };
     let id = repo.save_snapshot(&snapshot).unwrap();
-    crate::backup::BackupResult {
-        id,
-        snapshot,
-        parent: None,
-    }
+    crate::backup::BackupResult { id, snapshot, parent: None }
 }
 
 fn entry(name: &[u8], kind: Kind, size: u64) -> Entry {
@@ -191,7 +161,7 @@ fn entry(name: &[u8], kind: Kind, size: u64) -> Entry {
 
 fn tree_blob(repo: &Repository, node: &Node) -> (BlobId, SealedBlob) {
     let bytes = tree::encode(node);
-    let id = repo.keys().blob_id(&bytes);
+    let id = repo.keys().blob_id(BlobKind::Tree, &bytes);
     (id, repo.seal_blob(BlobKind::Tree, id, &bytes, None))
 }
 
@@ -199,7 +169,7 @@ fn tree_blob(repo: &Repository, node: &Node) -> (BlobId, SealedBlob) {
 fn hostile_names_never_escape_the_target() {
     let t = temp_repo();
     let data = b"pwned".to_vec();
-    let did = t.repo.keys().blob_id(&data);
+    let did = t.repo.keys().blob_id(BlobKind::Data, &data);
     let dblob = t.repo.seal_blob(BlobKind::Data, did, &data, None);
     let file = Kind::File(Content::Inline(vec![tree::ChunkRef { id: did, size: 5 }]));
     let mut blobs = vec![dblob];
@@ -215,34 +185,19 @@ fn hostile_names_never_escape_the_target() {
     let out = t.scratch("deep/out");
     let (stats, msgs) = do_restore(&t.repo, &r, &out, &[]);
     assert_eq!(stats.files, 0);
-    assert!(
-        msgs.iter().any(|m| m.contains("invalid entry name")),
-        "{msgs:?}"
-    );
+    assert!(msgs.iter().any(|m| m.contains("invalid entry name")), "{msgs:?}");
     for root in ids {
         let snap = crate::backup::BackupResult {
             id: r.id,
-            snapshot: crate::format::snapshot::Snapshot {
-                root,
-                ..r.snapshot.clone()
-            },
+            snapshot: crate::format::snapshot::Snapshot { root, ..r.snapshot.clone() },
             parent: None,
         };
         do_restore(&t.repo, &snap, &out, &[]);
     }
     // Nothing named escape or passwd anywhere under the temp dir, outside or inside.
-    let listing = String::from_utf8(
-        std::process::Command::new("find")
-            .arg(t.dir.path())
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    assert!(
-        !listing.contains("escape") && !listing.contains("passwd") && !listing.contains("pwned"),
-        "{listing}"
-    );
+    let listing =
+        String::from_utf8(std::process::Command::new("find").arg(t.dir.path()).output().unwrap().stdout).unwrap();
+    assert!(!listing.contains("escape") && !listing.contains("passwd") && !listing.contains("pwned"), "{listing}");
 }
 
 #[test]
@@ -262,32 +217,19 @@ fn restore_replaces_symlinks_in_the_target_instead_of_following_them() {
     assert_eq!(stats.errors, 0, "{msgs:?}");
     assert_eq!(fs::read(rel.join("x/f")).unwrap(), b"inside");
     assert!(fs::symlink_metadata(rel.join("x")).unwrap().is_dir());
-    assert_eq!(
-        fs::read_dir(&outside).unwrap().count(),
-        0,
-        "nothing written through the symlink"
-    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing written through the symlink");
 }
 
 #[test]
 fn decompression_bomb_and_lying_sizes_are_refused() {
     let t = temp_repo();
     let big = vec![0u8; 8 << 20];
-    let id = t.repo.keys().blob_id(&big);
+    let id = t.repo.keys().blob_id(BlobKind::Data, &big);
     let mut c = crate::compress::Compressor::new(3).unwrap();
     let z = c.compress(&big).unwrap().to_vec();
-    let bytes = t.repo.keys().seal(
-        &crate::format::blob_aad(BlobKind::Data, Compression::Zstd),
-        &z,
-    );
+    let bytes = t.repo.keys().seal(&crate::format::blob_aad(BlobKind::Data, Compression::Zstd), &z);
     // The pack header and index claim 1000 bytes; the frame expands to 8 MiB.
-    let blob = SealedBlob {
-        id,
-        kind: BlobKind::Data,
-        compression: Compression::Zstd,
-        raw_len: 1000,
-        bytes,
-    };
+    let blob = SealedBlob { id, kind: BlobKind::Data, compression: Compression::Zstd, raw_len: 1000, bytes };
     let file = Kind::File(Content::Inline(vec![tree::ChunkRef { id, size: 1000 }]));
     let (root, tb) = tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"bomb", file, 1000)]));
     let r = craft(&t.repo, vec![blob, tb], root);
@@ -301,18 +243,70 @@ fn decompression_bomb_and_lying_sizes_are_refused() {
 #[test]
 fn source_that_does_not_exist_is_an_error() {
     let t = temp_repo();
-    let opts = crate::backup::BackupOptions {
-        paths: vec![t.scratch("missing")],
-        ..Default::default()
-    };
-    let e = crate::backup::backup(
-        &t.repo,
-        &opts,
-        &Collect::default(),
-        &std::sync::atomic::AtomicBool::new(false),
-    )
-    .err()
-    .unwrap();
+    let opts = crate::backup::BackupOptions { paths: vec![t.scratch("missing")], ..Default::default() };
+    let e = crate::backup::backup(&t.repo, &opts, &Collect::default(), &std::sync::atomic::AtomicBool::new(false))
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("does not exist"), "{e}");
     assert!(t.repo.snapshots().unwrap().is_empty());
+}
+
+#[test]
+fn several_keys_and_a_bad_key_file_does_not_lock_anyone_out() {
+    let t = temp_repo();
+    t.repo.add_key(b"second password", crate::crypto::KdfParams::INSECURE_FOR_TESTS).unwrap();
+    assert!(Repository::open(&t.path(), b"second password").is_ok());
+    // A key file with absurd KDF parameters (it would ask for 4 TiB) and a truncated one.
+    let kf = crate::format::key::KeyFile {
+        kdf: crate::crypto::KdfParams { mem_kib: u32::MAX, iterations: 1, parallelism: 1 },
+        salt: vec![0; 16],
+        created: 0,
+        host: "h".into(),
+        user: "u".into(),
+        wrapped: vec![0; 88],
+    };
+    let bytes = kf.encode();
+    let id = crate::id::FileId::of(&bytes);
+    fs::write(t.repo.backend().path(Dir::Keys, &id), &bytes).unwrap();
+    fs::write(t.repo.backend().path(Dir::Keys, &crate::id::FileId([0; 32])), &bytes[..20]).unwrap();
+    assert!(Repository::open(&t.path(), PASSWORD).is_ok());
+    assert!(Repository::open(&t.path(), b"second password").is_ok());
+    assert!(matches!(Repository::open(&t.path(), b"nope"), Err(Error::WrongPassword)));
+}
+
+#[test]
+fn a_stale_key_from_an_interrupted_init_is_not_chosen() {
+    let t = temp_repo();
+    // Another master key wrapped under the same password, as an interrupted earlier init
+    // would leave: it unwraps, but cannot open the config.
+    let stale = crate::crypto::Keys::generate();
+    let wk =
+        crate::crypto::WrappingKey::derive(PASSWORD, &[7; 16], crate::crypto::KdfParams::INSECURE_FOR_TESTS).unwrap();
+    let kf = crate::format::key::KeyFile {
+        kdf: crate::crypto::KdfParams::INSECURE_FOR_TESTS,
+        salt: vec![7; 16],
+        created: 0,
+        host: "h".into(),
+        user: "u".into(),
+        wrapped: wk.wrap(&crate::format::key::KeyFile::aad(), &stale),
+    };
+    let bytes = kf.encode();
+    // Named all zeros so it is tried first.
+    fs::write(t.repo.backend().path(Dir::Keys, &crate::id::FileId([0; 32])), &bytes).unwrap();
+    let repo = Repository::open(&t.path(), PASSWORD).unwrap();
+    assert_eq!(repo.config(), t.repo.config());
+}
+
+#[test]
+fn files_from_a_newer_format_refuse_to_open() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("a"), b"a");
+    do_backup(&t.repo, &[&src]);
+    let ix = t.repo.backend().list(Dir::Index).unwrap()[0];
+    let p = t.repo.backend().path(Dir::Index, &ix);
+    let mut b = fs::read(&p).unwrap();
+    b[8] = 2;
+    fs::write(&p, b).unwrap();
+    assert!(matches!(Repository::open(&t.path(), PASSWORD), Err(Error::UnsupportedVersion { found: 2, .. })));
 }

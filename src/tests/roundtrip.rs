@@ -35,12 +35,7 @@ fn describe(root: &Path) -> BTreeMap<String, Meta> {
         let ft = m.file_type();
         let kind = format!("{:?}", ft).chars().take(40).collect::<String>();
         let link_group = if ft.is_file() && m.nlink() > 1 {
-            Some(
-                inodes
-                    .entry((m.dev(), m.ino()))
-                    .or_insert_with(|| rel.clone())
-                    .clone(),
-            )
+            Some(inodes.entry((m.dev(), m.ino())).or_insert_with(|| rel.clone()).clone())
         } else {
             None
         };
@@ -52,11 +47,7 @@ fn describe(root: &Path) -> BTreeMap<String, Meta> {
                 uid: m.uid(),
                 gid: m.gid(),
                 size: if ft.is_dir() { 0 } else { m.len() },
-                mtime: if ft.is_dir() && p == root {
-                    (0, 0)
-                } else {
-                    (m.mtime(), m.mtime_nsec())
-                },
+                mtime: if ft.is_dir() && p == root { (0, 0) } else { (m.mtime(), m.mtime_nsec()) },
                 content: ft.is_file().then(|| fs::read(&p).unwrap()),
                 link: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
                 xattrs: crate::sys::xattrs(&p).unwrap_or_default(),
@@ -64,10 +55,7 @@ fn describe(root: &Path) -> BTreeMap<String, Meta> {
             },
         );
         if ft.is_dir() {
-            let mut names: Vec<_> = fs::read_dir(&p)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
+            let mut names: Vec<_> = fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()).collect();
             names.sort();
             stack.extend(names);
         }
@@ -83,37 +71,20 @@ pub(crate) fn make_tree(root: &Path) {
     write(&root.join("dir/random.bin"), &bytes(2, 200_000, false));
     // Well over 64 test-sized chunks: the chunk list goes out of line into list nodes.
     write(&root.join("dir/sub/large.bin"), &bytes(3, 3_000_000, false));
-    write(
-        &root.join("dir/dup-of-random.bin"),
-        &bytes(2, 200_000, false),
-    );
+    write(&root.join("dir/dup-of-random.bin"), &bytes(2, 200_000, false));
     fs::create_dir_all(root.join("emptydir")).unwrap();
     std::os::unix::fs::symlink("small.txt", root.join("link-rel")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", root.join("link-dangling")).unwrap();
     fs::hard_link(root.join("small.txt"), root.join("dir/hardlink.txt")).unwrap();
     crate::sys::mknod(&root.join("fifo"), libc::S_IFIFO | 0o640, 0).unwrap();
-    fs::set_permissions(
-        root.join("dir/random.bin"),
-        fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    fs::set_permissions(root.join("dir/random.bin"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(root.join("dir/sub"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::set_permissions(root.join("small.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
-    let _ = crate::sys::set_xattr(
-        &root.join("dir/compressible.txt"),
-        b"user.cairn.test",
-        b"value\0with nul",
-    );
+    let _ = crate::sys::set_xattr(&root.join("dir/compressible.txt"), b"user.cairn.test", b"value\0with nul");
     crate::sys::set_times(
         &root.join("dir/sub/large.bin"),
-        crate::format::tree::Time {
-            sec: 1_000_000_000,
-            nsec: 123_456_789,
-        },
-        crate::format::tree::Time {
-            sec: 1_100_000_000,
-            nsec: 987_654_321,
-        },
+        crate::format::tree::Time { sec: 1_000_000_000, nsec: 123_456_789 },
+        crate::format::tree::Time { sec: 1_100_000_000, nsec: 987_654_321 },
     )
     .unwrap();
 }
@@ -148,25 +119,14 @@ fn dedup_across_files_and_snapshots() {
     write(&src.join("b"), &bytes(7, 500_000, false));
     let r1 = do_backup(&t.repo, &[&src]);
     // Two identical 500 kB files are stored once: the data added is about one copy.
-    assert!(
-        r1.snapshot.summary.bytes_added < 600_000,
-        "{}",
-        r1.snapshot.summary.bytes_added
-    );
+    assert!(r1.snapshot.summary.bytes_added < 600_000, "{}", r1.snapshot.summary.bytes_added);
     // A copy elsewhere, in a new snapshot with no parent, adds no data blobs.
     let src2 = t.scratch("src2");
     write(&src2.join("c"), &bytes(7, 500_000, false));
     let before = t.repo.index().len();
     let r2 = do_backup(&t.repo, &[&src2]);
-    assert!(
-        r2.snapshot.summary.bytes_added < 10_000,
-        "{}",
-        r2.snapshot.summary.bytes_added
-    );
-    assert!(
-        t.repo.index().len() - before <= 4,
-        "only tree blobs are new"
-    );
+    assert!(r2.snapshot.summary.bytes_added < 10_000, "{}", r2.snapshot.summary.bytes_added);
+    assert!(t.repo.index().len() - before <= 4, "only tree blobs are new");
 }
 
 #[test]
@@ -179,11 +139,7 @@ fn incremental_backup_reads_only_changed_files() {
     let r2 = do_backup(&repo, &[&src]);
     assert_eq!(r2.parent, Some(r1.id));
     let s = r2.snapshot.summary;
-    assert_eq!(
-        (s.files_new, s.files_changed, s.bytes_read),
-        (0, 0, 0),
-        "{s:?}"
-    );
+    assert_eq!((s.files_new, s.files_changed, s.bytes_read), (0, 0, 0), "{s:?}");
     assert_eq!(s.files_unchanged, 7);
     // The source's tree is the same blob. (Not the snapshot root: that holds the
     // metadata of /tmp, which other tests change concurrently.)
@@ -195,11 +151,7 @@ fn incremental_backup_reads_only_changed_files() {
     let s = r3.snapshot.summary;
     assert_eq!((s.files_changed, s.bytes_read), (1, 200_001), "{s:?}");
     // --force rereads everything.
-    let opts = BackupOptions {
-        paths: vec![src.clone()],
-        force: true,
-        ..Default::default()
-    };
+    let opts = BackupOptions { paths: vec![src.clone()], force: true, ..Default::default() };
     let r4 = backup::backup(&repo, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
     assert_eq!(r4.snapshot.summary.files_unchanged, 0);
     assert!(r4.snapshot.summary.bytes_read > 3_000_000);
@@ -234,38 +186,15 @@ fn restore_a_subdirectory_and_ls() {
     let sub = src.join("dir");
     let e = restore::resolve(&t.repo, &r.snapshot.root, &sub).unwrap();
     let out = t.scratch("out");
-    let opts = RestoreOptions {
-        target: out.clone(),
-        include: vec![],
-    };
-    restore::restore(
-        &t.repo,
-        &e,
-        &sub,
-        &opts,
-        &Collect::default(),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    assert_eq!(
-        fs::read(out.join("sub/large.bin")).unwrap(),
-        bytes(3, 3_000_000, false)
-    );
+    let opts = RestoreOptions { target: out.clone(), include: vec![] };
+    restore::restore(&t.repo, &e, &sub, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
+    assert_eq!(fs::read(out.join("sub/large.bin")).unwrap(), bytes(3, 3_000_000, false));
     let mut names = vec![];
     crate::ls::list(&t.repo, &r.snapshot.root, &sub, false, &mut |p, _| {
         names.push(p.file_name().unwrap().to_string_lossy().into_owned())
     })
     .unwrap();
-    assert_eq!(
-        names,
-        [
-            "compressible.txt",
-            "dup-of-random.bin",
-            "hardlink.txt",
-            "random.bin",
-            "sub"
-        ]
-    );
+    assert_eq!(names, ["compressible.txt", "dup-of-random.bin", "hardlink.txt", "random.bin", "sub"]);
     assert!(matches!(
         restore::resolve(&t.repo, &r.snapshot.root, &src.join("nope")),
         Err(crate::Error::NotFound { .. })
@@ -292,17 +221,11 @@ fn interrupted_backup_leaves_a_usable_repository_and_reuses_data() {
     let t = temp_repo();
     let src = t.scratch("src");
     for i in 0..40 {
-        write(
-            &src.join(format!("f{i:02}")),
-            &bytes(100 + i, 300_000, false),
-        );
+        write(&src.join(format!("f{i:02}")), &bytes(100 + i, 300_000, false));
     }
     // Cancel from another thread once an index file shows some data went through.
     let cancel = AtomicBool::new(false);
-    let opts = BackupOptions {
-        paths: vec![src.clone()],
-        ..Default::default()
-    };
+    let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
     let reporter = Collect::default();
     let r = std::thread::scope(|s| {
         s.spawn(|| {
@@ -363,9 +286,6 @@ fn concurrent_backups_into_one_repository_both_succeed() {
     for (r, src) in [(ra, &a), (rb, &b)] {
         let out = t.scratch(&format!("out-{}", r.id.short()));
         do_restore(&repo, &r, &out, &[]);
-        assert_eq!(
-            describe(src).len(),
-            describe(&out.join(src.strip_prefix("/").unwrap())).len()
-        );
+        assert_eq!(describe(src).len(), describe(&out.join(src.strip_prefix("/").unwrap())).len());
     }
 }

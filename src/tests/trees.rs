@@ -22,32 +22,17 @@ fn huge_directory_is_split_and_an_edit_rewrites_few_nodes() {
         fs::write(src.join(format!("file-{i:05}")), b"").unwrap();
     }
     let r1 = do_backup(&t.repo, &[&src]);
-    let dir = match restore::resolve(&t.repo, &r1.snapshot.root, &src)
-        .unwrap()
-        .kind
-    {
+    let dir = match restore::resolve(&t.repo, &r1.snapshot.root, &src).unwrap().kind {
         crate::format::tree::Kind::Dir(id) => id,
         k => panic!("{k:?}"),
     };
-    assert!(
-        matches!(t.repo.read_tree(&dir).unwrap(), Node::DirInterior(_)),
-        "6000 entries span several nodes"
-    );
-    let names: Vec<Vec<u8>> = DirIter::new(&t.repo, &dir)
-        .unwrap()
-        .map(|e| e.unwrap().name)
-        .collect();
+    assert!(matches!(t.repo.read_tree(&dir).unwrap(), Node::DirInterior(_)), "6000 entries span several nodes");
+    let names: Vec<Vec<u8>> = DirIter::new(&t.repo, &dir).unwrap().map(|e| e.unwrap().name).collect();
     assert_eq!(names.len(), 6000);
     assert!(names.windows(2).all(|w| w[0] < w[1]));
     for i in [0, 1, 2999, 5999] {
         let name = format!("file-{i:05}");
-        assert_eq!(
-            lookup(&t.repo, &dir, name.as_bytes())
-                .unwrap()
-                .unwrap()
-                .name,
-            name.as_bytes()
-        );
+        assert_eq!(lookup(&t.repo, &dir, name.as_bytes()).unwrap().unwrap().name, name.as_bytes());
     }
     assert!(lookup(&t.repo, &dir, b"file-99999").unwrap().is_none());
     assert!(lookup(&t.repo, &dir, b"a").unwrap().is_none());
@@ -69,10 +54,9 @@ struct PackSink<'a> {
 
 impl TreeSink for PackSink<'_> {
     fn store_tree(&mut self, node: &[u8]) -> crate::Result<BlobId> {
-        let id = self.repo.keys().blob_id(node);
+        let id = self.repo.keys().blob_id(BlobKind::Tree, node);
         if self.repo.index().claim(&id) {
-            self.packer
-                .add(self.repo.seal_blob(BlobKind::Tree, id, node, None))?;
+            self.packer.add(self.repo.seal_blob(BlobKind::Tree, id, node, None))?;
         }
         Ok(id)
     }
