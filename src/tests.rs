@@ -2,6 +2,7 @@
 //! backups, damaged and hostile repositories, interruption, concurrency, the CLI.
 
 mod cli;
+mod compat;
 mod damage;
 mod roundtrip;
 mod trees;
