@@ -19,6 +19,7 @@ struct Meta {
     mtime: (i64, i64),
     content: Option<Vec<u8>>,
     link: Option<PathBuf>,
+    rdev: u64,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Index of the first path sharing this inode (hard links), if any.
     link_group: Option<String>,
@@ -50,6 +51,7 @@ fn describe(root: &Path) -> BTreeMap<String, Meta> {
                 mtime: if ft.is_dir() && p == root { (0, 0) } else { (m.mtime(), m.mtime_nsec()) },
                 content: ft.is_file().then(|| fs::read(&p).unwrap()),
                 link: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
+                rdev: m.rdev(),
                 xattrs: crate::sys::xattrs(&p).unwrap_or_default(),
                 link_group,
             },
@@ -87,6 +89,12 @@ pub(crate) fn make_tree(root: &Path) {
         crate::format::tree::Time { sec: 1_100_000_000, nsec: 987_654_321 },
     )
     .unwrap();
+    if crate::sys::euid() == 0 {
+        // Ownership by ids that have no names here, and a device node (root only).
+        std::os::unix::fs::lchown(root.join("dir/random.bin"), Some(4242), Some(4343)).unwrap();
+        std::os::unix::fs::lchown(root.join("link-rel"), Some(4244), Some(4345)).unwrap();
+        crate::sys::mknod(&root.join("null-like"), libc::S_IFCHR | 0o644, libc::makedev(1, 3)).unwrap();
+    }
 }
 
 #[test]
