@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""cairn's benchmark suite: cairn, restic and borg on the same data, same machine, one run.
+
+Steps (main corpus): 1 first backup, 2 second backup of the unchanged tree, 3 backup
+after the change set, 4 native restore of the latest snapshot. Every tool does step k
+on identical data before any tool does step k+1 (the change set is applied once,
+between steps 2 and 3). Then a memory-scaling series: peak RSS of a first backup of
+10^4, 10^5 (and without --quick 10^6) small files.
+
+Each step runs under GNU time: wall time, CPU time (user+sys) and peak RSS (the kernel's
+maximum resident set size of the process tree). Repository size is `du -sb` after the
+step. Every peer figure is also shown as a ratio peer/cairn: above 1 means cairn is
+faster, smaller or leaner; below 1 means cairn is behind. Nothing is tuned per tool:
+each runs with its defaults, encryption on; borg gets --compression zstd,3 so that
+compression is compared like for like (its default is lz4).
+"""
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CAIRN = ROOT / "target/release/cairn"
+CORPUS = ROOT / "target/release/cairn-corpus"
+PASSWORD = "bench-password"
+MIB = 1024 * 1024
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools(tools, plots):
+    need = []
+    if not os.access("/usr/bin/time", os.X_OK):
+        need.append("time")
+    if "restic" in tools and not shutil.which("restic"):
+        need.append("restic")
+    if "borg" in tools and not shutil.which("borg"):
+        need.append("borgbackup")
+    if need:
+        print(f"bench: installing {' '.join(need)}", file=sys.stderr)
+        sh(["apt-get", "update", "-qq"])
+        sh(["apt-get", "install", "-y", "-qq", *need], stdout=subprocess.DEVNULL)
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("bench: installing matplotlib (PyPI) for the plots", file=sys.stderr)
+            sh([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"])
+
+
+def version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+class Tool:
+    """One backup program: how to init, back up and restore with its defaults."""
+
+    def __init__(self, name, work):
+        self.name = name
+        self.repo = work / f"repo-{name}"
+        self.base = work / f"home-{name}"  # caches and configs, never the user's
+        self.n = 0
+
+    def env(self):
+        e = dict(os.environ)
+        for k in list(e):
+            if k.startswith(("CAIRN_", "RESTIC_", "BORG_")):
+                del e[k]
+        e.update(HOME=str(self.base), XDG_CACHE_HOME=str(self.base / "cache"), XDG_CONFIG_HOME=str(self.base / "config"))
+        if self.name == "cairn":
+            e.update(CAIRN_REPO=str(self.repo), CAIRN_PASSWORD=PASSWORD)
+        elif self.name == "restic":
+            e.update(RESTIC_REPOSITORY=str(self.repo), RESTIC_PASSWORD=PASSWORD)
+        else:
+            e.update(BORG_REPO=str(self.repo), BORG_PASSPHRASE=PASSWORD, BORG_BASE_DIR=str(self.base))
+        return e
+
+    def version(self):
+        return {"cairn": lambda: version([CAIRN, "--version"]), "restic": lambda: version(["restic", "version"]),
+                "borg": lambda: version(["borg", "--version"])}[self.name]()
+
+    def reset(self):
+        shutil.rmtree(self.repo, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
+        self.base.mkdir(parents=True)
+        self.n = 0
+        cmd = {"cairn": [CAIRN, "init"], "restic": ["restic", "init"], "borg": ["borg", "init", "-e", "repokey"]}[self.name]
+        sh(cmd, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def backup(self, src):
+        self.n += 1
+        return {"cairn": [CAIRN, "backup", src], "restic": ["restic", "backup", src],
+                "borg": ["borg", "create", "--compression", "zstd,3", f"::a{self.n}", src]}[self.name]
+
+    def restore(self, target):
+        """(command, cwd): borg extracts into the current directory."""
+        if self.name == "borg":
+            return ["borg", "extract", f"::a{self.n}"], target
+        return {"cairn": [CAIRN, "restore", "latest", "--target", target],
+                "restic": ["restic", "restore", "latest", "--target", target]}[self.name], None
+
+    # Exit codes that mean "done, with warnings about some sources".
+    def ok(self, code):
+        return code == 0 or (code == 3 and self.name in ("cairn", "restic")) or (code == 1 and self.name == "borg")
+
+
+def measure(tool, cmd, cwd=None):
+    with tempfile.NamedTemporaryFile("r") as t:
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", t.name, *map(str, cmd)], env=tool.env(), cwd=cwd,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        fields = t.read().split()[-4:]
+    if not tool.ok(p.returncode):
+        raise SystemExit(f"{tool.name}: {' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    wall, user, sys_, rss = float(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
+    return {"wall_s": wall, "cpu_s": user + sys_, "rss_mib": rss / 1024, "exit": p.returncode}
+
+
+def du(path):
+    return int(subprocess.run(["du", "-sb", path], capture_output=True, text=True).stdout.split()[0])
+
+
+def warm(path):
+    """Read every file so each tool sees a warm page cache."""
+    subprocess.run(f"find '{path}' -type f -print0 | xargs -0 -r cat > /dev/null", shell=True, check=True)
+
+
+def corpus(work, name, args):
+    """Generate (or reuse, if made with the same parameters) a corpus directory."""
+    d = work / name
+    stamp = d.parent / f"{name}.params"
+    want = " ".join(args)
+    if d.exists() and stamp.exists() and stamp.read_text() == want:
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    print(f"bench: generating corpus {name} ({want})", file=sys.stderr)
+    sh([CORPUS, "generate", d, *args])
+    stamp.write_text(want)
+    return d
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+    return f"{os.cpu_count()} cores, {cpu}, {int(mem) // 1024 // 1024} GiB RAM, Linux {platform.release()}"
+
+
+def ratio(peer, ours):
+    return peer / ours if ours > 0 else float("inf")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small corpus, series up to 10^5 files (a few minutes)")
+    ap.add_argument("--tools", default="cairn,restic,borg")
+    ap.add_argument("--work", type=pathlib.Path, default=ROOT / "target/bench-work")
+    ap.add_argument("--out", type=pathlib.Path)
+    ap.add_argument("--files", type=int, help="small files in the main corpus")
+    ap.add_argument("--large-mib", type=int, help="MiB of large files in the main corpus")
+    ap.add_argument("--series", help="comma-separated file counts for the memory series")
+    ap.add_argument("--no-plots", action="store_true")
+    a = ap.parse_args()
+    tools_wanted = a.tools.split(",")
+    files = a.files or (10_000 if a.quick else 100_000)
+    large = a.large_mib if a.large_mib is not None else (256 if a.quick else 2048)
+    series = [int(float(x)) for x in (a.series or ("1e4,1e5" if a.quick else "1e4,1e5,1e6")).split(",") if x]
+    out = a.out or ROOT / "target/bench-results" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    work = a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    ensure_tools(tools_wanted, not a.no_plots)
+    tools = [Tool(n, work) for n in tools_wanted]
+    rows = []
+
+    def record(section, step, tool, n_files, data_bytes, m, repo_bytes):
+        row = {"section": section, "step": step, "tool": tool.name, "files": n_files, "data_mib": data_bytes / MIB, **m,
+               "repo_mib": repo_bytes / MIB}
+        rows.append(row)
+        print(f"{section:8} {step:18} {tool.name:7} {m['wall_s']:8.2f} s  cpu {m['cpu_s']:8.2f} s  "
+              f"rss {m['rss_mib']:8.1f} MiB  repo {row['repo_mib']:9.1f} MiB", file=sys.stderr, flush=True)
+
+    # Main corpus.
+    src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large)])
+    # The change set mutates the corpus: start every run from a pristine copy.
+    run_src = work / "run"
+    shutil.rmtree(run_src, ignore_errors=True)
+    sh(["cp", "-a", src, run_src])
+    data = du(run_src)
+    for t in tools:
+        t.reset()
+    warm(run_src)
+    for t in tools:
+        record("main", "1 first backup", t, files, data, measure(t, t.backup(run_src)), du(t.repo))
+    for t in tools:
+        record("main", "2 unchanged", t, files, data, measure(t, t.backup(run_src)), du(t.repo))
+    sh([CORPUS, "change", run_src, "--seed", "1", "--files", str(files)])
+    data = du(run_src)
+    warm(run_src)
+    for t in tools:
+        record("main", "3 after changes", t, files, data, measure(t, t.backup(run_src)), du(t.repo))
+    for t in tools:
+        target = work / f"restore-{t.name}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        cmd, cwd = t.restore(target)
+        record("main", "4 restore", t, files, data, measure(t, cmd, cwd), du(t.repo))
+        shutil.rmtree(target, ignore_errors=True)
+
+    # Memory scaling: first backup of n tiny files.
+    for n in series:
+        s = corpus(work, f"series-{n}", ["--seed", "2", "--files", str(n), "--large-mib", "0", "--tiny"])
+        d = du(s)
+        warm(s)
+        for t in tools:
+            t.reset()
+            record("series", f"backup {n} files", t, n, d, measure(t, t.backup(s)), du(t.repo))
+    for t in tools:
+        shutil.rmtree(t.repo, ignore_errors=True)
+
+    write_outputs(out, rows, [t.name for t in tools], {t.name: t.version() for t in tools}, a, files, large)
+    if not a.no_plots:
+        plots(out, rows, [t.name for t in tools])
+    print(f"bench: results in {out}", file=sys.stderr)
+
+
+def write_outputs(out, rows, names, versions, a, files, large):
+    cols = ["section", "step", "tool", "files", "data_mib", "wall_s", "cpu_s", "rss_mib", "repo_mib", "exit"]
+    with open(out / "results.tsv", "w") as f:
+        f.write("\t".join(cols) + "\n")
+        for r in rows:
+            f.write("\t".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n")
+    lines = [f"Machine: {machine()}", "", "Versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()), "",
+             f"Run: `scripts/bench{' --quick' if a.quick else ''}` on {datetime.date.today()}; main corpus {files} small files "
+             f"+ {large} MiB of large files. Ratios are peer / cairn: above 1 = cairn better, below 1 = cairn behind.", ""]
+    by = {(r["section"], r["step"], r["tool"]): r for r in rows}
+    steps = list(dict.fromkeys((r["section"], r["step"]) for r in rows))
+    for metric, label, unit in [("wall_s", "Wall time", "s"), ("cpu_s", "CPU time (user+sys)", "s"),
+                                ("rss_mib", "Peak RSS", "MiB"), ("repo_mib", "Repository size after the step", "MiB")]:
+        lines += [f"### {label} ({unit})", "", "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for sec, step in steps:
+            if metric == "repo_mib" and step == "4 restore":
+                continue
+            cells = []
+            base = by.get((sec, step, "cairn"))
+            for n in names:
+                r = by.get((sec, step, n))
+                if not r:
+                    cells.append("–")
+                elif n == "cairn" or not base:
+                    cells.append(f"{r[metric]:.1f}")
+                else:
+                    cells.append(f"{r[metric]:.1f} ({ratio(r[metric], base[metric]):.2f}x)")
+            lines.append(f"| {sec}: {step} | " + " | ".join(cells) + " |")
+        lines.append("")
+    (out / "table.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def plots(out, rows, names):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib missing (pip install matplotlib); no plots", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in names:
+        pts = sorted((r["files"], r["rss_mib"]) for r in rows if r["section"] == "series" and r["tool"] == n)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=n)
+    ax.set_xscale("log")
+    ax.set_xlabel("files in the first backup")
+    ax.set_ylabel("peak RSS (MiB)")
+    ax.set_title("Peak memory of a first backup")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "rss-vs-files.png", dpi=110)
+    plt.close(fig)
+
+    steps = list(dict.fromkeys(r["step"] for r in rows if r["section"] == "main"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    w = 0.8 / max(len(names), 1)
+    for i, n in enumerate(names):
+        vals = []
+        for s in steps:
+            r = next((r for r in rows if r["section"] == "main" and r["step"] == s and r["tool"] == n), None)
+            vals.append(r["data_mib"] / r["wall_s"] if r and r["wall_s"] > 0 else 0)
+        ax.bar([j + i * w for j in range(len(steps))], vals, w, label=n)
+    ax.set_xticks([j + w * (len(names) - 1) / 2 for j in range(len(steps))], steps)
+    ax.set_ylabel("MiB of source data per second")
+    ax.set_title("Throughput per step (higher is better)")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
