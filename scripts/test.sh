@@ -26,7 +26,7 @@ fi
 # Keep the tests away from a real user's configuration.
 unset CAIRN_REPO CAIRN_PASSWORD CAIRN_PASSWORD_FILE
 
-cargo test --all-targets
+cargo test --lib
 
 echo "== end-to-end: the cairn binary"
 cargo build --quiet

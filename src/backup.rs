@@ -23,7 +23,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::chunker::{Chunker, Cutter};
@@ -35,7 +35,7 @@ use crate::format::BlobKind;
 use crate::id::{BlobId, FileId};
 use crate::repo::packer::Packer;
 use crate::repo::{Repository, SealedBlob};
-use crate::tree::{lookup, DirIter, DirWriter, ListWriter, TreeSink};
+use crate::tree::{lookup, ChunkIter, DirIter, DirWriter, ListWriter, TreeSink};
 
 /// Blobs waiting for a worker.
 const JOB_QUEUE: usize = 4;
@@ -94,6 +94,8 @@ pub struct Progress {
 pub trait Report: Sync {
     /// A source could not be read or changed while read; the backup goes on.
     fn warn(&self, path: &Path, message: &str);
+    /// Something worth knowing that does not make the backup partial.
+    fn note(&self, _path: &Path, _message: &str) {}
     /// Periodic progress (about every 250 ms).
     fn progress(&self, _p: &Progress) {}
 }
@@ -135,17 +137,21 @@ pub fn backup(
 
     let (job_tx, job_rx) = sync_channel::<Job>(JOB_QUEUE);
     let (sealed_tx, sealed_rx) = sync_channel::<SealedBlob>(SEALED_QUEUE);
-    let job_rx = Mutex::new(job_rx);
+    // The workers own the job receiver (through the Arc): when both have stopped, for
+    // whatever reason, the receiver is dropped and the walker's next send fails instead
+    // of blocking forever on a full queue.
+    let job_rx = Arc::new(Mutex::new(job_rx));
 
     let (walk, packed) = std::thread::scope(|s| {
         let packer = s.spawn(|| pack_all(repo, sealed_rx));
         let mut workers = Vec::new();
         for _ in 0..WORKERS {
             let tx = sealed_tx.clone();
-            let rx = &job_rx;
-            workers.push(s.spawn(move || seal_all(repo, level, rx, tx)));
+            let rx = Arc::clone(&job_rx);
+            workers.push(s.spawn(move || seal_all(repo, level, &rx, tx)));
         }
         drop(sealed_tx);
+        drop(job_rx);
         let mut w = Walker {
             repo,
             cutter: &cutter,
@@ -154,6 +160,7 @@ pub fn backup(
             cancel,
             force: opts.force,
             atime: opts.atime,
+            verify_reuse: !repo.problems().is_empty(),
             summary: Summary::default(),
             buf: Vec::new(),
             names: NameCache::default(),
@@ -200,7 +207,7 @@ pub fn backup(
     Ok(BackupResult { id, parent: snapshot.parent, snapshot })
 }
 
-fn seal_all(repo: &Repository, level: i32, rx: &Mutex<Receiver<Job>>, tx: SyncSender<SealedBlob>) -> Result<()> {
+fn seal_all(repo: &Repository, level: i32, rx: &Arc<Mutex<Receiver<Job>>>, tx: SyncSender<SealedBlob>) -> Result<()> {
     let mut comp = if level > 0 { Some(Compressor::new(level)?) } else { None };
     loop {
         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
@@ -290,6 +297,9 @@ impl NameCache {
     }
 }
 
+/// A hard-linked file already read: (mtime, ctime, size at stat, size read, content).
+type HardLink = (Time, Time, u64, u64, Content);
+
 struct Walker<'a> {
     repo: &'a Repository,
     cutter: &'a Cutter,
@@ -298,10 +308,12 @@ struct Walker<'a> {
     cancel: &'a AtomicBool,
     force: bool,
     atime: bool,
+    verify_reuse: bool,
     summary: Summary,
     buf: Vec<u8>,
     names: NameCache,
-    hardlinks: lru::LruCache<(u64, u64), (Time, Time, u64, Content)>,
+    /// (dev, ino) -> (mtime, ctime, size at stat, size read, content) of hard-linked files.
+    hardlinks: lru::LruCache<(u64, u64), HardLink>,
     last_progress: Instant,
     repo_path: Option<PathBuf>,
 }
@@ -359,8 +371,12 @@ impl<'a> Walker<'a> {
             let n = sources[i..].iter().take_while(|s| s.starts_with(&child)).count();
             let group = &sources[i..i + n];
             i += n;
-            let prev = match parent {
-                Some(p) => lookup(self.repo, p, name.as_bytes())?,
+            let prev = match parent.map(|p| lookup(self.repo, p, name.as_bytes())) {
+                Some(Ok(e)) => e,
+                Some(Err(e)) => {
+                    self.parent_damaged(&child, &e);
+                    None
+                }
                 None => None,
             };
             let meta = match fs::symlink_metadata(&child) {
@@ -387,6 +403,13 @@ impl<'a> Walker<'a> {
         w.finish(self)
     }
 
+    /// The parent snapshot's tree could not be read here: go on as if there were no
+    /// parent below this point (files are read again), rather than failing every backup
+    /// that picks this parent.
+    fn parent_damaged(&mut self, path: &Path, e: &Error) {
+        self.report.note(path, &format!("parent snapshot unreadable here, reading files again: {e}"));
+    }
+
     fn warning(&mut self, path: &Path, msg: &str) {
         self.summary.warnings += 1;
         self.report.warn(path, msg);
@@ -410,8 +433,15 @@ impl<'a> Walker<'a> {
             Err(e) => self.warning(path, &format!("reading directory: {e}")),
         }
         names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut prev_iter = match parent {
-            Some(p) => Some(DirIter::new(self.repo, p)?),
+        // readdir can repeat a name (some network filesystems, a directory changing
+        // while listed); a tree node must not.
+        names.dedup();
+        let mut prev_iter = match parent.map(|p| DirIter::new(self.repo, p)) {
+            Some(Ok(it)) => Some(it),
+            Some(Err(e)) => {
+                self.parent_damaged(path, &e);
+                None
+            }
             None => None,
         };
         let mut prev: Option<Entry> = None;
@@ -421,9 +451,15 @@ impl<'a> Walker<'a> {
             // Merge-join with the parent listing: advance it to this name.
             if let Some(it) = prev_iter.as_mut() {
                 while prev.as_ref().is_none_or(|p| p.name.as_slice() < name.as_bytes()) {
-                    match it.next_entry()? {
-                        Some(e) => prev = Some(e),
-                        None => {
+                    match it.next_entry() {
+                        Ok(Some(e)) => prev = Some(e),
+                        Ok(None) => {
+                            prev_iter = None;
+                            prev = None;
+                            break;
+                        }
+                        Err(e) => {
+                            self.parent_damaged(path, &e);
                             prev_iter = None;
                             prev = None;
                             break;
@@ -453,7 +489,7 @@ impl<'a> Walker<'a> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             if self.repo_path.as_deref() == Some(path) {
-                self.warning(path, "skipped: this is the repository itself");
+                self.report.note(path, "skipped: this is the repository itself");
                 return Ok(None);
             }
             self.summary.dirs += 1;
@@ -553,7 +589,7 @@ impl<'a> Walker<'a> {
         let (mtime, ctime) = (time(meta.mtime(), meta.mtime_nsec()), time(meta.ctime(), meta.ctime_nsec()));
         if !self.force {
             if let Some(Entry { kind: Kind::File(c), size, mtime: pm, ctime: pc, ino, .. }) = prev {
-                if *size == meta.len() && *pm == mtime && *pc == ctime && *ino == meta.ino() {
+                if *size == meta.len() && *pm == mtime && *pc == ctime && *ino == meta.ino() && self.reusable(c) {
                     self.summary.files_unchanged += 1;
                     return Ok(Some((c.clone(), *size)));
                 }
@@ -561,22 +597,32 @@ impl<'a> Walker<'a> {
         }
         let link_key = (meta.dev(), meta.ino());
         if meta.nlink() > 1 {
-            if let Some((m, c, size, content)) = self.hardlinks.get(&link_key) {
-                if (*m, *c, *size) == (mtime, ctime, meta.len()) {
-                    let r = (content.clone(), *size);
+            if let Some((m, c, stat_size, read_size, content)) = self.hardlinks.get(&link_key) {
+                if (*m, *c, *stat_size) == (mtime, ctime, meta.len()) {
+                    let r = (content.clone(), *read_size);
                     self.count_read_file(prev);
                     return Ok(Some(r));
                 }
             }
         }
-        let file =
-            match File::options().read(true).custom_flags(libc::O_NOATIME).open(path).or_else(|_| File::open(path)) {
-                Ok(f) => f,
-                Err(e) => {
-                    self.warning(path, &format!("cannot read: {e}"));
-                    return Ok(None);
-                }
-            };
+        // Never follow a link or block on a fifo swapped in since the lstat, and read only
+        // the very file that was stat'ed (same device and inode, still a regular file).
+        let open =
+            |flags| File::options().read(true).custom_flags(flags | libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+        let file = match open(libc::O_NOATIME).or_else(|_| open(0)) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warning(path, &format!("cannot read: {e}"));
+                return Ok(None);
+            }
+        };
+        match file.metadata() {
+            Ok(m) if m.is_file() && m.dev() == meta.dev() && m.ino() == meta.ino() => {}
+            _ => {
+                self.warning(path, "replaced by another file while being backed up; skipped");
+                return Ok(None);
+            }
+        }
         let mut list = ListWriter::new();
         let mut chunker = Chunker::new(self.cutter, &file, std::mem::take(&mut self.buf));
         let outcome = loop {
@@ -619,9 +665,34 @@ impl<'a> Walker<'a> {
         }
         self.count_read_file(prev);
         if meta.nlink() > 1 {
-            self.hardlinks.put(link_key, (mtime, ctime, meta.len(), content.clone()));
+            self.hardlinks.put(link_key, (mtime, ctime, meta.len(), size, content.clone()));
         }
         Ok(Some((content, size)))
+    }
+
+    /// May an unchanged file's chunk list be reused? Always, unless some index files were
+    /// skipped as damaged at open: then the chunks they listed are unknown, and reusing
+    /// them would make a snapshot that points at data the repository cannot find. In that
+    /// case every reused chunk (and list node) must be in the index; a file whose chunks
+    /// are not is read again and its data stored anew, which heals the repository.
+    fn reusable(&self, content: &Content) -> bool {
+        if !self.verify_reuse {
+            return true;
+        }
+        let ix = self.repo.index();
+        match content {
+            Content::Inline(cs) => cs.iter().all(|c| ix.contains(&c.id)),
+            Content::List(root) => {
+                ix.contains(root)
+                    && ChunkIter::new(self.repo, content).is_ok_and(|mut it| loop {
+                        match it.next_chunk() {
+                            Ok(Some(c)) if ix.contains(&c.id) => {}
+                            Ok(None) => break true,
+                            _ => break false,
+                        }
+                    })
+            }
+        }
     }
 
     fn warn_read(&mut self, path: &Path, e: &std::io::Error) -> bool {

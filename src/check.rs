@@ -1,24 +1,34 @@
 //! `check`: verify the repository against the invariants of docs/format.md.
 //!
-//! 1. Every key, index and snapshot file decodes, and its name is the hash of its bytes.
-//! 2. Every pack's header decrypts and lists exactly its blobs; every index entry points
-//!    inside an existing pack at the place its header says. Packs no index names, and
-//!    blobs no index lists, are leftovers of interrupted backups: reported, not errors.
-//! 3. Every snapshot's trees decode and every blob they reference is indexed.
-//! 4. With `read_data`, every blob of every pack is decrypted, decompressed and re-hashed.
+//! 1. Every key, index and snapshot file: its name is the hash of its bytes; keys decode.
+//! 2. Every pack's header decrypts and lists exactly its blobs, and every blob's index
+//!    entry agrees with the header (offset, lengths, kind, compression). Packs no index
+//!    names, and blobs no index lists, are leftovers of interrupted backups: noted only.
+//! 3. Every index file decodes and its entries point inside existing packs.
+//! 4. Every snapshot's trees decode and every blob they reference is indexed.
+//! 5. With `read_data`, every blob of every pack is decrypted, decompressed and re-hashed,
+//!    and each damaged copy that the index uses is reported with the snapshot paths
+//!    that need it.
 //!
-//! Damage is reported with the object's id and, for snapshot contents, the path.
+//! A backup may run at the same time: the snapshot list is taken first, index files
+//! written since the repository was opened are loaded before snapshots are checked, and
+//! a pack is looked for again before it is reported missing.
+//!
+//! Memory: pack sizes (40 B per pack), damaged copies, and the ids of tree nodes already
+//! checked (32 B each; shared subtrees are checked once).
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::backend::Dir;
-use crate::error::{Error, Result};
-use crate::format::index::IndexEntry;
+use crate::backend::{read_exact_at, Dir};
+use crate::error::{Error, IoContext, Result};
+use crate::format::index::{IndexEntry, Location};
 use crate::format::key::KeyFile;
-use crate::format::pack::{decode_header, TRAILER_LEN};
+use crate::format::pack::{decode_header, PackBlob, TRAILER_LEN};
 use crate::format::tree::{Content, Kind, Node};
-use crate::format::{BlobKind, FileKind};
+use crate::format::{BlobKind, FileKind, HEADER_LEN};
 use crate::id::{BlobId, FileId};
 use crate::repo::Repository;
 use crate::sys;
@@ -58,22 +68,37 @@ pub struct CheckStats {
 struct Checker<'a> {
     repo: &'a Repository,
     report: &'a dyn Report,
+    cancel: &'a AtomicBool,
     stats: CheckStats,
-    damaged: HashSet<BlobId>,
+    /// Stored copies (pack, offset) that failed to decrypt or verify.
+    damaged: HashSet<(FileId, u32)>,
     seen_trees: HashSet<BlobId>,
 }
 
 /// Check `repo`. Returns the counters; `errors > 0` means damage was found.
-pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report) -> Result<CheckStats> {
-    let mut c =
-        Checker { repo, report, stats: CheckStats::default(), damaged: HashSet::new(), seen_trees: HashSet::new() };
-    for p in repo.problems() {
-        c.error(p);
-    }
+pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel: &AtomicBool) -> Result<CheckStats> {
+    let mut c = Checker {
+        repo,
+        report,
+        cancel,
+        stats: CheckStats::default(),
+        damaged: HashSet::new(),
+        seen_trees: HashSet::new(),
+    };
+    // Snapshots first: one written later may use packs and index files this check
+    // has not seen.
+    let snapshots = repo.backend().list(Dir::Snapshots)?;
     c.files()?;
     let pack_sizes = c.packs(opts.read_data)?;
     c.index(&pack_sizes)?;
-    c.snapshots()?;
+    for id in snapshots {
+        c.cancelled()?;
+        c.stats.snapshots += 1;
+        match repo.load_snapshot(&id) {
+            Ok(s) => c.dir(&s.root, Path::new("/"), &id),
+            Err(e) => c.error(e),
+        }
+    }
     Ok(c.stats)
 }
 
@@ -83,6 +108,13 @@ impl Checker<'_> {
         self.report.error(&msg.to_string());
     }
 
+    fn cancelled(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+
     /// Names match contents; key files decode.
     fn files(&mut self) -> Result<()> {
         let b = self.repo.backend();
@@ -90,15 +122,17 @@ impl Checker<'_> {
             for id in b.list(dir)? {
                 let path = b.path(dir, &id);
                 match b.read(&path) {
-                    Ok(bytes) => {
-                        if FileId::of(&bytes) != id {
-                            self.error(format!("{}: content does not match its name (damaged)", path.display()));
-                        } else if dir == Dir::Keys {
-                            if let Err(e) = KeyFile::decode(&bytes, &id) {
-                                self.error(e);
-                            }
+                    Ok(bytes) if FileId::of(&bytes) != id => {
+                        self.error(format!("{}: content does not match its name (damaged)", path.display()))
+                    }
+                    Ok(bytes) if dir == Dir::Keys => {
+                        if let Err(e) = KeyFile::decode(&bytes, &id) {
+                            self.error(e);
                         }
                     }
+                    Ok(_) => {}
+                    // Removed since listed (a concurrent prune, later): not damage.
+                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => self.error(e),
                 }
             }
@@ -106,11 +140,12 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Every pack's header; with `read_data` every blob. Returns pack sizes (40 B per pack).
+    /// Every pack's header; with `read_data` every blob. Returns pack sizes.
     fn packs(&mut self, read_data: bool) -> Result<HashMap<FileId, u64>> {
         let mut sizes = HashMap::new();
         let repo = self.repo;
         repo.backend().for_each_pack(|id, len| {
+            self.cancelled()?;
             sizes.insert(id, len);
             self.stats.packs += 1;
             if let Err(e) = self.pack(&id, len, read_data) {
@@ -123,46 +158,49 @@ impl Checker<'_> {
 
     fn pack(&mut self, id: &FileId, len: u64, read_data: bool) -> Result<()> {
         let path = self.repo.pack_path(id);
-        let bytes = std::fs::read(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
-        if read_data && FileId::of(&bytes) != *id {
+        // Without --read-data only the file header, trailer and pack header are read.
+        let whole = if read_data { Some(std::fs::read(&path).at(&path)?) } else { None };
+        if whole.as_ref().is_some_and(|b| FileId::of(b) != *id) {
             self.error(format!("pack {id}: content does not match its name (damaged)"));
         }
-        let body = FileKind::Pack.check_header(&bytes, id)?;
-        if body.len() < TRAILER_LEN {
-            return Err(Error::corrupt("pack", id, "too short for a trailer"));
-        }
-        let hlen = u32::from_le_bytes(body[body.len() - TRAILER_LEN..].try_into().expect("4 bytes")) as usize;
-        let blobs_len = (body.len() - TRAILER_LEN).checked_sub(hlen).ok_or_else(|| {
-            Error::corrupt("pack", id, format!("header length {hlen} exceeds the file ({len} bytes)"))
-        })?;
-        let sealed = &body[blobs_len..body.len() - TRAILER_LEN];
-        let header = self.repo.keys().open(&FileKind::Pack.header(), sealed, "pack header", id)?;
-        let blobs = decode_header(&header, id, blobs_len as u64)?;
+        let (blobs, _) = match &whole {
+            Some(b) => pack_header_from(self.repo, id, b.len() as u64, &mut |buf, off| {
+                let (s, e) = (off as usize, off as usize + buf.len());
+                buf.copy_from_slice(b.get(s..e).ok_or_else(|| Error::corrupt("pack", id, "truncated"))?);
+                Ok(())
+            })?,
+            None => {
+                let f = File::open(&path).at(&path)?;
+                pack_header_from(self.repo, id, len, &mut |buf, off| read_exact_at(&f, &path, buf, off))?
+            }
+        };
         for (b, off) in blobs {
-            let in_index = self.repo.index().get(&b.id);
-            match in_index {
+            let loc = Location {
+                pack: *id,
+                offset: off as u32,
+                stored_len: b.stored_len,
+                raw_len: b.raw_len,
+                kind: b.kind,
+                compression: b.compression,
+            };
+            match self.repo.index().get(&b.id) {
                 None => self
                     .report
                     .note(&format!("pack {id}: blob {} is not in any index (left by an interrupted backup)", b.id)),
-                Some(loc) if loc.pack == *id && (loc.offset as u64 != off || loc.stored_len != b.stored_len) => {
-                    self.error(format!("pack {id}: blob {} is at offset {off}, the index says {}", b.id, loc.offset))
+                Some(ix) if ix.pack == *id && ix.offset == loc.offset && ix != loc => self.error(format!(
+                    "pack {id}: blob {} at offset {off}: the index disagrees with the pack header ({ix:?} vs {loc:?})",
+                    b.id
+                )),
+                Some(ix) if ix.pack == *id && ix.offset != loc.offset => {
+                    self.error(format!("pack {id}: blob {} is at offset {off}, the index says {}", b.id, ix.offset))
                 }
                 _ => {}
             }
-            if read_data {
-                let start = off as usize;
-                let sealed = &bytes[start..start + b.stored_len as usize];
-                let loc = crate::format::index::Location {
-                    pack: *id,
-                    offset: off as u32,
-                    stored_len: b.stored_len,
-                    raw_len: b.raw_len,
-                    kind: b.kind,
-                    compression: b.compression,
-                };
+            if let Some(bytes) = &whole {
+                let sealed = &bytes[off as usize..off as usize + b.stored_len as usize];
                 self.stats.blobs_read += 1;
                 if let Err(e) = self.repo.open_blob(&b.id, &loc, sealed) {
-                    self.damaged.insert(b.id);
+                    self.damaged.insert((*id, loc.offset));
                     self.error(e);
                 }
             }
@@ -170,10 +208,12 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Every index entry points into an existing pack.
+    /// Every index file decodes and its entries point into existing packs. Entries of
+    /// index files written since the repository was opened are added to the index.
     fn index(&mut self, pack_sizes: &HashMap<FileId, u64>) -> Result<()> {
         let mut referenced: HashSet<FileId> = HashSet::new();
         for ix in self.repo.backend().list(Dir::Index)? {
+            self.cancelled()?;
             let entries: Vec<IndexEntry> = match self.repo.read_index_file(&ix) {
                 Ok(e) => e,
                 Err(e) => {
@@ -183,12 +223,18 @@ impl Checker<'_> {
             };
             for e in entries {
                 self.stats.index_entries += 1;
+                self.repo.index().insert(&e);
                 referenced.insert(e.loc.pack);
-                match pack_sizes.get(&e.loc.pack) {
+                let size = match pack_sizes.get(&e.loc.pack) {
+                    Some(s) => Some(*s),
+                    // Written after the pack listing by a concurrent backup?
+                    None => std::fs::metadata(self.repo.pack_path(&e.loc.pack)).ok().map(|m| m.len()),
+                };
+                match size {
                     None => {
                         self.error(format!("index {ix}: blob {} is in pack {}, which does not exist", e.id, e.loc.pack))
                     }
-                    Some(&size) if e.loc.offset as u64 + e.loc.stored_len as u64 > size => self.error(format!(
+                    Some(size) if e.loc.offset as u64 + e.loc.stored_len as u64 > size => self.error(format!(
                         "index {ix}: blob {} lies past the end of pack {} ({size} bytes)",
                         e.id, e.loc.pack
                     )),
@@ -198,17 +244,6 @@ impl Checker<'_> {
         }
         for p in pack_sizes.keys().filter(|p| !referenced.contains(p)) {
             self.report.note(&format!("pack {p} is not referenced by any index (left by an interrupted backup)"));
-        }
-        Ok(())
-    }
-
-    fn snapshots(&mut self) -> Result<()> {
-        for id in self.repo.backend().list(Dir::Snapshots)? {
-            self.stats.snapshots += 1;
-            match self.repo.load_snapshot(&id) {
-                Ok(s) => self.dir(&s.root, Path::new("/"), &id),
-                Err(e) => self.error(e),
-            }
         }
         Ok(())
     }
@@ -233,21 +268,23 @@ impl Checker<'_> {
                 ));
                 false
             }
-            Some(_) => {
-                if self.damaged.contains(id) {
+            Some(loc) => {
+                if self.damaged.contains(&(loc.pack, loc.offset)) {
                     self.error(format!(
-                        "snapshot {}: {}: {} {id} is damaged",
+                        "snapshot {}: {}: {} {id} is damaged (pack {})",
                         snap.short(),
                         path.display(),
-                        kind.name()
+                        kind.name(),
+                        loc.pack
                     ));
+                    return false;
                 }
                 true
             }
         }
     }
 
-    /// Walk a tree node (directory or chunk list), once per distinct node.
+    /// Read a tree node (directory or chunk list), once per distinct node.
     fn node(&mut self, id: &BlobId, path: &Path, snap: &FileId) -> Option<Node> {
         if !self.seen_trees.insert(*id) {
             return None; // checked already (shared by snapshots or directories)
@@ -266,6 +303,9 @@ impl Checker<'_> {
     }
 
     fn dir(&mut self, id: &BlobId, path: &Path, snap: &FileId) {
+        if self.cancel.load(Ordering::Relaxed) {
+            return;
+        }
         match self.node(id, path, snap) {
             Some(Node::DirLeaf(entries)) => {
                 for e in entries {
@@ -316,4 +356,35 @@ impl Checker<'_> {
             None => {}
         }
     }
+}
+
+/// Read and decode a pack's header with `read(buf, offset)`: file header, trailer, sealed
+/// header. Returns the blobs with their offsets and the length of the blob area.
+fn pack_header_from(
+    repo: &Repository,
+    id: &FileId,
+    len: u64,
+    read: &mut dyn FnMut(&mut [u8], u64) -> Result<()>,
+) -> Result<(Vec<(PackBlob, u64)>, u64)> {
+    if len < (HEADER_LEN + TRAILER_LEN) as u64 {
+        return Err(Error::corrupt("pack", id, format!("{len} bytes is too short for a pack")));
+    }
+    let mut head = [0u8; HEADER_LEN];
+    read(&mut head, 0)?;
+    FileKind::Pack.check_header(&head, id)?;
+    let mut trailer = [0u8; TRAILER_LEN];
+    read(&mut trailer, len - TRAILER_LEN as u64)?;
+    let hlen = u32::from_le_bytes(trailer) as u64;
+    // 42 bytes per blob: 64 MiB is 1.6 M blobs, far past any pack cairn writes. The
+    // limit keeps a forged trailer from driving a huge allocation.
+    if hlen > 64 << 20 {
+        return Err(Error::corrupt("pack", id, format!("header length {hlen} is absurd")));
+    }
+    let blobs_len = (len - (HEADER_LEN + TRAILER_LEN) as u64)
+        .checked_sub(hlen)
+        .ok_or_else(|| Error::corrupt("pack", id, format!("header length {hlen} exceeds the file ({len} bytes)")))?;
+    let mut sealed = vec![0u8; hlen as usize];
+    read(&mut sealed, HEADER_LEN as u64 + blobs_len)?;
+    let header = repo.keys().open(&FileKind::Pack.header(), &sealed, "pack header", id)?;
+    Ok((decode_header(&header, id, blobs_len)?, blobs_len))
 }

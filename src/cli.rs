@@ -256,8 +256,16 @@ fn password(cli: &Cli, env: &Env, confirm: bool) -> anyhow::Result<zeroize::Zero
 }
 
 fn open(cli: &Cli, env: &Env) -> anyhow::Result<Repository> {
-    let path = repo_path(cli, env)?;
     let pw = password(cli, env, false)?;
+    open_with(cli, env, &pw)
+}
+
+fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Repository> {
+    let path = repo_path(cli, env)?;
+    // A Ctrl-C at the password prompt is honoured here (handlers catch the signal).
+    if env.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Interrupted.into());
+    }
     Ok(Repository::open(&path, pw.as_bytes())?)
 }
 
@@ -268,9 +276,11 @@ fn print_problems(repo: &Repository, err: &mut dyn Write) {
     }
 }
 
-fn init(cli: &Cli, env: &Env, cheap: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+fn init(cli: &Cli, env: &Env, cheap: bool, pw: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     let path = repo_path(cli, env)?;
-    let pw = password(cli, env, true)?;
+    if env.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Interrupted.into());
+    }
     let opts = InitOptions {
         kdf: if cheap { KdfParams::INSECURE_FOR_TESTS } else { KdfParams::DEFAULT },
         ..InitOptions::default()
@@ -291,7 +301,7 @@ fn split_target(s: &str) -> (&str, &str) {
 fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Send)) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Init { insecure_test_kdf } => {
-            init(cli, env, *insecure_test_kdf, out)?;
+            init(cli, env, *insecure_test_kdf, &password(cli, env, true)?, out)?;
             Ok(EXIT_OK)
         }
         Command::Backup {
@@ -307,10 +317,14 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             insecure_test_kdf,
         } => {
             let path = repo_path(cli, env)?;
-            if *do_init && !path.join("config").exists() {
-                init(cli, env, *insecure_test_kdf, out)?;
+            let create = *do_init && !path.join("config").exists();
+            // Asked once, even when the repository is created first.
+            let pw = password(cli, env, create)?;
+            if create {
+                init(cli, env, *insecure_test_kdf, &pw, out)?;
             }
-            let repo = open(cli, env)?;
+            let repo = open_with(cli, env, &pw)?;
+            print_problems(&repo, err);
             let parent = match (parent, no_parent) {
                 (_, true) => ParentChoice::None,
                 (Some(p), _) => ParentChoice::Id(repo.resolve_snapshot(p)?.0),
@@ -328,6 +342,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             let reporter = BackupReporter {
                 err: std::sync::Mutex::new(err),
                 progress: !cli.quiet && !cli.json && std::io::stderr().is_terminal(),
+                quiet: cli.quiet,
             };
             let r = backup::backup(&repo, &opts, &reporter, env.cancel);
             reporter.clear_progress();
@@ -421,7 +436,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                     out,
                     "{}  {}  {}@{}  argon2id {} MiB x{}",
                     id.short(),
-                    local_time(kf.created * 1_000_000_000),
+                    local_time_of(kf.created, 0),
                     kf.user,
                     kf.host,
                     kf.kdf.mem_kib / 1024,
@@ -433,7 +448,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         Command::Check { read_data } => {
             let repo = open(cli, env)?;
             let reporter = CheckReporter { err: std::sync::Mutex::new(err), quiet: cli.quiet };
-            let stats = check::check(&repo, CheckOptions { read_data: *read_data }, &reporter)?;
+            let stats = check::check(&repo, CheckOptions { read_data: *read_data }, &reporter, env.cancel)?;
             if cli.json {
                 writeln!(out, "{}", serde_json::json!(stats))?;
             } else if !cli.quiet {
@@ -459,6 +474,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
 struct BackupReporter<'a> {
     err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
     progress: bool,
+    quiet: bool,
 }
 
 impl BackupReporter<'_> {
@@ -471,6 +487,12 @@ impl BackupReporter<'_> {
 }
 
 impl backup::Report for BackupReporter<'_> {
+    fn note(&self, path: &Path, message: &str) {
+        if !self.quiet {
+            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(e, "{}note: {}: {message}", if self.progress { "\r\x1b[K" } else { "" }, path.display());
+        }
+    }
     fn warn(&self, path: &Path, message: &str) {
         let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(e, "{}warning: {}: {message}", if self.progress { "\r\x1b[K" } else { "" }, path.display());
@@ -528,12 +550,18 @@ pub fn human(n: u64) -> String {
     }
 }
 
+/// Local time of Unix nanoseconds (snapshot times).
 fn local_time(ns: i64) -> String {
+    local_time_of(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+}
+
+/// Local time of seconds + nanoseconds; any i64 works (file times can be far out).
+fn local_time_of(sec: i64, nsec: u32) -> String {
     use chrono::TimeZone;
     chrono::Local
-        .timestamp_opt(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+        .timestamp_opt(sec, nsec)
         .single()
-        .map_or_else(|| ns.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .map_or_else(|| format!("@{sec}"), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
 fn print_backup(cli: &Cli, r: &backup::BackupResult, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -656,7 +684,7 @@ fn ls_line(p: &Path, e: &Entry) -> String {
         owner(&e.user, e.uid),
         owner(&e.group, e.gid),
         e.size,
-        local_time(e.mtime.sec * 1_000_000_000 + e.mtime.nsec as i64),
+        local_time_of(e.mtime.sec, e.mtime.nsec),
         p.display()
     );
     if let Kind::Symlink(t) = &e.kind {

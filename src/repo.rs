@@ -348,6 +348,9 @@ impl Repository {
                 id: "latest (the repository has no snapshots)".into(),
             });
         }
+        if spec.is_empty() {
+            return Err(Error::InvalidInput("no snapshot given (an id prefix or `latest`)".into()));
+        }
         let spec_l = spec.to_ascii_lowercase();
         let matches: Vec<FileId> =
             self.backend.list(Dir::Snapshots)?.into_iter().filter(|id| id.to_hex().starts_with(&spec_l)).collect();

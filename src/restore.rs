@@ -17,9 +17,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Content, Entry, Kind};
@@ -81,7 +81,11 @@ impl Filter {
         }
         let (mut full, mut base) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         for p in patterns {
-            let g = Glob::new(p).map_err(|e| Error::InvalidInput(format!("--include {p}: {e}")))?;
+            // As in restic and shells, `*` does not cross '/'; `**` does.
+            let g = GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| Error::InvalidInput(format!("--include {p}: {e}")))?;
             if p.contains('/') {
                 full.add(g);
             } else {
@@ -111,6 +115,9 @@ struct Ctx<'a> {
     files: AtomicU64,
     /// User and group names already looked up on this system (one entry per name).
     ids: Mutex<(NameMap, NameMap)>,
+    target: PathBuf,
+    /// Set once the hard-link memory has overflowed (warned about once).
+    evicted: AtomicBool,
 }
 
 /// Restore the directory tree `root` (a snapshot's root or a subdirectory of it, found at
@@ -133,14 +140,17 @@ pub fn restore(
         bytes: AtomicU64::new(0),
         files: AtomicU64::new(0),
         ids: Mutex::new(Default::default()),
+        target: opts.target.clone(),
+        evicted: AtomicBool::new(false),
     };
     fs::create_dir_all(&opts.target).at(&opts.target)?;
     let mut stats = RestoreStats::default();
     let (tx, rx) = sync_channel::<(PathBuf, Entry)>(FILE_QUEUE);
-    let rx = Mutex::new(rx);
+    // Owned by the workers: if they all stop, the walker's send fails instead of blocking.
+    let rx = Arc::new(Mutex::new(rx));
     let walked = std::thread::scope(|s| {
         for _ in 0..WORKERS {
-            let (ctx, rx) = (&ctx, &rx);
+            let (ctx, rx) = (&ctx, Arc::clone(&rx));
             s.spawn(move || loop {
                 let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok((path, entry)) = job else { return };
@@ -150,6 +160,7 @@ pub fn restore(
                 ctx.file(&path, &entry);
             });
         }
+        drop(rx);
         let mut links = lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
         let r = match &root.kind {
             Kind::Dir(id) => {
@@ -170,11 +181,10 @@ pub fn restore(
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
+    // The target directory itself keeps its own metadata: it is the user's, not the
+    // snapshot's (and the snapshot root has none).
     if let Kind::Dir(id) = &root.kind {
         ctx.dir_metadata(id, &opts.target)?;
-        if ctx.filter.is_none() {
-            ctx.metadata(root, &opts.target);
-        }
     }
     stats.files = ctx.files.load(Ordering::Relaxed);
     stats.bytes = ctx.bytes.load(Ordering::Relaxed);
@@ -182,7 +192,9 @@ pub fn restore(
     Ok(stats)
 }
 
-type Links = lru::LruCache<(u64, u64), PathBuf>;
+/// (dev, ino) of a hard-linked file in the snapshot -> where its first link was restored
+/// (`None` if that failed).
+type Links = lru::LruCache<(u64, u64), Option<PathBuf>>;
 
 impl Ctx<'_> {
     fn fail(&self, path: &Path, msg: impl std::fmt::Display) {
@@ -223,6 +235,13 @@ impl Ctx<'_> {
             let path = out.join(sys::os(&e.name));
             let snap_path = snap.join(sys::os(&e.name));
             let m = matched || self.filter.as_ref().is_none_or(|f| f.matches(&snap_path));
+            // With a filter, directories on the way to a match are created on demand.
+            if m && self.filter.is_some() {
+                if let Err(err) = self.make_parents(out) {
+                    self.fail(out, err);
+                    continue;
+                }
+            }
             if let Kind::Dir(sub) = &e.kind {
                 if m {
                     if let Err(err) = make_dir(&path) {
@@ -233,12 +252,6 @@ impl Ctx<'_> {
                 }
                 self.walk(sub, &path, &snap_path, m, tx, links, stats)?;
             } else if m {
-                if self.filter.is_some() {
-                    if let Err(err) = fs::create_dir_all(out) {
-                        self.fail(out, err);
-                        continue;
-                    }
-                }
                 if matches!(e.kind, Kind::File(_)) && e.nlink <= 1 {
                     tx.send((path, e)).map_err(|_| Error::InvalidInput("restore workers stopped".into()))?;
                 } else {
@@ -246,6 +259,19 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+
+    /// Create `dir` and the directories between the target and it, one component at a
+    /// time with [`make_dir`], so a symlink already in the target is replaced, never
+    /// followed (which `create_dir_all` would do).
+    fn make_parents(&self, dir: &Path) -> std::io::Result<()> {
+        let rel = dir.strip_prefix(&self.target).map_err(|_| std::io::Error::other("path outside the target"))?;
+        let mut p = self.target.clone();
+        for c in rel.components() {
+            p.push(c);
+            make_dir(&p)?;
+        }
+        Ok(())
     }
 
     /// Restore one non-directory entry on this thread.
@@ -260,14 +286,25 @@ impl Ctx<'_> {
         let r = match &e.kind {
             Kind::File(_) if e.nlink > 1 => {
                 let key = (e.dev, e.ino);
-                if let Some(first) = links.get(&key) {
-                    stats.others += 1;
-                    let _ = remove_existing(path);
-                    fs::hard_link(first, path)
-                } else {
-                    links.put(key, path.to_path_buf());
-                    self.file(path, e);
-                    return;
+                match links.get(&key) {
+                    Some(Some(first)) => {
+                        stats.others += 1;
+                        let _ = remove_existing(path);
+                        fs::hard_link(first, path)
+                    }
+                    Some(None) => {
+                        self.fail(path, "not restored: the first link to this file could not be restored");
+                        return;
+                    }
+                    None => {
+                        let ok = self.file(path, e);
+                        if let Some((old, _)) = links.push(key, ok.then(|| path.to_path_buf())) {
+                            if old != key && !self.evicted.swap(true, Ordering::Relaxed) {
+                                self.report.warn(path, &format!("more than {HARDLINK_MEMORY} hard-linked files: further links to the oldest are restored as copies"));
+                            }
+                        }
+                        return;
+                    }
                 }
             }
             Kind::File(_) => {
@@ -301,36 +338,37 @@ impl Ctx<'_> {
         }
     }
 
-    /// Write one regular file and its metadata.
-    fn file(&self, path: &Path, e: &Entry) {
+    /// Write one regular file and its metadata; false if it failed (and was removed:
+    /// no half-written file is left under the final name).
+    fn file(&self, path: &Path, e: &Entry) -> bool {
         match self.write_file(path, e) {
             Ok(n) => {
                 self.files.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(n, Ordering::Relaxed);
                 self.metadata(e, path);
+                true
             }
-            Err(err) => self.fail(path, err),
+            Err(err) => {
+                let _ = fs::remove_file(path);
+                if !matches!(err, Error::Interrupted) {
+                    self.fail(path, err);
+                }
+                false
+            }
         }
     }
 
     fn write_file(&self, path: &Path, e: &Entry) -> Result<u64> {
-        let open = || {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-        };
-        let mut f = match open() {
-            Ok(f) => f,
-            Err(_) => {
-                // Something else is there (a symlink, a directory from an older restore).
-                remove_existing(path).at(path)?;
-                open().at(path)?
-            }
-        };
+        // Replace whatever is there, never write into it: an existing file may be a hard
+        // link to something else (even outside the target), a fifo or a device.
+        remove_existing(path).at(path)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .at(path)?;
         let Kind::File(content) = &e.kind else {
             return Ok(0);
         };
@@ -349,6 +387,9 @@ impl Ctx<'_> {
         let mut written = 0u64;
         let mut sparse = false;
         for c in ChunkIter::new(self.repo, content)? {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
             let c = c?;
             let data = self.repo.read_blob(&c.id)?;
             if data.len() != c.size as usize {
@@ -390,7 +431,9 @@ impl Ctx<'_> {
             .unwrap_or(e.gid)
     }
 
-    /// Ownership (as root, by name first like tar), mode, xattrs, then times.
+    /// Ownership (as root, by name first like tar), xattrs, mode, then times. Owner
+    /// before mode, because chown clears setuid/setgid; xattrs before mode, because a
+    /// read-only mode would refuse them to a non-root user.
     fn metadata(&self, e: &Entry, path: &Path) {
         let link = matches!(e.kind, Kind::Symlink(_));
         if self.root {
@@ -398,14 +441,14 @@ impl Ctx<'_> {
                 self.report.warn(path, &format!("setting owner: {err}"));
             }
         }
-        if !link {
-            if let Err(err) = fs::set_permissions(path, fs::Permissions::from_mode(e.mode)) {
-                self.report.warn(path, &format!("setting mode: {err}"));
-            }
-        }
         for (n, v) in &e.xattrs {
             if let Err(err) = sys::set_xattr(path, n, v) {
                 self.report.warn(path, &format!("setting xattr {}: {err}", String::from_utf8_lossy(n)));
+            }
+        }
+        if !link {
+            if let Err(err) = fs::set_permissions(path, fs::Permissions::from_mode(e.mode)) {
+                self.report.warn(path, &format!("setting mode: {err}"));
             }
         }
         if let Err(err) = sys::set_times(path, e.atime, e.mtime) {

@@ -4,6 +4,7 @@
 mod cli;
 mod compat;
 mod damage;
+mod regressions;
 mod roundtrip;
 mod trees;
 
@@ -73,6 +74,6 @@ pub(crate) fn do_restore(
 
 pub(crate) fn do_check(repo: &Repository, read_data: bool) -> (crate::check::CheckStats, Vec<String>) {
     let c = Collect::default();
-    let s = crate::check::check(repo, crate::check::CheckOptions { read_data }, &c).unwrap();
+    let s = crate::check::check(repo, crate::check::CheckOptions { read_data }, &c, &AtomicBool::new(false)).unwrap();
     (s, c.all())
 }

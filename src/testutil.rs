@@ -69,6 +69,13 @@ pub fn bytes(seed: u64, len: usize, compressible: bool) -> Vec<u8> {
     out
 }
 
+/// Damage one byte of a file (to simulate bit rot).
+pub fn flip_byte(path: &Path, offset: u64) {
+    let mut b = std::fs::read(path).unwrap();
+    b[offset as usize] ^= 0x40;
+    std::fs::write(path, b).unwrap();
+}
+
 /// Write a file, creating parents.
 pub fn write(path: &Path, data: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

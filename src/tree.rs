@@ -154,6 +154,7 @@ pub struct DirWriter {
     n: u32,
     first: Vec<u8>,
     up: Levels,
+    last: Vec<u8>,
     /// Entries pushed.
     pub entries: u64,
 }
@@ -169,11 +170,26 @@ impl DirWriter {
     pub fn new() -> DirWriter {
         let mut leaf = Vec::new();
         start_node(&mut leaf, NodeKind::DirLeaf);
-        DirWriter { leaf, n: 0, first: Vec::new(), up: Levels::new(NodeKind::DirInterior), entries: 0 }
+        DirWriter {
+            leaf,
+            n: 0,
+            first: Vec::new(),
+            up: Levels::new(NodeKind::DirInterior),
+            last: Vec::new(),
+            entries: 0,
+        }
     }
 
     /// Add the next entry; names must ascend strictly (the caller walks in name order).
+    /// A violation is an error here rather than a node no reader would accept.
     pub fn push(&mut self, e: &Entry, sink: &mut dyn TreeSink) -> Result<()> {
+        if self.entries > 0 && e.name <= self.last {
+            return Err(Error::InvalidInput(format!(
+                "directory entry {:?} out of order",
+                String::from_utf8_lossy(&e.name)
+            )));
+        }
+        self.last.clone_from(&e.name);
         if self.n == 0 {
             self.first = e.name.clone();
         }

@@ -108,7 +108,13 @@ fn small_size(r: &mut Rng, tiny: bool) -> usize {
 
 fn small_path(dir: &Path, i: u64) -> PathBuf {
     let d = i / 30;
-    dir.join(format!("src/m{:02x}/p{:x}/q{:x}/f{i:07}.{}", d / 256, (d / 16) % 16, d % 16, ["rs", "c", "txt", "json", "bin"][(i % 5) as usize]))
+    dir.join(format!(
+        "src/m{:02x}/p{:x}/q{:x}/f{i:07}.{}",
+        d / 256,
+        (d / 16) % 16,
+        d % 16,
+        ["rs", "c", "txt", "json", "bin"][(i % 5) as usize]
+    ))
 }
 
 /// Content of small file `i` (version `v`: 0 = original, > 0 = rewritten by a change).
@@ -211,7 +217,7 @@ fn generate(o: &Opts) {
 
 fn change(o: &Opts) {
     let text = Text::new();
-    let mut r = Rng::new(o.seed ^ 0xC4A9_6E);
+    let mut r = Rng::new(o.seed ^ 0x00C4_A96E);
     let mut buf = Vec::new();
     for i in 0..o.files {
         let p = small_path(&o.dir, i);

@@ -11,14 +11,8 @@ use crate::format::{BlobKind, Compression};
 use crate::id::BlobId;
 use crate::repo::packer::Packer;
 use crate::repo::SealedBlob;
-use crate::testutil::{bytes, temp_repo, write, PASSWORD};
+use crate::testutil::{bytes, flip_byte, temp_repo, write, PASSWORD};
 use crate::Error;
-
-fn flip_byte(path: &Path, offset: u64) {
-    let mut b = fs::read(path).unwrap();
-    b[offset as usize] ^= 0x40;
-    fs::write(path, b).unwrap();
-}
 
 fn first_chunk(repo: &Repository, root: &BlobId, path: &Path) -> BlobId {
     match restore::resolve(repo, root, path).unwrap().kind {
