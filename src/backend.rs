@@ -89,7 +89,10 @@ impl Local {
     /// Write `bytes` to `path` crash-safely: temp file in `tmp/`, fsync, rename, fsync dir.
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let (tmp, mut f) = self.temp_file()?;
-        f.write_all(bytes).at(&tmp)?;
+        if let Err(e) = f.write_all(bytes) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).at(&tmp);
+        }
         self.commit(tmp, f, path)
     }
 
@@ -102,10 +105,16 @@ impl Local {
 
     /// Make a finished temp file durable and give it its final name. If the target already
     /// exists it is replaced; names are content hashes, so its content is the same.
+    /// On failure the temp file is removed.
     pub fn commit(&self, tmp: PathBuf, f: File, path: &Path) -> Result<()> {
-        f.sync_all().at(&tmp)?;
-        drop(f);
-        fs::rename(&tmp, path).at(path)?;
+        let r = f.sync_all().at(&tmp).and_then(|()| {
+            drop(f);
+            fs::rename(&tmp, path).at(path)
+        });
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r?;
         sync_dir(path.parent().unwrap_or(&self.root))
     }
 

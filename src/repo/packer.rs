@@ -121,7 +121,13 @@ impl<'r> Packer<'r> {
         pack.write(&header)?;
         pack.write(&(header.len() as u32).to_le_bytes())?;
         let id = FileId(*pack.hasher.finalize().as_bytes());
-        let f = pack.out.into_inner().map_err(|e| e.into_error()).at(&pack.tmp)?;
+        let f = match pack.out.into_inner() {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&pack.tmp);
+                return Err(e.into_error()).at(&pack.tmp);
+            }
+        };
         self.repo.backend().commit(pack.tmp, f, &self.repo.backend().path(Dir::Data, &id))?;
         self.stats.packs += 1;
         self.stats.bytes += pack.len;
