@@ -32,12 +32,23 @@ impl Compressor {
     }
 }
 
+thread_local! {
+    /// One decompression context per thread (~100 KiB), reused: creating one per blob
+    /// cost ~4% of a restore of small files.
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Decompress a zstd frame that must expand to exactly `raw_len` bytes.
 pub fn decompress(data: &[u8], raw_len: usize, what: &'static str, id: &dyn std::fmt::Display) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(raw_len);
-    zstd::bulk::Decompressor::new()
-        .and_then(|mut d| d.decompress_to_buffer(data, &mut out))
-        .map_err(|e| Error::corrupt(what, id, format!("zstd: {e} (declared raw length {raw_len})")))?;
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("just set").decompress_to_buffer(data, &mut out)
+    })
+    .map_err(|e| Error::corrupt(what, id, format!("zstd: {e} (declared raw length {raw_len})")))?;
     if out.len() != raw_len {
         return Err(Error::corrupt(what, id, format!("decompressed to {} bytes, declared {raw_len}", out.len())));
     }
