@@ -117,6 +117,9 @@ class Tool:
 
 
 def measure(tool, cmd, cwd=None):
+    # Flush everything dirty first, so a step pays for its own writes (and fsyncs) and not
+    # for the writeback of an earlier step or tool.
+    sh(["sync"])
     with tempfile.NamedTemporaryFile("r") as t:
         p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", t.name, *map(str, cmd)], env=tool.env(), cwd=cwd,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

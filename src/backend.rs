@@ -56,15 +56,12 @@ impl Local {
 
     /// Create the directory skeleton (for `init`).
     pub fn create_layout(&self) -> Result<()> {
-        for d in ["keys", "index", "snapshots", "tmp"] {
+        // data/00..ff are created when their first pack is written: 256 empty
+        // directories cost a small repository ~1 MiB.
+        for d in ["keys", "index", "snapshots", "tmp", "data"] {
             let p = self.root.join(d);
             fs::create_dir_all(&p).at(&p)?;
         }
-        for b in 0..=255u8 {
-            let p = self.root.join("data").join(crate::id::hex(&[b]));
-            fs::create_dir_all(&p).at(&p)?;
-        }
-        sync_dir(&self.root.join("data"))?;
         sync_dir(&self.root)
     }
 
@@ -107,8 +104,10 @@ impl Local {
     /// exists it is replaced; names are content hashes, so its content is the same.
     /// On failure the temp file is removed.
     pub fn commit(&self, tmp: PathBuf, f: File, path: &Path) -> Result<()> {
+        let dir = path.parent().unwrap_or(&self.root);
         let r = f.sync_all().at(&tmp).and_then(|()| {
             drop(f);
+            self.ensure_dir(dir)?;
             fs::rename(&tmp, path).at(path)
         });
         if r.is_err() {
@@ -116,6 +115,18 @@ impl Local {
         }
         r?;
         sync_dir(path.parent().unwrap_or(&self.root))
+    }
+
+    /// Create a subdirectory of `data/` on first use, durably.
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(dir.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()), // a concurrent writer
+            Err(e) => Err(e).at(dir),
+        }
     }
 
     /// Ids of the files in `dir` (not `data`), skipping names that are not ids.

@@ -342,10 +342,10 @@ impl Ctx<'_> {
     /// no half-written file is left under the final name).
     fn file(&self, path: &Path, e: &Entry) -> bool {
         match self.write_file(path, e) {
-            Ok(n) => {
+            Ok((n, f)) => {
                 self.files.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(n, Ordering::Relaxed);
-                self.metadata(e, path);
+                self.apply_metadata(e, path, Some(&f));
                 true
             }
             Err(err) => {
@@ -358,19 +358,22 @@ impl Ctx<'_> {
         }
     }
 
-    fn write_file(&self, path: &Path, e: &Entry) -> Result<u64> {
+    fn write_file(&self, path: &Path, e: &Entry) -> Result<(u64, File)> {
         // Replace whatever is there, never write into it: an existing file may be a hard
-        // link to something else (even outside the target), a fifo or a device.
-        remove_existing(path).at(path)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .at(path)?;
+        // link to something else (even outside the target), a fifo or a device. O_EXCL
+        // first: in an empty target nothing is there, and that saves a lookup per file.
+        let create =
+            || OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path);
+        let mut f = match create() {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                remove_existing(path).at(path)?;
+                create().at(path)?
+            }
+            Err(e) => return Err(e).at(path),
+        };
         let Kind::File(content) = &e.kind else {
-            return Ok(0);
+            return Ok((0, f));
         };
         let written = self.write_content(&mut f, path, content)?;
         if written != e.size {
@@ -380,7 +383,7 @@ impl Ctx<'_> {
                 format!("chunks add up to {written} bytes, entry says {}", e.size),
             ));
         }
-        Ok(written)
+        Ok((written, f))
     }
 
     fn write_content(&self, f: &mut File, path: &Path, content: &Content) -> Result<u64> {
@@ -435,23 +438,47 @@ impl Ctx<'_> {
     /// before mode, because chown clears setuid/setgid; xattrs before mode, because a
     /// read-only mode would refuse them to a non-root user.
     fn metadata(&self, e: &Entry, path: &Path) {
+        self.apply_metadata(e, path, None)
+    }
+
+    /// [`Ctx::metadata`] through an open regular file when `file` is given: the same
+    /// steps without a path lookup each.
+    fn apply_metadata(&self, e: &Entry, path: &Path, file: Option<&File>) {
         let link = matches!(e.kind, Kind::Symlink(_));
         if self.root {
-            if let Err(err) = std::os::unix::fs::lchown(path, Some(self.uid(e)), Some(self.gid(e))) {
+            let (uid, gid) = (self.uid(e), self.gid(e));
+            let r = match file {
+                Some(f) => sys::fchown(f, uid, gid),
+                None => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
+            };
+            if let Err(err) = r {
                 self.report.warn(path, &format!("setting owner: {err}"));
             }
         }
         for (n, v) in &e.xattrs {
-            if let Err(err) = sys::set_xattr(path, n, v) {
+            let r = match file {
+                Some(f) => sys::fset_xattr(f, n, v),
+                None => sys::set_xattr(path, n, v),
+            };
+            if let Err(err) = r {
                 self.report.warn(path, &format!("setting xattr {}: {err}", String::from_utf8_lossy(n)));
             }
         }
         if !link {
-            if let Err(err) = fs::set_permissions(path, fs::Permissions::from_mode(e.mode)) {
+            let perms = fs::Permissions::from_mode(e.mode);
+            let r = match file {
+                Some(f) => f.set_permissions(perms),
+                None => fs::set_permissions(path, perms),
+            };
+            if let Err(err) = r {
                 self.report.warn(path, &format!("setting mode: {err}"));
             }
         }
-        if let Err(err) = sys::set_times(path, e.atime, e.mtime) {
+        let r = match file {
+            Some(f) => sys::futimens(f, e.atime, e.mtime),
+            None => sys::set_times(path, e.atime, e.mtime),
+        };
+        if let Err(err) = r {
             self.report.warn(path, &format!("setting times: {err}"));
         }
     }

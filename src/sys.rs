@@ -89,6 +89,33 @@ pub fn set_times(path: &Path, atime: Time, mtime: Time) -> io::Result<()> {
     check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
 }
 
+/// Set owner, xattrs and times through an open file (no path lookups).
+pub fn fchown(f: &std::fs::File, uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call.
+    check(unsafe { libc::fchown(f.as_raw_fd(), uid, gid) })
+}
+
+/// Set one extended attribute through an open file.
+pub fn fset_xattr(f: &std::fs::File, name: &[u8], value: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let cname =
+        CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    // SAFETY: open descriptor, valid C string, matching value pointer and length.
+    check(unsafe { libc::fsetxattr(f.as_raw_fd(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+}
+
+/// Set access and modification times through an open file.
+pub fn futimens(f: &std::fs::File, atime: Time, mtime: Time) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ts = [
+        libc::timespec { tv_sec: atime.sec as libc::time_t, tv_nsec: atime.nsec as libc::c_long },
+        libc::timespec { tv_sec: mtime.sec as libc::time_t, tv_nsec: mtime.nsec as libc::c_long },
+    ];
+    // SAFETY: open descriptor and a two-element timespec array.
+    check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
+}
+
 /// Name of user `uid`, if it has one.
 pub fn user_name(uid: u32) -> Option<Vec<u8>> {
     let mut buf = vec![0 as libc::c_char; 4096];
