@@ -24,7 +24,7 @@ if ((${#missing[@]})); then
 fi
 
 # Keep the tests away from a real user's configuration.
-unset CAIRN_REPO CAIRN_PASSWORD CAIRN_PASSWORD_FILE
+unset CAIRN_REPO CAIRN_PASSWORD CAIRN_PASSWORD_FILE CAIRN_MEMORY CAIRN_CACHE_DIR
 
 cargo test --lib
 
@@ -33,7 +33,7 @@ cargo build --quiet
 bin=target/debug/cairn
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export CAIRN_REPO="$work/repo" CAIRN_PASSWORD=e2e-password
+export CAIRN_REPO="$work/repo" CAIRN_PASSWORD=e2e-password CAIRN_CACHE_DIR="$work/cache"
 src="$work/src"
 mkdir -p "$src/sub"
 cp -a scripts src "$src/sub/" 2>/dev/null

@@ -221,6 +221,9 @@ pub fn backup(
         summary,
     };
     let id = repo.save_snapshot(&snapshot)?;
+    // Keep this backup's index entries in the local cache, so the next open need not
+    // read its index files again. Failing to is not a failure of the backup.
+    let _ = repo.index().spill();
     Ok(BackupResult { id, parent: snapshot.parent, snapshot })
 }
 

@@ -37,6 +37,8 @@ Environment:
   CAIRN_REPO           repository path (instead of -r)
   CAIRN_PASSWORD       repository password
   CAIRN_PASSWORD_FILE  file holding the password (instead of --password-file)
+  CAIRN_MEMORY         memory budget (instead of --memory)
+  CAIRN_CACHE_DIR      local cache directory (instead of --cache-dir)
 
 Without -r or CAIRN_REPO, cairn uses $XDG_DATA_HOME/cairn/repo
 (~/.local/share/cairn/repo).
@@ -54,6 +56,12 @@ pub struct Cli {
     /// Read the password from this file (first line) [default: $CAIRN_PASSWORD_FILE]
     #[arg(long, global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Memory budget for the whole process, e.g. 128M or 1G; at least 64M [default: $CAIRN_MEMORY, else 256M]
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Directory for local caches (the chunk index) [default: $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Print results as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -171,6 +179,10 @@ pub struct Env<'a> {
     pub password_file: Option<PathBuf>,
     /// Default repository location.
     pub default_repo: Option<PathBuf>,
+    /// Cache root (`CAIRN_CACHE_DIR`, else under `XDG_CACHE_HOME`); `None`: private temp caches.
+    pub cache_dir: Option<PathBuf>,
+    /// `CAIRN_MEMORY`.
+    pub memory: Option<String>,
     /// May we prompt on the terminal?
     pub interactive: bool,
     /// Set by SIGINT/SIGTERM.
@@ -181,14 +193,18 @@ impl<'a> Env<'a> {
     /// Read the real environment.
     pub fn from_process(cancel: &'a AtomicBool) -> Env<'a> {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-        let data_home = var("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+        let home_dir = |xdg: &str, fallback: &str| {
+            var(xdg).map(PathBuf::from).or_else(|| var("HOME").map(|h| PathBuf::from(h).join(fallback)))
+        };
         Env {
             repo: var("CAIRN_REPO").map(PathBuf::from),
             password: var("CAIRN_PASSWORD").map(|p| p.to_string_lossy().into_owned()),
             password_file: var("CAIRN_PASSWORD_FILE").map(PathBuf::from),
-            default_repo: data_home.map(|d| d.join("cairn/repo")),
+            default_repo: home_dir("XDG_DATA_HOME", ".local/share").map(|d| d.join("cairn/repo")),
+            cache_dir: var("CAIRN_CACHE_DIR")
+                .map(PathBuf::from)
+                .or_else(|| home_dir("XDG_CACHE_HOME", ".cache").map(|c| c.join("cairn"))),
+            memory: var("CAIRN_MEMORY").map(|m| m.to_string_lossy().into_owned()),
             interactive: std::io::stdin().is_terminal(),
             cancel,
         }
@@ -266,7 +282,12 @@ fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Repository> {
     if env.cancel.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Error::Interrupted.into());
     }
-    Ok(Repository::open(&path, pw.as_bytes())?)
+    let budget = match cli.memory.as_ref().or(env.memory.as_ref()) {
+        Some(s) => crate::budget::Budget::parse(s).map_err(|e| anyhow::anyhow!("--memory {e}"))?,
+        None => crate::budget::Budget::default(),
+    };
+    let opts = crate::repo::OpenOptions { cache_dir: cli.cache_dir.clone().or_else(|| env.cache_dir.clone()), budget };
+    Ok(Repository::open_with(&path, pw.as_bytes(), &opts)?)
 }
 
 /// Tell the user about damaged files the command had to skip.

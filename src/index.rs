@@ -1,155 +1,736 @@
 //! The chunk index: blob id -> where it is stored. Every lookup in cairn goes through
-//! [`Index`]; nothing else may assume where or how entries are kept.
+//! [`Index`]; nothing else assumes where or how entries are kept.
 //!
-//! This first implementation keeps the entries in a hash map in RAM: per entry 32 B id +
-//! 20 B value, about 60-110 B with the table's slack, plus 32 B per pack. The
-//! disk-spilling index (sorted runs with fences and filters, a fixed budget) replaces the
-//! inside of this type without changing its interface.
+//! Bounded memory at any repository size (docs/design.md, "Index"):
+//! - **runs** ([`run`]): immutable sorted files of 48-byte records in 4 KiB pages, in the
+//!   local cache directory; in RAM per run only a page fence (0.094 B per entry) and a
+//!   Bloom filter ([`filter`], ~10 bits = 1.25 B per entry, folded smaller when the budget
+//!   is tight). A lookup of a new id is almost always answered by the filters; a known
+//!   id costs about one page read, through a byte-budgeted page cache.
+//! - **memtable**: entries whose repository index file is durable, spilled as a sorted
+//!   run when it exceeds its budget (~80 B per entry charged).
+//! - **fresh**: entries of packs this process finished whose index file is not written
+//!   yet. They never reach a run: the cache must only vouch for blobs some repository
+//!   index lists (the packer writes an index file at least every 65,536 entries).
+//! - **pending**: ids claimed for writing, not yet in a finished pack.
+//! - **pack table**: pack ids by ordinal, on disk (32 B per pack, read with pread).
+//! - **manifest**: the runs and the repository index files they contain, so opening
+//!   reads only index files added since; a missing one means rebuild.
+//!
+//! Runs are merged while the older of the two newest is at most twice the newer, which
+//! keeps about log2(entries / memtable) runs. Without a cache directory (tests) the
+//! same structure lives in a temp directory removed on drop.
+
+pub mod filter;
+pub mod run;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
+use crate::error::{Error, IoContext, Result};
 use crate::format::index::{IndexEntry, Location};
-use crate::format::{BlobKind, Compression};
 use crate::id::{BlobId, FileId};
+use run::{Record, Run, RunWriter, PAGE};
 
-#[derive(Clone, Copy)]
-struct Packed {
-    pack: u32,
-    offset: u32,
-    stored_len: u32,
-    raw_len: u32,
-    kind: BlobKind,
-    compression: Compression,
+/// RAM charged per memtable or fresh entry: 32 B id + 20 B record + hash-table slack.
+pub const MEM_ENTRY_BYTES: usize = 96;
+/// Filter bits per entry for new runs (1% false positives), before budget folding.
+const FILTER_BITS: f64 = 10.0;
+/// Pages per input buffered during a merge (64 KiB).
+const MERGE_BUF_PAGES: usize = 16;
+const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNMAN";
+const MANIFEST_VERSION: u8 = 1;
+
+/// How much memory the index may use, and where its cache lives.
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    /// Cache directory for this repository (runs, pack table, manifest); `None` uses a
+    /// private temp directory, removed on drop.
+    pub dir: Option<PathBuf>,
+    /// Bytes for the memtable and fresh entries.
+    pub memtable_bytes: usize,
+    /// Bytes for all runs' filters and fences.
+    pub filter_bytes: usize,
+    /// Bytes for cached pages of runs.
+    pub page_cache_bytes: usize,
 }
 
-#[derive(Default)]
-struct Inner {
-    map: HashMap<BlobId, Packed>,
-    packs: Vec<FileId>,
-    pack_ordinals: HashMap<FileId, u32>,
-    /// Blobs handed to the pack writer in this process but not yet in a finished pack.
+impl IndexOptions {
+    /// Split an index share of the memory budget: 1/8 memtable, 1/8 page cache, the rest
+    /// filters and fences.
+    pub fn from_budget(dir: Option<PathBuf>, bytes: usize) -> IndexOptions {
+        IndexOptions { dir, memtable_bytes: bytes / 8, filter_bytes: bytes - bytes / 4, page_cache_bytes: bytes / 8 }
+    }
+}
+
+/// One cached 4 KiB page of a run.
+type Page = Arc<[u8; PAGE]>;
+
+struct RunEntry {
+    seq: u64,
+    run: Arc<Run>,
+}
+
+struct State {
+    mem: HashMap<BlobId, Record>,
+    /// Index files whose entries are all in `mem` (become "incorporated" on spill).
+    mem_sources: Vec<FileId>,
+    fresh: HashMap<BlobId, Record>,
     pending: HashSet<BlobId>,
+    runs: Vec<RunEntry>,
+    next_seq: u64,
+    /// Index files whose entries are all in runs.
+    incorporated: Vec<FileId>,
+    packs: File,
+    pack_count: u32,
+    /// Ordinals of packs added in this process (this process's packer, synced files).
+    recent_packs: HashMap<FileId, u32>,
 }
 
-/// Blob locations, safe to share between threads.
-#[derive(Default)]
+/// Blob locations; safe to share between threads.
 pub struct Index {
-    inner: RwLock<Inner>,
+    dir: PathBuf,
+    /// Keeps a private cache directory alive (removed on drop).
+    _temp: Option<tempfile::TempDir>,
+    /// Holds the cache directory's flock while open.
+    _lock: Option<File>,
+    opts: IndexOptions,
+    state: RwLock<State>,
+    /// Cached pages of runs by (run seq, page), within `page_cache_bytes`.
+    pages: Mutex<lru::LruCache<(u64, usize), Page>>,
 }
 
 impl Index {
-    /// An empty index.
-    pub fn new() -> Index {
-        Index::default()
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        // A poisoned lock means a panic elsewhere already failed the operation; the map
-        // itself is never left half-updated, so reading on is safe.
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Record where a blob is. The first location recorded for an id wins.
-    pub fn insert(&self, e: &IndexEntry) {
-        let mut g = self.write();
-        let inner = &mut *g;
-        let next = inner.packs.len() as u32;
-        let pack = *inner.pack_ordinals.entry(e.loc.pack).or_insert(next);
-        if pack == next {
-            inner.packs.push(e.loc.pack);
+    /// Open (or create) the index cache described by `opts`. The caller then brings it
+    /// up to date with [`Index::sync`].
+    pub fn open(opts: IndexOptions) -> Result<Index> {
+        // One process at a time per cache directory; another concurrent process (two
+        // backups at once) works in a private temp cache instead of sharing writers.
+        let locked = match &opts.dir {
+            Some(d) => {
+                fs::create_dir_all(d).at(d)?;
+                let lock_path = d.join("lock");
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&lock_path)
+                    .at(&lock_path)?;
+                crate::sys::try_lock(&f).at(&lock_path)?.then_some((d.clone(), f))
+            }
+            None => None,
+        };
+        let (dir, temp, lock) = match locked {
+            Some((d, f)) => (d, None, Some(f)),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("cairn-index-")
+                    .tempdir()
+                    .map_err(|e| Error::Io { path: std::env::temp_dir(), source: e })?;
+                (t.path().to_path_buf(), Some(t), None)
+            }
+        };
+        fs::create_dir_all(&dir).at(&dir)?;
+        let packs_path = dir.join("packs");
+        let packs = OpenOptions::new().read(true).append(true).create(true).open(&packs_path).at(&packs_path)?;
+        let pack_count = (packs.metadata().at(&packs_path)?.len() / 32) as u32;
+        let cap = std::num::NonZeroUsize::new((opts.page_cache_bytes / PAGE).max(1)).expect("non-zero");
+        let state = State {
+            mem: HashMap::new(),
+            mem_sources: Vec::new(),
+            fresh: HashMap::new(),
+            pending: HashSet::new(),
+            runs: Vec::new(),
+            next_seq: 1,
+            incorporated: Vec::new(),
+            packs,
+            pack_count,
+            recent_packs: HashMap::new(),
+        };
+        let ix = Index {
+            dir,
+            _temp: temp,
+            _lock: lock,
+            opts,
+            state: RwLock::new(state),
+            pages: Mutex::new(lru::LruCache::new(cap)),
+        };
+        if ix.load_manifest().is_err() {
+            ix.reset()?;
         }
-        inner.pending.remove(&e.id);
-        inner.map.entry(e.id).or_insert(Packed {
-            pack,
-            offset: e.loc.offset,
-            stored_len: e.loc.stored_len,
-            raw_len: e.loc.raw_len,
-            kind: e.loc.kind,
-            compression: e.loc.compression,
-        });
+        Ok(ix)
+    }
+}
+
+impl Index {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A poisoned lock means a panic elsewhere already failed the operation; the state
+        // is only changed by whole assignments, so reading on is safe.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("run-{seq:08}"))
+    }
+
+    /// Forget everything cached: no runs, an empty pack table.
+    fn reset(&self) -> Result<()> {
+        let mut s = self.write();
+        for r in s.runs.drain(..) {
+            let _ = fs::remove_file(&r.run.path);
+        }
+        s.incorporated.clear();
+        s.mem.clear();
+        s.mem_sources.clear();
+        s.packs.set_len(0).at(self.dir.join("packs"))?;
+        s.pack_count = 0;
+        s.recent_packs.clear();
+        self.save_manifest(&s)
+    }
+
+    /// Manifest: magic, version, next run seq, runs (seq), incorporated index files.
+    fn save_manifest(&self, s: &State) -> Result<()> {
+        let mut v = MANIFEST_MAGIC.to_vec();
+        v.push(MANIFEST_VERSION);
+        v.extend_from_slice(&s.next_seq.to_le_bytes());
+        v.extend_from_slice(&(s.runs.len() as u64).to_le_bytes());
+        for r in &s.runs {
+            v.extend_from_slice(&r.seq.to_le_bytes());
+        }
+        v.extend_from_slice(&(s.incorporated.len() as u64).to_le_bytes());
+        for f in &s.incorporated {
+            v.extend_from_slice(&f.0);
+        }
+        v.extend_from_slice(&s.pack_count.to_le_bytes());
+        let tmp = self.dir.join("manifest.tmp");
+        let path = self.dir.join("manifest");
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(&v).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        fs::rename(&tmp, &path).at(&path)?;
+        crate::backend::sync_dir(&self.dir)
+    }
+
+    fn load_manifest(&self) -> Result<()> {
+        let path = self.dir.join("manifest");
+        let b = fs::read(&path).at(&path)?;
+        let bad = || Error::corrupt("index cache", path.display(), "bad manifest");
+        let mut r = crate::format::Reader::new(&b, "index cache", &"manifest");
+        if r.raw(8).map_err(|_| bad())? != MANIFEST_MAGIC || r.u8()? != MANIFEST_VERSION {
+            return Err(bad());
+        }
+        let next_seq = r.u64()?;
+        let n = r.u64()?;
+        let n = r.count(n, 8)?;
+        let mut seqs = Vec::with_capacity(n);
+        for _ in 0..n {
+            seqs.push(r.u64()?);
+        }
+        let m = r.u64()?;
+        let m = r.count(m, 32)?;
+        let mut incorporated = Vec::with_capacity(m);
+        for _ in 0..m {
+            incorporated.push(FileId(r.id32()?));
+        }
+        let pack_count = r.u32()?;
+        r.finish()?;
+        let mut s = self.write();
+        if pack_count > s.pack_count {
+            return Err(bad()); // pack table shorter than the runs need
+        }
+        s.pack_count = pack_count;
+        s.packs.set_len(pack_count as u64 * 32).at(self.dir.join("packs"))?;
+        let budget = self.opts.filter_bytes / seqs.len().max(1);
+        for seq in seqs {
+            let run = Run::open(&self.run_path(seq), budget)?;
+            s.runs.push(RunEntry { seq, run: Arc::new(run) });
+        }
+        s.next_seq = next_seq;
+        s.incorporated = incorporated;
+        drop(s);
+        // Leftovers of an interrupted spill or merge: runs the manifest does not name.
+        self.remove_unlisted_runs();
+        Ok(())
+    }
+}
+
+impl Index {
+    fn remove_unlisted_runs(&self) {
+        let s = self.read();
+        let listed: HashSet<PathBuf> = s.runs.iter().map(|r| r.run.path.clone()).collect();
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if (name.starts_with("run-") && !listed.contains(&p)) || name.ends_with(".tmp") {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
+    }
+
+    /// Bring the cache up to date with the repository's index files: read only those not
+    /// incorporated yet (`read` decodes one); if one incorporated earlier is gone, rebuild.
+    /// Files `read` fails on are returned (with the error) and left for the next time.
+    pub fn sync(
+        &self,
+        repo_files: &[FileId],
+        read: &mut dyn FnMut(&FileId) -> Result<Vec<IndexEntry>>,
+    ) -> Result<Vec<(FileId, Error)>> {
+        let have: HashSet<FileId> = repo_files.iter().copied().collect();
+        let stale = self.read().incorporated.iter().any(|f| !have.contains(f));
+        if stale {
+            self.reset()?;
+        }
+        let known: HashSet<FileId> = {
+            let s = self.read();
+            s.incorporated.iter().chain(s.mem_sources.iter()).copied().collect()
+        };
+        let mut failed = Vec::new();
+        for f in repo_files.iter().filter(|f| !known.contains(f)) {
+            match read(f) {
+                Ok(entries) => {
+                    let mut s = self.write();
+                    for e in &entries {
+                        let rec = self.record(&mut s, e)?;
+                        s.mem.entry(e.id).or_insert(rec);
+                    }
+                    s.mem_sources.push(*f);
+                    drop(s);
+                    self.maybe_spill()?;
+                }
+                Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => failed.push((*f, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        self.spill()?;
+        Ok(failed)
+    }
+
+    /// The pack ordinal for `pack`, appending it to the pack table if new here.
+    fn ordinal(&self, s: &mut State, pack: FileId) -> Result<u32> {
+        if let Some(o) = s.recent_packs.get(&pack) {
+            return Ok(*o);
+        }
+        let o = s.pack_count;
+        s.packs.write_all(&pack.0).at(self.dir.join("packs"))?;
+        s.pack_count += 1;
+        s.recent_packs.insert(pack, o);
+        Ok(o)
+    }
+
+    fn record(&self, s: &mut State, e: &IndexEntry) -> Result<Record> {
+        let pack = self.ordinal(s, e.loc.pack)?;
+        Ok(Record::new(e.id.0, pack, e.loc.offset, e.loc.stored_len, e.loc.raw_len, e.loc.kind, e.loc.compression))
+    }
+
+    fn pack_id(&self, s: &State, ordinal: u32) -> Result<FileId> {
+        let mut b = [0u8; 32];
+        s.packs.read_exact_at(&mut b, ordinal as u64 * 32).at(self.dir.join("packs"))?;
+        Ok(FileId(b))
+    }
+
+    fn location(&self, s: &State, r: &Record) -> Result<Location> {
+        let bad = || {
+            Error::corrupt(
+                "index cache",
+                self.dir.display(),
+                "record out of range (the cache is rebuilt on the next open)",
+            )
+        };
+        if r.pack >= s.pack_count {
+            return Err(bad());
+        }
+        Ok(Location {
+            pack: self.pack_id(s, r.pack)?,
+            offset: r.offset,
+            stored_len: r.stored_len(),
+            raw_len: r.raw_len,
+            kind: r.kind(),
+            compression: r.compression().ok_or_else(bad)?,
+        })
+    }
+
+    /// Look `id` up in the runs, newest first.
+    fn find_in_runs(&self, s: &State, id: &BlobId) -> Result<Option<Record>> {
+        for r in s.runs.iter().rev() {
+            if !r.run.may_contain(&id.0) {
+                continue;
+            }
+            let seq = r.seq;
+            let run = &r.run;
+            let found = run.find(&id.0, &mut |p| {
+                if let Some(page) = self.pages.lock().unwrap_or_else(|e| e.into_inner()).get(&(seq, p)) {
+                    return Ok(page.clone());
+                }
+                let page: Arc<[u8; PAGE]> = Arc::from(*run.read_page(p)?);
+                self.pages.lock().unwrap_or_else(|e| e.into_inner()).put((seq, p), page.clone());
+                Ok(page)
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// Where a blob is stored, if it is in a finished pack.
     pub fn get(&self, id: &BlobId) -> Option<Location> {
-        let g = self.read();
-        let p = g.map.get(id)?;
-        Some(Location {
-            pack: g.packs[p.pack as usize],
-            offset: p.offset,
-            stored_len: p.stored_len,
-            raw_len: p.raw_len,
-            kind: p.kind,
-            compression: p.compression,
-        })
+        self.try_get(id).ok().flatten()
     }
 
-    /// Is the blob stored or about to be?
+    /// [`Index::get`] that reports a read error of the cache.
+    pub fn try_get(&self, id: &BlobId) -> Result<Option<Location>> {
+        let s = self.read();
+        let rec = match s.fresh.get(id).or_else(|| s.mem.get(id)) {
+            Some(r) => Some(*r),
+            None => self.find_in_runs(&s, id)?,
+        };
+        rec.map(|r| self.location(&s, &r)).transpose()
+    }
+
+    /// Is the blob stored or pending? (A cache read error counts as "no".)
     pub fn contains(&self, id: &BlobId) -> bool {
-        let g = self.read();
-        g.map.contains_key(id) || g.pending.contains(id)
+        let s = self.read();
+        s.pending.contains(id)
+            || s.fresh.contains_key(id)
+            || s.mem.contains_key(id)
+            || matches!(self.find_in_runs(&s, id), Ok(Some(_)))
     }
 
     /// Claim a blob for writing: true if it is neither stored nor pending (and marks it
-    /// pending), false if someone already stored or claimed it. This is the dedup decision.
+    /// pending), false if it is stored or someone claimed it. This is the dedup decision.
+    /// A cache read error counts as "not stored": storing a blob twice wastes space, a
+    /// false "stored" would lose data.
     pub fn claim(&self, id: &BlobId) -> bool {
-        if self.contains(id) {
-            return false;
+        {
+            let s = self.read();
+            if s.pending.contains(id) || s.fresh.contains_key(id) || s.mem.contains_key(id) {
+                return false;
+            }
+            if matches!(self.find_in_runs(&s, id), Ok(Some(_))) {
+                return false;
+            }
         }
-        let mut g = self.write();
-        !g.map.contains_key(id) && g.pending.insert(*id)
+        let mut s = self.write();
+        !(s.fresh.contains_key(id) || s.mem.contains_key(id)) && s.pending.insert(*id)
     }
 
-    /// Forget a claim whose blob was never written (an interrupted backup).
+    /// Forget a claim whose blob was never written.
     pub fn unclaim(&self, id: &BlobId) {
         self.write().pending.remove(id);
     }
 
-    /// Number of stored blobs known.
+    /// Record where a blob of a just-finished pack is (its index file is not written yet).
+    pub fn insert(&self, e: &IndexEntry) {
+        let mut s = self.write();
+        s.pending.remove(&e.id);
+        if let Ok(rec) = self.record(&mut s, e) {
+            s.fresh.entry(e.id).or_insert(rec);
+        }
+    }
+
+    /// The index file `file` listing `entries` is durable in the repository: those entries
+    /// may now be cached in runs.
+    pub fn indexed(&self, file: FileId, entries: &[IndexEntry]) -> Result<()> {
+        {
+            let mut s = self.write();
+            for e in entries {
+                if let Some(rec) = s.fresh.remove(&e.id) {
+                    s.mem.entry(e.id).or_insert(rec);
+                }
+            }
+            s.mem_sources.push(file);
+        }
+        self.maybe_spill()
+    }
+
+    fn maybe_spill(&self) -> Result<()> {
+        if self.read().mem.len() * MEM_ENTRY_BYTES > self.opts.memtable_bytes {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Write the memtable as a run (sorted), record it in the manifest, merge if due.
+    pub fn spill(&self) -> Result<()> {
+        let mut s = self.write();
+        if s.mem.is_empty() && s.mem_sources.is_empty() {
+            return Ok(());
+        }
+        if !s.mem.is_empty() {
+            let mut recs: Vec<Record> = s.mem.values().copied().collect();
+            recs.sort_unstable_by_key(|r| r.id);
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            let path = self.run_path(seq);
+            let mut w = RunWriter::create(path.with_extension("tmp"), recs.len() as u64, FILTER_BITS)?;
+            for r in &recs {
+                w.push(r)?;
+            }
+            drop(recs);
+            s.packs.sync_all().at(self.dir.join("packs"))?;
+            w.finish(&path)?;
+            let run = Run::open(&path, usize::MAX)?;
+            s.runs.push(RunEntry { seq, run: Arc::new(run) });
+            s.mem.clear();
+            s.mem.shrink_to_fit();
+        }
+        let sources = std::mem::take(&mut s.mem_sources);
+        s.incorporated.extend(sources);
+        self.merge_due(&mut s)?;
+        self.fit_filters(&mut s)?;
+        self.save_manifest(&s)?;
+        drop(s);
+        self.remove_unlisted_runs();
+        Ok(())
+    }
+
+    /// Merge the two newest runs while the older is at most twice the newer.
+    fn merge_due(&self, s: &mut State) -> Result<()> {
+        while s.runs.len() >= 2 {
+            let n = s.runs.len();
+            if s.runs[n - 2].run.count > 2 * s.runs[n - 1].run.count {
+                break;
+            }
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            let path = self.run_path(seq);
+            let (a, b) = (s.runs[n - 2].run.clone(), s.runs[n - 1].run.clone());
+            let out = RunWriter::create(path.with_extension("tmp"), a.count + b.count, FILTER_BITS)?;
+            run::merge(&[&a, &b], MERGE_BUF_PAGES, out, &path)?;
+            let merged = Run::open(&path, usize::MAX)?;
+            s.runs.truncate(n - 2);
+            s.runs.push(RunEntry { seq, run: Arc::new(merged) });
+        }
+        Ok(())
+    }
+
+    /// Fold the largest filters until all runs' fences and filters fit the budget.
+    fn fit_filters(&self, s: &mut State) -> Result<()> {
+        loop {
+            let total: usize = s.runs.iter().map(|r| r.run.ram()).sum();
+            if total <= self.opts.filter_bytes {
+                return Ok(());
+            }
+            let Some(big) = s.runs.iter_mut().max_by_key(|r| r.run.filter_bytes()) else { return Ok(()) };
+            if big.run.filter_bytes() <= filter::BLOCK {
+                return Ok(()); // fences alone exceed the budget: nothing more to give
+            }
+            let folded = Arc::get_mut(&mut big.run).is_some_and(|r| r.fold_filter());
+            if !folded {
+                // Shared with a reader: reopen with half the filter.
+                let budget = big.run.filter_bytes() / 2;
+                big.run = Arc::new(Run::open(&big.run.path, budget)?);
+            }
+        }
+    }
+
+    /// Blobs known (runs may count a blob more than once if stored twice).
     pub fn len(&self) -> usize {
-        self.read().map.len()
+        let s = self.read();
+        s.fresh.len() + s.mem.len() + s.runs.iter().map(|r| r.run.count as usize).sum::<usize>()
     }
 
     /// True if no blob is known.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// RAM held by the index's bounded parts, in bytes (for reports and tests).
+    pub fn ram(&self) -> usize {
+        let s = self.read();
+        (s.fresh.len() + s.mem.len() + s.pending.len()) * MEM_ENTRY_BYTES
+            + s.runs.iter().map(|r| r.run.ram()).sum::<usize>()
+    }
+
+    /// Number of runs (for tests and reports).
+    pub fn runs(&self) -> usize {
+        self.read().runs.len()
+    }
+}
+
+impl Index {
+    /// A private index in a temp directory with a generous budget (tests, one-off use).
+    pub fn temporary() -> Result<Index> {
+        Index::open(IndexOptions::from_budget(None, 64 << 20))
+    }
+
+    /// The cache directory in use.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::{BlobKind, Compression};
+    use proptest::prelude::*;
 
-    fn entry(i: u8, pack: u8) -> IndexEntry {
+    fn entry(id: [u8; 32], pack: u8, off: u32) -> IndexEntry {
         IndexEntry {
-            id: BlobId([i; 32]),
+            id: BlobId(id),
             loc: Location {
                 pack: FileId([pack; 32]),
-                offset: i as u32,
-                stored_len: 50,
-                raw_len: 10,
+                offset: off,
+                stored_len: 100,
+                raw_len: 60,
                 kind: BlobKind::Data,
-                compression: Compression::None,
+                compression: Compression::Zstd,
             },
         }
     }
 
+    fn opts(dir: &Path, memtable_entries: usize) -> IndexOptions {
+        IndexOptions {
+            dir: Some(dir.to_path_buf()),
+            memtable_bytes: memtable_entries * MEM_ENTRY_BYTES,
+            filter_bytes: 1 << 20,
+            page_cache_bytes: 8 * PAGE,
+        }
+    }
+
+    /// A fake repository: index files by id.
+    #[derive(Default)]
+    struct Files(Vec<(FileId, Vec<IndexEntry>)>);
+
+    impl Files {
+        fn ids(&self) -> Vec<FileId> {
+            self.0.iter().map(|f| f.0).collect()
+        }
+        fn open(&self, o: IndexOptions) -> Index {
+            let ix = Index::open(o).unwrap();
+            let failed =
+                ix.sync(&self.ids(), &mut |id| Ok(self.0.iter().find(|f| f.0 == *id).unwrap().1.clone())).unwrap();
+            assert!(failed.is_empty());
+            ix
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u8, u8),
+        Restart,
+        Lookup([u8; 32]),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (any::<u8>(), 1u8..4).prop_map(|(n, p)| Op::Insert(n, p)),
+            1 => Just(Op::Restart),
+            2 => proptest::array::uniform32(any::<u8>()).prop_map(Op::Lookup),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20))]
+        /// Lookups in the spilled, merged, restarted structure equal a plain map.
+        #[test]
+        fn equals_a_map_across_spills_merges_and_restarts(ops in proptest::collection::vec(op(), 1..60)) {
+            let t = tempfile::tempdir().unwrap();
+            let mut files = Files::default();
+            let mut model: HashMap<BlobId, Location> = HashMap::new();
+            let mut ix = files.open(opts(t.path(), 7));
+            let mut counter = 0u32;
+            for op in ops {
+                match op {
+                    Op::Insert(n, pack) => {
+                        // A batch of n new ids in one "index file", as the packer does.
+                        let batch: Vec<IndexEntry> = (0..n as u32 % 40 + 1).map(|_| {
+                            counter += 1;
+                            entry(*blake3::hash(&counter.to_le_bytes()).as_bytes(), pack, counter)
+                        }).collect();
+                        for e in &batch {
+                            prop_assert!(ix.claim(&e.id));
+                            ix.insert(e);
+                            model.insert(e.id, e.loc);
+                        }
+                        let file = FileId(*blake3::hash(format!("file{counter}").as_bytes()).as_bytes());
+                        files.0.push((file, batch.clone()));
+                        ix.indexed(file, &batch).unwrap();
+                    }
+                    Op::Restart => {
+                        drop(ix);
+                        ix = files.open(opts(t.path(), 7));
+                    }
+                    Op::Lookup(id) => prop_assert_eq!(ix.get(&BlobId(id)), model.get(&BlobId(id)).copied()),
+                }
+                for (id, loc) in model.iter().take(25) {
+                    prop_assert_eq!(ix.get(id), Some(*loc));
+                    prop_assert!(!ix.claim(id));
+                }
+            }
+            for (id, loc) in &model {
+                prop_assert_eq!(ix.get(id), Some(*loc));
+            }
+            prop_assert!(ix.runs() <= 2 + (model.len() as f64 / 7.0).log2().ceil().max(0.0) as usize, "runs: {}", ix.runs());
+        }
+    }
+
     #[test]
-    fn claim_insert_get() {
-        let ix = Index::new();
-        assert!(ix.claim(&BlobId([1; 32])));
-        assert!(!ix.claim(&BlobId([1; 32])));
-        assert!(ix.get(&BlobId([1; 32])).is_none());
-        ix.insert(&entry(1, 7));
-        ix.insert(&entry(2, 7));
-        ix.insert(&entry(3, 8));
-        assert_eq!(ix.get(&BlobId([3; 32])).unwrap(), entry(3, 8).loc);
-        assert_eq!(ix.get(&BlobId([1; 32])).unwrap().pack, FileId([7; 32]));
-        assert!(!ix.claim(&BlobId([2; 32])));
-        assert_eq!(ix.len(), 3);
+    fn a_vanished_index_file_means_rebuild_and_leftovers_are_cleaned() {
+        let t = tempfile::tempdir().unwrap();
+        let mut files = Files::default();
+        let a: Vec<IndexEntry> = (0..50u32).map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), 1, i)).collect();
+        let b: Vec<IndexEntry> = (50..90u32).map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), 2, i)).collect();
+        files.0.push((FileId([1; 32]), a.clone()));
+        files.0.push((FileId([2; 32]), b.clone()));
+        let ix = files.open(opts(t.path(), 10));
+        assert!(ix.runs() >= 1);
+        drop(ix);
+        // An interrupted merge or spill leaves files the manifest does not name.
+        fs::write(t.path().join("run-99999999"), b"half a run").unwrap();
+        fs::write(t.path().join("run-00000042.tmp"), b"tmp").unwrap();
+        // A prune removed file A: its blobs must no longer be found.
+        files.0.remove(0);
+        let ix = files.open(opts(t.path(), 10));
+        assert!(a.iter().all(|e| ix.get(&e.id).is_none()));
+        assert!(b.iter().all(|e| ix.get(&e.id) == Some(e.loc)));
+        assert!(!t.path().join("run-99999999").exists() && !t.path().join("run-00000042.tmp").exists());
+    }
+
+    #[test]
+    fn a_damaged_cache_is_rebuilt() {
+        let t = tempfile::tempdir().unwrap();
+        let mut files = Files::default();
+        let a: Vec<IndexEntry> = (0..300u32).map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), 1, i)).collect();
+        files.0.push((FileId([1; 32]), a.clone()));
+        drop(files.open(opts(t.path(), 1000)));
+        for e in fs::read_dir(t.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().unwrap().to_string_lossy().starts_with("run-") {
+                fs::write(&p, b"damaged").unwrap();
+            }
+        }
+        let ix = files.open(opts(t.path(), 1000));
+        assert!(a.iter().all(|e| ix.get(&e.id) == Some(e.loc)));
+    }
+
+    #[test]
+    fn fresh_entries_never_reach_the_cache_before_their_index_file() {
+        let t = tempfile::tempdir().unwrap();
+        let files = Files::default();
+        let ix = files.open(opts(t.path(), 1));
+        let e = entry([9; 32], 1, 9);
+        assert!(ix.claim(&e.id));
+        ix.insert(&e);
+        assert_eq!(ix.get(&e.id), Some(e.loc));
+        ix.spill().unwrap();
+        drop(ix);
+        // The process died before writing the index file: the cache must not vouch for it.
+        let ix = files.open(opts(t.path(), 1));
+        assert_eq!(ix.get(&e.id), None);
+        assert!(ix.claim(&e.id));
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod backup;
+pub mod budget;
 pub mod check;
 pub mod chunker;
 pub mod cli;

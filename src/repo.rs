@@ -25,10 +25,20 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{self, Node};
 use crate::format::{blob_aad, BlobKind, Compression, FileKind};
 use crate::id::{BlobId, FileId};
-use crate::index::Index;
+use crate::index::{Index, IndexOptions};
 
 /// Open pack files kept for reads. File descriptors, not memory: 64 of them.
 const OPEN_PACKS: usize = 64;
+
+/// How to open a repository.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Root of the local caches (the index cache goes in `<root>/<repo id>/index`);
+    /// `None` keeps the index in a private temp directory for this process.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// The memory budget.
+    pub budget: crate::budget::Budget,
+}
 
 /// Settings for `init`.
 pub struct InitOptions {
@@ -107,6 +117,11 @@ impl Repository {
 
     /// Unlock the repository at `path` with `password` and load its index.
     pub fn open(path: &Path, password: &[u8]) -> Result<Repository> {
+        Repository::open_with(path, password, &OpenOptions::default())
+    }
+
+    /// [`Repository::open`] with a cache directory and a memory budget.
+    pub fn open_with(path: &Path, password: &[u8], opts: &OpenOptions) -> Result<Repository> {
         let backend = Local::new(path);
         let cfg_path = backend.config_path();
         let cfg_bytes = match std::fs::read(&cfg_path) {
@@ -118,11 +133,13 @@ impl Repository {
         };
         let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
         let (keys, config) = unlock(&backend, password, sealed)?;
+        let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
+        let index = Index::open(IndexOptions::from_budget(cache, opts.budget.index_bytes()))?;
         let repo = Repository {
             backend,
             keys,
             config,
-            index: Index::new(),
+            index,
             open_packs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))),
             problems: Mutex::new(Vec::new()),
         };
@@ -150,14 +167,11 @@ impl Repository {
     }
 
     fn load_index(&self) -> Result<()> {
-        for id in self.backend.list(Dir::Index)? {
-            match self.read_index_file(&id) {
-                Ok(entries) => entries.iter().for_each(|e| self.index.insert(e)),
-                // Damage is skipped and reported; a newer format is fatal: this cairn must not
-                // write into a repository it only half understands.
-                Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => self.problem(&e),
-                Err(e) => return Err(e),
-            }
+        let files = self.backend.list(Dir::Index)?;
+        // Damage is skipped and reported (sync returns it); a newer format is fatal: this
+        // cairn must not write into a repository it only half understands.
+        for (_, e) in self.index.sync(&files, &mut |id| self.read_index_file(id))? {
+            self.problem(&e);
         }
         Ok(())
     }

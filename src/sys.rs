@@ -116,6 +116,23 @@ pub fn futimens(f: &std::fs::File, atime: Time, mtime: Time) -> io::Result<()> {
     check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
 }
 
+/// Try to take an exclusive advisory lock on `f` without waiting; false if another
+/// process holds it. Released when the file is closed.
+pub fn try_lock(f: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 /// Name of user `uid`, if it has one.
 pub fn user_name(uid: u32) -> Option<Vec<u8>> {
     let mut buf = vec![0 as libc::c_char; 4096];

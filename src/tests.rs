@@ -1,6 +1,7 @@
 //! Cross-module scenarios, in process: backup -> restore equality, dedup, incremental
 //! backups, damaged and hostile repositories, interruption, concurrency, the CLI.
 
+mod budget;
 mod cli;
 mod compat;
 mod damage;

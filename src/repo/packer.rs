@@ -161,8 +161,10 @@ impl<'r> Packer<'r> {
 
     fn write_index(&mut self) -> Result<()> {
         for part in self.unindexed.chunks_mut(index_format::MAX_ENTRIES) {
-            self.repo.write_sealed_file(FileKind::Index, Dir::Index, &index_format::encode(part))?;
+            let id = self.repo.write_sealed_file(FileKind::Index, Dir::Index, &index_format::encode(part))?;
             self.stats.index_files += 1;
+            // Only now may the local cache keep these entries (they are in a durable file).
+            self.repo.index().indexed(id, part)?;
         }
         self.unindexed.clear();
         self.unindexed_packs = 0;

@@ -21,6 +21,8 @@ fn cairn(repo: &Path, password: &str, args: &[&str]) -> Out {
         password: Some(password.into()),
         password_file: None,
         default_repo: None,
+        cache_dir: None,
+        memory: None,
         interactive: false,
         cancel: &cancel,
     };

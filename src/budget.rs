@@ -1,0 +1,62 @@
+//! One memory budget for the whole process (`--memory`, `CAIRN_MEMORY`), split among the
+//! consumers that grow with the work. docs/design.md ("Memory budget") gives the split
+//! and what each part does at its limit.
+
+/// The smallest budget cairn accepts.
+pub const MIN: usize = 64 << 20;
+/// The default budget.
+pub const DEFAULT: usize = 256 << 20;
+
+/// A memory budget in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget(pub usize);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget(DEFAULT)
+    }
+}
+
+impl Budget {
+    /// The chunk index: 3/8 (96 MiB at the default), split by [`crate::index::IndexOptions`]
+    /// into filters and fences, memtable and page cache.
+    pub fn index_bytes(&self) -> usize {
+        self.0 / 8 * 3
+    }
+
+    /// Parse `256M`, `1G`, `128MiB`, `1073741824`...; refuses less than [`MIN`].
+    pub fn parse(s: &str) -> Result<Budget, String> {
+        let t = s.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(digits);
+        let n: usize = num.parse().map_err(|_| format!("{s}: not a size (like 256M or 1G)"))?;
+        let mult: usize = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" | "KIB" => 1 << 10,
+            "M" | "MB" | "MIB" => 1 << 20,
+            "G" | "GB" | "GIB" => 1 << 30,
+            "T" | "TB" | "TIB" => 1 << 40,
+            _ => return Err(format!("{s}: unknown unit (use K, M, G or T)")),
+        };
+        let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s}: too large"))?;
+        if bytes < MIN {
+            return Err(format!("{s}: the memory budget must be at least 64M"));
+        }
+        Ok(Budget(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(Budget::parse("256M").unwrap().0, 256 << 20);
+        assert_eq!(Budget::parse("1GiB").unwrap().0, 1 << 30);
+        assert_eq!(Budget::parse("128mib").unwrap().0, 128 << 20);
+        assert!(Budget::parse("32M").is_err());
+        assert!(Budget::parse("12Q").is_err());
+        assert!(Budget::parse("").is_err());
+    }
+}

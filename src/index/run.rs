@@ -1,0 +1,493 @@
+//! Immutable sorted runs of index records: the on-disk part of the chunk index.
+//!
+//! ```text
+//! page 0             header: "CAIRNRUN" version(1) pad(7) count(u64) pages(u64) filter_words(u64)
+//! pages 1..=pages    85 records of 48 bytes each, sorted by id, zero-padded to 4096 bytes
+//! fence              pages x u64: the first 8 bytes (big-endian) of each page's first id
+//! filter             filter_words x u64 (see filter.rs)
+//! ```
+//! A record: id (32) | pack ordinal (u32) | offset (u32) | stored length with the blob kind
+//! in bit 31 and the compression in bits 29-30 (u32) | raw length (u32), little-endian.
+//!
+//! In RAM per run: the fence (8 bytes per page, 0.094 B per entry) and the filter (its
+//! bits per entry, folded to fit the budget). A lookup costs the filter test and, for a
+//! "maybe", one page read (4 KiB, usually from the page cache). Runs are a cache of the
+//! repository's index files: any inconsistency means "rebuild", never an error for the user.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::filter::Filter;
+use crate::error::{Error, IoContext, Result};
+use crate::format::{BlobKind, Compression};
+
+/// Bytes per record.
+pub const RECORD: usize = 48;
+/// Bytes per page.
+pub const PAGE: usize = 4096;
+/// Records per page.
+pub const PER_PAGE: usize = PAGE / RECORD;
+const MAGIC: &[u8; 8] = b"CAIRNRUN";
+const VERSION: u8 = 1;
+
+/// One index entry as a run stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Blob id.
+    pub id: [u8; 32],
+    /// Ordinal in the cache's pack table.
+    pub pack: u32,
+    /// Offset in the pack.
+    pub offset: u32,
+    /// Stored length (low 29 bits), compression (bits 29-30), kind (bit 31).
+    pub stored: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+}
+
+impl Record {
+    /// Pack a location's fields into a record.
+    pub fn new(
+        id: [u8; 32],
+        pack: u32,
+        offset: u32,
+        stored_len: u32,
+        raw_len: u32,
+        kind: BlobKind,
+        compression: Compression,
+    ) -> Record {
+        debug_assert!(stored_len < 1 << 29);
+        let stored = stored_len | ((compression as u32) << 29) | ((kind as u32) << 31);
+        Record { id, pack, offset, stored, raw_len }
+    }
+
+    /// Stored length.
+    pub fn stored_len(&self) -> u32 {
+        self.stored & ((1 << 29) - 1)
+    }
+
+    /// Blob kind.
+    pub fn kind(&self) -> BlobKind {
+        if self.stored >> 31 == 1 {
+            BlobKind::Tree
+        } else {
+            BlobKind::Data
+        }
+    }
+
+    /// Compression, if the bits are valid.
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_u8(((self.stored >> 29) & 3) as u8)
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        out[..32].copy_from_slice(&self.id);
+        out[32..36].copy_from_slice(&self.pack.to_le_bytes());
+        out[36..40].copy_from_slice(&self.offset.to_le_bytes());
+        out[40..44].copy_from_slice(&self.stored.to_le_bytes());
+        out[44..48].copy_from_slice(&self.raw_len.to_le_bytes());
+    }
+
+    fn read(b: &[u8]) -> Record {
+        let u = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Record { id: b[..32].try_into().expect("32 bytes"), pack: u(32), offset: u(36), stored: u(40), raw_len: u(44) }
+    }
+}
+
+/// The first 8 bytes of an id as a big-endian number: ids sort like their prefixes.
+pub fn prefix(id: &[u8; 32]) -> u64 {
+    u64::from_be_bytes(id[..8].try_into().expect("8 bytes"))
+}
+
+fn bad(path: &Path, why: &str) -> Error {
+    Error::corrupt("index cache", path.display(), why)
+}
+
+/// Writes a run from records in strictly ascending id order.
+pub struct RunWriter {
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    page: Vec<u8>,
+    in_page: usize,
+    count: u64,
+    fence: Vec<u64>,
+    filter: Filter,
+    last: Option<[u8; 32]>,
+}
+
+impl RunWriter {
+    /// Start a run at `tmp` for about `expected` records with a filter of
+    /// `bits_per_entry` (0 for none: a one-block filter that says "maybe" to all).
+    pub fn create(tmp: PathBuf, expected: u64, bits_per_entry: f64) -> Result<RunWriter> {
+        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&tmp)?;
+        let mut out = BufWriter::with_capacity(1 << 16, f);
+        out.write_all(&[0u8; PAGE]).at(&tmp)?; // header, rewritten at the end
+        let filter =
+            if bits_per_entry > 0.0 { Filter::with_capacity(expected, bits_per_entry) } else { Filter::saturated() };
+        Ok(RunWriter { tmp, out, page: vec![0u8; PAGE], in_page: 0, count: 0, fence: Vec::new(), filter, last: None })
+    }
+
+    /// Append the next record.
+    pub fn push(&mut self, r: &Record) -> Result<()> {
+        if self.last.is_some_and(|l| l >= r.id) {
+            return Err(Error::InvalidInput("index run records out of order".into()));
+        }
+        self.last = Some(r.id);
+        if self.in_page == 0 {
+            self.fence.push(prefix(&r.id));
+        }
+        r.write(&mut self.page[self.in_page * RECORD..(self.in_page + 1) * RECORD]);
+        self.in_page += 1;
+        self.count += 1;
+        self.filter.insert(&r.id);
+        if self.in_page == PER_PAGE {
+            self.flush_page()?;
+        }
+        Ok(())
+    }
+
+    fn flush_page(&mut self) -> Result<()> {
+        self.page[self.in_page * RECORD..].fill(0);
+        self.out.write_all(&self.page).at(&self.tmp)?;
+        self.in_page = 0;
+        Ok(())
+    }
+
+    /// Write fence, filter and header; fsync; rename to `path`. Returns the record count.
+    pub fn finish(mut self, path: &Path) -> Result<u64> {
+        if self.in_page > 0 {
+            self.flush_page()?;
+        }
+        for f in &self.fence {
+            self.out.write_all(&f.to_le_bytes()).at(&self.tmp)?;
+        }
+        for w in self.filter.words() {
+            self.out.write_all(&w.to_le_bytes()).at(&self.tmp)?;
+        }
+        let mut header = vec![0u8; PAGE];
+        header[..8].copy_from_slice(MAGIC);
+        header[8] = VERSION;
+        header[16..24].copy_from_slice(&self.count.to_le_bytes());
+        header[24..32].copy_from_slice(&(self.fence.len() as u64).to_le_bytes());
+        header[32..40].copy_from_slice(&(self.filter.words().len() as u64).to_le_bytes());
+        let f = self.out.into_inner().map_err(|e| e.into_error()).at(&self.tmp)?;
+        f.write_all_at(&header, 0).at(&self.tmp)?;
+        f.sync_all().at(&self.tmp)?;
+        std::fs::rename(&self.tmp, path).at(path)?;
+        Ok(self.count)
+    }
+}
+
+/// An open run: its file, fence and filter.
+pub struct Run {
+    /// Where it is.
+    pub path: PathBuf,
+    file: File,
+    /// Records in it.
+    pub count: u64,
+    fence: Vec<u64>,
+    filter: Filter,
+}
+
+impl Run {
+    /// Open a run, folding its filter until it is at most `filter_budget` bytes.
+    pub fn open(path: &Path, filter_budget: usize) -> Result<Run> {
+        let file = File::open(path).at(path)?;
+        let len = file.metadata().at(path)?.len();
+        let mut header = vec![0u8; PAGE];
+        file.read_exact_at(&mut header, 0).map_err(|_| bad(path, "short header"))?;
+        if &header[..8] != MAGIC || header[8] != VERSION {
+            return Err(bad(path, "not a run of this version"));
+        }
+        let u = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
+        let (count, pages, words) = (u(16), u(24), u(32));
+        let expect = (1 + pages) * PAGE as u64 + pages * 8 + words * 8;
+        if len != expect || count > pages * PER_PAGE as u64 || count + (PER_PAGE as u64) <= pages * PER_PAGE as u64 {
+            return Err(bad(path, "sizes do not add up"));
+        }
+        let mut tail = vec![0u8; (pages * 8 + words * 8) as usize];
+        file.read_exact_at(&mut tail, (1 + pages) * PAGE as u64).at(path)?;
+        let (fb, wb) = tail.split_at(pages as usize * 8);
+        let fence: Vec<u64> = fb.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let words: Vec<u64> = wb.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let mut filter = Filter::from_words(words).ok_or_else(|| bad(path, "bad filter size"))?;
+        while filter.bytes() > filter_budget && filter.fold() {}
+        Ok(Run { path: path.to_path_buf(), file, count, fence, filter })
+    }
+
+    /// Bytes of RAM this run holds (fence + filter).
+    pub fn ram(&self) -> usize {
+        self.fence.len() * 8 + self.filter.bytes()
+    }
+
+    /// Bytes of the filter alone.
+    pub fn filter_bytes(&self) -> usize {
+        self.filter.bytes()
+    }
+
+    /// Halve the filter in place; false if it is down to one block.
+    pub fn fold_filter(&mut self) -> bool {
+        self.filter.fold()
+    }
+
+    /// Number of data pages.
+    pub fn pages(&self) -> usize {
+        self.fence.len()
+    }
+
+    /// Records in page `p`.
+    fn page_len(&self, p: usize) -> usize {
+        if p + 1 < self.fence.len() {
+            PER_PAGE
+        } else {
+            self.count as usize - p * PER_PAGE
+        }
+    }
+
+    /// Read page `p` (4 KiB).
+    pub fn read_page(&self, p: usize) -> Result<Box<[u8; PAGE]>> {
+        let mut b = Box::new([0u8; PAGE]);
+        self.file.read_exact_at(&mut b[..], ((1 + p) * PAGE) as u64).at(&self.path)?;
+        Ok(b)
+    }
+
+    /// Could the run hold `id`? (The filter; false means certainly not.)
+    pub fn may_contain(&self, id: &[u8; 32]) -> bool {
+        self.filter.may_contain(id)
+    }
+
+    /// Find `id`, reading pages through `page`. Pages whose fence prefix ties with the
+    /// id's are all searched, so correctness does not depend on prefixes being unique.
+    pub fn find(
+        &self,
+        id: &[u8; 32],
+        page: &mut dyn FnMut(usize) -> Result<std::sync::Arc<[u8; PAGE]>>,
+    ) -> Result<Option<Record>> {
+        let key = prefix(id);
+        let mut p = self.fence.partition_point(|f| *f <= key);
+        while p > 0 {
+            p -= 1;
+            let data = page(p)?;
+            let n = self.page_len(p);
+            let recs = &data[..n * RECORD];
+            let found = bsearch(recs, n, id);
+            match found {
+                Ok(i) => return Ok(Some(Record::read(&recs[i * RECORD..(i + 1) * RECORD]))),
+                // The id sorts before this page's first record only if they share the
+                // prefix: then it may be in the previous page.
+                Err(0) if self.fence[p] == key => continue,
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Iterate all records in order, reading `buf_pages` pages at a time.
+    pub fn iter(&self, buf_pages: usize) -> RunIter<'_> {
+        RunIter { run: self, buf: Vec::new(), pos: 0, next_page: 0, buf_pages: buf_pages.max(1) }
+    }
+}
+
+fn bsearch(recs: &[u8], n: usize, id: &[u8; 32]) -> std::result::Result<usize, usize> {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match recs[mid * RECORD..mid * RECORD + 32].cmp(&id[..]) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Ok(mid),
+        }
+    }
+    Err(lo)
+}
+
+/// Sequential reader over a run (for merges); memory: `buf_pages` x 4 KiB.
+pub struct RunIter<'r> {
+    run: &'r Run,
+    buf: Vec<Record>,
+    pos: usize,
+    next_page: usize,
+    buf_pages: usize,
+}
+
+impl RunIter<'_> {
+    /// The next record, or `None` at the end.
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
+        if self.pos == self.buf.len() {
+            if self.next_page >= self.run.pages() {
+                return Ok(None);
+            }
+            let end = (self.next_page + self.buf_pages).min(self.run.pages());
+            let mut bytes = vec![0u8; (end - self.next_page) * PAGE];
+            // Positional reads: several readers may share the run's descriptor.
+            self.run.file.read_exact_at(&mut bytes, ((1 + self.next_page) * PAGE) as u64).at(&self.run.path)?;
+            self.buf.clear();
+            for (i, page) in bytes.chunks_exact(PAGE).enumerate() {
+                let n = self.run.page_len(self.next_page + i);
+                self.buf.extend(page[..n * RECORD].chunks_exact(RECORD).map(Record::read));
+            }
+            self.next_page = end;
+            self.pos = 0;
+        }
+        self.pos += 1;
+        Ok(Some(self.buf[self.pos - 1]))
+    }
+}
+
+/// Merge `runs` (oldest first) into `out`: a k-way merge holding `buf_pages` pages per
+/// input. An id present in several runs keeps the record of the newest. Returns the
+/// number of records written.
+pub fn merge(runs: &[&Run], buf_pages: usize, mut out: RunWriter, path: &Path) -> Result<u64> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut iters: Vec<RunIter<'_>> = runs.iter().map(|r| r.iter(buf_pages)).collect();
+    // Heap of (id, newest-first order, record): equal ids pop newest first.
+    let mut heap = BinaryHeap::new();
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(r) = it.next_record()? {
+            heap.push(Reverse((r.id, Reverse(i), r)));
+        }
+    }
+    let mut last: Option<[u8; 32]> = None;
+    while let Some(Reverse((id, Reverse(i), r))) = heap.pop() {
+        if last != Some(id) {
+            out.push(&r)?;
+            last = Some(id);
+        }
+        if let Some(n) = iters[i].next_record()? {
+            heap.push(Reverse((n.id, Reverse(i), n)));
+        }
+    }
+    out.finish(path)
+}
+
+impl PartialOrd for Record {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Record {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.id, self.pack, self.offset, self.stored, self.raw_len).cmp(&(
+            other.id,
+            other.pack,
+            other.offset,
+            other.stored,
+            other.raw_len,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn rec(id: [u8; 32], n: u32) -> Record {
+        Record::new(
+            id,
+            n,
+            n * 3,
+            100 + n % 1000,
+            n,
+            if n % 2 == 0 { BlobKind::Data } else { BlobKind::Tree },
+            Compression::Zstd,
+        )
+    }
+
+    fn write_run(dir: &Path, name: &str, recs: &BTreeMap<[u8; 32], Record>, bits: f64) -> Run {
+        let path = dir.join(name);
+        let mut w = RunWriter::create(dir.join(format!("{name}.tmp")), recs.len() as u64, bits).unwrap();
+        for r in recs.values() {
+            w.push(r).unwrap();
+        }
+        w.finish(&path).unwrap();
+        Run::open(&path, usize::MAX).unwrap()
+    }
+
+    fn find(run: &Run, id: &[u8; 32]) -> Option<Record> {
+        run.find(id, &mut |p| run.read_page(p).map(|b| Arc::from(*b))).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn lookups_equal_a_sorted_map(ids in proptest::collection::btree_set(proptest::array::uniform32(any::<u8>()), 0..600), probes in proptest::collection::vec(proptest::array::uniform32(any::<u8>()), 0..50), bits in prop_oneof![Just(0.0), Just(10.0)]) {
+            let t = tempfile::tempdir().unwrap();
+            let map: BTreeMap<[u8; 32], Record> = ids.iter().enumerate().map(|(i, id)| (*id, rec(*id, i as u32))).collect();
+            let run = write_run(t.path(), "r", &map, bits);
+            prop_assert_eq!(run.count, map.len() as u64);
+            for (id, r) in &map {
+                prop_assert_eq!(find(&run, id), Some(*r));
+            }
+            for id in &probes {
+                prop_assert_eq!(find(&run, id), map.get(id).copied());
+            }
+            let mut it = run.iter(3);
+            let mut all = vec![];
+            while let Some(r) = it.next_record().unwrap() { all.push(r); }
+            prop_assert_eq!(all, map.values().copied().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn ties_on_the_eight_byte_prefix_are_searched() {
+        // 300 ids sharing one 8-byte prefix span several pages.
+        let t = tempfile::tempdir().unwrap();
+        let map: BTreeMap<[u8; 32], Record> = (0..300u32)
+            .map(|i| {
+                let mut id = [7u8; 32];
+                id[8..12].copy_from_slice(&i.to_be_bytes());
+                (id, rec(id, i))
+            })
+            .collect();
+        let run = write_run(t.path(), "r", &map, 10.0);
+        assert!(run.pages() > 3);
+        for (id, r) in &map {
+            assert_eq!(find(&run, id), Some(*r));
+        }
+        let mut absent = [7u8; 32];
+        absent[8..12].copy_from_slice(&5000u32.to_be_bytes());
+        assert_eq!(find(&run, &absent), None);
+    }
+
+    #[test]
+    fn merge_keeps_the_newest_and_folding_keeps_correctness() {
+        let t = tempfile::tempdir().unwrap();
+        let ids: Vec<[u8; 32]> = (0..2000u32).map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes()).collect();
+        let old: BTreeMap<_, _> = ids[..1500].iter().map(|id| (*id, rec(*id, 1))).collect();
+        let new: BTreeMap<_, _> = ids[1000..].iter().map(|id| (*id, rec(*id, 2))).collect();
+        let (a, b) = (write_run(t.path(), "a", &old, 10.0), write_run(t.path(), "b", &new, 10.0));
+        let out = RunWriter::create(t.path().join("m.tmp"), 2500, 10.0).unwrap();
+        assert_eq!(merge(&[&a, &b], 2, out, &t.path().join("m")).unwrap(), 2000);
+        // A budget far below the filter's size: folded, still exact.
+        let m = Run::open(&t.path().join("m"), 64).unwrap();
+        assert!(m.ram() <= 64 + m.pages() * 8);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(find(&m, id).unwrap().pack, if i < 1000 { 1 } else { 2 });
+        }
+    }
+
+    #[test]
+    fn damaged_runs_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let map: BTreeMap<_, _> = (0..100u32)
+            .map(|i| {
+                let id = *blake3::hash(&i.to_le_bytes()).as_bytes();
+                (id, rec(id, i))
+            })
+            .collect();
+        write_run(t.path(), "r", &map, 10.0);
+        let p = t.path().join("r");
+        let len = std::fs::metadata(&p).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 8).unwrap();
+        assert!(Run::open(&p, usize::MAX).is_err());
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(Run::open(&p, usize::MAX).is_err());
+    }
+}
