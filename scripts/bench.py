@@ -27,6 +27,7 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CAIRN = ROOT / "target/release/cairn"
 CORPUS = ROOT / "target/release/cairn-corpus"
+INDEXBENCH = ROOT / "target/release/cairn-indexbench"
 PASSWORD = "bench-password"
 MIB = 1024 * 1024
 
@@ -172,6 +173,7 @@ def main():
     ap.add_argument("--files", type=int, help="small files in the main corpus")
     ap.add_argument("--large-mib", type=int, help="MiB of large files in the main corpus")
     ap.add_argument("--series", help="comma-separated file counts for the memory series")
+    ap.add_argument("--index-series", help="comma-separated entry counts for cairn's index benchmark")
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args()
     tools_wanted = a.tools.split(",")
@@ -238,7 +240,35 @@ def main():
     for t in tools:
         shutil.rmtree(t.repo, ignore_errors=True)
 
+    # cairn's own chunk index at scale: synthetic entries through the real load path.
+    index_rows = []
+    if "cairn" in tools_wanted:
+        for n in [int(float(x)) for x in (a.index_series or ("1e6,1e7" if a.quick else "1e6,1e7,1e8")).split(",") if x]:
+            d = work / "indexbench"
+            p = subprocess.run([INDEXBENCH, "--entries", str(n), "--dir", d], capture_output=True, text=True, check=True)
+            shutil.rmtree(d, ignore_errors=True)
+            r = __import__("json").loads(p.stdout.strip().splitlines()[-1])
+            index_rows.append(r)
+            print(f"index    {n:>12} entries: {r['inserts_per_s']:.0f} inserts/s, {r['negative_lookups_per_s']:.0f} negative "
+                  f"and {r['positive_lookups_per_s']:.0f} positive lookups/s, {r['index_ram_per_entry']:.2f} B/entry, "
+                  f"{r['runs']} runs, peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB", file=sys.stderr, flush=True)
+
     write_outputs(out, rows, [t.name for t in tools], {t.name: t.version() for t in tools}, a, files, large)
+    if index_rows:
+        cols = list(index_rows[0].keys())
+        with open(out / "index.tsv", "w") as f:
+            f.write("\t".join(cols) + "\n")
+            for r in index_rows:
+                f.write("\t".join(str(r[c]) for c in cols) + "\n")
+        lines = ["", "### cairn's chunk index (synthetic entries, default 256M budget, one core)", "",
+                 "| entries | load (inserts/s) | negative lookups/s | positive lookups/s | runs | index RAM per entry | peak RSS (MiB) |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in index_rows:
+            lines.append(f"| {r['entries']:,} | {r['inserts_per_s']:,.0f} | {r['negative_lookups_per_s']:,.0f} | "
+                         f"{r['positive_lookups_per_s']:,.0f} | {r['runs']} | {r['index_ram_per_entry']:.2f} B | {r['peak_rss_kib'] / 1024:.1f} |")
+        with open(out / "table.md", "a") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n".join(lines))
     if not a.no_plots:
         plots(out, rows, [t.name for t in tools])
     print(f"bench: results in {out}", file=sys.stderr)

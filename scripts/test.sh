@@ -90,7 +90,7 @@ cmp "$big/f6" "$work/out-big$big/f6"
 echo "end-to-end: 2 passed, 0 failed"
 
 echo "== benchmark smoke run (checks scripts/bench works; measures nothing)"
-scripts/bench --tools cairn --files 300 --large-mib 8 --series 200 --no-plots \
+scripts/bench --tools cairn --files 300 --large-mib 8 --series 200 --index-series 20000 --no-plots \
     --work "$work/bench" --out "$work/bench-out" >/dev/null 2>"$work/bench.log" || { cat "$work/bench.log"; exit 1; }
 for step in "1 first backup" "2 unchanged" "3 after changes" "4 restore" "backup 200 files"; do
     grep -q "$step" "$work/bench-out/results.tsv" || { echo "bench smoke: no '$step' row"; exit 1; }

@@ -413,17 +413,18 @@ impl Index {
     /// A cache read error counts as "not stored": storing a blob twice wastes space, a
     /// false "stored" would lose data.
     pub fn claim(&self, id: &BlobId) -> bool {
-        {
-            let s = self.read();
-            if s.pending.contains(id) || s.fresh.contains_key(id) || s.mem.contains_key(id) {
-                return false;
-            }
-            if matches!(self.find_in_runs(&s, id), Ok(Some(_))) {
-                return false;
-            }
-        }
+        // One decision under one lock: checking the runs under a read lock and then
+        // re-checking the rest under the write lock let a spill (another thread moving an
+        // entry from the memtable into a run) slip between the two, and the blob was
+        // stored twice. New ids are rejected by the filters without I/O, so this is cheap.
         let mut s = self.write();
-        !(s.fresh.contains_key(id) || s.mem.contains_key(id)) && s.pending.insert(*id)
+        if s.pending.contains(id) || s.fresh.contains_key(id) || s.mem.contains_key(id) {
+            return false;
+        }
+        if matches!(self.find_in_runs(&s, id), Ok(Some(_))) {
+            return false;
+        }
+        s.pending.insert(*id)
     }
 
     /// Forget a claim whose blob was never written.
