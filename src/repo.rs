@@ -312,14 +312,14 @@ impl Repository {
 
     /// Read a blob: look it up, read it, decrypt, decompress and verify its id.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.index.get(id).ok_or_else(|| Error::NotFound { what: "blob", id: id.to_hex() })?;
+        let loc = self.index.try_get(id)?.ok_or_else(|| Error::NotFound { what: "blob", id: id.to_hex() })?;
         let sealed = self.read_sealed_blob(&loc)?;
         self.open_blob(id, &loc, &sealed)
     }
 
     /// Read and decode a tree node.
     pub fn read_tree(&self, id: &BlobId) -> Result<Node> {
-        let loc = self.index.get(id).ok_or_else(|| Error::NotFound { what: "tree", id: id.to_hex() })?;
+        let loc = self.index.try_get(id)?.ok_or_else(|| Error::NotFound { what: "tree", id: id.to_hex() })?;
         if loc.kind != BlobKind::Tree {
             return Err(Error::corrupt("tree", id, "index lists it as a data blob"));
         }
