@@ -87,7 +87,7 @@ struct State {
     incorporated: Vec<FileId>,
     packs: File,
     pack_count: u32,
-    /// Ordinals of packs added in this process (this process's packer, synced files).
+    /// Ordinals of packs added since the last spill (~80 B each).
     recent_packs: HashMap<FileId, u32>,
 }
 
@@ -489,6 +489,9 @@ impl Index {
         }
         let sources = std::mem::take(&mut s.mem_sources);
         s.incorporated.extend(sources);
+        // Bounded by the packs of one memtable: a pack seen again later (its entries span
+        // two index files) just gets a second ordinal.
+        s.recent_packs.clear();
         self.merge_due(&mut s)?;
         self.fit_filters(&mut s)?;
         self.save_manifest(&s)?;
