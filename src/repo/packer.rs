@@ -22,6 +22,9 @@ use crate::id::FileId;
 
 /// Write an index file after this many finished packs...
 const INDEX_EVERY_PACKS: usize = 4;
+/// ...or this many entries (each waits in RAM twice: here, ~84 B, and as a "fresh" entry
+/// of the index, ~80 B, until its index file is durable)...
+const INDEX_EVERY_ENTRIES: usize = 16_384;
 /// ...or when the oldest unindexed pack is this old.
 const INDEX_EVERY: Duration = Duration::from_secs(30);
 
@@ -152,7 +155,7 @@ impl<'r> Packer<'r> {
         let oldest = *self.oldest_unindexed.get_or_insert_with(Instant::now);
         if self.unindexed_packs >= INDEX_EVERY_PACKS
             || oldest.elapsed() >= INDEX_EVERY
-            || self.unindexed.len() >= index_format::MAX_ENTRIES
+            || self.unindexed.len() >= INDEX_EVERY_ENTRIES
         {
             self.write_index()?;
         }
