@@ -18,10 +18,12 @@ impl Default for Budget {
 }
 
 impl Budget {
-    /// The chunk index: 3/8 (96 MiB at the default), split by [`crate::index::IndexOptions`]
-    /// into filters and fences, memtable and page cache.
+    /// The chunk index: 5/8 (160 MiB at the default), split by
+    /// [`crate::index::IndexOptions`] into filters and fences (3/4: ~9.6 bits per entry at
+    /// 10^8 entries), memtable and page cache. The rest covers the fixed consumers (the
+    /// backup pipeline, tree nodes) and the KDF's transient 32 MiB at unlock.
     pub fn index_bytes(&self) -> usize {
-        self.0 / 8 * 3
+        self.0 / 8 * 5
     }
 
     /// Parse `256M`, `1G`, `128MiB`, `1073741824`...; refuses less than [`MIN`].

@@ -316,9 +316,12 @@ impl Index {
             s.incorporated.iter().chain(s.mem_sources.iter()).copied().collect()
         };
         let mut failed = Vec::new();
+        let before = Self::run_entries(&self.read());
+        let mut loaded = 0u64;
         for f in repo_files.iter().filter(|f| !known.contains(f)) {
             match read(f) {
                 Ok(entries) => {
+                    loaded += entries.len() as u64;
                     let mut s = self.write();
                     for e in &entries {
                         let rec = self.record(&mut s, e)?;
@@ -333,7 +336,44 @@ impl Index {
             }
         }
         self.spill()?;
+        // After a rebuild or a large catch-up, one run: a lookup then tests one filter.
+        if loaded > before && self.runs() > 1 {
+            self.compact()?;
+        }
         Ok(failed)
+    }
+
+    /// Merge every run into one (bounded buffers; the filter sized from the budget).
+    pub fn compact(&self) -> Result<()> {
+        let mut s = self.write();
+        if s.runs.len() < 2 {
+            return Ok(());
+        }
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let path = self.run_path(seq);
+        let runs: Vec<Arc<Run>> = s.runs.iter().map(|r| r.run.clone()).collect();
+        let total = Self::run_entries(&s);
+        // The old filters are dropped before the new one is built, so the peak stays
+        // within the budget: lookups meanwhile still find every entry (fence and pages).
+        for r in s.runs.iter_mut() {
+            if let Some(run) = Arc::get_mut(&mut r.run) {
+                run.drop_filter();
+            }
+        }
+        let out = RunWriter::create(path.with_extension("tmp"), total, self.filter_bits(total))?;
+        let refs: Vec<&Run> = runs.iter().map(|r| r.as_ref()).collect();
+        run::merge(&refs, MERGE_BUF_PAGES, out, &path)?;
+        drop(refs);
+        drop(runs);
+        let merged = Run::open(&path, usize::MAX)?;
+        s.runs.clear();
+        s.runs.push(RunEntry { seq, run: Arc::new(merged) });
+        self.fit_filters(&mut s)?;
+        self.save_manifest(&s)?;
+        drop(s);
+        self.remove_unlisted_runs();
+        Ok(())
     }
 
     /// The pack ordinal for `pack`, appending it to the pack table if new here.
@@ -494,7 +534,8 @@ impl Index {
             let seq = s.next_seq;
             s.next_seq += 1;
             let path = self.run_path(seq);
-            let mut w = RunWriter::create(path.with_extension("tmp"), recs.len() as u64, FILTER_BITS)?;
+            let bits = self.filter_bits(Self::run_entries(&s) + recs.len() as u64);
+            let mut w = RunWriter::create(path.with_extension("tmp"), recs.len() as u64, bits)?;
             for r in &recs {
                 w.push(r)?;
             }
@@ -530,7 +571,8 @@ impl Index {
             s.next_seq += 1;
             let path = self.run_path(seq);
             let (a, b) = (s.runs[n - 2].run.clone(), s.runs[n - 1].run.clone());
-            let out = RunWriter::create(path.with_extension("tmp"), a.count + b.count, FILTER_BITS)?;
+            let bits = self.filter_bits(Self::run_entries(s));
+            let out = RunWriter::create(path.with_extension("tmp"), a.count + b.count, bits)?;
             run::merge(&[&a, &b], MERGE_BUF_PAGES, out, &path)?;
             let merged = Run::open(&path, usize::MAX)?;
             s.runs.truncate(n - 2);
@@ -539,24 +581,38 @@ impl Index {
         Ok(())
     }
 
-    /// Fold the largest filters until all runs' fences and filters fit the budget.
+    /// Filter bits per entry for a run written now, when the runs will hold `total`
+    /// entries in all: the filter budget, less the fences (8/85 B per entry), spread over
+    /// every entry, at most FILTER_BITS; below 2 bits no filter is kept (fence only).
+    fn filter_bits(&self, total: u64) -> f64 {
+        let fences = total as f64 * 8.0 / run::PER_PAGE as f64;
+        let bits = (self.opts.filter_bytes as f64 - fences).max(0.0) * 8.0 / total.max(1) as f64;
+        if bits < 2.0 {
+            0.0
+        } else {
+            bits.min(FILTER_BITS)
+        }
+    }
+
+    fn run_entries(s: &State) -> u64 {
+        s.runs.iter().map(|r| r.run.count).sum()
+    }
+
+    /// Keep all runs' fences and filters within the budget (after the budget shrank
+    /// since the runs were written): rebuild the largest filter smaller, from one scan.
     fn fit_filters(&self, s: &mut State) -> Result<()> {
-        loop {
+        for _ in 0..s.runs.len() * 2 {
             let total: usize = s.runs.iter().map(|r| r.run.ram()).sum();
             if total <= self.opts.filter_bytes {
                 return Ok(());
             }
+            let bits = self.filter_bits(Self::run_entries(s));
             let Some(big) = s.runs.iter_mut().max_by_key(|r| r.run.filter_bytes()) else { return Ok(()) };
-            if big.run.filter_bytes() <= filter::BLOCK {
-                return Ok(()); // fences alone exceed the budget: nothing more to give
-            }
-            let folded = Arc::get_mut(&mut big.run).is_some_and(|r| r.fold_filter());
-            if !folded {
-                // Shared with a reader: reopen with half the filter.
-                let budget = big.run.filter_bytes() / 2;
-                big.run = Arc::new(Run::open(&big.run.path, budget)?);
-            }
+            let mut run = Run::open(&big.run.path, 0)?;
+            run.refilter(bits)?;
+            big.run = Arc::new(run);
         }
+        Ok(())
     }
 
     /// Blobs known (runs may count a blob more than once if stored twice).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 fn main() {
     cairn::sys::default_sigpipe();
+    cairn::sys::bound_allocator();
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal ends the process at once, as users expect from a stuck Ctrl-C.

@@ -231,6 +231,17 @@ pub fn default_sigpipe() {
     }
 }
 
+/// Make glibc serve every allocation of 4 MiB or more with its own mapping, returned to
+/// the system when freed. By default the threshold adapts upwards (to 32 MiB) after large
+/// frees, and the index's filters and merge buffers, allocated and freed repeatedly, then
+/// came from the heap, where freed memory stayed resident: RSS beyond the budget.
+pub fn bound_allocator() {
+    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 /// `OsStr` from bytes.
 pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)

@@ -22,6 +22,7 @@ fn id(i: u64, salt: u64) -> BlobId {
 }
 
 fn main() {
+    cairn::sys::bound_allocator();
     let args: Vec<String> = std::env::args().collect();
     let get = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let entries: u64 = get("--entries").and_then(|v| v.parse::<f64>().ok()).map_or(1_000_000, |v| v as u64);

@@ -2,49 +2,53 @@
 //!
 //! Ids are keyed BLAKE3 and so uniformly distributed: the filter takes its bit positions
 //! straight from the id's bytes, no hashing. Blocks are 64 bytes (one cache line); a
-//! lookup touches one block and tests K bits in it. The number of blocks is a power of
-//! two, so a filter can be *folded* to half its size (block i OR block i + n/2) when the
-//! memory budget is smaller than the filter was built for: it stays correct (no false
-//! negatives), only less selective.
+//! lookup touches one block (chosen by multiply-shift, so any number of blocks works and
+//! filters are sized exactly) and tests k bits in it, k chosen for the bits per entry.
 //!
 //! Cost: `bits_per_entry / 8` bytes per entry; false-positive rate about 0.6185^bits
 //! (1% at 9.6 bits). Correctness never depends on the filter: a "maybe" is always
 //! confirmed against the run's records.
 
-/// Bits tested per lookup.
-const K: usize = 6;
+/// Most bits tested per lookup (7 x 9-bit positions fit one 64-bit word of the id).
+pub const MAX_K: u32 = 7;
 /// Bytes per block.
 pub const BLOCK: usize = 64;
 
 /// The filter; `bits` is a whole number of 64-byte blocks, a power of two of them.
 pub struct Filter {
     bits: Vec<u64>,
-    mask: u64,
+    blocks: u64,
+    /// Bits tested per lookup: chosen for the bits per entry (about ln 2 times them).
+    k: u32,
 }
 
 impl Filter {
-    /// An empty filter with room for `entries` at about `bits_per_entry` bits each: the
-    /// power-of-two number of blocks nearest (on a log scale) to what that needs.
+    /// An empty filter with room for `entries` at `bits_per_entry` bits each.
     pub fn with_capacity(entries: u64, bits_per_entry: f64) -> Filter {
-        let want = ((entries as f64 * bits_per_entry) / (BLOCK as f64 * 8.0)).max(1.0);
-        let up = (want as u64).next_power_of_two().max(1);
-        let blocks = if (up as f64) > want * std::f64::consts::SQRT_2 { (up / 2).max(1) } else { up };
-        Filter { bits: vec![0; (blocks as usize) * BLOCK / 8], mask: blocks - 1 }
+        let blocks = ((entries as f64 * bits_per_entry) / (BLOCK as f64 * 8.0)).ceil().max(1.0) as u64;
+        let actual = (blocks as f64 * BLOCK as f64 * 8.0) / (entries.max(1) as f64);
+        let k = (actual * std::f64::consts::LN_2).round().clamp(1.0, MAX_K as f64) as u32;
+        Filter { bits: vec![0; (blocks as usize) * BLOCK / 8], blocks, k }
+    }
+
+    /// Bits tested per lookup.
+    pub fn k(&self) -> u32 {
+        self.k
     }
 
     /// A one-block filter with every bit set: "maybe" for every id (no filter at all, for
     /// runs built when the budget leaves nothing for filters).
     pub fn saturated() -> Filter {
-        Filter { bits: vec![u64::MAX; BLOCK / 8], mask: 0 }
+        Filter { bits: vec![u64::MAX; BLOCK / 8], blocks: 1, k: 1 }
     }
 
-    /// Rebuild from serialized words (the number of blocks must be a power of two).
-    pub fn from_words(bits: Vec<u64>) -> Option<Filter> {
+    /// Rebuild from serialized words (whole blocks).
+    pub fn from_words(bits: Vec<u64>, k: u32) -> Option<Filter> {
         let blocks = (bits.len() * 8 / BLOCK) as u64;
-        if blocks == 0 || !blocks.is_power_of_two() || bits.len() * 8 % BLOCK != 0 {
+        if blocks == 0 || bits.len() * 8 % BLOCK != 0 || !(1..=MAX_K).contains(&k) {
             return None;
         }
-        Some(Filter { bits, mask: blocks - 1 })
+        Some(Filter { bits, blocks, k })
     }
 
     /// The serialized words.
@@ -57,48 +61,31 @@ impl Filter {
         self.bits.len() * 8
     }
 
-    fn positions(id: &[u8; 32]) -> (u64, [u16; K]) {
+    /// The block's first word and the id's bit positions (up to seven independent 9-bit
+    /// fields of one 64-bit word of the id; the first `k` are used).
+    fn positions(&self, id: &[u8; 32]) -> (usize, u64) {
         let block = u64::from_le_bytes(id[16..24].try_into().expect("8 bytes"));
-        // Six independent 9-bit positions from one 64-bit word of the id.
         let bits = u64::from_le_bytes(id[24..32].try_into().expect("8 bytes"));
-        let mut pos = [0u16; K];
-        for (i, p) in pos.iter_mut().enumerate() {
-            *p = ((bits >> (9 * i)) & 511) as u16;
-        }
-        (block, pos)
+        let b = ((block as u128 * self.blocks as u128) >> 64) as usize;
+        (b * (BLOCK / 8), bits)
     }
 
     /// Add an id.
     pub fn insert(&mut self, id: &[u8; 32]) {
-        let (block, pos) = Self::positions(id);
-        let base = ((block & self.mask) as usize) * (BLOCK / 8);
-        for p in pos {
+        let (base, bits) = self.positions(id);
+        for i in 0..self.k {
+            let p = (bits >> (9 * i)) & 511;
             self.bits[base + (p as usize >> 6)] |= 1 << (p & 63);
         }
     }
 
     /// False if the id was certainly never inserted.
     pub fn may_contain(&self, id: &[u8; 32]) -> bool {
-        let (block, pos) = Self::positions(id);
-        let base = ((block & self.mask) as usize) * (BLOCK / 8);
-        pos.iter().all(|&p| self.bits[base + (p as usize >> 6)] & (1 << (p & 63)) != 0)
-    }
-
-    /// Halve the size: block i absorbs block i + n/2. Lookups stay correct because the
-    /// block index is the id's bits masked to the (now smaller) power of two.
-    pub fn fold(&mut self) -> bool {
-        let blocks = self.mask + 1;
-        if blocks == 1 {
-            return false;
-        }
-        let half = (blocks / 2) as usize * (BLOCK / 8);
-        let (lo, hi) = self.bits.split_at_mut(half);
-        for (a, b) in lo.iter_mut().zip(hi.iter()) {
-            *a |= *b;
-        }
-        self.bits.truncate(half);
-        self.mask = blocks / 2 - 1;
-        true
+        let (base, bits) = self.positions(id);
+        (0..self.k).all(|i| {
+            let p = (bits >> (9 * i)) & 511;
+            self.bits[base + (p as usize >> 6)] & (1 << (p & 63)) != 0
+        })
     }
 }
 
@@ -120,19 +107,14 @@ mod tests {
         assert!((0..n).all(|i| f.may_contain(&id(i))));
         let fp = (n..n + 100_000).filter(|i| f.may_contain(&id(*i))).count();
         assert!(fp < 3_000, "false positives: {fp} of 100000");
-        // Folding keeps every member and stays usable.
-        while f.bytes() > 4096 {
-            assert!(f.fold());
-        }
-        assert!((0..n).all(|i| f.may_contain(&id(i))));
-        let g = Filter::from_words(f.words().to_vec()).unwrap();
+        let g = Filter::from_words(f.words().to_vec(), f.k()).unwrap();
         assert!((0..n).all(|i| g.may_contain(&id(i))));
     }
 
     #[test]
     fn refuses_bad_sizes() {
-        assert!(Filter::from_words(vec![0; 3]).is_none());
-        assert!(Filter::from_words(vec![0; 24]).is_none()); // 3 blocks
-        assert!(Filter::from_words(vec![0; 16]).is_some()); // 2 blocks
+        assert!(Filter::from_words(vec![0; 3], 6).is_none());
+        assert!(Filter::from_words(vec![0; 16], 0).is_none());
+        assert!(Filter::from_words(vec![0; 24], 6).is_some()); // 3 blocks
     }
 }

@@ -1,7 +1,7 @@
 //! Immutable sorted runs of index records: the on-disk part of the chunk index.
 //!
 //! ```text
-//! page 0             header: "CAIRNRUN" version(1) pad(7) count(u64) pages(u64) filter_words(u64)
+//! page 0             header: "CAIRNRUN" version(2) k(1) pad(6) count(u64) pages(u64) filter_words(u64)
 //! pages 1..=pages    85 records of 48 bytes each, sorted by id, zero-padded to 4096 bytes
 //! fence              pages x u64: the first 8 bytes (big-endian) of each page's first id
 //! filter             filter_words x u64 (see filter.rs)
@@ -30,7 +30,8 @@ pub const PAGE: usize = 4096;
 /// Records per page.
 pub const PER_PAGE: usize = PAGE / RECORD;
 const MAGIC: &[u8; 8] = b"CAIRNRUN";
-const VERSION: u8 = 1;
+/// Version 2 stores the filter's k (byte 9); older runs are rebuilt.
+const VERSION: u8 = 2;
 
 /// One index entry as a run stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +170,7 @@ impl RunWriter {
         let mut header = vec![0u8; PAGE];
         header[..8].copy_from_slice(MAGIC);
         header[8] = VERSION;
+        header[9] = self.filter.k() as u8;
         header[16..24].copy_from_slice(&self.count.to_le_bytes());
         header[24..32].copy_from_slice(&(self.fence.len() as u64).to_le_bytes());
         header[32..40].copy_from_slice(&(self.filter.words().len() as u64).to_le_bytes());
@@ -192,7 +194,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// Open a run, folding its filter until it is at most `filter_budget` bytes.
+    /// Open a run; a filter larger than `filter_budget` bytes is not loaded (the run then
+    /// answers "maybe" to every id until [`Run::refilter`] gives it a smaller one).
     pub fn open(path: &Path, filter_budget: usize) -> Result<Run> {
         let file = File::open(path).at(path)?;
         let len = file.metadata().at(path)?.len();
@@ -212,8 +215,10 @@ impl Run {
         let (fb, wb) = tail.split_at(pages as usize * 8);
         let fence: Vec<u64> = fb.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
         let words: Vec<u64> = wb.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-        let mut filter = Filter::from_words(words).ok_or_else(|| bad(path, "bad filter size"))?;
-        while filter.bytes() > filter_budget && filter.fold() {}
+        let mut filter = Filter::from_words(words, header[9] as u32).ok_or_else(|| bad(path, "bad filter"))?;
+        if filter.bytes() > filter_budget {
+            filter = Filter::saturated();
+        }
         Ok(Run { path: path.to_path_buf(), file, count, fence, filter })
     }
 
@@ -227,9 +232,26 @@ impl Run {
         self.filter.bytes()
     }
 
-    /// Halve the filter in place; false if it is down to one block.
-    pub fn fold_filter(&mut self) -> bool {
-        self.filter.fold()
+    /// Replace the filter by one that says "maybe" to everything (frees its memory; the
+    /// run stays correct, lookups just read a page).
+    pub fn drop_filter(&mut self) {
+        self.filter = Filter::saturated();
+    }
+
+    /// Build a new in-memory filter of `bits_per_entry` from one sequential scan (0: none).
+    /// Used when the budget is smaller than the run's stored filter.
+    pub fn refilter(&mut self, bits_per_entry: f64) -> Result<()> {
+        if bits_per_entry <= 0.0 {
+            self.filter = Filter::saturated();
+            return Ok(());
+        }
+        let mut f = Filter::with_capacity(self.count, bits_per_entry);
+        let mut it = self.iter(16);
+        while let Some(r) = it.next_record()? {
+            f.insert(&r.id);
+        }
+        self.filter = f;
+        Ok(())
     }
 
     /// Number of data pages.
@@ -457,7 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_keeps_the_newest_and_folding_keeps_correctness() {
+    fn merge_keeps_the_newest_and_a_small_budget_keeps_correctness() {
         let t = tempfile::tempdir().unwrap();
         let ids: Vec<[u8; 32]> = (0..2000u32).map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes()).collect();
         let old: BTreeMap<_, _> = ids[..1500].iter().map(|id| (*id, rec(*id, 1))).collect();
@@ -465,9 +487,14 @@ mod tests {
         let (a, b) = (write_run(t.path(), "a", &old, 10.0), write_run(t.path(), "b", &new, 10.0));
         let out = RunWriter::create(t.path().join("m.tmp"), 2500, 10.0).unwrap();
         assert_eq!(merge(&[&a, &b], 2, out, &t.path().join("m")).unwrap(), 2000);
-        // A budget far below the filter's size: folded, still exact.
-        let m = Run::open(&t.path().join("m"), 64).unwrap();
+        // A budget far below the filter's size: no filter, then a small rebuilt one; exact.
+        let mut m = Run::open(&t.path().join("m"), 64).unwrap();
         assert!(m.ram() <= 64 + m.pages() * 8);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(find(&m, id).unwrap().pack, if i < 1000 { 1 } else { 2 });
+        }
+        m.refilter(3.0).unwrap();
+        assert!(m.filter_bytes() < 2000 * 3 / 8 + 128);
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(find(&m, id).unwrap().pack, if i < 1000 { 1 } else { 2 });
         }
