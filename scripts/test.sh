@@ -43,8 +43,10 @@ ln -s sub "$src/link"
 "$bin" backup "$src" >"$work/b1.txt"
 "$bin" --json backup "$src" >"$work/b2.json"
 grep -q '"bytes_read":0' "$work/b2.json" || { echo "second backup read data:"; cat "$work/b2.json"; exit 1; }
-"$bin" snapshots | grep -q "2 snapshots"
-"$bin" ls "latest:$src" | grep -q "random.bin"
+# Output to a file, then grep: with pipefail, 'cairn ... | grep -q' fails whenever grep
+# exits first and cairn dies of SIGPIPE, as Unix tools do.
+"$bin" snapshots >"$work/out.txt" && grep -q "2 snapshots" "$work/out.txt"
+"$bin" ls "latest:$src" >"$work/out.txt" && grep -q "random.bin" "$work/out.txt"
 "$bin" restore latest --target "$work/out" >/dev/null
 diff -r --no-dereference "$src" "$work/out$src"
 "$bin" check --read-data >/dev/null
@@ -72,7 +74,7 @@ wait "$pid"
 code=$?
 set -e
 [ "$code" = 130 ] || { echo "SIGTERM gave exit code $code, expected 130"; exit 1; }
-"$bin" snapshots | grep -q "0 snapshots"
+"$bin" snapshots >"$work/out.txt" && grep -q "0 snapshots" "$work/out.txt"
 "$bin" check >/dev/null
 # kill -9 after some packs are indexed: the next backup reuses them, check passes.
 "$bin" backup "$big" >/dev/null 2>&1 &
