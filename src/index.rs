@@ -486,11 +486,6 @@ impl Index {
         s.pending.insert(*id)
     }
 
-    /// Forget a claim whose blob was never written.
-    pub fn unclaim(&self, id: &BlobId) {
-        self.write().pending.remove(id);
-    }
-
     /// Record where a blob of a just-finished pack is (its index file is not written yet).
     pub fn insert(&self, e: &IndexEntry) {
         let mut s = self.write();
@@ -640,11 +635,6 @@ impl Index {
 }
 
 impl Index {
-    /// A private index in a temp directory with a generous budget (tests, one-off use).
-    pub fn temporary() -> Result<Index> {
-        Index::open(IndexOptions::from_budget(None, 64 << 20))
-    }
-
     /// The cache directory in use.
     pub fn dir(&self) -> &Path {
         &self.dir
