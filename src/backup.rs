@@ -12,13 +12,15 @@
 //!
 //! Change detection walks the parent snapshot's tree beside the source tree in name order:
 //! a file with the same size, mtime, ctime and inode as in the parent keeps its chunk list
-//! without being read. Directory listings are read and sorted whole; the bounded
-//! (spilling) listing is part of the memory-budget work.
+//! without being read. Directory listings are sorted in at most LISTING_BYTES of RAM per
+//! directory level being walked ([`crate::extsort`]; larger ones spill to temp files),
+//! and the parent's listing is streamed node by node, so a directory of millions of
+//! entries costs neither a million names nor a million parent entries in RAM.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::chunker::{Chunker, Cutter};
+use crate::extsort::NameSorter;
 use crate::compress::Compressor;
 use crate::error::{Error, IoContext, Result};
 use crate::format::snapshot::{Snapshot, Summary};
@@ -49,6 +52,9 @@ const SEALED_QUEUE: usize = 4;
 const WORKERS: usize = 2;
 /// Most bytes of extended attributes stored per entry (names + values).
 const XATTR_BUDGET: usize = 1 << 20;
+/// RAM for one directory's names while sorting them (per directory level being walked);
+/// a larger listing spills to temp files ([`crate::extsort`]).
+const LISTING_BYTES: usize = 1 << 20;
 /// Hard-linked files remembered so later links reuse the chunk list (≈ 2.5 KiB each at most).
 const HARDLINK_MEMORY: usize = 4096;
 
@@ -461,12 +467,14 @@ impl<'a> Walker<'a> {
 
     /// The tree of a real directory.
     fn dir_tree(&mut self, path: &Path, parent: Option<&BlobId>) -> Result<BlobId> {
-        let mut names: Vec<OsString> = Vec::new();
+        // Sorted (and deduplicated: readdir can repeat a name on some network filesystems
+        // or in a directory changing while listed; a tree node must not) in bounded RAM.
+        let mut sorter = NameSorter::new(LISTING_BYTES);
         match fs::read_dir(path) {
             Ok(rd) => {
                 for e in rd {
                     match e {
-                        Ok(e) => names.push(e.file_name()),
+                        Ok(e) => sorter.push(e.file_name().into_vec()).at(path)?,
                         Err(e) => {
                             self.warning(path, &format!("reading directory: {e}"));
                             break;
@@ -476,10 +484,7 @@ impl<'a> Walker<'a> {
             }
             Err(e) => self.warning(path, &format!("reading directory: {e}")),
         }
-        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        // readdir can repeat a name (some network filesystems, a directory changing
-        // while listed); a tree node must not.
-        names.dedup();
+        let mut names = sorter.finish().at(path)?;
         let mut prev_iter = match parent.map(|p| DirIter::new(self.repo, p)) {
             Some(Ok(it)) => Some(it),
             Some(Err(e)) => {
@@ -490,7 +495,8 @@ impl<'a> Walker<'a> {
         };
         let mut prev: Option<Entry> = None;
         let mut w = DirWriter::new();
-        for name in names {
+        while let Some(name) = names.next_name().at(path)? {
+            let name = OsString::from_vec(name);
             self.check_cancel()?;
             // Merge-join with the parent listing: advance it to this name.
             if let Some(it) = prev_iter.as_mut() {

@@ -29,7 +29,7 @@ use crate::format::key::KeyFile;
 use crate::format::pack::{decode_header, PackBlob, TRAILER_LEN};
 use crate::format::tree::{Content, Kind, Node};
 use crate::format::{BlobKind, FileKind, HEADER_LEN};
-use crate::id::{BlobId, FileId};
+use crate::id::{BlobId, BlobSet, FileId};
 use crate::repo::Repository;
 use crate::sys;
 
@@ -72,7 +72,7 @@ struct Checker<'a> {
     stats: CheckStats,
     /// Stored copies (pack, offset) that failed to decrypt or verify.
     damaged: HashSet<(FileId, u32)>,
-    seen_trees: HashSet<BlobId>,
+    seen_trees: BlobSet,
 }
 
 /// Check `repo`. Returns the counters; `errors > 0` means damage was found.
@@ -83,7 +83,7 @@ pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel:
         cancel,
         stats: CheckStats::default(),
         damaged: HashSet::new(),
-        seen_trees: HashSet::new(),
+        seen_trees: BlobSet::default(),
     };
     // Snapshots first: one written later may use packs and index files this check
     // has not seen.

@@ -56,6 +56,36 @@ id_type!(
     FileId, "file"
 );
 
+/// Hashes a [`BlobId`] by 8 of its bytes for hash maps keyed by blob id. Blob ids are
+/// keyed BLAKE3 (uniform, and nobody without the repository key can choose them), so no
+/// mixing is needed; SipHash cost more than the rest of a negative index lookup. Not for
+/// [`FileId`]s, which anyone can make collide in a few bits by choosing file contents.
+#[derive(Default, Clone, Copy)]
+pub struct BlobIdHasher(u64);
+
+impl std::hash::Hasher for BlobIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(w) = bytes.get(..8) {
+            self.0 ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        } else {
+            for b in bytes {
+                self.0 = self.0.rotate_left(8) ^ *b as u64;
+            }
+        }
+    }
+    fn write_usize(&mut self, _len: usize) {
+        // The array's length prefix: the same for every id.
+    }
+}
+
+/// A hash map keyed by blob id (see [`BlobIdHasher`]).
+pub type BlobMap<V> = std::collections::HashMap<BlobId, V, std::hash::BuildHasherDefault<BlobIdHasher>>;
+/// A hash set of blob ids (see [`BlobIdHasher`]).
+pub type BlobSet = std::collections::HashSet<BlobId, std::hash::BuildHasherDefault<BlobIdHasher>>;
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

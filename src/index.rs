@@ -23,6 +23,7 @@
 
 pub mod filter;
 pub mod run;
+pub mod sort;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -33,7 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{IndexEntry, Location};
-use crate::id::{BlobId, FileId};
+use crate::id::{BlobId, BlobMap, BlobSet, FileId};
 use run::{Record, Run, RunWriter, PAGE};
 
 /// RAM charged per memtable or fresh entry: 32 B id + 16 B value + 1 control byte,
@@ -59,6 +60,12 @@ impl Val {
 }
 /// Filter bits per entry for new runs (1% false positives), before budget folding.
 const FILTER_BITS: f64 = 10.0;
+/// Filters are sized as if the runs held this many times their entries: the room left
+/// gives runs written later (new backups) their filters without shrinking the big one.
+const GROWTH: f64 = 1.25;
+/// Recently used pack ordinals kept while loading (~80 B each); beyond, a pack seen again
+/// just gets another ordinal in the table (32 B on disk).
+const RECENT_PACKS: usize = 1 << 16;
 /// Pages per input buffered during a merge (64 KiB).
 const MERGE_BUF_PAGES: usize = 16;
 const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNMAN";
@@ -95,11 +102,11 @@ struct RunEntry {
 }
 
 struct State {
-    mem: HashMap<BlobId, Val>,
+    mem: BlobMap<Val>,
     /// Index files whose entries are all in `mem` (become "incorporated" on spill).
     mem_sources: Vec<FileId>,
-    fresh: HashMap<BlobId, Val>,
-    pending: HashSet<BlobId>,
+    fresh: BlobMap<Val>,
+    pending: BlobSet,
     runs: Vec<RunEntry>,
     next_seq: u64,
     /// Index files whose entries are all in runs.
@@ -160,10 +167,10 @@ impl Index {
         let pack_count = (packs.metadata().at(&packs_path)?.len() / 32) as u32;
         let cap = std::num::NonZeroUsize::new((opts.page_cache_bytes / PAGE).max(1)).expect("non-zero");
         let state = State {
-            mem: HashMap::new(),
+            mem: BlobMap::default(),
             mem_sources: Vec::new(),
-            fresh: HashMap::new(),
-            pending: HashSet::new(),
+            fresh: BlobMap::default(),
+            pending: BlobSet::default(),
             runs: Vec::new(),
             next_seq: 1,
             incorporated: Vec::new(),
@@ -268,9 +275,27 @@ impl Index {
         }
         s.pack_count = pack_count;
         s.packs.set_len(pack_count as u64 * 32).at(self.dir.join("packs"))?;
-        let budget = self.opts.filter_bytes / seqs.len().max(1);
+        // Share the filter budget out smallest filter first: each run keeps its stored
+        // filter if its fair share of what is left allows, else a folded one.
+        let mut sized = Vec::with_capacity(seqs.len());
+        let mut fences = 0usize;
+        for seq in &seqs {
+            let p = self.run_path(*seq);
+            sized.push((Run::stored_filter_bytes(&p)?, *seq));
+            fences += (fs::metadata(&p).at(&p)?.len() as usize / PAGE).saturating_sub(1) * 8;
+        }
+        sized.sort_unstable();
+        let mut left = self.opts.filter_bytes.saturating_sub(fences);
+        let mut opened = Vec::with_capacity(sized.len());
+        for (i, (_, seq)) in sized.iter().enumerate() {
+            let run = Run::open(&self.run_path(*seq), left / (sized.len() - i))?;
+            left = left.saturating_sub(run.filter_bytes());
+            opened.push((*seq, run));
+        }
+        // Back in manifest order (oldest first: lookups go newest first).
         for seq in seqs {
-            let run = Run::open(&self.run_path(seq), budget)?;
+            let i = opened.iter().position(|(s, _)| *s == seq).expect("opened");
+            let (_, run) = opened.swap_remove(i);
             s.runs.push(RunEntry { seq, run: Arc::new(run) });
         }
         s.next_seq = next_seq;
@@ -291,7 +316,9 @@ impl Index {
                 let p = e.path();
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                if (name.starts_with("run-") && !listed.contains(&p)) || name.ends_with(".tmp") {
+                if name == "sort.tmp" {
+                    let _ = fs::remove_dir_all(&p);
+                } else if (name.starts_with("run-") && !listed.contains(&p)) || name.ends_with(".tmp") {
                     let _ = fs::remove_file(&p);
                 }
             }
@@ -316,31 +343,78 @@ impl Index {
             s.incorporated.iter().chain(s.mem_sources.iter()).copied().collect()
         };
         let mut failed = Vec::new();
-        let before = Self::run_entries(&self.read());
-        let mut loaded = 0u64;
+        // Entries go to the memtable; once more arrive than it holds, to an external
+        // partition-and-sort instead, which writes one run at the end.
+        let mut bulk: Option<sort::Partitioner> = None;
         for f in repo_files.iter().filter(|f| !known.contains(f)) {
             match read(f) {
                 Ok(entries) => {
-                    loaded += entries.len() as u64;
                     let mut s = self.write();
+                    if bulk.is_none() && (s.mem.len() + entries.len()) * MEM_ENTRY_BYTES > self.opts.memtable_bytes {
+                        let _ = fs::remove_dir_all(self.sort_dir());
+                        let mut p = sort::Partitioner::new(self.sort_dir(), 0, self.opts.memtable_bytes)?;
+                        for (id, v) in s.mem.drain() {
+                            p.push(&v.record(&id))?;
+                        }
+                        s.mem.shrink_to_fit();
+                        bulk = Some(p);
+                    }
                     for e in &entries {
                         let rec = self.record(&mut s, e)?;
-                        s.mem.entry(e.id).or_insert(Val::of(&rec));
+                        match bulk.as_mut() {
+                            Some(p) => p.push(&rec)?,
+                            None => {
+                                s.mem.entry(e.id).or_insert(Val::of(&rec));
+                            }
+                        }
+                    }
+                    if s.recent_packs.len() > RECENT_PACKS {
+                        s.recent_packs.clear();
                     }
                     s.mem_sources.push(*f);
-                    drop(s);
-                    self.maybe_spill()?;
                 }
                 Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => failed.push((*f, e)),
                 Err(e) => return Err(e),
             }
         }
-        self.spill()?;
-        // After a rebuild or a large catch-up, one run: a lookup then tests one filter.
-        if loaded > before && self.runs() > 1 {
-            self.compact()?;
+        match bulk {
+            Some(p) => {
+                self.bulk_run(p)?;
+                // One run: a lookup then tests one filter.
+                self.compact()?;
+            }
+            None => self.spill()?,
         }
         Ok(failed)
+    }
+
+    fn sort_dir(&self) -> PathBuf {
+        self.dir.join("sort.tmp")
+    }
+
+    /// Write the partitioned records as one new run; their index files become
+    /// incorporated.
+    fn bulk_run(&self, p: sort::Partitioner) -> Result<()> {
+        let mut s = self.write();
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let path = self.run_path(seq);
+        let others: usize = s.runs.iter().map(|r| r.run.ram()).sum();
+        let bits = self.new_filter_bits(p.len(), others, Self::run_entries(&s) + p.len());
+        let mut w = RunWriter::create(path.with_extension("tmp"), p.len(), bits)?;
+        p.drain_sorted(self.opts.memtable_bytes, &mut |r| w.push(r))?;
+        s.packs.sync_all().at(self.dir.join("packs"))?;
+        w.finish(&path)?;
+        let run = Run::open(&path, usize::MAX)?;
+        s.runs.push(RunEntry { seq, run: Arc::new(run) });
+        let sources = std::mem::take(&mut s.mem_sources);
+        s.incorporated.extend(sources);
+        s.recent_packs.clear();
+        self.fit_filters(&mut s)?;
+        self.save_manifest(&s)?;
+        drop(s);
+        self.remove_unlisted_runs();
+        Ok(())
     }
 
     /// Merge every run into one (bounded buffers; the filter sized from the budget).
@@ -352,7 +426,6 @@ impl Index {
         let seq = s.next_seq;
         s.next_seq += 1;
         let path = self.run_path(seq);
-        let runs: Vec<Arc<Run>> = s.runs.iter().map(|r| r.run.clone()).collect();
         let total = Self::run_entries(&s);
         // The old filters are dropped before the new one is built, so the peak stays
         // within the budget: lookups meanwhile still find every entry (fence and pages).
@@ -361,7 +434,8 @@ impl Index {
                 run.drop_filter();
             }
         }
-        let out = RunWriter::create(path.with_extension("tmp"), total, self.filter_bits(total))?;
+        let runs: Vec<Arc<Run>> = s.runs.iter().map(|r| r.run.clone()).collect();
+        let out = RunWriter::create(path.with_extension("tmp"), total, self.new_filter_bits(total, 0, total))?;
         let refs: Vec<&Run> = runs.iter().map(|r| r.as_ref()).collect();
         run::merge(&refs, MERGE_BUF_PAGES, out, &path)?;
         drop(refs);
@@ -529,7 +603,9 @@ impl Index {
             let seq = s.next_seq;
             s.next_seq += 1;
             let path = self.run_path(seq);
-            let bits = self.filter_bits(Self::run_entries(&s) + recs.len() as u64);
+            let n = recs.len() as u64;
+            let others: usize = s.runs.iter().map(|r| r.run.ram()).sum();
+            let bits = self.new_filter_bits(n, others, Self::run_entries(&s) + n);
             let mut w = RunWriter::create(path.with_extension("tmp"), recs.len() as u64, bits)?;
             for r in &recs {
                 w.push(r)?;
@@ -566,7 +642,8 @@ impl Index {
             s.next_seq += 1;
             let path = self.run_path(seq);
             let (a, b) = (s.runs[n - 2].run.clone(), s.runs[n - 1].run.clone());
-            let bits = self.filter_bits(Self::run_entries(s));
+            let others: usize = s.runs[..n - 2].iter().map(|r| r.run.ram()).sum();
+            let bits = self.new_filter_bits(a.count + b.count, others, Self::run_entries(s));
             let out = RunWriter::create(path.with_extension("tmp"), a.count + b.count, bits)?;
             run::merge(&[&a, &b], MERGE_BUF_PAGES, out, &path)?;
             let merged = Run::open(&path, usize::MAX)?;
@@ -576,16 +653,21 @@ impl Index {
         Ok(())
     }
 
-    /// Filter bits per entry for a run written now, when the runs will hold `total`
-    /// entries in all: the filter budget, less the fences (8/85 B per entry), spread over
-    /// every entry, at most FILTER_BITS; below 2 bits no filter is kept (fence only).
-    fn filter_bits(&self, total: u64) -> f64 {
-        let fences = total as f64 * 8.0 / run::PER_PAGE as f64;
-        let bits = (self.opts.filter_bytes as f64 - fences).max(0.0) * 8.0 / total.max(1) as f64;
+    /// Filter bits per entry for a run of `n` entries written now, beside runs holding
+    /// `others` bytes of RAM, when the runs will hold `total` entries in all: the filter
+    /// budget less the fences (8/85 B per entry) spread over `GROWTH` x `total` entries,
+    /// at most FILTER_BITS, and no more than the room the other runs leave; below 2 bits
+    /// no filter is kept (fence only).
+    fn new_filter_bits(&self, n: u64, others: usize, total: u64) -> f64 {
+        let fences = |entries: f64| entries * 8.0 / run::PER_PAGE as f64;
+        let planned = total as f64 * GROWTH;
+        let rate = (self.opts.filter_bytes as f64 - fences(planned)).max(0.0) * 8.0 / planned.max(1.0);
+        let room = (self.opts.filter_bytes as f64 - others as f64 - fences(n as f64)).max(0.0) * 8.0 / n.max(1) as f64;
+        let bits = rate.min(room).min(FILTER_BITS);
         if bits < 2.0 {
             0.0
         } else {
-            bits.min(FILTER_BITS)
+            bits
         }
     }
 
@@ -593,21 +675,29 @@ impl Index {
         s.runs.iter().map(|r| r.run.count).sum()
     }
 
-    /// Keep all runs' fences and filters within the budget (after the budget shrank
-    /// since the runs were written): rebuild the largest filter smaller, from one scan.
+    /// Keep all runs' fences and filters within the budget (after the budget shrank since
+    /// the runs were written): fold the largest filter to half, without I/O, until they fit.
     fn fit_filters(&self, s: &mut State) -> Result<()> {
-        for _ in 0..s.runs.len() * 2 {
+        loop {
             let total: usize = s.runs.iter().map(|r| r.run.ram()).sum();
             if total <= self.opts.filter_bytes {
                 return Ok(());
             }
-            let bits = self.filter_bits(Self::run_entries(s));
-            let Some(big) = s.runs.iter_mut().max_by_key(|r| r.run.filter_bytes()) else { return Ok(()) };
-            let mut run = Run::open(&big.run.path, 0)?;
-            run.refilter(bits)?;
-            big.run = Arc::new(run);
+            let Some(big) = s.runs.iter_mut().filter(|r| r.run.filter_bytes() > filter::BLOCK).max_by_key(|r| r.run.filter_bytes())
+            else {
+                return Ok(()); // only fences left: they are the floor (0.094 B per entry)
+            };
+            let half = big.run.filter_bytes() / 2;
+            match Arc::get_mut(&mut big.run) {
+                Some(run) => {
+                    if !run.fold_filter() {
+                        run.drop_filter();
+                    }
+                }
+                // Shared (a merge holds it): reopen, folding while reading.
+                None => big.run = Arc::new(Run::open(&big.run.path, half)?),
+            }
         }
-        Ok(())
     }
 
     /// Blobs known (runs may count a blob more than once if stored twice).
@@ -670,6 +760,11 @@ mod tests {
         }
     }
 
+    /// Options whose filter budget is `filter_bytes`.
+    fn opts_filter(dir: &Path, memtable_entries: usize, filter_bytes: usize) -> IndexOptions {
+        IndexOptions { filter_bytes, ..opts(dir, memtable_entries) }
+    }
+
     /// A fake repository: index files by id.
     #[derive(Default)]
     struct Files(Vec<(FileId, Vec<IndexEntry>)>);
@@ -690,14 +785,18 @@ mod tests {
     #[derive(Clone, Debug)]
     enum Op {
         Insert(u8, u8),
-        Restart,
+        /// Reopen with this filter budget in bytes.
+        Restart(usize),
+        /// The cache is lost: rebuild it from the index files.
+        Rebuild,
         Lookup([u8; 32]),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             8 => (any::<u8>(), 1u8..4).prop_map(|(n, p)| Op::Insert(n, p)),
-            1 => Just(Op::Restart),
+            1 => prop_oneof![Just(1usize << 20), Just(4096), Just(64)].prop_map(Op::Restart),
+            1 => Just(Op::Rebuild),
             2 => proptest::array::uniform32(any::<u8>()).prop_map(Op::Lookup),
         ]
     }
@@ -729,9 +828,22 @@ mod tests {
                         files.0.push((file, batch.clone()));
                         ix.indexed(file, &batch).unwrap();
                     }
-                    Op::Restart => {
+                    Op::Restart(filter_bytes) => {
                         drop(ix);
+                        ix = files.open(opts_filter(t.path(), 7, filter_bytes));
+                        // Stored filters larger than the new budget were folded or dropped.
+                        let s = ix.read();
+                        let filters: usize = s.runs.iter().map(|r| r.run.filter_bytes()).sum();
+                        prop_assert!(filters <= filter_bytes.max(s.runs.len() * filter::BLOCK), "{filters} > {filter_bytes}");
+                    }
+                    Op::Rebuild => {
+                        // Through the external partition-and-sort: a 7-entry memtable is
+                        // also a 7-record sort buffer, so partitions are split again.
+                        drop(ix);
+                        fs::remove_dir_all(t.path()).unwrap();
                         ix = files.open(opts(t.path(), 7));
+                        prop_assert!(ix.runs() <= 1);
+                        prop_assert!(!t.path().join("sort.tmp").exists());
                     }
                     Op::Lookup(id) => prop_assert_eq!(ix.get(&BlobId(id)), model.get(&BlobId(id)).copied()),
                 }

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod compress;
 pub mod crypto;
 pub mod error;
+pub mod extsort;
 pub mod format;
 pub mod id;
 pub mod index;

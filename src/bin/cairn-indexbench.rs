@@ -3,8 +3,11 @@
 //! then negative and positive lookups. Used by scripts/bench; prints one JSON line.
 //!
 //! ```text
-//! cairn-indexbench --entries N [--memory 256M] [--dir DIR] [--lookups 1000000]
+//! cairn-indexbench --entries N [--memory 256M] [--dir DIR] [--lookups 1000000] [--reuse]
 //! ```
+//!
+//! `--reuse` keeps a cache DIR left by an earlier run with the same N (the load then
+//! reads nothing: it measures opening and lookups only).
 
 use std::time::Instant;
 
@@ -29,7 +32,7 @@ fn main() {
     let lookups: u64 = get("--lookups").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let budget = Budget::parse(&get("--memory").unwrap_or_else(|| "256M".into())).expect("--memory");
     let dir = get("--dir").map(std::path::PathBuf::from);
-    if let Some(d) = &dir {
+    if let Some(d) = dir.as_ref().filter(|_| !args.iter().any(|a| a == "--reuse")) {
         let _ = std::fs::remove_dir_all(d);
     }
     let ix = Index::open(IndexOptions::from_budget(dir, budget.index_bytes())).expect("open");

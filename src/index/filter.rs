@@ -8,13 +8,28 @@
 //! Cost: `bits_per_entry / 8` bytes per entry; false-positive rate about 0.6185^bits
 //! (1% at 9.6 bits). Correctness never depends on the filter: a "maybe" is always
 //! confirmed against the run's records.
+//!
+//! Folding: the block of an id is `floor(h * blocks / 2^64)`, so with `blocks / f` blocks
+//! it is `floor(old_block / f)`. OR-ing each group of `f` adjacent blocks therefore gives
+//! the filter those ids would have built at `1/f` the size: a smaller budget is met
+//! without reading the run again. Block counts are multiples of [`FOLD`] for that.
 
 /// Most bits tested per lookup (7 x 9-bit positions fit one 64-bit word of the id).
 pub const MAX_K: u32 = 7;
 /// Bytes per block.
 pub const BLOCK: usize = 64;
+/// Block counts are multiples of this (so a filter can be folded to 1/2, 1/4 ... 1/16).
+pub const FOLD: u64 = 16;
 
-/// The filter; `bits` is a whole number of 64-byte blocks, a power of two of them.
+/// An empty vector with room for exactly `n` words, backed by huge pages where possible.
+pub fn words_for(n: usize) -> Vec<u64> {
+    let mut v = Vec::with_capacity(n);
+    crate::sys::advise_hugepages(&mut v);
+    v
+}
+
+/// The filter; `bits` is a whole number of 64-byte blocks (a multiple of [`FOLD`] of them
+/// as built here; any number as read back).
 pub struct Filter {
     bits: Vec<u64>,
     blocks: u64,
@@ -26,9 +41,13 @@ impl Filter {
     /// An empty filter with room for `entries` at `bits_per_entry` bits each.
     pub fn with_capacity(entries: u64, bits_per_entry: f64) -> Filter {
         let blocks = ((entries as f64 * bits_per_entry) / (BLOCK as f64 * 8.0)).ceil().max(1.0) as u64;
+        let blocks = blocks.next_multiple_of(FOLD);
         let actual = (blocks as f64 * BLOCK as f64 * 8.0) / (entries.max(1) as f64);
         let k = (actual * std::f64::consts::LN_2).round().clamp(1.0, MAX_K as f64) as u32;
-        Filter { bits: vec![0; (blocks as usize) * BLOCK / 8], blocks, k }
+        let n = blocks as usize * BLOCK / 8;
+        let mut bits = words_for(n);
+        bits.resize(n, 0);
+        Filter { bits, blocks, k }
     }
 
     /// Bits tested per lookup.
@@ -49,6 +68,46 @@ impl Filter {
             return None;
         }
         Some(Filter { bits, blocks, k })
+    }
+
+    /// The smallest fold factor (a power of two dividing the block count) that brings
+    /// `blocks` blocks within `budget` bytes; `None` if none does.
+    pub fn fold_factor(blocks: u64, budget: usize) -> Option<u64> {
+        let mut f = 1u64;
+        while blocks / f * BLOCK as u64 > budget as u64 {
+            f *= 2;
+            if blocks % f != 0 {
+                return None;
+            }
+        }
+        Some(f)
+    }
+
+    /// OR each group of `factor` adjacent blocks of `words` (whole groups) into one.
+    pub fn fold_words(words: &[u64], factor: u64) -> impl Iterator<Item = u64> + '_ {
+        let per = BLOCK / 8;
+        let group = per * factor as usize;
+        words.chunks_exact(group).flat_map(move |g| {
+            (0..per).map(move |w| (0..factor as usize).fold(0u64, |acc, b| acc | g[b * per + w]))
+        })
+    }
+
+    /// Halve the filter in place (see the module's notes); false if its block count is odd.
+    pub fn fold_in_half(&mut self) -> bool {
+        if self.blocks % 2 != 0 {
+            return false;
+        }
+        let half = (self.bits.len() / 2) / (BLOCK / 8);
+        let per = BLOCK / 8;
+        for b in 0..half {
+            for w in 0..per {
+                self.bits[b * per + w] = self.bits[2 * b * per + w] | self.bits[(2 * b + 1) * per + w];
+            }
+        }
+        self.bits.truncate(half * per);
+        self.bits.shrink_to_fit();
+        self.blocks /= 2;
+        true
     }
 
     /// The serialized words.
@@ -109,6 +168,31 @@ mod tests {
         assert!(fp < 3_000, "false positives: {fp} of 100000");
         let g = Filter::from_words(f.words().to_vec(), f.k()).unwrap();
         assert!((0..n).all(|i| g.may_contain(&id(i))));
+    }
+
+    #[test]
+    fn a_folded_filter_still_contains_every_id() {
+        let n = 20_000;
+        let mut f = Filter::with_capacity(n, 10.0);
+        for i in 0..n {
+            f.insert(&id(i));
+        }
+        let blocks = f.bytes() as u64 / BLOCK as u64;
+        let factor = Filter::fold_factor(blocks, f.bytes() / 4).unwrap();
+        assert_eq!(factor, 4);
+        let g = Filter::from_words(Filter::fold_words(f.words(), factor).collect(), f.k()).unwrap();
+        assert_eq!(g.bytes(), f.bytes() / 4);
+        assert!((0..n).all(|i| g.may_contain(&id(i))));
+        // Folding in place gives the same words as folding by two from the stored copy.
+        let mut h = Filter::from_words(f.words().to_vec(), f.k()).unwrap();
+        assert!(h.fold_in_half());
+        assert_eq!(h.words(), Filter::fold_words(f.words(), 2).collect::<Vec<_>>());
+        assert!((0..n).all(|i| h.may_contain(&id(i))));
+        // Coarser, not useless: halved to ~5 bits per entry (k stays 7), about 14% pass.
+        let fp = (n..n + 20_000).filter(|i| h.may_contain(&id(*i))).count();
+        assert!(fp < 4_000, "false positives after folding: {fp} of 20000");
+        assert_eq!(Filter::fold_factor(3, 64), None);
+        assert_eq!(Filter::fold_factor(3, 192), Some(1));
     }
 
     #[test]
