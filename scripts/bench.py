@@ -5,7 +5,12 @@ Steps (main corpus): 1 first backup, 2 second backup of the unchanged tree, 3 ba
 after the change set, 4 native restore of the latest snapshot. Every tool does step k
 on identical data before any tool does step k+1 (the change set is applied once,
 between steps 2 and 3). Then a memory-scaling series: peak RSS of a first backup of
-10^4, 10^5 (and without --quick 10^6) small files.
+10^4, 10^5 (and without --quick 10^6) small files. Then cairn alone: peak RSS of a backup
+of 10^4 small files into repositories holding ever more index entries (synthetic ones,
+injected with `cairn-indexbench --inject-repo`: ids no real chunk matches, in packs that
+do not exist). Then the memory-cgroup run: each tool backs up 10^6 (--quick: 10^5) small
+files inside a cgroup v1 memory limit of 160 MiB; cairn gets `--memory 128M` and a
+repository holding 10^7 (--quick: 10^6) injected entries, restic and borg an empty one.
 
 Each step runs under GNU time: wall time, CPU time (user+sys) and peak RSS (the kernel's
 maximum resident set size of the process tree). Repository size is `du -sb` after the
@@ -131,6 +136,63 @@ def measure(tool, cmd, cwd=None):
     return {"wall_s": wall, "cpu_s": user + sys_, "rss_mib": rss / 1024, "exit": p.returncode}
 
 
+def inject(tool, n):
+    """Add n synthetic index entries to cairn's repository (see cairn-indexbench)."""
+    sh([INDEXBENCH, "--inject-repo", tool.repo, "--entries", str(n)], env=tool.env(), stdout=subprocess.DEVNULL)
+
+
+CGROOT = pathlib.Path("/sys/fs/cgroup/memory")
+
+
+def cgroup_run(a, work, tools):
+    """Each tool's first backup inside a memory cgroup; returns table lines."""
+    if not (CGROOT / "memory.limit_in_bytes").exists() or not os.access(CGROOT, os.W_OK):
+        print("bench: no writable cgroup v1 memory controller; skipping the cgroup run", file=sys.stderr)
+        return []
+    n = int(a.cgroup_files or (1e5 if a.quick else 1e6))
+    entries = int(a.cgroup_entries or (1e6 if a.quick else 1e7))
+    s = corpus(work, f"series-{n}", ["--seed", "2", "--files", str(n), "--large-mib", "0", "--tiny"])
+    warm(s)
+    lines = ["", f"### Backup of {n:,} small files under a {a.cgroup_mib} MiB memory cgroup (cgroup v1, enforced by the kernel)", "",
+             "| tool | repository before | command | result | wall (s) | peak RSS (MiB) |", "|---|---|---|---|---|---|"]
+    for t in tools:
+        t.reset()
+        before = "empty"
+        cmd = t.backup(s)
+        if t.name == "cairn":
+            inject(t, entries)
+            before = f"{entries:,} index entries"
+            cmd = [CAIRN, "--memory", f"{a.cgroup_mib * 4 // 5}M", "backup", s]
+        cg = CGROOT / f"cairn-bench-{os.getpid()}-{t.name}"
+        cg.mkdir()
+        try:
+            (cg / "memory.limit_in_bytes").write_text(str(a.cgroup_mib << 20))
+            if (cg / "memory.memsw.limit_in_bytes").exists():
+                (cg / "memory.memsw.limit_in_bytes").write_text(str(a.cgroup_mib << 20))  # no swapping out of it
+            sh(["sync"])
+            with tempfile.NamedTemporaryFile("r") as tf:
+                p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name, "sh", "-c",
+                                    f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", *map(str, cmd)],
+                                   env=t.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                fields = tf.read().split()[-4:]
+            oom = int(next((l.split()[1] for l in (cg / "memory.oom_control").read_text().splitlines()
+                            if l.startswith("oom_kill ")), "0"))
+        finally:
+            cg.rmdir()
+        wall, rss = float(fields[0]), int(fields[3]) / 1024
+        if oom or p.returncode in (137, -9):
+            result = f"OOM-killed (exit {p.returncode})"
+        elif t.ok(p.returncode):
+            result = f"completed (exit {p.returncode})"
+        else:
+            result = f"failed (exit {p.returncode}): {p.stderr.strip().splitlines()[-1][:120] if p.stderr.strip() else ''}"
+        shown = " ".join(str(c) for c in cmd).replace(str(s), "SRC").replace(str(CAIRN), "cairn")
+        lines.append(f"| {t.name} | {before} | `{shown}` | {result} | {wall:.1f} | {rss:.1f} |")
+        print(f"cgroup   {t.name:7} {result}, {wall:.1f} s, rss {rss:.1f} MiB", file=sys.stderr, flush=True)
+        shutil.rmtree(t.repo, ignore_errors=True)
+    return lines
+
+
 def du(path):
     return int(subprocess.run(["du", "-sb", path], capture_output=True, text=True).stdout.split()[0])
 
@@ -174,6 +236,10 @@ def main():
     ap.add_argument("--large-mib", type=int, help="MiB of large files in the main corpus")
     ap.add_argument("--series", help="comma-separated file counts for the memory series")
     ap.add_argument("--index-series", help="comma-separated entry counts for cairn's index benchmark")
+    ap.add_argument("--repo-series", help="comma-separated index sizes for cairn's RSS-vs-repository series")
+    ap.add_argument("--cgroup-files", type=float, help="files backed up under the memory cgroup")
+    ap.add_argument("--cgroup-entries", type=float, help="entries injected into cairn's repository for the cgroup run")
+    ap.add_argument("--cgroup-mib", type=int, default=160, help="the cgroup's memory limit")
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args()
     tools_wanted = a.tools.split(",")
@@ -240,6 +306,21 @@ def main():
     for t in tools:
         shutil.rmtree(t.repo, ignore_errors=True)
 
+    # cairn: peak RSS as the repository grows (same small backup, more index entries).
+    if "cairn" in tools_wanted:
+        t = next(t for t in tools if t.name == "cairn")
+        s = corpus(work, "series-10000", ["--seed", "2", "--files", "10000", "--large-mib", "0", "--tiny"])
+        d = du(s)
+        warm(s)
+        for n in [int(float(x)) for x in (a.repo_series or ("1e4,1e6" if a.quick else "1e4,1e6,1e7,1e8")).split(",") if x]:
+            t.reset()
+            inject(t, n)
+            record("repo", f"10^4 files, {n:,} entries", t, 10_000, d, measure(t, t.backup(s)), du(t.repo))
+        shutil.rmtree(t.repo, ignore_errors=True)
+
+    # A hard memory limit the kernel enforces.
+    cg_lines = cgroup_run(a, work, tools)
+
     # cairn's own chunk index at scale: synthetic entries through the real load path.
     index_rows = []
     if "cairn" in tools_wanted:
@@ -269,6 +350,10 @@ def main():
         with open(out / "table.md", "a") as f:
             f.write("\n".join(lines) + "\n")
         print("\n".join(lines))
+    if cg_lines:
+        with open(out / "table.md", "a") as f:
+            f.write("\n".join(cg_lines) + "\n")
+        print("\n".join(cg_lines))
     if not a.no_plots:
         plots(out, rows, [t.name for t in tools])
     print(f"bench: results in {out}", file=sys.stderr)

@@ -17,7 +17,7 @@
 //! Memory: pack sizes (40 B per pack), damaged copies, and the ids of tree nodes already
 //! checked (32 B each; shared subtrees are checked once).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,7 @@ use crate::format::key::KeyFile;
 use crate::format::pack::{decode_header, PackBlob, TRAILER_LEN};
 use crate::format::tree::{Content, Kind, Node};
 use crate::format::{BlobKind, FileKind, HEADER_LEN};
-use crate::id::{BlobId, BlobSet, FileId};
+use crate::id::{BlobId, FileId};
 use crate::repo::Repository;
 use crate::sys;
 
@@ -72,7 +72,20 @@ struct Checker<'a> {
     stats: CheckStats,
     /// Stored copies (pack, offset) that failed to decrypt or verify.
     damaged: HashSet<(FileId, u32)>,
-    seen_trees: BlobSet,
+    /// Tree nodes checked already, most recent first, within a share of the budget (~96 B
+    /// each). A node that fell out is checked again when met again: slower, never wrong.
+    seen_trees: lru::LruCache<BlobId, ()>,
+    /// Pack sizes from the listing, within a share of the budget (~96 B each); a pack
+    /// that fell out is stat'ed again.
+    pack_sizes: lru::LruCache<FileId, u64>,
+}
+
+/// Bytes charged per entry of the checker's LRU caches: the key and value, the LRU's
+/// boxed node with two links and allocator overhead, and the hash table slot.
+const LRU_ENTRY_BYTES: usize = 96;
+
+fn lru_of<K: std::hash::Hash + Eq, V>(bytes: usize) -> lru::LruCache<K, V> {
+    lru::LruCache::new(std::num::NonZeroUsize::new((bytes / LRU_ENTRY_BYTES).max(1)).expect("non-zero"))
 }
 
 /// Check `repo`. Returns the counters; `errors > 0` means damage was found.
@@ -83,14 +96,17 @@ pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel:
         cancel,
         stats: CheckStats::default(),
         damaged: HashSet::new(),
-        seen_trees: BlobSet::default(),
+        // Budget: 1/8 for visited trees, 1/16 for pack sizes (32 and 16 MiB at the default).
+        seen_trees: lru_of(repo.budget().0 / 8),
+        pack_sizes: lru_of(repo.budget().0 / 16),
     };
     // Snapshots first: one written later may use packs and index files this check
-    // has not seen.
+    // has not seen; the index is then brought up to date before anything is looked up.
     let snapshots = repo.backend().list(Dir::Snapshots)?;
     c.files()?;
-    let pack_sizes = c.packs(opts.read_data)?;
-    c.index(&pack_sizes)?;
+    repo.refresh_index()?;
+    c.packs(opts.read_data)?;
+    c.index()?;
     for id in snapshots {
         c.cancelled()?;
         c.stats.snapshots += 1;
@@ -140,20 +156,18 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Every pack's header; with `read_data` every blob. Returns pack sizes.
-    fn packs(&mut self, read_data: bool) -> Result<HashMap<FileId, u64>> {
-        let mut sizes = HashMap::new();
+    /// Every pack's header; with `read_data` every blob. Remembers pack sizes.
+    fn packs(&mut self, read_data: bool) -> Result<()> {
         let repo = self.repo;
         repo.backend().for_each_pack(|id, len| {
             self.cancelled()?;
-            sizes.insert(id, len);
+            self.pack_sizes.put(id, len);
             self.stats.packs += 1;
             if let Err(e) = self.pack(&id, len, read_data) {
                 self.error(e);
             }
             Ok(())
-        })?;
-        Ok(sizes)
+        })
     }
 
     fn pack(&mut self, id: &FileId, len: u64, read_data: bool) -> Result<()> {
@@ -174,6 +188,10 @@ impl Checker<'_> {
                 pack_header_from(self.repo, id, len, &mut |buf, off| read_exact_at(&f, &path, buf, off))?
             }
         };
+        // Blobs whose index entry points elsewhere are spare copies; none pointing here
+        // means no index references the pack at all (one note for it, not one per blob).
+        let mut unindexed = Vec::new();
+        let mut referenced = false;
         for (b, off) in blobs {
             let loc = Location {
                 pack: *id,
@@ -184,9 +202,7 @@ impl Checker<'_> {
                 compression: b.compression,
             };
             match self.repo.index().get(&b.id) {
-                None => self
-                    .report
-                    .note(&format!("pack {id}: blob {} is not in any index (left by an interrupted backup)", b.id)),
+                None => unindexed.push(b.id),
                 Some(ix) if ix.pack == *id && ix.offset == loc.offset && ix != loc => self.error(format!(
                     "pack {id}: blob {} at offset {off}: the index disagrees with the pack header ({ix:?} vs {loc:?})",
                     b.id
@@ -194,7 +210,7 @@ impl Checker<'_> {
                 Some(ix) if ix.pack == *id && ix.offset != loc.offset => {
                     self.error(format!("pack {id}: blob {} is at offset {off}, the index says {}", b.id, ix.offset))
                 }
-                _ => {}
+                Some(ix) => referenced |= ix.pack == *id,
             }
             if let Some(bytes) = &whole {
                 let sealed = &bytes[off as usize..off as usize + b.stored_len as usize];
@@ -205,13 +221,18 @@ impl Checker<'_> {
                 }
             }
         }
+        if !referenced && !unindexed.is_empty() {
+            self.report.note(&format!("pack {id} is not referenced by any index (left by an interrupted backup)"));
+        } else {
+            for b in unindexed {
+                self.report.note(&format!("pack {id}: blob {b} is not in any index (left by an interrupted backup)"));
+            }
+        }
         Ok(())
     }
 
-    /// Every index file decodes and its entries point into existing packs. Entries of
-    /// index files written since the repository was opened are added to the index.
-    fn index(&mut self, pack_sizes: &HashMap<FileId, u64>) -> Result<()> {
-        let mut referenced: HashSet<FileId> = HashSet::new();
+    /// Every index file decodes and its entries point into existing packs.
+    fn index(&mut self) -> Result<()> {
         for ix in self.repo.backend().list(Dir::Index)? {
             self.cancelled()?;
             let entries: Vec<IndexEntry> = match self.repo.read_index_file(&ix) {
@@ -223,13 +244,15 @@ impl Checker<'_> {
             };
             for e in entries {
                 self.stats.index_entries += 1;
-                self.repo.index().insert(&e);
-                referenced.insert(e.loc.pack);
-                let size = match pack_sizes.get(&e.loc.pack) {
+                let size = match self.pack_sizes.get(&e.loc.pack) {
                     Some(s) => Some(*s),
-                    // Written after the pack listing by a concurrent backup?
+                    // Out of the cache, or written after the pack listing by a concurrent
+                    // backup: ask the filesystem.
                     None => std::fs::metadata(self.repo.pack_path(&e.loc.pack)).ok().map(|m| m.len()),
                 };
+                if let Some(s) = size {
+                    self.pack_sizes.put(e.loc.pack, s);
+                }
                 match size {
                     None => {
                         self.error(format!("index {ix}: blob {} is in pack {}, which does not exist", e.id, e.loc.pack))
@@ -241,9 +264,6 @@ impl Checker<'_> {
                     _ => {}
                 }
             }
-        }
-        for p in pack_sizes.keys().filter(|p| !referenced.contains(p)) {
-            self.report.note(&format!("pack {p} is not referenced by any index (left by an interrupted backup)"));
         }
         Ok(())
     }
@@ -286,7 +306,7 @@ impl Checker<'_> {
 
     /// Read a tree node (directory or chunk list), once per distinct node.
     fn node(&mut self, id: &BlobId, path: &Path, snap: &FileId) -> Option<Node> {
-        if !self.seen_trees.insert(*id) {
+        if self.seen_trees.put(*id, ()).is_some() {
             return None; // checked already (shared by snapshots or directories)
         }
         if !self.blob(id, BlobKind::Tree, path, snap) {

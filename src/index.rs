@@ -37,9 +37,24 @@ use crate::format::index::{IndexEntry, Location};
 use crate::id::{BlobId, BlobMap, BlobSet, FileId};
 use run::{Record, Run, RunWriter, PAGE};
 
-/// RAM charged per memtable or fresh entry: 32 B id + 16 B value + 1 control byte,
-/// at 7/8 load and up to 2x growth slack (56-112 B).
+/// RAM charged per fresh or pending entry: 32 B id + 16 B value + 1 control byte, at 7/8
+/// load and up to 2x growth slack (56-112 B). The memtable is charged exactly instead
+/// ([`memtable_bytes`]).
 pub const MEM_ENTRY_BYTES: usize = 80;
+
+/// Bytes a hash table keyed by blob id with room for `capacity` entries allocates:
+/// hashbrown keeps a power of two of buckets at most 7/8 full, each a (BlobId, Val) pair
+/// (48 B) plus one control byte.
+fn table_bytes(capacity: usize) -> usize {
+    let buckets = if capacity < 4 { 4 } else { (capacity * 8).div_ceil(7).next_power_of_two() };
+    buckets * (std::mem::size_of::<(BlobId, Val)>() + 1)
+}
+
+/// What a memtable of `n` entries costs at its peak, the spill: its table (grown for `n`
+/// entries, or `capacity` if already larger) and the sorted copy a spill makes (48 B each).
+pub fn memtable_bytes(n: usize, capacity: usize) -> usize {
+    table_bytes(capacity.max(n)) + n * run::RECORD
+}
 
 /// A record's value without its id (the id is the map key): 16 bytes instead of 48.
 #[derive(Clone, Copy)]
@@ -350,7 +365,7 @@ impl Index {
             match read(f) {
                 Ok(entries) => {
                     let mut s = self.write();
-                    if bulk.is_none() && (s.mem.len() + entries.len()) * MEM_ENTRY_BYTES > self.opts.memtable_bytes {
+                    if bulk.is_none() && !self.mem_room(&s, entries.len()) {
                         let _ = fs::remove_dir_all(self.sort_dir());
                         let mut p = sort::Partitioner::new(self.sort_dir(), 0, self.opts.memtable_bytes)?;
                         for (id, v) in s.mem.drain() {
@@ -378,11 +393,7 @@ impl Index {
             }
         }
         match bulk {
-            Some(p) => {
-                self.bulk_run(p)?;
-                // One run: a lookup then tests one filter.
-                self.compact()?;
-            }
+            Some(p) => self.bulk_run(p)?,
             None => self.spill()?,
         }
         Ok(failed)
@@ -410,39 +421,8 @@ impl Index {
         let sources = std::mem::take(&mut s.mem_sources);
         s.incorporated.extend(sources);
         s.recent_packs.clear();
-        self.fit_filters(&mut s)?;
-        self.save_manifest(&s)?;
-        drop(s);
-        self.remove_unlisted_runs();
-        Ok(())
-    }
-
-    /// Merge every run into one (bounded buffers; the filter sized from the budget).
-    pub fn compact(&self) -> Result<()> {
-        let mut s = self.write();
-        if s.runs.len() < 2 {
-            return Ok(());
-        }
-        let seq = s.next_seq;
-        s.next_seq += 1;
-        let path = self.run_path(seq);
-        let total = Self::run_entries(&s);
-        // The old filters are dropped before the new one is built, so the peak stays
-        // within the budget: lookups meanwhile still find every entry (fence and pages).
-        for r in s.runs.iter_mut() {
-            if let Some(run) = Arc::get_mut(&mut r.run) {
-                run.drop_filter();
-            }
-        }
-        let runs: Vec<Arc<Run>> = s.runs.iter().map(|r| r.run.clone()).collect();
-        let out = RunWriter::create(path.with_extension("tmp"), total, self.new_filter_bits(total, 0, total))?;
-        let refs: Vec<&Run> = runs.iter().map(|r| r.as_ref()).collect();
-        run::merge(&refs, MERGE_BUF_PAGES, out, &path)?;
-        drop(refs);
-        drop(runs);
-        let merged = Run::open(&path, usize::MAX)?;
-        s.runs.clear();
-        s.runs.push(RunEntry { seq, run: Arc::new(merged) });
+        // A rebuild leaves one run; a catch-up next to older runs merges like a spill.
+        self.merge_due(&mut s)?;
         self.fit_filters(&mut s)?;
         self.save_manifest(&s)?;
         drop(s);
@@ -572,6 +552,13 @@ impl Index {
     /// The index file `file` listing `entries` is durable in the repository: those entries
     /// may now be cached in runs.
     pub fn indexed(&self, file: FileId, entries: &[IndexEntry]) -> Result<()> {
+        let full = {
+            let s = self.read();
+            !s.mem.is_empty() && !self.mem_room(&s, entries.len())
+        };
+        if full {
+            self.spill()?;
+        }
         {
             let mut s = self.write();
             for e in entries {
@@ -581,14 +568,13 @@ impl Index {
             }
             s.mem_sources.push(file);
         }
-        self.maybe_spill()
+        Ok(())
     }
 
-    fn maybe_spill(&self) -> Result<()> {
-        if self.read().mem.len() * MEM_ENTRY_BYTES > self.opts.memtable_bytes {
-            self.spill()?;
-        }
-        Ok(())
+    /// Can the memtable take `more` entries within its budget (see [`memtable_bytes`])?
+    /// The table grows in powers of two: the step that would overrun is a spill instead.
+    fn mem_room(&self, s: &State, more: usize) -> bool {
+        memtable_bytes(s.mem.len() + more, s.mem.capacity()) <= self.opts.memtable_bytes
     }
 
     /// Write the memtable as a run (sorted), record it in the manifest, merge if due.
@@ -641,6 +627,13 @@ impl Index {
             let seq = s.next_seq;
             s.next_seq += 1;
             let path = self.run_path(seq);
+            // The inputs' filters go before the output's is built, so the peak stays within
+            // the budget (the write lock is held: no lookup meanwhile).
+            for r in &mut s.runs[n - 2..] {
+                if let Some(run) = Arc::get_mut(&mut r.run) {
+                    run.drop_filter();
+                }
+            }
             let (a, b) = (s.runs[n - 2].run.clone(), s.runs[n - 1].run.clone());
             let others: usize = s.runs[..n - 2].iter().map(|r| r.run.ram()).sum();
             let bits = self.new_filter_bits(a.count + b.count, others, Self::run_entries(s));
@@ -714,7 +707,8 @@ impl Index {
     /// RAM held by the index's bounded parts, in bytes (for reports and tests).
     pub fn ram(&self) -> usize {
         let s = self.read();
-        (s.fresh.len() + s.mem.len() + s.pending.len()) * MEM_ENTRY_BYTES
+        (s.fresh.len() + s.pending.len()) * MEM_ENTRY_BYTES
+            + table_bytes(s.mem.capacity())
             + s.runs.iter().map(|r| r.run.ram()).sum::<usize>()
     }
 
@@ -754,7 +748,7 @@ mod tests {
     fn opts(dir: &Path, memtable_entries: usize) -> IndexOptions {
         IndexOptions {
             dir: Some(dir.to_path_buf()),
-            memtable_bytes: memtable_entries * MEM_ENTRY_BYTES,
+            memtable_bytes: memtable_bytes(memtable_entries, 0),
             filter_bytes: 1 << 20,
             page_cache_bytes: 8 * PAGE,
         }

@@ -73,6 +73,7 @@ pub struct Repository {
     /// Damaged files skipped so far (index files at open, snapshots when listing), with
     /// why. Commands print them; `check` reports them as errors.
     problems: Mutex<Vec<String>>,
+    budget: crate::budget::Budget,
 }
 
 /// A blob ready to go into a pack.
@@ -142,8 +143,9 @@ impl Repository {
             index,
             open_packs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))),
             problems: Mutex::new(Vec::new()),
+            budget: opts.budget,
         };
-        repo.load_index()?;
+        repo.refresh_index()?;
         Ok(repo)
     }
 
@@ -166,7 +168,9 @@ impl Repository {
         Ok(out)
     }
 
-    fn load_index(&self) -> Result<()> {
+    /// Bring the index up to date with the repository's index files: reads only those
+    /// not seen yet (at open, all of them unless the local cache has them).
+    pub fn refresh_index(&self) -> Result<()> {
         let files = self.backend.list(Dir::Index)?;
         // Damage is skipped and reported (sync returns it); a newer format is fatal: this
         // cairn must not write into a repository it only half understands.
@@ -177,7 +181,16 @@ impl Repository {
     }
 
     fn problem(&self, e: &Error) {
-        self.problems.lock().unwrap_or_else(|p| p.into_inner()).push(format!("skipped: {e}"));
+        let msg = format!("skipped: {e}");
+        let mut p = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        if !p.contains(&msg) {
+            p.push(msg);
+        }
+    }
+
+    /// The memory budget the repository was opened with.
+    pub fn budget(&self) -> crate::budget::Budget {
+        self.budget
     }
 
     /// Damaged files skipped so far, described.

@@ -8,6 +8,12 @@
 //!
 //! `--reuse` keeps a cache DIR left by an earlier run with the same N (the load then
 //! reads nothing: it measures opening and lookups only).
+//!
+//! `cairn-indexbench --inject-repo REPO --entries N` instead adds N synthetic entries to a
+//! real repository (password from CAIRN_PASSWORD), as index files of 65,536 entries that
+//! point into packs which do not exist (`check` reports them). Their ids are random, so no
+//! real chunk ever matches one: a backup into REPO then works against an index of N more
+//! entries without anyone storing N chunks first. For benchmarks only.
 
 use std::time::Instant;
 
@@ -24,6 +30,36 @@ fn id(i: u64, salt: u64) -> BlobId {
     BlobId(*blake3::hash(&k).as_bytes())
 }
 
+fn synthetic(i: u64, salt: u64) -> IndexEntry {
+    IndexEntry {
+        id: id(i, salt),
+        loc: Location {
+            pack: FileId(id(i / 1000, salt ^ 2).0),
+            offset: 9,
+            stored_len: 1000,
+            raw_len: 900,
+            kind: BlobKind::Data,
+            compression: Compression::Zstd,
+        },
+    }
+}
+
+fn inject(repo: &std::path::Path, entries: u64) {
+    let pw = std::env::var("CAIRN_PASSWORD").expect("CAIRN_PASSWORD");
+    let r = cairn::repo::Repository::open(repo, pw.as_bytes()).expect("open repository");
+    // A salt from the clock: injecting twice adds two distinct sets.
+    let salt = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
+    let mut i = 0;
+    while i < entries {
+        let hi = (i + 65_536).min(entries);
+        let mut batch: Vec<IndexEntry> = (i..hi).map(|j| synthetic(j, salt)).collect();
+        let payload = cairn::format::index::encode(&mut batch);
+        r.write_sealed_file(cairn::format::FileKind::Index, cairn::backend::Dir::Index, &payload).expect("write");
+        i = hi;
+    }
+    println!("{{\"injected\":{entries}}}");
+}
+
 fn main() {
     cairn::sys::bound_allocator();
     let args: Vec<String> = std::env::args().collect();
@@ -31,6 +67,10 @@ fn main() {
     let entries: u64 = get("--entries").and_then(|v| v.parse::<f64>().ok()).map_or(1_000_000, |v| v as u64);
     let lookups: u64 = get("--lookups").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let budget = Budget::parse(&get("--memory").unwrap_or_else(|| "256M".into())).expect("--memory");
+    if let Some(repo) = get("--inject-repo") {
+        inject(std::path::Path::new(&repo), entries);
+        return;
+    }
     let dir = get("--dir").map(std::path::PathBuf::from);
     if let Some(d) = dir.as_ref().filter(|_| !args.iter().any(|a| a == "--reuse")) {
         let _ = std::fs::remove_dir_all(d);
@@ -45,19 +85,7 @@ fn main() {
         .sync(&files, &mut |f| {
             let n = files.iter().position(|x| x == f).expect("known file") as u64;
             let (lo, hi) = (n * PER_FILE, ((n + 1) * PER_FILE).min(entries));
-            Ok((lo..hi)
-                .map(|i| IndexEntry {
-                    id: id(i, 1),
-                    loc: Location {
-                        pack: FileId(id(i / 1000, 2).0),
-                        offset: 9,
-                        stored_len: 1000,
-                        raw_len: 900,
-                        kind: BlobKind::Data,
-                        compression: Compression::Zstd,
-                    },
-                })
-                .collect())
+            Ok((lo..hi).map(|i| synthetic(i, 1)).collect())
         })
         .expect("sync");
     assert!(failed.is_empty());
