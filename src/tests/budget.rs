@@ -43,6 +43,7 @@ fn tiny_budget_spills_and_dedup_stays_exact() {
     let src = t.path().join("src");
     make_source(&src);
     let mut results = vec![];
+    let mut summaries = vec![];
     for (name, budget) in [("tiny", Budget(1 << 20)), ("large", Budget(256 << 20))] {
         let path = t.path().join(name);
         Repository::init(&path, PASSWORD, &cheap_options()).unwrap();
@@ -67,9 +68,12 @@ fn tiny_budget_spills_and_dedup_stays_exact() {
         let (cs, msgs) = do_check(&repo, true);
         assert_eq!(cs.errors, 0, "{msgs:?}");
         results.push((data, r1.snapshot.summary.blobs_added, r2.snapshot.summary.files_unchanged));
+        summaries.push(format!("{name}: r1 {:?} r2 {:?}", r1.snapshot.summary, r2.snapshot.summary));
     }
     // The same data gives the same number of distinct data blobs whatever the budget.
-    assert_eq!(results[0].0, results[1].0, "tiny vs large budget: {results:?}");
+    // (A one-blob difference was seen once in CI and never reproduced: the summaries of
+    // both backups say where it came from if it happens again.)
+    assert_eq!(results[0].0, results[1].0, "tiny vs large budget: {results:?}\n{summaries:#?}");
     assert_eq!(results[0].1, results[1].1);
     assert_eq!(results[0].2, 2500);
 }
