@@ -19,8 +19,8 @@ impl Default for Budget {
 
 impl Budget {
     /// The chunk index: 5/8 (160 MiB at the default), split by
-    /// [`crate::index::IndexOptions`] into filters and fences (3/4: ~9.6 bits per entry at
-    /// 10^8 entries), memtable and page cache. The rest covers the fixed consumers (the
+    /// [`crate::index::IndexOptions`] into filters and fences (7/8: up to 11 bits per entry
+    /// at 10^8 entries) and memtable (1/8). The rest covers the fixed consumers (the
     /// backup pipeline, tree nodes) and the KDF's transient 32 MiB at unlock.
     pub fn index_bytes(&self) -> usize {
         self.0 / 8 * 5
@@ -28,6 +28,22 @@ impl Budget {
 
     /// Parse `256M`, `1G`, `128MiB`, `1073741824`...; refuses less than [`MIN`].
     pub fn parse(s: &str) -> Result<Budget, String> {
+        let bytes = parse_size(s)?;
+        if bytes < MIN {
+            return Err(format!("{s}: the memory budget must be at least 64M"));
+        }
+        Ok(Budget(bytes))
+    }
+
+    /// The mount's chunk cache when `--cache-size` is not given: a quarter of the budget.
+    pub fn chunk_cache_bytes(&self) -> usize {
+        self.0 / 4
+    }
+}
+
+/// Parse a size: `256M`, `1G`, `128MiB`, `4096`...
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    {
         let t = s.trim();
         let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(digits);
@@ -40,11 +56,7 @@ impl Budget {
             "T" | "TB" | "TIB" => 1 << 40,
             _ => return Err(format!("{s}: unknown unit (use K, M, G or T)")),
         };
-        let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s}: too large"))?;
-        if bytes < MIN {
-            return Err(format!("{s}: the memory budget must be at least 64M"));
-        }
-        Ok(Budget(bytes))
+        n.checked_mul(mult).ok_or_else(|| format!("{s}: too large"))
     }
 }
 

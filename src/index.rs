@@ -6,7 +6,7 @@
 //!   local cache directory; in RAM per run only a page fence (0.094 B per entry) and a
 //!   Bloom filter ([`filter`], ~10 bits = 1.25 B per entry, folded smaller when the budget
 //!   is tight). A lookup of a new id is almost always answered by the filters; a known
-//!   id costs about one page read, through a byte-budgeted page cache.
+//!   id costs one page read (`pread`; the kernel's page cache is the only page cache).
 //! - **memtable**: entries whose repository index file is durable, spilled as a sorted
 //!   run when it exceeds its budget (~80 B per entry charged).
 //! - **fresh**: entries of packs this process finished whose index file is not written
@@ -30,7 +30,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{IndexEntry, Location};
@@ -96,20 +96,15 @@ pub struct IndexOptions {
     pub memtable_bytes: usize,
     /// Bytes for all runs' filters and fences.
     pub filter_bytes: usize,
-    /// Bytes for cached pages of runs.
-    pub page_cache_bytes: usize,
 }
 
 impl IndexOptions {
-    /// Split an index share of the memory budget: 1/8 memtable, 1/8 page cache, the rest
+    /// Split an index share of the memory budget: 1/8 memtable, the rest
     /// filters and fences.
     pub fn from_budget(dir: Option<PathBuf>, bytes: usize) -> IndexOptions {
-        IndexOptions { dir, memtable_bytes: bytes / 8, filter_bytes: bytes - bytes / 4, page_cache_bytes: bytes / 8 }
+        IndexOptions { dir, memtable_bytes: bytes / 8, filter_bytes: bytes - bytes / 8 }
     }
 }
-
-/// One cached 4 KiB page of a run.
-type Page = Arc<[u8; PAGE]>;
 
 struct RunEntry {
     seq: u64,
@@ -141,8 +136,6 @@ pub struct Index {
     _lock: Option<File>,
     opts: IndexOptions,
     state: RwLock<State>,
-    /// Cached pages of runs by (run seq, page), within `page_cache_bytes`.
-    pages: Mutex<lru::LruCache<(u64, usize), Page>>,
 }
 
 impl Index {
@@ -180,7 +173,6 @@ impl Index {
         let packs_path = dir.join("packs");
         let packs = OpenOptions::new().read(true).append(true).create(true).open(&packs_path).at(&packs_path)?;
         let pack_count = (packs.metadata().at(&packs_path)?.len() / 32) as u32;
-        let cap = std::num::NonZeroUsize::new((opts.page_cache_bytes / PAGE).max(1)).expect("non-zero");
         let state = State {
             mem: BlobMap::default(),
             mem_sources: Vec::new(),
@@ -199,7 +191,6 @@ impl Index {
             _lock: lock,
             opts,
             state: RwLock::new(state),
-            pages: Mutex::new(lru::LruCache::new(cap)),
         };
         if ix.load_manifest().is_err() {
             ix.reset()?;
@@ -480,16 +471,7 @@ impl Index {
             if !r.run.may_contain(&id.0) {
                 continue;
             }
-            let seq = r.seq;
-            let run = &r.run;
-            let found = run.find(&id.0, &mut |p| {
-                if let Some(page) = self.pages.lock().unwrap_or_else(|e| e.into_inner()).get(&(seq, p)) {
-                    return Ok(page.clone());
-                }
-                let page: Arc<[u8; PAGE]> = Arc::from(*run.read_page(p)?);
-                self.pages.lock().unwrap_or_else(|e| e.into_inner()).put((seq, p), page.clone());
-                Ok(page)
-            })?;
+            let found = r.run.find(&id.0)?;
             if found.is_some() {
                 return Ok(found);
             }
@@ -750,7 +732,6 @@ mod tests {
             dir: Some(dir.to_path_buf()),
             memtable_bytes: memtable_bytes(memtable_entries, 0),
             filter_bytes: 1 << 20,
-            page_cache_bytes: 8 * PAGE,
         }
     }
 

@@ -295,11 +295,9 @@ impl Run {
         }
     }
 
-    /// Read page `p` (4 KiB).
-    pub fn read_page(&self, p: usize) -> Result<Box<[u8; PAGE]>> {
-        let mut b = Box::new([0u8; PAGE]);
-        self.file.read_exact_at(&mut b[..], ((1 + p) * PAGE) as u64).at(&self.path)?;
-        Ok(b)
+    /// Read page `p` (4 KiB) into `buf`.
+    fn read_page(&self, p: usize, buf: &mut [u8; PAGE]) -> Result<()> {
+        self.file.read_exact_at(&mut buf[..], ((1 + p) * PAGE) as u64).at(&self.path)
     }
 
     /// Could the run hold `id`? (The filter; false means certainly not.)
@@ -307,18 +305,16 @@ impl Run {
         self.filter.may_contain(id)
     }
 
-    /// Find `id`, reading pages through `page`. Pages whose fence prefix ties with the
-    /// id's are all searched, so correctness does not depend on prefixes being unique.
-    pub fn find(
-        &self,
-        id: &[u8; 32],
-        page: &mut dyn FnMut(usize) -> Result<std::sync::Arc<[u8; PAGE]>>,
-    ) -> Result<Option<Record>> {
+    /// Find `id`: usually one page read (`pread` into a stack buffer; the kernel's page
+    /// cache is the only cache of pages). Pages whose fence prefix ties with the id's are
+    /// all searched, so correctness does not depend on prefixes being unique.
+    pub fn find(&self, id: &[u8; 32]) -> Result<Option<Record>> {
         let key = prefix(id);
         let mut p = fence_search(&self.fence, key);
+        let mut data = [0u8; PAGE];
         while p > 0 {
             p -= 1;
-            let data = page(p)?;
+            self.read_page(p, &mut data)?;
             let n = self.page_len(p);
             let recs = &data[..n * RECORD];
             let found = bsearch(recs, n, id);
@@ -470,7 +466,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     fn rec(id: [u8; 32], n: u32) -> Record {
         Record::new(
@@ -495,7 +490,7 @@ mod tests {
     }
 
     fn find(run: &Run, id: &[u8; 32]) -> Option<Record> {
-        run.find(id, &mut |p| run.read_page(p).map(|b| Arc::from(*b))).unwrap()
+        run.find(id).unwrap()
     }
 
     proptest! {
