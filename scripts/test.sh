@@ -14,6 +14,9 @@ fi
 missing=()
 command -v diff >/dev/null || missing+=(diffutils)
 command -v find >/dev/null || missing+=(findutils)
+# The mount tests need fusermount3 (unprivileged mounts) and use rsync and attr tools.
+command -v fusermount3 >/dev/null || missing+=(fuse3)
+command -v rsync >/dev/null || missing+=(rsync)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && apt-get install -y -qq "${missing[@]}"
@@ -27,6 +30,15 @@ fi
 unset CAIRN_REPO CAIRN_PASSWORD CAIRN_PASSWORD_FILE CAIRN_MEMORY CAIRN_CACHE_DIR
 
 cargo test --lib
+
+echo "== mount tests (a real FUSE filesystem; they skip where /dev/fuse is absent)"
+# Unprivileged mounts need /dev/fuse open to everyone, as distributions set it (udev's
+# 0666); some containers create it 0600. As root, give it the usual mode.
+if [ -c /dev/fuse ] && [ "$(id -u)" = 0 ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    echo "test.sh: chmod 0666 /dev/fuse (was $(stat -c %a /dev/fuse)), the mode distributions give it"
+    chmod 0666 /dev/fuse
+fi
+cargo test --test mount
 
 echo "== end-to-end: the cairn binary"
 cargo build --quiet

@@ -151,6 +151,17 @@ pub enum Command {
         #[arg(long)]
         read_data: bool,
     },
+    /// Browse every snapshot read-only at MOUNTPOINT (until Ctrl-C, SIGTERM or `fusermount3 -u`).
+    Mount {
+        /// An empty directory to mount on.
+        mountpoint: PathBuf,
+        /// Bytes of decrypted chunks to keep, e.g. 64M [default: a quarter of --memory].
+        #[arg(long, value_name = "SIZE")]
+        cache_size: Option<String>,
+        /// Let other users see the mount (the kernel then enforces the snapshots' modes).
+        #[arg(long)]
+        allow_other: bool,
+    },
 }
 
 /// `cairn key` subcommands.
@@ -464,6 +475,26 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                     kf.kdf.iterations
                 )?;
             }
+            Ok(EXIT_OK)
+        }
+        Command::Mount { mountpoint, cache_size, allow_other } => {
+            // The mount serves until the process ends: the repository lives as long.
+            let repo: &'static crate::repo::Repository = Box::leak(Box::new(open(cli, env)?));
+            let budget = repo.budget();
+            let cache = match cache_size {
+                Some(s) => crate::budget::parse_size(s).map_err(|e| anyhow::anyhow!("--cache-size {e}"))?,
+                None => budget.chunk_cache_bytes(),
+            };
+            if cache > budget.0 / 2 {
+                anyhow::bail!("--cache-size must be at most half of --memory ({})", human(budget.0 as u64 / 2));
+            }
+            print_problems(repo, err);
+            let vfs = crate::vfs::Vfs::new(repo, cache, (crate::sys::euid(), crate::sys::egid()))?;
+            if !cli.quiet {
+                writeln!(err, "serving {} read-only at {} (Ctrl-C or `fusermount3 -u` to unmount)", repo.path().display(), mountpoint.display())?;
+            }
+            let opts = crate::mount::MountOptions { allow_other: *allow_other, threads: 4 };
+            crate::mount::mount(vfs, mountpoint, &opts, env.cancel)?;
             Ok(EXIT_OK)
         }
         Command::Check { read_data } => {

@@ -25,10 +25,12 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod ls;
+pub mod mount;
 pub mod repo;
 pub mod restore;
 pub mod sys;
 pub mod tree;
+pub mod vfs;
 
 #[cfg(test)]
 mod tests;

@@ -289,13 +289,18 @@ impl Repository {
 
     /// Read the sealed bytes of a blob.
     pub fn read_sealed_blob(&self, loc: &Location) -> Result<Vec<u8>> {
-        let f = self.pack_file(&loc.pack)?;
-        let mut buf = vec![0u8; loc.stored_len as usize];
-        read_exact_at(&f, &self.pack_path(&loc.pack), &mut buf, loc.offset as u64).map_err(|e| match e {
+        self.read_pack_range(&loc.pack, loc.offset as u64, loc.offset as u64 + loc.stored_len as u64)
+    }
+
+    /// Read bytes `from..to` of a pack (one or more neighbouring sealed blobs).
+    pub fn read_pack_range(&self, pack: &FileId, from: u64, to: u64) -> Result<Vec<u8>> {
+        let f = self.pack_file(pack)?;
+        let mut buf = vec![0u8; to.saturating_sub(from) as usize];
+        read_exact_at(&f, &self.pack_path(pack), &mut buf, from).map_err(|e| match e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => Error::corrupt(
                 "pack",
-                loc.pack,
-                format!("truncated: blob at offset {} of length {} is past the end", loc.offset, loc.stored_len),
+                pack,
+                format!("truncated: bytes {from}..{to} are past the end"),
             ),
             e => e,
         })?;

@@ -199,6 +199,12 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// The effective group id.
+pub fn egid() -> u32 {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    unsafe { libc::getegid() }
+}
+
 /// The effective user id.
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
@@ -264,6 +270,22 @@ pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
 
+/// Detach a mount lazily (it leaves the namespace now; open files keep it alive until
+/// closed): `umount2(MNT_DETACH)` as root, `fusermount3 -u -z` otherwise.
+pub fn detach_mount(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let st = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg("--").arg(path).status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("fusermount3 -u -z exited with {st}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,3 +309,4 @@ mod tests {
         assert!(!hostname().is_empty());
     }
 }
+

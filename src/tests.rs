@@ -8,6 +8,7 @@ mod damage;
 mod regressions;
 mod roundtrip;
 mod trees;
+mod vfs;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

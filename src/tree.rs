@@ -405,6 +405,56 @@ impl<'r> ChunkIter<'r> {
         Ok(it)
     }
 
+    /// Iterate `content` from the chunk that holds byte `offset`; also returns where that
+    /// chunk starts. Interior nodes carry their children's byte counts, so this reads one
+    /// node per level, not the list before `offset`. Past the end, the iterator is empty
+    /// and the start is the file's length.
+    pub fn at(repo: &'r Repository, content: &Content, offset: u64) -> Result<(ChunkIter<'r>, u64)> {
+        let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter() };
+        let mut start = 0u64;
+        match content {
+            Content::Inline(cs) => it.leaf = cs.clone().into_iter(),
+            Content::List(root) => {
+                let mut id = *root;
+                loop {
+                    match repo.read_tree(&id)? {
+                        Node::ListLeaf(cs) => {
+                            it.leaf = cs.into_iter();
+                            break;
+                        }
+                        Node::ListInterior(cs) => {
+                            if it.stack.len() >= MAX_DEPTH {
+                                return Err(Error::corrupt("tree", id, "chunk list too deep"));
+                            }
+                            let mut rest = cs.into_iter();
+                            let next = rest.by_ref().find(|c| {
+                                let inside = start.saturating_add(c.bytes) > offset;
+                                if !inside {
+                                    start = start.saturating_add(c.bytes);
+                                }
+                                inside
+                            });
+                            it.stack.push(rest);
+                            match next {
+                                Some(c) => id = c.id,
+                                None => break,
+                            }
+                        }
+                        _ => return Err(Error::corrupt("tree", id, "expected a chunk list node, found a directory")),
+                    }
+                }
+            }
+        }
+        while let Some(c) = it.leaf.as_slice().first() {
+            if start.saturating_add(c.size as u64) > offset {
+                break;
+            }
+            start += c.size as u64;
+            it.leaf.next();
+        }
+        Ok((it, start))
+    }
+
     fn descend(&mut self, id: &BlobId) -> Result<()> {
         match self.repo.read_tree(id)? {
             Node::ListLeaf(cs) => self.leaf = cs.into_iter(),

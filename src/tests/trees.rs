@@ -84,5 +84,27 @@ proptest! {
         let back: Vec<ChunkRef> = ChunkIter::new(&t.repo, &content).unwrap().map(|c| c.unwrap()).collect();
         prop_assert_eq!(back, chunks.clone());
         prop_assert_eq!(total, chunks.iter().map(|c| c.size as u64).sum::<u64>());
+        // Seeking by the lists' byte counts lands on the chunk holding the offset.
+        let mut x = seed | 1;
+        for _ in 0..8 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let offset = x % (total + 10);
+            let (mut it, start) = ChunkIter::at(&t.repo, &content, offset).unwrap();
+            let mut pos = 0u64;
+            let i = chunks.iter().position(|c| { pos += c.size as u64; pos > offset });
+            match i {
+                Some(i) => {
+                    prop_assert_eq!(start, pos - chunks[i].size as u64);
+                    prop_assert_eq!(it.next_chunk().unwrap(), Some(chunks[i]));
+                    prop_assert_eq!(it.next_chunk().unwrap(), chunks.get(i + 1).copied());
+                }
+                None => {
+                    prop_assert_eq!(start, total);
+                    prop_assert_eq!(it.next_chunk().unwrap(), None);
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,466 @@
+//! Tests that mount a real FUSE filesystem with the `cairn` binary and check it with real
+//! tools (cp, diff, find, ls, dd). They skip, saying so, where /dev/fuse is absent.
+//! scripts/test.sh installs fuse3 (fusermount3) when it is missing.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    eprintln!("mount tests skipped: /dev/fuse is absent on this machine");
+    false
+}
+
+/// A scratch directory with a repository; every command runs with an explicit
+/// repository, password and cache, never the user's.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let s = Scratch { dir: tempfile::tempdir().unwrap() };
+        s.cairn(&["init", "--insecure-test-kdf"]);
+        s
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["-r", self.path("repo").to_str().unwrap()])
+            .args(args)
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env("CAIRN_PASSWORD", "mount-test")
+            .env("CAIRN_CACHE_DIR", self.path("cache"));
+        c
+    }
+    fn cairn(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
+        assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn mount(&self, extra: &[&str]) -> Mounted {
+        let mnt = self.path("mnt");
+        fs::create_dir_all(&mnt).unwrap();
+        let mut args = vec!["mount", mnt.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let child = self.command(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let m = Mounted { child: Some(child), mnt };
+        let start = Instant::now();
+        while !m.mnt.join("snapshots").exists() {
+            assert!(start.elapsed() < Duration::from_secs(20), "the mount did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+}
+
+/// A running `cairn mount`; unmounted (SIGTERM, then fusermount3 -u) when dropped.
+struct Mounted {
+    child: Option<Child>,
+    mnt: PathBuf,
+}
+
+impl Mounted {
+    /// SIGTERM the mount process; returns its exit status and stderr.
+    fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "the mount did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status, err)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+        if mounted(&self.mnt) {
+            let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+        }
+    }
+}
+
+fn mounted(p: &Path) -> bool {
+    let want = p.to_str().unwrap();
+    fs::read_to_string("/proc/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == Some(want))
+}
+
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `find -printf` of what a restore must reproduce (directory sizes and atimes aside).
+fn listing(root: &Path) -> String {
+    run(Command::new("find").arg(".").arg("-printf").arg("%p %y %m %U %G %s %T@ %l %n\n").current_dir(root))
+        .lines()
+        .map(|l| {
+            // Directory sizes and link counts are the filesystem's own.
+            let f: Vec<&str> = l.split(' ').collect();
+            if f.get(1) == Some(&"d") {
+                format!("{} d {} {} {} {}", f[0], f[2], f[3], f[4], f[6])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn cp_a_out_of_the_mount_reproduces_the_source() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    fs::create_dir_all(src.join("dir/sub")).unwrap();
+    fs::create_dir_all(src.join("empty-dir")).unwrap();
+    let big = data(1, 24 << 20);
+    fs::write(src.join("big"), &big).unwrap();
+    fs::write(src.join("dir/small"), b"hello\n").unwrap();
+    fs::write(src.join("dir/empty"), b"").unwrap();
+    for i in 0..200 {
+        fs::write(src.join("dir/sub").join(format!("f{i}")), data(i + 10, 100 + i as usize * 37)).unwrap();
+    }
+    std::os::unix::fs::symlink("dir/small", src.join("link")).unwrap();
+    fs::hard_link(src.join("dir/small"), src.join("hardlink")).unwrap();
+    run(Command::new("chmod").args(["0750", src.join("dir").to_str().unwrap()]));
+    run(Command::new("touch").args(["-d", "2001-02-03 04:05:06", src.join("dir/small").to_str().unwrap()]));
+    s.cairn(&["backup", src.to_str().unwrap()]);
+
+    let mut m = s.mount(&["--cache-size", "4M"]);
+    let top: Vec<String> =
+        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    for want in ["snapshots", "latest", "hosts", "tags", "ids"] {
+        assert!(top.iter().any(|n| n == want), "{want} missing from {top:?}");
+    }
+    let inside = m.mnt.join("latest").join(src.strip_prefix("/").unwrap());
+    assert!(inside.join("big").exists());
+
+    // cp -a restores bytes, modes, times, symlinks and hard links.
+    let out = s.path("out");
+    run(Command::new("cp").arg("-a").arg(&inside).arg(&out));
+    run(Command::new("diff").arg("-r").arg("--no-dereference").arg(&src).arg(&out));
+    assert_eq!(listing(&src), listing(&out));
+    assert_eq!(fs::metadata(out.join("hardlink")).unwrap().ino(), fs::metadata(out.join("dir/small")).unwrap().ino());
+
+    // ls -lR and find see everything; stat matches the source.
+    let ls = run(Command::new("ls").arg("-lR").arg(&inside));
+    assert!(ls.contains("f199") && ls.contains("link -> dir/small"), "{ls}");
+    let (a, b) = (fs::metadata(inside.join("dir/small")).unwrap(), fs::metadata(src.join("dir/small")).unwrap());
+    assert_eq!((a.mode(), a.uid(), a.size(), a.mtime(), a.nlink()), (b.mode(), b.uid(), b.size(), b.mtime(), 2));
+
+    // Random preads, and an mmap-style read through dd with odd block sizes.
+    let f = fs::File::open(inside.join("big")).unwrap();
+    let mut x = 3u64;
+    for _ in 0..50 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let off = (x >> 30) % big.len() as u64;
+        let mut buf = vec![0u8; ((x >> 7) % 300_000) as usize + 1];
+        let n = f.read_at(&mut buf, off).unwrap();
+        assert!(buf[..n] == big[off as usize..off as usize + n], "pread at {off}");
+    }
+    let mut g = fs::File::open(inside.join("big")).unwrap();
+    g.seek(SeekFrom::Start(big.len() as u64 - 10)).unwrap();
+    let mut tail = Vec::new();
+    g.read_to_end(&mut tail).unwrap();
+    assert_eq!(tail, big[big.len() - 10..]);
+
+    // Several readers at once.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let p = inside.join("big");
+            std::thread::spawn(move || fs::read(p).unwrap())
+        })
+        .collect();
+    for r in readers {
+        assert!(r.join().unwrap() == big);
+    }
+
+    // Read-only: writes fail with EROFS.
+    let e = fs::write(inside.join("new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc_erofs()), "{e}");
+
+    let (status, err) = m.stop();
+    assert!(status.success(), "mount exited with {status}: {err}");
+    assert!(!mounted(&m.mnt), "still mounted after SIGTERM");
+}
+
+fn libc_erofs() -> i32 {
+    30 // EROFS on Linux
+}
+
+/// The directory of `src` inside the newest snapshot of the mount.
+fn latest(m: &Mounted, src: &Path) -> PathBuf {
+    m.mnt.join("latest").join(src.strip_prefix("/").unwrap())
+}
+
+#[test]
+fn rsync_with_hard_links_acls_and_xattrs_reproduces_the_source() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    fs::create_dir_all(src.join("d/e")).unwrap();
+    for i in 0..50 {
+        fs::write(src.join("d/e").join(format!("g{i}")), data(i + 100, 5000 + i as usize * 911)).unwrap();
+    }
+    fs::write(src.join("d/tagged"), b"with attributes\n").unwrap();
+    cairn::sys::set_xattr(&src.join("d/tagged"), b"user.colour", b"blue").unwrap();
+    cairn::sys::set_xattr(&src.join("d/tagged"), b"user.empty", b"").unwrap();
+    fs::hard_link(src.join("d/e/g1"), src.join("d/g1-again")).unwrap();
+    fs::hard_link(src.join("d/e/g1"), src.join("g1-third")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", src.join("dangling")).unwrap();
+    run(Command::new("mkfifo").arg(src.join("fifo")));
+    // Times in the past: rsync compares whole seconds by default, so a copy made in the
+    // same second as the source would keep its own times and the check below would fail
+    // for rsync's reason, not the mount's.
+    run(Command::new("find").arg(&src).args(["-exec", "touch", "-h", "-d", "2001-02-03 04:05:06.123456789", "{}", "+"]));
+    run(Command::new("touch").args(["-h", "-d", "1999-12-31 23:59:58.5"]).arg(src.join("dangling")).arg(src.join("d/e/g7")));
+    s.cairn(&["backup", src.to_str().unwrap()]);
+
+    let m = s.mount(&[]);
+    let inside = latest(&m, &src);
+    assert_eq!(listing(&src), listing(&inside));
+    let out = s.path("out");
+    run(Command::new("rsync").arg("-aHAX").arg("--checksum").arg(format!("{}/", inside.display())).arg(&out));
+    // diff cannot compare fifos; the listing below checks the fifo's type and mode.
+    run(Command::new("diff").arg("-r").arg("--no-dereference").arg("-x").arg("fifo").arg(&src).arg(&out));
+    assert_eq!(listing(&src), listing(&out));
+    let ino = |p: &str| fs::metadata(out.join(p)).unwrap().ino();
+    assert_eq!(ino("d/e/g1"), ino("d/g1-again"));
+    assert_eq!(ino("d/e/g1"), ino("g1-third"));
+    assert_eq!(cairn::sys::xattrs(&out.join("d/tagged")).unwrap().len(), 2);
+    let got = cairn::sys::xattrs(&inside.join("d/tagged")).unwrap();
+    assert!(got.contains(&(b"user.colour".to_vec(), b"blue".to_vec())), "{got:?}");
+    // A second rsync finds nothing to do: sizes and times match exactly.
+    let again = run(Command::new("rsync").arg("-aHAXi").arg(format!("{}/", inside.display())).arg(&out));
+    assert!(again.trim().is_empty(), "rsync found differences: {again}");
+    // The mount's inodes: every link of a file is one inode there too.
+    assert_eq!(fs::metadata(inside.join("d/e/g1")).unwrap().ino(), fs::metadata(inside.join("g1-third")).unwrap().ino());
+    assert_eq!(fs::metadata(inside.join("d/e/g1")).unwrap().nlink(), 3);
+}
+
+#[test]
+fn mmap_and_a_tiny_cache_read_correct_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = data(7, 40 << 20);
+    fs::write(src.join("big"), &big).unwrap();
+    s.cairn(&["backup", src.to_str().unwrap()]);
+    // A 1 MiB cache: most chunks are larger and bypass it.
+    let m = s.mount(&["--cache-size", "1M"]);
+    let f = fs::File::open(latest(&m, &src).join("big")).unwrap();
+    // SAFETY: the mount is read-only and nothing else maps the file.
+    let map = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+    assert_eq!(map.len(), big.len());
+    let mut x = 11u64;
+    for _ in 0..200 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let off = (x >> 20) as usize % big.len();
+        let len = ((x >> 5) as usize % 70_000).min(big.len() - off);
+        assert!(map[off..off + len] == big[off..off + len], "mmap at {off}");
+    }
+    assert!(map[..] == big[..]);
+    drop(map);
+    // Backwards reads in small pieces (each a seek in the chunk list).
+    let mut pos = big.len() as u64;
+    let mut buf = vec![0u8; 100_003];
+    while pos > 0 {
+        let step = (buf.len() as u64).min(pos);
+        pos -= step;
+        let n = f.read_at(&mut buf[..step as usize], pos).unwrap();
+        assert_eq!(n as u64, step);
+        assert!(buf[..n] == big[pos as usize..pos as usize + n], "backwards read at {pos}");
+    }
+}
+
+#[test]
+fn a_directory_of_100k_entries_lists_completely() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    let many = src.join("many");
+    fs::create_dir_all(&many).unwrap();
+    const N: usize = 100_000;
+    for i in 0..N {
+        fs::File::create(many.join(format!("entry-{i:06}"))).unwrap();
+    }
+    s.cairn(&["backup", src.to_str().unwrap()]);
+    let m = s.mount(&[]);
+    let inside = latest(&m, &src).join("many");
+    let mut names: Vec<String> =
+        fs::read_dir(&inside).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), N);
+    names.sort();
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(n, &format!("entry-{i:06}"));
+    }
+    // ls -l stats every entry (through READDIRPLUS where the kernel has it).
+    let ls = run(Command::new("ls").arg("-l").arg(&inside));
+    assert_eq!(ls.lines().filter(|l| l.starts_with('-')).count(), N);
+    assert!(fs::metadata(inside.join("entry-099999")).unwrap().is_file());
+}
+
+#[test]
+fn a_damaged_pack_fails_the_affected_file_only() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let (bad, good) = (data(21, 3000), data(22, 3000));
+    fs::write(src.join("bad"), &bad).unwrap();
+    fs::write(src.join("good"), &good).unwrap();
+    s.cairn(&["backup", src.to_str().unwrap()]);
+    // Find the blob of `bad` through the library and flip a byte of it in its pack.
+    let opts = cairn::repo::OpenOptions { cache_dir: Some(s.path("cache")), budget: Default::default() };
+    let repo = cairn::repo::Repository::open_with(&s.path("repo"), b"mount-test", &opts).unwrap();
+    let id = repo.keys().blob_id(cairn::format::BlobKind::Data, &bad);
+    let loc = repo.index().get(&id).expect("the blob of `bad` is indexed");
+    let pack = repo.pack_path(&loc.pack);
+    drop(repo);
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[loc.offset as usize + 40] ^= 0x40;
+    fs::write(&pack, bytes).unwrap();
+
+    let mut m = s.mount(&[]);
+    let inside = latest(&m, &src);
+    let e = fs::read(inside.join("bad")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(5), "expected EIO: {e}"); // EIO
+    assert_eq!(fs::read(inside.join("good")).unwrap(), good);
+    assert_eq!(fs::read_dir(&inside).unwrap().count(), 2);
+    let (status, err) = m.stop();
+    assert!(status.success(), "{err}");
+    let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&pack_name[..16]), "the log names the pack {pack_name}: {err}");
+}
+
+#[test]
+fn an_unprivileged_user_mounts_and_reads() {
+    if !fuse_available() {
+        return;
+    }
+    let euid = unsafe_euid();
+    if euid != 0 {
+        // Already unprivileged: the other tests are that run.
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("unprivileged mount test skipped: setpriv (util-linux) is missing");
+        return;
+    }
+    let can_open = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "test", "-r", "/dev/fuse", "-a", "-w", "/dev/fuse"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_open {
+        // fuser opens /dev/fuse itself before it falls back to fusermount3. Distributions
+        // make it 0666 (udev); some containers leave it 0600. scripts/test.sh sets 0666.
+        eprintln!("unprivileged mount test skipped: /dev/fuse is not readable and writable by other users");
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let payload = data(31, 300_000);
+    fs::write(src.join("file"), &payload).unwrap();
+    s.cairn(&["backup", src.to_str().unwrap()]);
+    // Hand the scratch directory to nobody (65534), then mount and read as nobody.
+    run(Command::new("chown").arg("-R").arg("65534:65534").arg(s.dir.path()));
+    run(Command::new("chmod").arg("0755").arg(s.dir.path()));
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    run(Command::new("chown").arg("65534:65534").arg(&mnt));
+    let as_nobody = |prog: &str| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(prog);
+        c
+    };
+    let mut child = as_nobody(BIN)
+        .args(["-r", s.path("repo").to_str().unwrap(), "mount", mnt.to_str().unwrap()])
+        .env_remove("CAIRN_PASSWORD_FILE")
+        .env("CAIRN_PASSWORD", "mount-test")
+        .env("CAIRN_CACHE_DIR", s.path("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let m = Mounted { child: None, mnt: mnt.clone() };
+    let start = Instant::now();
+    while !mounted(&mnt) {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("the unprivileged mount exited with {st}: {err}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the unprivileged mount did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let file = mnt.join("latest").join(src.strip_prefix("/").unwrap()).join("file");
+    let out = as_nobody("cat").arg(&file).output().unwrap();
+    assert!(out.status.success(), "cat as nobody: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == payload);
+    // Without --allow-other, nobody else (root included) sees inside the mount.
+    assert!(fs::read(&file).is_err(), "root read an unprivileged mount without --allow-other");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "the unprivileged mount exited with {st}");
+    assert!(!mounted(&mnt), "still mounted after SIGTERM");
+    drop(m);
+}
+
+fn unsafe_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}

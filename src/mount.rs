@@ -1,0 +1,278 @@
+//! `cairn mount`: the FUSE adapter over [`crate::vfs::Vfs`]. It only translates fuser's
+//! calls and maps errors to errnos, in one place ([`errno`]): damaged data is EIO for that
+//! call alone (with a log line naming the blob and pack), writes are EROFS, nothing is
+//! ENOSYS and no callback panics on repository data.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::error::{Error, Result};
+use crate::vfs::{self, Attr, FileKind, Vfs};
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Let other users see the mount (then the kernel enforces the snapshot's modes).
+    pub allow_other: bool,
+    /// Threads answering the kernel.
+    pub threads: usize,
+}
+
+struct Fs {
+    vfs: Vfs,
+}
+
+/// The errno for a view error; damaged data is logged (it names the blob and pack).
+fn errno(e: &Error) -> Errno {
+    match e {
+        Error::NotFound { .. } => Errno::ENOENT,
+        Error::InvalidInput(m) if m == vfs::NOT_DIR => Errno::ENOTDIR,
+        Error::InvalidInput(m) if m == vfs::NOT_FILE => Errno::EISDIR,
+        Error::InvalidInput(m) if m == vfs::NOT_LINK => Errno::EINVAL,
+        Error::InvalidInput(m) if m == vfs::BAD_HANDLE => Errno::EBADF,
+        _ => {
+            eprintln!("cairn mount: {e}");
+            Errno::EIO
+        }
+    }
+}
+
+fn kind(k: FileKind) -> FileType {
+    match k {
+        FileKind::Dir => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+fn attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.mtime,
+        kind: kind(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // The largest readahead the kernel allows (it answers with its maximum).
+        if let Err(max) = config.set_max_readahead(u32::MAX) {
+            let _ = config.set_max_readahead(max);
+        }
+        // Listings with attributes (no lookup per entry), lookups in one directory in
+        // parallel, symlink targets cached by the kernel. Each only where the kernel has it.
+        for cap in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_CACHE_SYMLINKS] {
+            let _ = config.add_capabilities(cap);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.vfs.lookup(parent.0, name.as_bytes()) {
+            Ok(a) => reply.entry(&vfs::TTL, &attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vfs.getattr(ino.0) {
+            Ok(a) => reply.attr(&vfs::TTL, &attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.vfs.open(ino.0) {
+            // Snapshots never change: the kernel may keep pages across opens.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.vfs.read(fh.0, offset, size as usize) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.vfs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        // The kernel looks names up itself; the inode numbers here are only for
+        // readdir's d_ino (they are not the looked-up inodes, which `ls -i` shows).
+        let r = self.vfs.readdir(fh.0, offset, &mut |name, k, next| {
+            !reply.add(INodeNo(next + (1 << 62)), next, kind(k), OsStr::from_bytes(name))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let r = self.vfs.readdirplus(fh.0, offset, &mut |name, a, next| {
+            !reply.add(INodeNo(a.ino), next, OsStr::from_bytes(name), &vfs::TTL, &attr(a), Generation(0))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.vfs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 1 << 20, 255, 1 << 20);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.vfs.xattrs(ino.0) {
+            Ok(xs) => match xs.iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
+                None => reply.error(Errno::NO_XATTR),
+                Some((_, v)) if size == 0 => reply.size(v.len() as u32),
+                Some((_, v)) if v.len() > size as usize => reply.error(Errno::ERANGE),
+                Some((_, v)) => reply.data(v),
+            },
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vfs.xattrs(ino.0) {
+            Ok(xs) => {
+                let mut list = Vec::new();
+                for (n, _) in &xs {
+                    list.extend_from_slice(n);
+                    list.push(0);
+                }
+                if size == 0 {
+                    reply.size(list.len() as u32)
+                } else if list.len() > size as usize {
+                    reply.error(Errno::ERANGE)
+                } else {
+                    reply.data(&list)
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if mask.bits() & libc::W_OK != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        match self.vfs.getattr(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+/// Mount `vfs` at `mountpoint` and serve it until SIGINT/SIGTERM (then unmount) or until
+/// it is unmounted from outside (`fusermount3 -u`).
+pub fn mount(vfs: Vfs, mountpoint: &Path, opts: &MountOptions, stop: &AtomicBool) -> Result<()> {
+    let mut options = vec![
+        MountOption::FSName("cairn".into()),
+        MountOption::Subtype("cairn".into()),
+        MountOption::RO,
+        MountOption::NoAtime,
+    ];
+    let mut config = fuser::Config::default();
+    if opts.allow_other {
+        // Others see it, so the kernel must enforce the snapshot's modes.
+        options.push(MountOption::DefaultPermissions);
+        config.acl = fuser::SessionACL::All;
+    }
+    config.mount_options = options;
+    config.n_threads = Some(opts.threads.max(1));
+    let io = |e: std::io::Error| Error::Io { path: mountpoint.to_path_buf(), source: e };
+    let session = fuser::spawn_mount(Fs { vfs }, mountpoint, &config).map_err(io)?;
+    while !session.guard.is_finished() {
+        if stop.load(Ordering::Relaxed) {
+            return match session.umount_and_join() {
+                // Files are still open in the mount: detach it now (it leaves the
+                // namespace; those files fail from here on) rather than leave a dead
+                // mount behind when this process ends.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    eprintln!("cairn mount: {} is busy (open files); detaching it", mountpoint.display());
+                    crate::sys::detach_mount(mountpoint).map_err(io)
+                }
+                r => r.map_err(io),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    session.join().map_err(io)
+}

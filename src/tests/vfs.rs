@@ -1,0 +1,171 @@
+//! The mount's filesystem view, in process (no kernel): layout, attributes, listings in
+//! small batches, reads at any offset through a tiny chunk cache, hard links, damage.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path};
+
+use super::*;
+use crate::format::BlobKind;
+use crate::testutil::{bytes, flip_byte, temp_repo, write};
+use crate::vfs::{Attr, FileKind, Vfs, ROOT};
+
+/// Look up every component of `path` under `from`.
+fn walk(v: &Vfs, from: u64, path: &Path) -> Attr {
+    let mut a = v.getattr(from).unwrap();
+    for c in path.components() {
+        if let Component::Normal(n) = c {
+            a = v.lookup(a.ino, n.as_encoded_bytes()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+    a
+}
+
+/// Every name of a directory, taking at most `batch` per readdir call.
+fn list(v: &Vfs, ino: u64, batch: usize) -> Vec<Vec<u8>> {
+    let fh = v.opendir(ino).unwrap();
+    let (mut out, mut off) = (Vec::new(), 0);
+    loop {
+        let (mut n, mut last) = (0, off);
+        v.readdir(fh, off, &mut |name, _, next| {
+            if n == batch {
+                return false;
+            }
+            n += 1;
+            out.push(name.to_vec());
+            last = next;
+            true
+        })
+        .unwrap();
+        if n == 0 {
+            break;
+        }
+        off = last;
+    }
+    v.releasedir(fh);
+    out
+}
+
+/// A file read in `step`-byte pieces, or at the given offsets.
+fn read_all(v: &Vfs, ino: u64, size: u64, step: usize) -> Vec<u8> {
+    let fh = v.open(ino).unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let d = v.read(fh, out.len() as u64, step).unwrap();
+        assert!(!d.is_empty(), "short read at {}", out.len());
+        out.extend_from_slice(&d);
+    }
+    assert!(v.read(fh, size, step).unwrap().is_empty(), "read past the end");
+    v.release(fh);
+    out
+}
+
+fn leaked(r: Repository) -> &'static Repository {
+    Box::leak(Box::new(r))
+}
+
+#[test]
+fn a_snapshot_reads_back_through_the_view() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    let big = bytes(1, 3 << 20, false); // ~190 chunks: a chunk-list tree, not inline
+    write(&src.join("big"), &big);
+    write(&src.join("small"), b"hello");
+    write(&src.join("empty"), b"");
+    for i in 0..300 {
+        write(&src.join("many").join(format!("f{i:03}")), &bytes(i, 50 + i as usize, true));
+    }
+    std::os::unix::fs::symlink("small", src.join("link")).unwrap();
+    std::fs::hard_link(src.join("small"), src.join("small-again")).unwrap();
+    let has_xattr = crate::sys::set_xattr(&src.join("small"), b"user.cairn", b"v1").is_ok();
+    do_backup(&t.repo, &[&src]);
+
+    let cache = 64 << 10; // far smaller than the data: chunks are evicted and reloaded
+    let v = Vfs::new(leaked(t.reopen()), cache, (0, 0)).unwrap();
+    let root: Vec<Vec<u8>> = list(&v, ROOT, 3);
+    let want: Vec<&[u8]> = vec![b".", b"..", b"hosts", b"ids", b"latest", b"snapshots", b"tags"];
+    assert_eq!(root, want);
+    let snaps = walk(&v, ROOT, Path::new("snapshots"));
+    let names = list(&v, snaps.ino, 100);
+    assert_eq!(names.len(), 3, "., .. and one snapshot: {names:?}");
+    let latest = walk(&v, ROOT, Path::new("latest"));
+    assert_eq!(latest.kind, FileKind::Symlink);
+    assert_eq!(v.readlink(latest.ino).unwrap(), [b"snapshots/".as_slice(), &names[2]].concat());
+    let host = list(&v, walk(&v, ROOT, Path::new("hosts")).ino, 100);
+    assert_eq!(host.len(), 3);
+
+    let snap_dir = Path::new("snapshots").join(std::str::from_utf8(&names[2]).unwrap());
+    let base = walk(&v, ROOT, &snap_dir.join(src.strip_prefix("/").unwrap()));
+    assert_eq!(base.kind, FileKind::Dir);
+    for name in ["big", "small", "empty"] {
+        let a = walk(&v, base.ino, Path::new(name));
+        let m = std::fs::metadata(src.join(name)).unwrap();
+        assert_eq!((a.kind, a.size, a.perm as u32), (FileKind::File, m.len(), m.mode() & 0o7777), "{name}");
+        assert_eq!(a.mtime, m.modified().unwrap(), "{name}");
+        let data = std::fs::read(src.join(name)).unwrap();
+        for step in [4096, 100_000, 1 << 20] {
+            assert!(read_all(&v, a.ino, a.size, step) == data, "{name} read in {step}-byte steps");
+        }
+    }
+    // Random offsets (each a seek: the cursor restarts or skips ahead).
+    let a = walk(&v, base.ino, Path::new("big"));
+    let fh = v.open(a.ino).unwrap();
+    let mut x = 7u64;
+    for _ in 0..40 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let off = (x >> 33) % big.len() as u64;
+        let len = ((x >> 13) % 200_000) as usize + 1;
+        let got = v.read(fh, off, len).unwrap();
+        let end = (off as usize + len).min(big.len());
+        assert!(got == big[off as usize..end], "read {len} at {off}");
+    }
+    v.release(fh);
+    assert!(v.chunk_cache().bytes() <= cache);
+
+    // A directory listed a few names per call, as the kernel does with small buffers.
+    let many = walk(&v, base.ino, Path::new("many"));
+    let listed = list(&v, many.ino, 7);
+    let mut want: Vec<Vec<u8>> = (0..300).map(|i| format!("f{i:03}").into_bytes()).collect();
+    want.insert(0, b"..".to_vec());
+    want.insert(0, b".".to_vec());
+    assert_eq!(listed, want);
+
+    // Hard links are one inode; symlinks and xattrs come through.
+    let s1 = walk(&v, base.ino, Path::new("small"));
+    let s2 = walk(&v, base.ino, Path::new("small-again"));
+    assert_eq!((s1.ino, s1.nlink), (s2.ino, 2));
+    assert_eq!(v.readlink(walk(&v, base.ino, Path::new("link")).ino).unwrap(), b"small");
+    if has_xattr {
+        assert!(v.xattrs(s1.ino).unwrap().contains(&(b"user.cairn".to_vec(), b"v1".to_vec())));
+    }
+    assert!(matches!(v.lookup(base.ino, b"missing"), Err(crate::error::Error::NotFound { .. })));
+
+    // FORGET: the inode table shrinks back when the kernel lets go.
+    let before = v.inode_count();
+    let e = v.lookup(base.ino, b"empty").unwrap();
+    let n = v.inode_count();
+    v.forget(e.ino, 2); // looked up twice in all (walk above and here)
+    assert_eq!(v.inode_count(), n - 1);
+    assert!(before >= n - 1);
+    assert!(v.getattr(e.ino).is_err());
+}
+
+#[test]
+fn a_damaged_chunk_fails_that_file_only() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    let (a, b) = (bytes(11, 3000, false), bytes(12, 3000, false));
+    write(&src.join("a"), &a);
+    write(&src.join("b"), &b);
+    do_backup(&t.repo, &[&src]);
+    let loc = t.repo.index().get(&t.repo.keys().blob_id(BlobKind::Data, &a)).unwrap();
+    flip_byte(&t.repo.pack_path(&loc.pack), loc.offset as u64 + 40);
+
+    let v = Vfs::new(leaked(t.reopen()), 1 << 20, (0, 0)).unwrap();
+    let snap = list(&v, walk(&v, ROOT, Path::new("snapshots")).ino, 10).pop().unwrap();
+    let dir = Path::new("snapshots").join(std::str::from_utf8(&snap).unwrap()).join(src.strip_prefix("/").unwrap());
+    let base = walk(&v, ROOT, &dir);
+    let fa = v.open(walk(&v, base.ino, Path::new("a")).ino).unwrap();
+    let err = v.read(fa, 0, 4096).unwrap_err();
+    assert!(matches!(err, crate::error::Error::Tampered { .. } | crate::error::Error::Corrupt { .. }), "{err}");
+    assert_eq!(read_all(&v, walk(&v, base.ino, Path::new("b")).ino, 3000, 4096), b);
+}

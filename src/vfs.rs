@@ -1,0 +1,903 @@
+//! A read-only view of a repository as a filesystem, independent of FUSE: inodes, lookup,
+//! attributes, directory listings by offset, reads at an offset. `mount` only translates
+//! fuser's calls into these; the tests call them directly, without a kernel.
+//!
+//! ```text
+//! /snapshots/<time>[-<short id>]/...   every snapshot's tree (time as 2026-11-22T04:05:06)
+//! /latest -> snapshots/<newest>
+//! /hosts/<host>/<name> -> ../../snapshots/<name>
+//! /tags/<tag>/<name>   -> ../../snapshots/<name>
+//! /ids/<short id>      -> ../snapshots/<name>
+//! ```
+//!
+//! Memory (docs/design.md, "Mount"):
+//! - the snapshot list: ~200 B per snapshot, as for `snapshots`;
+//! - inodes the kernel holds: a [`Node`] each (~200 B plus the entry's name, xattrs and
+//!   inline chunk list), removed when the kernel forgets them (FORGET), so the table
+//!   follows the kernel's inode cache, not every inode ever visited;
+//! - open directories and files: one tree node per level of their listing or chunk list;
+//! - decrypted chunks: an LRU charged by the bytes it holds ([`ChunkCache`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
+use crate::id::{BlobId, BlobMap, FileId};
+use crate::repo::Repository;
+use crate::tree::{lookup, ChunkIter, DirIter};
+
+/// The root directory's inode.
+pub const ROOT: u64 = 1;
+
+/// Messages of the view's own errors (the FUSE layer maps each to its errno).
+pub const NOT_DIR: &str = "not a directory";
+/// See [`NOT_DIR`].
+pub const NOT_FILE: &str = "not a regular file";
+/// See [`NOT_DIR`].
+pub const NOT_LINK: &str = "not a symlink";
+/// See [`NOT_DIR`].
+pub const BAD_HANDLE: &str = "bad handle";
+
+/// File types as the view reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FileKind {
+    /// Directory.
+    Dir,
+    /// Regular file.
+    File,
+    /// Symbolic link.
+    Symlink,
+    /// Named pipe.
+    Fifo,
+    /// Character device.
+    CharDev,
+    /// Block device.
+    BlockDev,
+    /// Unix socket.
+    Socket,
+}
+
+/// Attributes of an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Type.
+    pub kind: FileKind,
+    /// Permission bits (st_mode & 0o7777).
+    pub perm: u16,
+    /// Link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number (devices only).
+    pub rdev: u32,
+    /// Access time.
+    pub atime: SystemTime,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// Status change time.
+    pub ctime: SystemTime,
+}
+
+/// What an inode is.
+#[derive(Clone, Debug)]
+enum Node {
+    Root,
+    Snapshots,
+    Hosts,
+    Tags,
+    Ids,
+    Host(String),
+    Tag(String),
+    /// A symlink of the virtual layout, with its target.
+    Link(Vec<u8>),
+    /// Something inside snapshot `snap` (its root directory included).
+    Entry { snap: u32, entry: Arc<Entry> },
+}
+
+/// Identifies an inode for lookups: the same key gives the same inode while the kernel
+/// holds it. Hard-linked files (nlink > 1) are keyed by their source device and inode
+/// within one snapshot, so every link is the same inode.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Child(u64, Vec<u8>),
+    HardLink(u32, u64, u64),
+}
+
+struct Slot {
+    node: Node,
+    key: Key,
+    lookups: u64,
+}
+
+struct Inodes {
+    next: u64,
+    by_ino: HashMap<u64, Slot>,
+    by_key: HashMap<Key, u64>,
+}
+
+struct Snap {
+    id: FileId,
+    name: String,
+    time: SystemTime,
+    host: String,
+    tags: Vec<String>,
+    root: BlobId,
+}
+
+/// An open directory: a position in its listing.
+struct DirHandle {
+    ino: u64,
+    /// Offset of the next entry `iter` yields (entries start at 3: 1 is ".", 2 "..").
+    next: u64,
+    iter: Option<DirIter<'static>>,
+    /// An entry taken from `iter` that did not fit the caller's buffer: it comes first
+    /// next time.
+    pending: Option<Arc<Entry>>,
+}
+
+/// An open file: where the last read ended, to continue sequential reads and prefetch.
+struct FileHandle {
+    content: Content,
+    size: u64,
+    cursor: Option<Cursor>,
+}
+
+/// A position in a file's chunk list (memory: one list node per level, plus the
+/// prefetch window's chunk references, 36 B each).
+struct Cursor {
+    /// File offset where `ahead[0]` starts.
+    start: u64,
+    /// The chunk at `start` and the ones after it already taken from `iter`.
+    ahead: VecDeque<ChunkRef>,
+    /// The rest of the list.
+    iter: ChunkIter<'static>,
+    /// File offset up to which chunks were handed to the prefetcher.
+    fetched: u64,
+    /// Where the last read ended: a read starting there is sequential.
+    last_end: u64,
+}
+
+/// Receives a listing's entries: name, node (`None` for "." and ".."), next offset;
+/// returns false when the caller's buffer is full.
+type ListFn<'a> = &'a mut dyn FnMut(&[u8], Option<&Node>, u64) -> bool;
+
+/// A read this far past the cursor seeks through the list nodes instead of walking.
+const WALK_LIMIT: u64 = 16 << 20;
+
+/// Decrypted chunks by id, within a byte budget; concurrent readers of one missing chunk
+/// wait for a single load. Chunks larger than the budget are returned without caching.
+pub struct ChunkCache {
+    state: Mutex<CacheState>,
+    loaded: Condvar,
+    cap: usize,
+}
+
+struct CacheState {
+    lru: lru::LruCache<BlobId, Arc<Vec<u8>>>,
+    bytes: usize,
+    loading: BlobMap<()>,
+}
+
+impl ChunkCache {
+    /// A cache of at most `cap` bytes of chunk data.
+    pub fn new(cap: usize) -> ChunkCache {
+        ChunkCache {
+            state: Mutex::new(CacheState { lru: lru::LruCache::unbounded(), bytes: 0, loading: BlobMap::default() }),
+            loaded: Condvar::new(),
+            cap,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+
+    /// The chunk `id`, from the cache or loaded by `load` (once, however many ask).
+    pub fn get(&self, id: &BlobId, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<Vec<u8>>> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(d) = s.lru.get(id) {
+                return Ok(d.clone());
+            }
+            if !s.loading.contains_key(id) {
+                break;
+            }
+            s = self.loaded.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.loading.insert(*id, ());
+        drop(s);
+        self.finish(id, load())
+    }
+
+    /// Claim `id` for loading (by a prefetcher): false if it is cached or being loaded.
+    /// A claim must be ended with [`ChunkCache::finish`].
+    pub fn claim(&self, id: &BlobId) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.lru.contains(id) || s.loading.contains_key(id) {
+            return false;
+        }
+        s.loading.insert(*id, ());
+        true
+    }
+
+    /// End the load of `id`: keep the data if it fits, wake whoever waits for it. After
+    /// an error nothing is kept, and a waiting reader loads the chunk itself (and gets
+    /// the error for its own read).
+    pub fn finish(&self, id: &BlobId, r: Result<Vec<u8>>) -> Result<Arc<Vec<u8>>> {
+        let r = r.map(Arc::new);
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.loading.remove(id);
+        if let Ok(d) = &r {
+            if d.len() <= self.cap {
+                s.bytes += d.len();
+                s.lru.put(*id, d.clone());
+                while s.bytes > self.cap {
+                    match s.lru.pop_lru() {
+                        Some((_, old)) => s.bytes -= old.len(),
+                        None => break,
+                    }
+                }
+            }
+        }
+        drop(s);
+        self.loaded.notify_all();
+        r
+    }
+}
+
+/// Load a chunk of a file: its blob, checked against the size the chunk list gives.
+fn load_chunk(repo: &Repository, c: &ChunkRef) -> Result<Vec<u8>> {
+    let d = repo.read_blob(&c.id)?;
+    check_size(c, d)
+}
+
+fn check_size(c: &ChunkRef, d: Vec<u8>) -> Result<Vec<u8>> {
+    if d.len() != c.size as usize {
+        return Err(Error::corrupt("blob", c.id, "size differs from the chunk list"));
+    }
+    Ok(d)
+}
+
+/// Loads the chunks ahead of sequential readers into the cache, on its own threads.
+/// Neighbouring chunks stored next to each other in one pack are read with one `pread`.
+/// Bounded: at most [`PREFETCH_QUEUE`] runs wait (more are dropped: prefetching is only
+/// a hint), each at most the window's bytes.
+struct Prefetcher {
+    tx: std::sync::mpsc::SyncSender<Vec<ChunkRef>>,
+}
+
+/// Runs of chunks waiting for the prefetch threads.
+const PREFETCH_QUEUE: usize = 16;
+
+/// Largest gap between two blobs of a pack that one ranged read spans.
+const COALESCE_GAP: u64 = 64 << 10;
+
+impl Prefetcher {
+    fn start(repo: &'static Repository, cache: Arc<ChunkCache>, threads: usize) -> Prefetcher {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<ChunkRef>>(PREFETCH_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..threads {
+            let (rx, cache) = (rx.clone(), cache.clone());
+            std::thread::spawn(move || loop {
+                let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                };
+                prefetch_run(repo, &cache, &job);
+            });
+        }
+        Prefetcher { tx }
+    }
+
+    /// Ask for `run` to be loaded; dropped if the queue is full.
+    fn request(&self, run: Vec<ChunkRef>) {
+        let _ = self.tx.try_send(run);
+    }
+}
+
+/// Load the chunks of `run` that nobody has or loads yet, coalescing neighbours.
+fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef]) {
+    let mut claimed: Vec<(ChunkRef, Option<crate::format::index::Location>)> = Vec::new();
+    for c in run {
+        if cache.claim(&c.id) {
+            claimed.push((*c, repo.index().get(&c.id)));
+        }
+    }
+    let mut i = 0;
+    while i < claimed.len() {
+        // A group: chunks whose blobs follow each other in one pack.
+        let mut j = i + 1;
+        if let Some(first) = claimed[i].1 {
+            let mut end = first.offset as u64 + first.stored_len as u64;
+            while let Some((_, Some(next))) = claimed.get(j) {
+                if next.pack != first.pack || (next.offset as u64) < end || next.offset as u64 - end > COALESCE_GAP {
+                    break;
+                }
+                end = next.offset as u64 + next.stored_len as u64;
+                j += 1;
+            }
+        }
+        let group = &claimed[i..j];
+        let sealed = match group {
+            [(_, Some(first)), .., (_, Some(last))] => {
+                repo.read_pack_range(&first.pack, first.offset as u64, last.offset as u64 + last.stored_len as u64).ok()
+            }
+            _ => None,
+        };
+        for (c, loc) in group {
+            let r = match (&sealed, loc, group.first().and_then(|g| g.1)) {
+                (Some(buf), Some(loc), Some(first)) => {
+                    let from = (loc.offset - first.offset) as usize;
+                    let sealed = buf.get(from..from + loc.stored_len as usize);
+                    match sealed {
+                        Some(b) => repo.open_blob(&c.id, loc, b).and_then(|d| check_size(c, d)),
+                        None => load_chunk(repo, c),
+                    }
+                }
+                _ => load_chunk(repo, c),
+            };
+            let _ = cache.finish(&c.id, r);
+        }
+        i = j;
+    }
+}
+
+/// The filesystem view.
+pub struct Vfs {
+    repo: &'static Repository,
+    snaps: Vec<Snap>,
+    inodes: Mutex<Inodes>,
+    dirs: Mutex<HashMap<u64, DirHandle>>,
+    files: Mutex<HashMap<u64, Arc<Mutex<FileHandle>>>>,
+    next_fh: std::sync::atomic::AtomicU64,
+    chunks: Arc<ChunkCache>,
+    prefetch: Prefetcher,
+    /// Bytes read ahead of a sequential reader: a quarter of the cache, at most 32 MiB.
+    window: u64,
+    /// Owner of the virtual directories (the mounting user).
+    owner: (u32, u32),
+}
+
+/// Threads loading chunks ahead of sequential readers.
+const PREFETCH_THREADS: usize = 2;
+
+/// How long the kernel may cache attributes and names: snapshots never change.
+pub const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn systime(t: &Time) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec as u64)
+    }
+}
+
+fn enoent() -> Error {
+    Error::NotFound { what: "path", id: "no such entry".into() }
+}
+
+impl Vfs {
+    /// A view of `repo` (kept for the life of the process: a mount owns its repository)
+    /// with a chunk cache of `cache_bytes`.
+    pub fn new(repo: &'static Repository, cache_bytes: usize, owner: (u32, u32)) -> Result<Vfs> {
+        let list = repo.snapshots()?;
+        let mut snaps: Vec<Snap> = Vec::with_capacity(list.len());
+        for (id, s) in list {
+            let secs = s.time_ns.div_euclid(1_000_000_000);
+            let time = systime(&Time { sec: secs, nsec: s.time_ns.rem_euclid(1_000_000_000) as u32 });
+            let name = chrono::DateTime::from_timestamp(secs, 0)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+                .unwrap_or_else(|| format!("{secs}"));
+            snaps.push(Snap { id, name, time, host: s.host, tags: s.tags, root: s.root });
+        }
+        // Times that collide (two snapshots in one second) get the short id appended.
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for s in &snaps {
+            *count.entry(s.name.clone()).or_default() += 1;
+        }
+        for s in &mut snaps {
+            if count[&s.name] > 1 {
+                s.name = format!("{}-{}", s.name, s.id.short());
+            }
+        }
+        let chunks = Arc::new(ChunkCache::new(cache_bytes));
+        Ok(Vfs {
+            prefetch: Prefetcher::start(repo, chunks.clone(), PREFETCH_THREADS),
+            window: (cache_bytes as u64 / 4).min(32 << 20),
+            repo,
+            snaps,
+            inodes: Mutex::new(Inodes { next: ROOT + 1, by_ino: HashMap::new(), by_key: HashMap::new() }),
+            dirs: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            next_fh: std::sync::atomic::AtomicU64::new(1),
+            chunks,
+            owner,
+        })
+    }
+
+    /// The chunk cache (for reports and tests).
+    pub fn chunk_cache(&self) -> &ChunkCache {
+        &self.chunks
+    }
+
+    /// Inodes the view holds for the kernel now (for tests).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).by_ino.len()
+    }
+
+    fn node(&self, ino: u64) -> Result<Node> {
+        if ino == ROOT {
+            return Ok(Node::Root);
+        }
+        let t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        t.by_ino.get(&ino).map(|s| s.node.clone()).ok_or_else(enoent)
+    }
+
+    fn snap_root(&self, i: usize) -> Node {
+        let s = &self.snaps[i];
+        let t = s.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let time = Time { sec: t.as_secs() as i64, nsec: t.subsec_nanos() };
+        let entry = Entry {
+            name: s.name.as_bytes().to_vec(),
+            kind: Kind::Dir(s.root),
+            mode: 0o755,
+            uid: self.owner.0,
+            gid: self.owner.1,
+            user: Vec::new(),
+            group: Vec::new(),
+            size: 0,
+            mtime: time,
+            ctime: time,
+            atime: time,
+            dev: 0,
+            ino: 0,
+            nlink: 2,
+            xattrs: Vec::new(),
+        };
+        Node::Entry { snap: i as u32, entry: Arc::new(entry) }
+    }
+
+    fn snap_index(&self, name: &[u8]) -> Option<usize> {
+        self.snaps.iter().position(|s| s.name.as_bytes() == name)
+    }
+
+    /// The child `name` of directory `parent`, without touching the inode table.
+    fn child(&self, parent: &Node, name: &[u8]) -> Result<Node> {
+        let link_to = |s: &Snap, up: &str| Node::Link(format!("{up}snapshots/{}", s.name).into_bytes());
+        match parent {
+            Node::Root => match name {
+                b"snapshots" => Ok(Node::Snapshots),
+                b"hosts" => Ok(Node::Hosts),
+                b"tags" => Ok(Node::Tags),
+                b"ids" => Ok(Node::Ids),
+                b"latest" => self.snaps.last().map(|s| link_to(s, "")).ok_or_else(enoent),
+                _ => Err(enoent()),
+            },
+            Node::Snapshots => self.snap_index(name).map(|i| self.snap_root(i)).ok_or_else(enoent),
+            Node::Hosts => self.snaps.iter().any(|s| s.host.as_bytes() == name).then(|| Node::Host(String::from_utf8_lossy(name).into_owned())).ok_or_else(enoent),
+            Node::Tags => self
+                .snaps
+                .iter()
+                .any(|s| s.tags.iter().any(|t| t.as_bytes() == name))
+                .then(|| Node::Tag(String::from_utf8_lossy(name).into_owned()))
+                .ok_or_else(enoent),
+            Node::Ids => self.snaps.iter().find(|s| s.id.short().as_bytes() == name).map(|s| link_to(s, "../")).ok_or_else(enoent),
+            Node::Host(h) => self
+                .snaps
+                .iter()
+                .find(|s| &s.host == h && s.name.as_bytes() == name)
+                .map(|s| link_to(s, "../../"))
+                .ok_or_else(enoent),
+            Node::Tag(t) => self
+                .snaps
+                .iter()
+                .find(|s| s.tags.contains(t) && s.name.as_bytes() == name)
+                .map(|s| link_to(s, "../../"))
+                .ok_or_else(enoent),
+            Node::Entry { snap, entry } => match &entry.kind {
+                Kind::Dir(tree) => match lookup(self.repo, tree, name)? {
+                    Some(e) => Ok(Node::Entry { snap: *snap, entry: Arc::new(e) }),
+                    None => Err(enoent()),
+                },
+                _ => Err(Error::InvalidInput(NOT_DIR.into())),
+            },
+            Node::Link(_) => Err(Error::InvalidInput(NOT_DIR.into())),
+        }
+    }
+
+    /// Look `name` up in directory `parent`: the kernel now holds one more reference to
+    /// the returned inode (released by [`Vfs::forget`]).
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        let p = self.node(parent)?;
+        let node = self.child(&p, name)?;
+        let (ino, node) = self.intern(parent, name, node);
+        Ok(self.attr_of(ino, &node))
+    }
+
+    /// The inode for `node`, child `name` of `parent`, with one more kernel reference;
+    /// returns it with the node the table holds (the same for every link of a file).
+    fn intern(&self, parent: u64, name: &[u8], node: Node) -> (u64, Node) {
+        let key = match &node {
+            Node::Entry { snap, entry } if entry.nlink > 1 && matches!(entry.kind, Kind::File(_)) => {
+                Key::HardLink(*snap, entry.dev, entry.ino)
+            }
+            _ => Key::Child(parent, name.to_vec()),
+        };
+        let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        let ino = match t.by_key.get(&key) {
+            Some(i) => *i,
+            None => {
+                let i = t.next;
+                t.next += 1;
+                t.by_key.insert(key.clone(), i);
+                t.by_ino.insert(i, Slot { node: node.clone(), key, lookups: 0 });
+                i
+            }
+        };
+        let slot = t.by_ino.get_mut(&ino).expect("inserted above");
+        slot.lookups += 1;
+        (ino, slot.node.clone())
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        let gone = match t.by_ino.get_mut(&ino) {
+            Some(s) => {
+                s.lookups = s.lookups.saturating_sub(n);
+                s.lookups == 0
+            }
+            None => false,
+        };
+        if gone {
+            if let Some(s) = t.by_ino.remove(&ino) {
+                t.by_key.remove(&s.key);
+            }
+        }
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let n = self.node(ino)?;
+        Ok(self.attr_of(ino, &n))
+    }
+
+    fn attr_of(&self, ino: u64, node: &Node) -> Attr {
+        let newest = self.snaps.last().map_or(UNIX_EPOCH, |s| s.time);
+        let virt = |kind: FileKind, size: u64| Attr {
+            ino,
+            size,
+            kind,
+            perm: if kind == FileKind::Symlink { 0o777 } else { 0o555 },
+            nlink: if kind == FileKind::Dir { 2 } else { 1 },
+            uid: self.owner.0,
+            gid: self.owner.1,
+            rdev: 0,
+            atime: newest,
+            mtime: newest,
+            ctime: newest,
+        };
+        match node {
+            Node::Root | Node::Snapshots | Node::Hosts | Node::Tags | Node::Ids | Node::Host(_) | Node::Tag(_) => {
+                virt(FileKind::Dir, 0)
+            }
+            Node::Link(target) => virt(FileKind::Symlink, target.len() as u64),
+            Node::Entry { entry: e, .. } => {
+                let (kind, size, rdev) = match &e.kind {
+                    Kind::File(_) => (FileKind::File, e.size, 0),
+                    Kind::Dir(_) => (FileKind::Dir, 0, 0),
+                    Kind::Symlink(t) => (FileKind::Symlink, t.len() as u64, 0),
+                    Kind::Fifo => (FileKind::Fifo, 0, 0),
+                    Kind::CharDev(d) => (FileKind::CharDev, 0, *d as u32),
+                    Kind::BlockDev(d) => (FileKind::BlockDev, 0, *d as u32),
+                    Kind::Socket => (FileKind::Socket, 0, 0),
+                };
+                // Directories report 2 links (their subdirectory count is not stored);
+                // files their source link count, so hard links show as such.
+                let nlink = if kind == FileKind::Dir { 2 } else { e.nlink.max(1) };
+                Attr {
+                    ino,
+                    size,
+                    kind,
+                    perm: (e.mode & 0o7777) as u16,
+                    nlink,
+                    uid: e.uid,
+                    gid: e.gid,
+                    rdev,
+                    atime: systime(&e.atime),
+                    mtime: systime(&e.mtime),
+                    ctime: systime(&e.ctime),
+                }
+            }
+        }
+    }
+
+    /// The target of symlink `ino`.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.node(ino)? {
+            Node::Link(t) => Ok(t),
+            Node::Entry { entry, .. } => match &entry.kind {
+                Kind::Symlink(t) => Ok(t.clone()),
+                _ => Err(Error::InvalidInput(NOT_LINK.into())),
+            },
+            _ => Err(Error::InvalidInput(NOT_LINK.into())),
+        }
+    }
+
+    /// Extended attributes of `ino` (name, value).
+    pub fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match self.node(ino)? {
+            Node::Entry { entry, .. } => Ok(entry.xattrs.clone()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Open directory `ino`; returns a handle for [`Vfs::readdir`].
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let n = self.node(ino)?;
+        if self.attr_of(ino, &n).kind != FileKind::Dir {
+            return Err(Error::InvalidInput(NOT_DIR.into()));
+        }
+        let fh = self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, DirHandle { ino, next: 3, iter: None, pending: None });
+        Ok(fh)
+    }
+
+    /// Close a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+    }
+
+    /// Names of a virtual directory.
+    fn virtual_names(&self, node: &Node) -> Vec<(Vec<u8>, FileKind)> {
+        let mut names: Vec<(Vec<u8>, FileKind)> = match node {
+            Node::Root => {
+                let mut v = vec![
+                    (b"snapshots".to_vec(), FileKind::Dir),
+                    (b"hosts".to_vec(), FileKind::Dir),
+                    (b"tags".to_vec(), FileKind::Dir),
+                    (b"ids".to_vec(), FileKind::Dir),
+                ];
+                if !self.snaps.is_empty() {
+                    v.push((b"latest".to_vec(), FileKind::Symlink));
+                }
+                v
+            }
+            Node::Snapshots => self.snaps.iter().map(|s| (s.name.as_bytes().to_vec(), FileKind::Dir)).collect(),
+            Node::Hosts => self.snaps.iter().map(|s| (s.host.as_bytes().to_vec(), FileKind::Dir)).collect(),
+            Node::Tags => {
+                self.snaps.iter().flat_map(|s| s.tags.iter().map(|t| (t.as_bytes().to_vec(), FileKind::Dir))).collect()
+            }
+            Node::Ids => self.snaps.iter().map(|s| (s.id.short().into_bytes(), FileKind::Symlink)).collect(),
+            Node::Host(h) => self
+                .snaps
+                .iter()
+                .filter(|s| &s.host == h)
+                .map(|s| (s.name.as_bytes().to_vec(), FileKind::Symlink))
+                .collect(),
+            Node::Tag(t) => self
+                .snaps
+                .iter()
+                .filter(|s| s.tags.contains(t))
+                .map(|s| (s.name.as_bytes().to_vec(), FileKind::Symlink))
+                .collect(),
+            _ => Vec::new(),
+        };
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// List directory handle `fh` from `offset` (0 = start; otherwise the offset handed out
+    /// with an earlier entry): `add(name, kind, next offset)` returns false when the caller's
+    /// buffer is full (that entry is then given again next time).
+    pub fn readdir(&self, fh: u64, offset: u64, add: &mut dyn FnMut(&[u8], FileKind, u64) -> bool) -> Result<()> {
+        self.list(fh, offset, &mut |name, node, next| {
+            let kind = node.map_or(FileKind::Dir, |n| self.attr_of(0, n).kind);
+            add(name, kind, next)
+        })
+    }
+
+    /// [`Vfs::readdir`] with each entry's attributes (FUSE's READDIRPLUS, which spares the
+    /// kernel a lookup per entry: `ls -l` and `cp -a` of a listed directory need no more
+    /// calls). Every entry but "." and ".." given to the kernel is one more reference to
+    /// its inode, as if looked up.
+    pub fn readdirplus(&self, fh: u64, offset: u64, add: &mut dyn FnMut(&[u8], &Attr, u64) -> bool) -> Result<()> {
+        let dir = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh).map(|h| h.ino);
+        let dir = dir.ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
+        let dir_attr = self.getattr(dir)?;
+        self.list(fh, offset, &mut |name, node, next| match node {
+            // The kernel takes no reference for the dot entries.
+            None => add(name, &dir_attr, next),
+            Some(n) => {
+                let (ino, n) = self.intern(dir, name, n.clone());
+                let added = add(name, &self.attr_of(ino, &n), next);
+                if !added {
+                    self.forget(ino, 1);
+                }
+                added
+            }
+        })
+    }
+
+    /// The listing behind [`Vfs::readdir`]: each entry with its node (`None` for "." and "..").
+    fn list(&self, fh: u64, offset: u64, add: ListFn<'_>) -> Result<()> {
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        let h = dirs.get_mut(&fh).ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
+        let node = self.node(h.ino)?;
+        let mut off = offset;
+        if off == 0 {
+            if !add(b".", None, 1) {
+                return Ok(());
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if !add(b"..", None, 2) {
+                return Ok(());
+            }
+            off = 2;
+        }
+        let (snap, tree) = match &node {
+            Node::Entry { snap, entry } => match &entry.kind {
+                Kind::Dir(t) => (*snap, Some(*t)),
+                _ => (*snap, None),
+            },
+            _ => (0, None),
+        };
+        let Some(tree) = tree else {
+            // Virtual directories: short lists, rebuilt per call.
+            for (i, (name, _)) in self.virtual_names(&node).iter().enumerate().skip((off - 2) as usize) {
+                let child = self.child(&node, name)?;
+                if !add(name, Some(&child), i as u64 + 3) {
+                    break;
+                }
+            }
+            return Ok(());
+        };
+        // Tree directories stream: continue where the last call stopped, or start over
+        // and skip (a seek back, rare: rewinddir).
+        if h.iter.is_none() || h.next != off.max(3) {
+            h.iter = Some(DirIter::new(self.repo, &tree)?);
+            h.pending = None;
+            h.next = 3;
+            while h.next < off.max(3) {
+                if h.iter.as_mut().expect("set").next_entry()?.is_none() {
+                    return Ok(());
+                }
+                h.next += 1;
+            }
+        }
+        loop {
+            let e = match h.pending.take() {
+                Some(e) => e,
+                None => match h.iter.as_mut().expect("set").next_entry()? {
+                    Some(e) => Arc::new(e),
+                    None => return Ok(()),
+                },
+            };
+            let child = Node::Entry { snap, entry: e.clone() };
+            if !add(&e.name, Some(&child), h.next + 1) {
+                h.pending = Some(e);
+                return Ok(());
+            }
+            h.next += 1;
+        }
+    }
+
+    /// Open regular file `ino` for reading; returns a handle for [`Vfs::read`].
+    pub fn open(&self, ino: u64) -> Result<u64> {
+        let (content, size) = match self.node(ino)? {
+            Node::Entry { entry, .. } => match &entry.kind {
+                Kind::File(c) => (c.clone(), entry.size),
+                _ => return Err(Error::InvalidInput(NOT_FILE.into())),
+            },
+            _ => return Err(Error::InvalidInput(NOT_FILE.into())),
+        };
+        let fh = self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let h = FileHandle { content, size, cursor: None };
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, Arc::new(Mutex::new(h)));
+        Ok(fh)
+    }
+
+    /// Close a file handle.
+    pub fn release(&self, fh: u64) {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
+    }
+
+    /// Up to `len` bytes of file handle `fh` at `offset` (fewer at the end of the file).
+    pub fn read(&self, fh: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let h = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
+        let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+        if offset >= h.size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = (offset + len as u64).min(h.size);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        // Continue from the cursor when the read is at or a little after it; otherwise
+        // seek by the list nodes' byte counts (one node per level).
+        if h.cursor.as_ref().is_none_or(|c| offset < c.start || offset - c.start >= WALK_LIMIT) {
+            let (iter, start) = ChunkIter::at(self.repo, &h.content, offset)?;
+            h.cursor = Some(Cursor { start, ahead: VecDeque::new(), iter, fetched: start, last_end: u64::MAX });
+        }
+        let cur = h.cursor.as_mut().expect("set");
+        let sequential = offset == cur.last_end || offset == 0;
+        loop {
+            if cur.ahead.is_empty() {
+                match cur.iter.next_chunk()? {
+                    Some(c) => cur.ahead.push_back(c),
+                    None => break,
+                }
+            }
+            let c = cur.ahead[0];
+            let c_end = cur.start + c.size as u64;
+            if c_end > offset {
+                if cur.start >= end {
+                    break;
+                }
+                let data = self.chunk(&c)?;
+                let from = (offset.max(cur.start) - cur.start) as usize;
+                let to = ((end.min(c_end) - cur.start) as usize).min(data.len());
+                out.extend_from_slice(&data[from.min(to)..to]);
+                if c_end > end {
+                    break; // the next sequential read starts in this chunk
+                }
+            }
+            cur.start = c_end;
+            cur.ahead.pop_front();
+        }
+        cur.last_end = end;
+        if sequential {
+            self.read_ahead(cur, end)?;
+        }
+        Ok(out)
+    }
+
+    /// Hand the chunks of the next `window` bytes after `end` to the prefetcher (those
+    /// not handed over yet).
+    fn read_ahead(&self, cur: &mut Cursor, end: u64) -> Result<()> {
+        let want = end.saturating_add(self.window);
+        let mut at = cur.start;
+        let mut run = Vec::new();
+        let mut i = 0;
+        while at < want {
+            if i == cur.ahead.len() {
+                match cur.iter.next_chunk()? {
+                    Some(c) => cur.ahead.push_back(c),
+                    None => break,
+                }
+            }
+            let c = cur.ahead[i];
+            if at >= cur.fetched && at >= end {
+                run.push(c);
+            }
+            at += c.size as u64;
+            i += 1;
+        }
+        if !run.is_empty() {
+            cur.fetched = at;
+            self.prefetch.request(run);
+        }
+        Ok(())
+    }
+
+    fn chunk(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
+        let repo = self.repo;
+        self.chunks.get(&c.id, || load_chunk(repo, c))
+    }
+}
