@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CAIRN = ROOT / "target/release/cairn"
@@ -38,7 +39,7 @@ INDEXBENCH = ROOT / "target/release/cairn-indexbench"
 PASSWORD = "bench-password"
 MIB = 1024 * 1024
 # Parts of the benchmark, in the order they run (--only picks some).
-SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index"]
+SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount"]
 
 
 def sh(cmd, **kw):
@@ -270,7 +271,7 @@ def main():
               f"rss {m['rss_mib']:8.1f} MiB  repo {row['repo_mib']:9.1f} MiB", file=sys.stderr, flush=True)
 
     # Main corpus.
-    if only & {"main", "budget"}:
+    if only & {"main", "budget", "mount"}:
         src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large)])
     if "main" in only:
         main_section(work, tools, src, files, record)
@@ -282,6 +283,8 @@ def main():
         repo_section(a, work, tools, record)
     cg_lines = cgroup_run(a, work, tools) if "cgroup" in only else []
     index_rows = index_section(a, work) if "index" in only and "cairn" in tools_wanted else []
+    if "mount" in only:
+        mount_section(work, tools, src, files, record)
     finish(a, out, rows, tools, files, large, cg_lines, index_rows)
 
 
@@ -347,6 +350,92 @@ def budget_section(work, tools, src, files, record):
                 best[mem] = (m, du(t.repo))
     for mem, (m, repo) in best.items():
         record("budget", f"first backup {mem} (best of 3)", t, files, data, m, repo)
+
+
+def proc_status(pid):
+    """(peak RSS in MiB, CPU seconds) of a running process, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return hwm / 1024, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mounted(mnt):
+    with open("/proc/mounts") as f:
+        return any(l.split()[1] == str(mnt) for l in f)
+
+
+def mount_section(work, tools, src, files, record):
+    """Each tool's FUSE mount of its snapshot of the main corpus.
+
+    Steps, in this order on a fresh mount: read the largest file (512 MiB) with cat,
+    `ls -lR` the snapshot, `cp -a` it to local disk. The wall time is the client
+    command's; RSS and CPU are the mount process's (peak and cumulative at the end of the
+    step). Beside them, cairn's native restore and `cp -a` of a local copy of the same
+    tree: what cp itself costs on this disk.
+    """
+    run_src = pristine(work, src)
+    data = du(run_src)
+    warm(run_src)
+    for t in tools:
+        t.reset()
+        measure(t, t.backup(run_src))
+    targets = []
+
+    def target(name):
+        d = work / f"mount-out-{name}"
+        shutil.rmtree(d, ignore_errors=True)
+        targets.append(d)
+        return d
+
+    if "cairn" in [t.name for t in tools]:
+        t = next(t for t in tools if t.name == "cairn")
+        restored = target("restore")
+        restored.mkdir()
+        record("mount", "native restore", t, files, data, measure(t, [CAIRN, "restore", "latest", "--target", restored]),
+               du(t.repo))
+        m = measure(t, ["cp", "-a", restored, target("local-cp")])
+        record("mount", "cp -a from local disk", t, files, data, m, du(t.repo))
+    big = max((p for p in run_src.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    for t in tools:
+        mnt = work / f"mnt-{t.name}"
+        if mounted(mnt):
+            sh(["fusermount", "-u", "-z", mnt])
+        mnt.mkdir(exist_ok=True)
+        cmd = {"cairn": [CAIRN, "mount", mnt], "restic": ["restic", "mount", mnt],
+               "borg": ["borg", "mount", "-f", f"::a{t.n}", mnt]}[t.name]
+        inside = {"cairn": mnt / "latest", "restic": mnt / "snapshots" / "latest", "borg": mnt}[t.name]
+        inside = inside / str(run_src).lstrip("/")
+        proc = subprocess.Popen(cmd, env=t.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 120
+            while not (mounted(mnt) and inside.exists()):
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"{t.name}: mount did not come up: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+                time.sleep(0.2)
+            for step, client in [("cat of the largest file", ["cat", inside / big.relative_to(run_src)]),
+                                 ("ls -lR", ["ls", "-lR", inside]),
+                                 ("cp -a", ["cp", "-a", inside, target(f"cp-{t.name}")])]:
+                sh(["sync"])
+                start = time.time()
+                p = subprocess.run(list(map(str, client)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                wall = time.time() - start
+                if p.returncode != 0:
+                    raise SystemExit(f"{t.name}: {' '.join(map(str, client))} failed: {p.stderr[-2000:]}")
+                rss, cpu = proc_status(proc.pid)
+                record("mount", step, t, files, data, {"wall_s": wall, "cpu_s": cpu, "rss_mib": rss, "exit": 0}, du(t.repo))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if mounted(mnt):
+                sh(["fusermount", "-u", "-z", mnt])
+    for d in targets:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def series_section(work, tools, series, record):

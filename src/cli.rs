@@ -478,6 +478,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             Ok(EXIT_OK)
         }
         Command::Mount { mountpoint, cache_size, allow_other } => {
+            crate::sys::allocator_for_streaming();
             // The mount serves until the process ends: the repository lives as long.
             let repo: &'static crate::repo::Repository = Box::leak(Box::new(open(cli, env)?));
             let budget = repo.budget();

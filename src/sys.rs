@@ -248,6 +248,19 @@ pub fn bound_allocator() {
     }
 }
 
+/// For a long-running process that streams chunks through a cache on several threads
+/// (the mount): chunk buffers of 256 KiB or more get their own mapping, returned when
+/// freed, and threads share two heaps. Measured on the benchmark corpus: with glibc's
+/// defaults the mount's RSS kept growing past its cache (freed chunk buffers stayed
+/// resident in per-thread heaps) to 252 MB after reading 3.1 GB with a 64 MiB cache.
+pub fn allocator_for_streaming() {
+    // SAFETY: mallopt only changes allocator tuning; glibc serialises it.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Ask the kernel to back the capacity of `v` (allocated, not yet touched) with 2 MiB
 /// pages where it can: a Bloom filter probed at random otherwise costs a TLB miss per
 /// lookup. Best effort: without transparent huge pages nothing changes.

@@ -143,7 +143,7 @@ struct DirHandle {
     pending: Option<Arc<Entry>>,
 }
 
-/// An open file: where the last read ended, to continue sequential reads and prefetch.
+/// A file being read: where the last read ended, to continue sequential reads and prefetch.
 struct FileHandle {
     content: Content,
     size: u64,
@@ -281,6 +281,9 @@ const PREFETCH_QUEUE: usize = 16;
 /// Largest gap between two blobs of a pack that one ranged read spans.
 const COALESCE_GAP: u64 = 64 << 10;
 
+/// Most bytes one ranged read spans (it is held while its blobs are opened).
+const COALESCE_MAX: u64 = 4 << 20;
+
 impl Prefetcher {
     fn start(repo: &'static Repository, cache: Arc<ChunkCache>, threads: usize) -> Prefetcher {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<ChunkRef>>(PREFETCH_QUEUE);
@@ -319,7 +322,12 @@ fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef]) {
         if let Some(first) = claimed[i].1 {
             let mut end = first.offset as u64 + first.stored_len as u64;
             while let Some((_, Some(next))) = claimed.get(j) {
-                if next.pack != first.pack || (next.offset as u64) < end || next.offset as u64 - end > COALESCE_GAP {
+                let next_end = next.offset as u64 + next.stored_len as u64;
+                if next.pack != first.pack
+                    || (next.offset as u64) < end
+                    || next.offset as u64 - end > COALESCE_GAP
+                    || next_end - first.offset as u64 > COALESCE_MAX
+                {
                     break;
                 }
                 end = next.offset as u64 + next.stored_len as u64;
@@ -357,7 +365,8 @@ pub struct Vfs {
     snaps: Vec<Snap>,
     inodes: Mutex<Inodes>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
-    files: Mutex<HashMap<u64, Arc<Mutex<FileHandle>>>>,
+    /// Read state by inode, for the most recently read files.
+    files: Mutex<lru::LruCache<u64, Arc<Mutex<FileHandle>>>>,
     next_fh: std::sync::atomic::AtomicU64,
     chunks: Arc<ChunkCache>,
     prefetch: Prefetcher,
@@ -366,6 +375,10 @@ pub struct Vfs {
     /// Owner of the virtual directories (the mounting user).
     owner: (u32, u32),
 }
+
+/// Files whose read cursors are kept (each one list node per level and the prefetch
+/// window's chunk references).
+const OPEN_FILES: usize = 64;
 
 /// Threads loading chunks ahead of sequential readers.
 const PREFETCH_THREADS: usize = 2;
@@ -417,7 +430,7 @@ impl Vfs {
             snaps,
             inodes: Mutex::new(Inodes { next: ROOT + 1, by_ino: HashMap::new(), by_key: HashMap::new() }),
             dirs: Mutex::new(HashMap::new()),
-            files: Mutex::new(HashMap::new()),
+            files: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(OPEN_FILES).expect("non-zero"))),
             next_fh: std::sync::atomic::AtomicU64::new(1),
             chunks,
             owner,
@@ -794,8 +807,13 @@ impl Vfs {
         }
     }
 
-    /// Open regular file `ino` for reading; returns a handle for [`Vfs::read`].
-    pub fn open(&self, ino: u64) -> Result<u64> {
+    /// The read state of file `ino`: the cursor of its last read, kept for the
+    /// [`OPEN_FILES`] most recently read files (reads need no open: the kernel is told
+    /// not to send OPEN and RELEASE, which saves two round trips per file copied).
+    fn file(&self, ino: u64) -> Result<Arc<Mutex<FileHandle>>> {
+        if let Some(h) = self.files.lock().unwrap_or_else(|e| e.into_inner()).get(&ino) {
+            return Ok(h.clone());
+        }
         let (content, size) = match self.node(ino)? {
             Node::Entry { entry, .. } => match &entry.kind {
                 Kind::File(c) => (c.clone(), entry.size),
@@ -803,26 +821,14 @@ impl Vfs {
             },
             _ => return Err(Error::InvalidInput(NOT_FILE.into())),
         };
-        let fh = self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let h = FileHandle { content, size, cursor: None };
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, Arc::new(Mutex::new(h)));
-        Ok(fh)
+        let h = Arc::new(Mutex::new(FileHandle { content, size, cursor: None }));
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(files.get_or_insert(ino, || h).clone())
     }
 
-    /// Close a file handle.
-    pub fn release(&self, fh: u64) {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
-    }
-
-    /// Up to `len` bytes of file handle `fh` at `offset` (fewer at the end of the file).
-    pub fn read(&self, fh: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let h = self
-            .files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
+    /// Up to `len` bytes of file `ino` at `offset` (fewer at the end of the file).
+    pub fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let h = self.file(ino)?;
         let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
         if offset >= h.size || len == 0 {
             return Ok(Vec::new());

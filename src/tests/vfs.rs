@@ -47,15 +47,13 @@ fn list(v: &Vfs, ino: u64, batch: usize) -> Vec<Vec<u8>> {
 
 /// A file read in `step`-byte pieces, or at the given offsets.
 fn read_all(v: &Vfs, ino: u64, size: u64, step: usize) -> Vec<u8> {
-    let fh = v.open(ino).unwrap();
     let mut out = Vec::new();
     while (out.len() as u64) < size {
-        let d = v.read(fh, out.len() as u64, step).unwrap();
+        let d = v.read(ino, out.len() as u64, step).unwrap();
         assert!(!d.is_empty(), "short read at {}", out.len());
         out.extend_from_slice(&d);
     }
-    assert!(v.read(fh, size, step).unwrap().is_empty(), "read past the end");
-    v.release(fh);
+    assert!(v.read(ino, size, step).unwrap().is_empty(), "read past the end");
     out
 }
 
@@ -108,17 +106,15 @@ fn a_snapshot_reads_back_through_the_view() {
     }
     // Random offsets (each a seek: the cursor restarts or skips ahead).
     let a = walk(&v, base.ino, Path::new("big"));
-    let fh = v.open(a.ino).unwrap();
     let mut x = 7u64;
     for _ in 0..40 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let off = (x >> 33) % big.len() as u64;
         let len = ((x >> 13) % 200_000) as usize + 1;
-        let got = v.read(fh, off, len).unwrap();
+        let got = v.read(a.ino, off, len).unwrap();
         let end = (off as usize + len).min(big.len());
         assert!(got == big[off as usize..end], "read {len} at {off}");
     }
-    v.release(fh);
     assert!(v.chunk_cache().bytes() <= cache);
 
     // A directory listed a few names per call, as the kernel does with small buffers.
@@ -164,7 +160,7 @@ fn a_damaged_chunk_fails_that_file_only() {
     let snap = list(&v, walk(&v, ROOT, Path::new("snapshots")).ino, 10).pop().unwrap();
     let dir = Path::new("snapshots").join(std::str::from_utf8(&snap).unwrap()).join(src.strip_prefix("/").unwrap());
     let base = walk(&v, ROOT, &dir);
-    let fa = v.open(walk(&v, base.ino, Path::new("a")).ino).unwrap();
+    let fa = walk(&v, base.ino, Path::new("a")).ino;
     let err = v.read(fa, 0, 4096).unwrap_err();
     assert!(matches!(err, crate::error::Error::Tampered { .. } | crate::error::Error::Corrupt { .. }), "{err}");
     assert_eq!(read_all(&v, walk(&v, base.ino, Path::new("b")).ino, 3000, 4096), b);
