@@ -107,7 +107,7 @@ echo "== benchmark smoke run (checks scripts/bench works; measures nothing)"
 scripts/bench --tools cairn --files 300 --large-mib 8 --series 200 --index-series 20000 --no-plots \
     --repo-series 1000,30000 --cgroup-files 200 --cgroup-entries 20000 \
     --work "$work/bench" --out "$work/bench-out" >/dev/null 2>"$work/bench.log" || { cat "$work/bench.log"; exit 1; }
-for step in "1 first backup" "2 unchanged" "3 after changes" "4 restore" "backup 200 files" "30,000 entries"; do
+for step in "1 first backup" "2 unchanged" "3 after changes" "4 restore" "backup 200 files" "30,000 entries" "ls -lR" "cp -a"; do
     grep -q "$step" "$work/bench-out/results.tsv" || { echo "bench smoke: no '$step' row"; exit 1; }
 done
 # The cgroup run needs a writable cgroup v1 memory controller; without one it says so.

@@ -39,6 +39,11 @@ impl Budget {
     pub fn chunk_cache_bytes(&self) -> usize {
         self.0 / 4
     }
+
+    /// The mount's cache of decoded inodes (tree entries): a sixteenth of the budget.
+    pub fn node_cache_bytes(&self) -> usize {
+        self.0 / 16
+    }
 }
 
 /// Parse a size: `256M`, `1G`, `128MiB`, `4096`...

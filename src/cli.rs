@@ -490,7 +490,8 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                 anyhow::bail!("--cache-size must be at most half of --memory ({})", human(budget.0 as u64 / 2));
             }
             print_problems(repo, err);
-            let vfs = crate::vfs::Vfs::new(repo, cache, (crate::sys::euid(), crate::sys::egid()))?;
+            let nodes = budget.node_cache_bytes();
+            let vfs = crate::vfs::Vfs::new(repo, cache, nodes, (crate::sys::euid(), crate::sys::egid()))?;
             if !cli.quiet {
                 writeln!(err, "serving {} read-only at {} (Ctrl-C or `fusermount3 -u` to unmount)", repo.path().display(), mountpoint.display())?;
             }

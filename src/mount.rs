@@ -157,10 +157,8 @@ impl Filesystem for Fs {
     }
 
     fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        // The kernel looks names up itself; the inode numbers here are only for
-        // readdir's d_ino (they are not the looked-up inodes, which `ls -i` shows).
-        let r = self.vfs.readdir(fh.0, offset, &mut |name, k, next| {
-            !reply.add(INodeNo(next + (1 << 62)), next, kind(k), OsStr::from_bytes(name))
+        let r = self.vfs.readdir(fh.0, offset, &mut |name, k, ino, next| {
+            !reply.add(INodeNo(ino), next, kind(k), OsStr::from_bytes(name))
         });
         match r {
             Ok(()) => reply.ok(),

@@ -318,6 +318,45 @@ impl<'r> DirIter<'r> {
         Ok(it)
     }
 
+    /// Start at the entry at position `pos` (name order), reading one node per level:
+    /// interior nodes count the entries under each child.
+    pub fn at(repo: &'r Repository, root: &BlobId, pos: u64) -> Result<DirIter<'r>> {
+        let mut it = DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, root: *root };
+        let mut id = *root;
+        let mut rest = pos;
+        loop {
+            match repo.read_tree(&id)? {
+                Node::DirLeaf(es) => {
+                    let mut leaf = es.into_iter();
+                    if rest > 0 {
+                        leaf.nth(usize::try_from(rest - 1).unwrap_or(usize::MAX));
+                    }
+                    it.leaf = leaf;
+                    return Ok(it);
+                }
+                Node::DirInterior(cs) => {
+                    if it.stack.len() >= MAX_DEPTH {
+                        return Err(Error::corrupt("tree", id, "directory tree too deep"));
+                    }
+                    let mut children = cs.into_iter();
+                    let next = children.by_ref().find(|c| {
+                        let inside = rest < c.entries;
+                        if !inside {
+                            rest -= c.entries;
+                        }
+                        inside
+                    });
+                    it.stack.push(children);
+                    match next {
+                        Some(c) => id = c.id,
+                        None => return Ok(it),
+                    }
+                }
+                _ => return Err(Error::corrupt("tree", id, "expected a directory node, found a chunk list")),
+            }
+        }
+    }
+
     fn descend(&mut self, id: &BlobId) -> Result<()> {
         match self.repo.read_tree(id)? {
             Node::DirLeaf(es) => self.leaf = es.into_iter(),
@@ -368,23 +407,72 @@ impl Iterator for DirIter<'_> {
 
 /// Find one entry by name, reading one node per level.
 pub fn lookup(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<Option<Entry>> {
+    Ok(lookup_indexed(repo, root, name)?.map(|(_, e)| e))
+}
+
+/// [`lookup`], also giving the entry's position in the directory (0-based, name order):
+/// interior nodes count the entries under each child, so this reads one node per level.
+pub fn lookup_indexed(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<Option<(u64, Entry)>> {
     let mut id = *root;
+    let mut before = 0u64;
     for _ in 0..=MAX_DEPTH {
         match repo.read_tree(&id)? {
             Node::DirLeaf(es) => {
-                return Ok(es.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|i| es[i].clone()))
+                return Ok(es
+                    .binary_search_by(|e| e.name.as_slice().cmp(name))
+                    .ok()
+                    .map(|i| (before.saturating_add(i as u64), es[i].clone())))
             }
             Node::DirInterior(cs) => {
                 let i = cs.partition_point(|c| c.first_name.as_slice() <= name);
                 if i == 0 {
                     return Ok(None);
                 }
+                before = cs[..i - 1].iter().fold(before, |n, c| n.saturating_add(c.entries));
                 id = cs[i - 1].id;
             }
             _ => return Err(Error::corrupt("tree", id, "expected a directory node, found a chunk list")),
         }
     }
     Err(Error::corrupt("tree", root, "directory tree too deep"))
+}
+
+/// The entry at position `index` of a directory (name order), reading one node per level.
+pub fn nth_entry(repo: &Repository, root: &BlobId, index: u64) -> Result<Option<Entry>> {
+    let mut id = *root;
+    let mut rest = index;
+    for _ in 0..=MAX_DEPTH {
+        match repo.read_tree(&id)? {
+            Node::DirLeaf(mut es) => {
+                return Ok(usize::try_from(rest).ok().filter(|i| *i < es.len()).map(|i| es.swap_remove(i)));
+            }
+            Node::DirInterior(cs) => {
+                let mut next = None;
+                for c in cs {
+                    if rest < c.entries {
+                        next = Some(c.id);
+                        break;
+                    }
+                    rest -= c.entries;
+                }
+                match next {
+                    Some(c) => id = c,
+                    None => return Ok(None),
+                }
+            }
+            _ => return Err(Error::corrupt("tree", id, "expected a directory node, found a chunk list")),
+        }
+    }
+    Err(Error::corrupt("tree", root, "directory tree too deep"))
+}
+
+/// How many entries a directory has (reads its root node only).
+pub fn dir_len(repo: &Repository, root: &BlobId) -> Result<u64> {
+    match repo.read_tree(root)? {
+        Node::DirLeaf(es) => Ok(es.len() as u64),
+        Node::DirInterior(cs) => Ok(cs.iter().fold(0u64, |n, c| n.saturating_add(c.entries))),
+        _ => Err(Error::corrupt("tree", root, "expected a directory node, found a chunk list")),
+    }
 }
 
 /// Iterates a file's chunks in order, one list node per level in memory.

@@ -12,9 +12,9 @@
 //!
 //! Memory (docs/design.md, "Mount"):
 //! - the snapshot list: ~200 B per snapshot, as for `snapshots`;
-//! - inodes the kernel holds: a [`Node`] each (~200 B plus the entry's name, xattrs and
-//!   inline chunk list), removed when the kernel forgets them (FORGET), so the table
-//!   follows the kernel's inode cache, not every inode ever visited;
+//! - inodes: numbers derived from (directory, position), ~80 B per directory given
+//!   numbers and per hard-linked file met; decoded nodes in an LRU of `node_cache_bytes`
+//!   (a sixteenth of the budget), found again from their directory when evicted;
 //! - open directories and files: one tree node per level of their listing or chunk list;
 //! - decrypted chunks: an LRU charged by the bytes it holds ([`ChunkCache`]).
 
@@ -102,25 +102,75 @@ enum Node {
     Entry { snap: u32, entry: Arc<Entry> },
 }
 
-/// Identifies an inode for lookups: the same key gives the same inode while the kernel
-/// holds it. Hard-linked files (nlink > 1) are keyed by their source device and inode
-/// within one snapshot, so every link is the same inode.
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Child(u64, Vec<u8>),
-    HardLink(u32, u64, u64),
-}
-
-struct Slot {
-    node: Node,
-    key: Key,
-    lookups: u64,
-}
-
+/// Inode numbers are derived, not remembered per inode: the first time a directory's
+/// children need numbers, it gets a block of consecutive ones, one per entry in name
+/// order (snapshots never change, so positions are stable). An inode number is then
+/// (directory, position), and its node can always be found again from the directory's
+/// tree; only a byte-budgeted LRU of nodes stays in RAM. Memory: per directory given a
+/// block, ~80 B (its [`Block`] and its entry in `bases`), so it grows with the
+/// directories visited, not the files; per hard-linked file visited (source nlink > 1),
+/// ~80 B in `links` (every link must show the first link's inode).
 struct Inodes {
+    /// The next inode number to hand out.
     next: u64,
-    by_ino: HashMap<u64, Slot>,
-    by_key: HashMap<Key, u64>,
+    /// Blocks by first inode number (ascending: blocks are handed out in order).
+    blocks: Vec<Block>,
+    /// First inode number of each directory's block.
+    bases: HashMap<u64, u64>,
+    /// Hard-linked files: (snapshot, source device, source inode) -> inode shown.
+    links: HashMap<(u32, u64, u64), u64>,
+    /// Recently used nodes, within `cap` bytes (as estimated by [`node_bytes`]).
+    nodes: lru::LruCache<u64, Node>,
+    bytes: usize,
+    cap: usize,
+}
+
+/// Inode numbers `base..base + len` are the entries of directory `dir`, in name order.
+struct Block {
+    base: u64,
+    len: u64,
+    dir: u64,
+}
+
+/// What a cached node costs, roughly: the enum, the entry and what it points to.
+fn node_bytes(n: &Node) -> usize {
+    match n {
+        Node::Entry { entry: e, .. } => {
+            let kind = match &e.kind {
+                Kind::File(Content::Inline(cs)) => cs.len() * std::mem::size_of::<ChunkRef>(),
+                Kind::Symlink(t) => t.len(),
+                _ => 0,
+            };
+            let xattrs: usize = e.xattrs.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+            256 + e.name.len() + e.user.len() + e.group.len() + kind + xattrs
+        }
+        Node::Host(h) | Node::Tag(h) => 96 + h.len(),
+        Node::Link(t) => 96 + t.len(),
+        _ => 96,
+    }
+}
+
+impl Inodes {
+    /// The block holding `ino`: (directory, position).
+    fn locate(&self, ino: u64) -> Option<(u64, u64)> {
+        let i = self.blocks.partition_point(|b| b.base <= ino);
+        let b = self.blocks.get(i.checked_sub(1)?)?;
+        (ino - b.base < b.len).then(|| (b.dir, ino - b.base))
+    }
+
+    fn remember(&mut self, ino: u64, node: &Node) {
+        let n = node_bytes(node);
+        if let Some(old) = self.nodes.put(ino, node.clone()) {
+            self.bytes -= node_bytes(&old);
+        }
+        self.bytes += n;
+        while self.bytes > self.cap {
+            match self.nodes.pop_lru() {
+                Some((_, old)) => self.bytes -= node_bytes(&old),
+                None => break,
+            }
+        }
+    }
 }
 
 struct Snap {
@@ -135,7 +185,9 @@ struct Snap {
 /// An open directory: a position in its listing.
 struct DirHandle {
     ino: u64,
-    /// Offset of the next entry `iter` yields (entries start at 3: 1 is ".", 2 "..").
+    /// Offset of the next entry `iter` yields: "." is at 0, ".." at 1, entry `i` (name
+    /// order) at `i + 2`; an entry's "next offset" is its own plus one, so the entry
+    /// handed out with next offset `n` is at position `n - 3` (as for virtual directories).
     next: u64,
     iter: Option<DirIter<'static>>,
     /// An entry taken from `iter` that did not fit the caller's buffer: it comes first
@@ -164,6 +216,10 @@ struct Cursor {
     /// Where the last read ended: a read starting there is sequential.
     last_end: u64,
 }
+
+/// Receives [`Vfs::readdir`]'s entries: name, type, inode number, next offset; returns
+/// false when the caller's buffer is full.
+pub type ReaddirFn<'a> = &'a mut dyn FnMut(&[u8], FileKind, u64, u64) -> bool;
 
 /// Receives a listing's entries: name, node (`None` for "." and ".."), next offset;
 /// returns false when the caller's buffer is full.
@@ -272,8 +328,24 @@ fn check_size(c: &ChunkRef, d: Vec<u8>) -> Result<Vec<u8>> {
 /// Bounded: at most [`PREFETCH_QUEUE`] runs wait (more are dropped: prefetching is only
 /// a hint), each at most the window's bytes.
 struct Prefetcher {
-    tx: std::sync::mpsc::SyncSender<Vec<ChunkRef>>,
+    tx: std::sync::mpsc::SyncSender<Job>,
 }
+
+/// Work for the prefetch threads.
+enum Job {
+    /// Load these chunks (neighbours in a file).
+    Chunks(Vec<ChunkRef>),
+    /// Load the small files of directory `tree` from position `from`: up to `count`
+    /// entries or `bytes` bytes (what `cp -a` and `rsync` read next, in listing order).
+    Siblings { tree: BlobId, from: u64, count: u64, bytes: u64 },
+}
+
+/// Files loaded ahead of a reader going through a directory, per request.
+const SIBLINGS: u64 = 32;
+
+/// Chunks per prefetch job once a directory's files are resolved: small jobs let both
+/// threads decrypt at once.
+const JOB_BYTES: u64 = 1 << 20;
 
 /// Runs of chunks waiting for the prefetch threads.
 const PREFETCH_QUEUE: usize = 16;
@@ -286,25 +358,66 @@ const COALESCE_MAX: u64 = 4 << 20;
 
 impl Prefetcher {
     fn start(repo: &'static Repository, cache: Arc<ChunkCache>, threads: usize) -> Prefetcher {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<ChunkRef>>(PREFETCH_QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(PREFETCH_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..threads {
-            let (rx, cache) = (rx.clone(), cache.clone());
+            let (rx, cache, tx) = (rx.clone(), cache.clone(), tx.clone());
             std::thread::spawn(move || loop {
                 let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
                     Ok(j) => j,
                     Err(_) => return,
                 };
-                prefetch_run(repo, &cache, &job);
+                match job {
+                    Job::Chunks(run) => prefetch_run(repo, &cache, &run),
+                    Job::Siblings { tree, from, count, bytes } => {
+                        // Errors only end the hint: a reader meets them itself.
+                        let Ok(files) = small_files(repo, &tree, from, count, bytes) else { continue };
+                        for run in files {
+                            // Shared out to the other threads when the queue has room.
+                            if let Err(std::sync::mpsc::TrySendError::Full(Job::Chunks(run))) =
+                                tx.try_send(Job::Chunks(run))
+                            {
+                                prefetch_run(repo, &cache, &run);
+                            }
+                        }
+                    }
+                }
             });
         }
         Prefetcher { tx }
     }
 
-    /// Ask for `run` to be loaded; dropped if the queue is full.
-    fn request(&self, run: Vec<ChunkRef>) {
-        let _ = self.tx.try_send(run);
+    /// Ask for `job` to be done; dropped if the queue is full.
+    fn request(&self, job: Job) {
+        let _ = self.tx.try_send(job);
     }
+}
+
+/// The chunks of the small files (inline chunk lists) among `count` entries of directory
+/// `tree` from position `from`, at most `bytes` in all, cut into runs of [`JOB_BYTES`].
+fn small_files(repo: &Repository, tree: &BlobId, from: u64, count: u64, bytes: u64) -> Result<Vec<Vec<ChunkRef>>> {
+    let mut runs = vec![Vec::new()];
+    let (mut total, mut run_bytes) = (0u64, 0u64);
+    let mut it = DirIter::at(repo, tree, from)?;
+    for _ in 0..count {
+        let Some(e) = it.next_entry()? else { break };
+        if let Kind::File(Content::Inline(cs)) = &e.kind {
+            for c in cs {
+                if total >= bytes {
+                    break;
+                }
+                if run_bytes >= JOB_BYTES {
+                    runs.push(Vec::new());
+                    run_bytes = 0;
+                }
+                runs.last_mut().expect("one run at least").push(*c);
+                run_bytes += c.size as u64;
+                total += c.size as u64;
+            }
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    Ok(runs)
 }
 
 /// Load the chunks of `run` that nobody has or loads yet, coalescing neighbours.
@@ -370,6 +483,9 @@ pub struct Vfs {
     next_fh: std::sync::atomic::AtomicU64,
     chunks: Arc<ChunkCache>,
     prefetch: Prefetcher,
+    /// Per directory being read through: the position up to which its files were handed
+    /// to the prefetcher (the 64 most recent directories).
+    siblings: Mutex<lru::LruCache<u64, u64>>,
     /// Bytes read ahead of a sequential reader: a quarter of the cache, at most 32 MiB.
     window: u64,
     /// Owner of the virtual directories (the mounting user).
@@ -400,8 +516,8 @@ fn enoent() -> Error {
 
 impl Vfs {
     /// A view of `repo` (kept for the life of the process: a mount owns its repository)
-    /// with a chunk cache of `cache_bytes`.
-    pub fn new(repo: &'static Repository, cache_bytes: usize, owner: (u32, u32)) -> Result<Vfs> {
+    /// with a chunk cache of `cache_bytes` and a node cache of `node_cache_bytes`.
+    pub fn new(repo: &'static Repository, cache_bytes: usize, node_cache_bytes: usize, owner: (u32, u32)) -> Result<Vfs> {
         let list = repo.snapshots()?;
         let mut snaps: Vec<Snap> = Vec::with_capacity(list.len());
         for (id, s) in list {
@@ -428,11 +544,20 @@ impl Vfs {
             window: (cache_bytes as u64 / 4).min(32 << 20),
             repo,
             snaps,
-            inodes: Mutex::new(Inodes { next: ROOT + 1, by_ino: HashMap::new(), by_key: HashMap::new() }),
+            inodes: Mutex::new(Inodes {
+                next: ROOT + 1,
+                blocks: Vec::new(),
+                bases: HashMap::new(),
+                links: HashMap::new(),
+                nodes: lru::LruCache::unbounded(),
+                bytes: 0,
+                cap: node_cache_bytes,
+            }),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(OPEN_FILES).expect("non-zero"))),
             next_fh: std::sync::atomic::AtomicU64::new(1),
             chunks,
+            siblings: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(64).expect("non-zero"))),
             owner,
         })
     }
@@ -442,17 +567,86 @@ impl Vfs {
         &self.chunks
     }
 
-    /// Inodes the view holds for the kernel now (for tests).
-    pub fn inode_count(&self) -> usize {
-        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).by_ino.len()
+    /// Bytes of cached nodes (for tests: it stays within its share).
+    pub fn node_cache_bytes(&self) -> usize {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).bytes
     }
 
+    /// The node of inode `ino`: from the cache, or found again from its directory (whose
+    /// node is found the same way, up to the root).
     fn node(&self, ino: u64) -> Result<Node> {
         if ino == ROOT {
             return Ok(Node::Root);
         }
-        let t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-        t.by_ino.get(&ino).map(|s| s.node.clone()).ok_or_else(enoent)
+        let (dir, pos) = {
+            let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = t.nodes.get(&ino) {
+                return Ok(n.clone());
+            }
+            t.locate(ino).ok_or_else(enoent)?
+        };
+        let parent = self.node(dir)?;
+        let node = self.nth_child(&parent, pos)?.ok_or_else(enoent)?;
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).remember(ino, &node);
+        Ok(node)
+    }
+
+    /// The entry at position `pos` (name order) of directory node `dir`.
+    fn nth_child(&self, dir: &Node, pos: u64) -> Result<Option<Node>> {
+        match dir {
+            Node::Entry { snap, entry } => match &entry.kind {
+                Kind::Dir(tree) => Ok(crate::tree::nth_entry(self.repo, tree, pos)?
+                    .map(|e| Node::Entry { snap: *snap, entry: Arc::new(e) })),
+                _ => Err(Error::InvalidInput(NOT_DIR.into())),
+            },
+            Node::Link(_) => Err(Error::InvalidInput(NOT_DIR.into())),
+            _ => {
+                let names = self.virtual_names(dir);
+                match usize::try_from(pos).ok().and_then(|i| names.get(i)) {
+                    Some((name, _)) => self.child(dir, name).map(Some),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The first inode number of directory `ino`'s block, giving it one if it has none.
+    fn base(&self, ino: u64, dir: &Node) -> Result<u64> {
+        if let Some(b) = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).bases.get(&ino) {
+            return Ok(*b);
+        }
+        let len = match dir {
+            Node::Entry { entry, .. } => match &entry.kind {
+                Kind::Dir(tree) => crate::tree::dir_len(self.repo, tree)?,
+                _ => return Err(Error::InvalidInput(NOT_DIR.into())),
+            },
+            Node::Link(_) => return Err(Error::InvalidInput(NOT_DIR.into())),
+            _ => self.virtual_names(dir).len() as u64,
+        };
+        let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = t.bases.get(&ino) {
+            return Ok(*b); // another thread gave it one meanwhile
+        }
+        let base = t.next;
+        t.next = base.saturating_add(len.max(1));
+        t.blocks.push(Block { base, len, dir: ino });
+        t.bases.insert(ino, base);
+        Ok(base)
+    }
+
+    /// The inode of the entry at position `pos` of directory `dir` (with block `base`),
+    /// whose node is `node`; every link of a hard-linked file gets the first one's.
+    fn ino_of(&self, base: u64, pos: u64, node: &Node) -> u64 {
+        let ino = base + pos;
+        let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        let ino = match node {
+            Node::Entry { snap, entry } if entry.nlink > 1 && matches!(entry.kind, Kind::File(_)) => {
+                *t.links.entry((*snap, entry.dev, entry.ino)).or_insert(ino)
+            }
+            _ => ino,
+        };
+        t.remember(ino, node);
+        ino
     }
 
     fn snap_root(&self, i: usize) -> Node {
@@ -527,56 +721,36 @@ impl Vfs {
         }
     }
 
-    /// Look `name` up in directory `parent`: the kernel now holds one more reference to
-    /// the returned inode (released by [`Vfs::forget`]).
+    /// Look `name` up in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         let p = self.node(parent)?;
-        let node = self.child(&p, name)?;
-        let (ino, node) = self.intern(parent, name, node);
+        let (pos, node) = self.child_indexed(&p, name)?;
+        let base = self.base(parent, &p)?;
+        let ino = self.ino_of(base, pos, &node);
         Ok(self.attr_of(ino, &node))
     }
 
-    /// The inode for `node`, child `name` of `parent`, with one more kernel reference;
-    /// returns it with the node the table holds (the same for every link of a file).
-    fn intern(&self, parent: u64, name: &[u8], node: Node) -> (u64, Node) {
-        let key = match &node {
-            Node::Entry { snap, entry } if entry.nlink > 1 && matches!(entry.kind, Kind::File(_)) => {
-                Key::HardLink(*snap, entry.dev, entry.ino)
-            }
-            _ => Key::Child(parent, name.to_vec()),
-        };
-        let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-        let ino = match t.by_key.get(&key) {
-            Some(i) => *i,
-            None => {
-                let i = t.next;
-                t.next += 1;
-                t.by_key.insert(key.clone(), i);
-                t.by_ino.insert(i, Slot { node: node.clone(), key, lookups: 0 });
-                i
-            }
-        };
-        let slot = t.by_ino.get_mut(&ino).expect("inserted above");
-        slot.lookups += 1;
-        (ino, slot.node.clone())
-    }
-
-    /// The kernel dropped `n` references to `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
-        let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-        let gone = match t.by_ino.get_mut(&ino) {
-            Some(s) => {
-                s.lookups = s.lookups.saturating_sub(n);
-                s.lookups == 0
-            }
-            None => false,
-        };
-        if gone {
-            if let Some(s) = t.by_ino.remove(&ino) {
-                t.by_key.remove(&s.key);
+    /// [`Vfs::child`] with the child's position in its directory.
+    fn child_indexed(&self, parent: &Node, name: &[u8]) -> Result<(u64, Node)> {
+        match parent {
+            Node::Entry { snap, entry } => match &entry.kind {
+                Kind::Dir(tree) => match crate::tree::lookup_indexed(self.repo, tree, name)? {
+                    Some((pos, e)) => Ok((pos, Node::Entry { snap: *snap, entry: Arc::new(e) })),
+                    None => Err(enoent()),
+                },
+                _ => Err(Error::InvalidInput(NOT_DIR.into())),
+            },
+            Node::Link(_) => Err(Error::InvalidInput(NOT_DIR.into())),
+            _ => {
+                let pos = self.virtual_names(parent).iter().position(|(n, _)| n == name).ok_or_else(enoent)?;
+                Ok((pos as u64, self.child(parent, name)?))
             }
         }
     }
+
+    /// The kernel forgot an inode: nothing to do, inode numbers are derived (the node
+    /// cache forgets by itself).
+    pub fn forget(&self, _ino: u64, _n: u64) {}
 
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -661,7 +835,7 @@ impl Vfs {
             return Err(Error::InvalidInput(NOT_DIR.into()));
         }
         let fh = self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, DirHandle { ino, next: 3, iter: None, pending: None });
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, DirHandle { ino, next: 2, iter: None, pending: None });
         Ok(fh)
     }
 
@@ -713,31 +887,32 @@ impl Vfs {
     /// List directory handle `fh` from `offset` (0 = start; otherwise the offset handed out
     /// with an earlier entry): `add(name, kind, next offset)` returns false when the caller's
     /// buffer is full (that entry is then given again next time).
-    pub fn readdir(&self, fh: u64, offset: u64, add: &mut dyn FnMut(&[u8], FileKind, u64) -> bool) -> Result<()> {
-        self.list(fh, offset, &mut |name, node, next| {
-            let kind = node.map_or(FileKind::Dir, |n| self.attr_of(0, n).kind);
-            add(name, kind, next)
+    /// `add` gets each entry's inode number too (a hard link's may differ from the one
+    /// `lookup` gives: that one is the first link's).
+    pub fn readdir(&self, fh: u64, offset: u64, add: ReaddirFn<'_>) -> Result<()> {
+        let dir = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh).map(|h| h.ino);
+        let dir = dir.ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
+        let base = self.base(dir, &self.node(dir)?)?;
+        self.list(fh, offset, &mut |name, node, next| match node {
+            None => add(name, FileKind::Dir, dir, next),
+            Some(n) => add(name, self.attr_of(0, n).kind, base + next - 3, next),
         })
     }
 
     /// [`Vfs::readdir`] with each entry's attributes (FUSE's READDIRPLUS, which spares the
     /// kernel a lookup per entry: `ls -l` and `cp -a` of a listed directory need no more
-    /// calls). Every entry but "." and ".." given to the kernel is one more reference to
-    /// its inode, as if looked up.
+    /// calls), with the inode numbers `lookup` gives.
     pub fn readdirplus(&self, fh: u64, offset: u64, add: &mut dyn FnMut(&[u8], &Attr, u64) -> bool) -> Result<()> {
         let dir = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh).map(|h| h.ino);
         let dir = dir.ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
-        let dir_attr = self.getattr(dir)?;
+        let dir_node = self.node(dir)?;
+        let dir_attr = self.attr_of(dir, &dir_node);
+        let base = self.base(dir, &dir_node)?;
         self.list(fh, offset, &mut |name, node, next| match node {
-            // The kernel takes no reference for the dot entries.
             None => add(name, &dir_attr, next),
             Some(n) => {
-                let (ino, n) = self.intern(dir, name, n.clone());
-                let added = add(name, &self.attr_of(ino, &n), next);
-                if !added {
-                    self.forget(ino, 1);
-                }
-                added
+                let ino = self.ino_of(base, next - 3, n);
+                add(name, &self.attr_of(ino, n), next)
             }
         })
     }
@@ -777,18 +952,12 @@ impl Vfs {
             }
             return Ok(());
         };
-        // Tree directories stream: continue where the last call stopped, or start over
-        // and skip (a seek back, rare: rewinddir).
-        if h.iter.is_none() || h.next != off.max(3) {
-            h.iter = Some(DirIter::new(self.repo, &tree)?);
+        // Tree directories stream: continue where the last call stopped, or seek by the
+        // interior nodes' entry counts (a seek back, rare: rewinddir).
+        if h.iter.is_none() || h.next != off {
+            h.iter = Some(DirIter::at(self.repo, &tree, off - 2)?);
             h.pending = None;
-            h.next = 3;
-            while h.next < off.max(3) {
-                if h.iter.as_mut().expect("set").next_entry()?.is_none() {
-                    return Ok(());
-                }
-                h.next += 1;
-            }
+            h.next = off;
         }
         loop {
             let e = match h.pending.take() {
@@ -841,6 +1010,9 @@ impl Vfs {
             let (iter, start) = ChunkIter::at(self.repo, &h.content, offset)?;
             h.cursor = Some(Cursor { start, ahead: VecDeque::new(), iter, fetched: start, last_end: u64::MAX });
         }
+        if offset == 0 {
+            self.read_siblings_ahead(ino);
+        }
         let cur = h.cursor.as_mut().expect("set");
         let sequential = offset == cur.last_end || offset == 0;
         loop {
@@ -874,6 +1046,29 @@ impl Vfs {
         Ok(out)
     }
 
+    /// A file is read from its start: have the small files after it in its directory
+    /// loaded ahead (once per stretch of [`SIBLINGS`] entries), as `cp -a`, `rsync` and
+    /// `tar` read them next. This spreads decryption over the prefetch threads the way
+    /// restore's workers do; without it a copy of many small files decrypts on one thread.
+    fn read_siblings_ahead(&self, ino: u64) {
+        let Some((dir, pos)) = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).locate(ino) else { return };
+        let from = {
+            let mut marks = self.siblings.lock().unwrap_or_else(|e| e.into_inner());
+            let mark = marks.get(&dir).copied().unwrap_or(0);
+            if mark > pos + 1 + SIBLINGS / 2 {
+                return; // well ahead of this reader already
+            }
+            let from = mark.max(pos + 1);
+            marks.put(dir, from + SIBLINGS);
+            from
+        };
+        if let Ok(Node::Entry { entry, .. }) = self.node(dir) {
+            if let Kind::Dir(tree) = &entry.kind {
+                self.prefetch.request(Job::Siblings { tree: *tree, from, count: SIBLINGS, bytes: self.window });
+            }
+        }
+    }
+
     /// Hand the chunks of the next `window` bytes after `end` to the prefetcher (those
     /// not handed over yet).
     fn read_ahead(&self, cur: &mut Cursor, end: u64) -> Result<()> {
@@ -897,7 +1092,7 @@ impl Vfs {
         }
         if !run.is_empty() {
             cur.fetched = at;
-            self.prefetch.request(run);
+            self.prefetch.request(Job::Chunks(run));
         }
         Ok(())
     }

@@ -36,6 +36,18 @@ fn huge_directory_is_split_and_an_edit_rewrites_few_nodes() {
     }
     assert!(lookup(&t.repo, &dir, b"file-99999").unwrap().is_none());
     assert!(lookup(&t.repo, &dir, b"a").unwrap().is_none());
+    // Positions: by name and by index, through the interior nodes' entry counts.
+    assert_eq!(crate::tree::dir_len(&t.repo, &dir).unwrap(), 6000);
+    for i in [0u64, 1, 2047, 2999, 5998, 5999] {
+        let name = format!("file-{i:05}");
+        assert_eq!(crate::tree::lookup_indexed(&t.repo, &dir, name.as_bytes()).unwrap().unwrap().0, i);
+        assert_eq!(crate::tree::nth_entry(&t.repo, &dir, i).unwrap().unwrap().name, name.as_bytes());
+    }
+    assert!(crate::tree::nth_entry(&t.repo, &dir, 6000).unwrap().is_none());
+    for pos in [0u64, 1, 2999, 5999, 6000] {
+        let rest: Vec<Vec<u8>> = DirIter::at(&t.repo, &dir, pos).unwrap().map(|e| e.unwrap().name).collect();
+        assert_eq!(rest, names[pos as usize..].to_vec(), "from {pos}");
+    }
 
     write(&src.join("file-03000x"), b"new");
     let before = t.repo.index().len();
