@@ -464,3 +464,40 @@ fn unsafe_euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
 }
+
+#[test]
+fn daemon_returns_once_mounted_and_a_bad_password_is_reported() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"in the background\n").unwrap();
+    s.cairn(&["backup", src.to_str().unwrap()]);
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    // A wrong password: the daemon's error comes back to the caller, nothing is mounted.
+    let out = s.command(&["mount", "--daemon", mnt.to_str().unwrap()]).env("CAIRN_PASSWORD", "wrong").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("before serving"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!mounted(&mnt));
+    // The right one: the command returns with the mount up and serving.
+    let out = s.command(&["mount", "--daemon", mnt.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _guard = Mounted { child: None, mnt: mnt.clone() };
+    assert!(mounted(&mnt));
+    let f = mnt.join("latest").join(src.strip_prefix("/").unwrap()).join("f");
+    assert_eq!(fs::read(&f).unwrap(), b"in the background\n");
+    // fusermount3 -u ends it; the background process then exits.
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let pid: u32 = said.split("(pid ").nth(1).and_then(|r| r.split(')').next()).and_then(|p| p.parse().ok()).expect(&said);
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    run(Command::new("fusermount3").arg("-u").arg(&mnt));
+    assert!(!mounted(&mnt));
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}/exe")).exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the background mount did not exit after fusermount3 -u");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -161,6 +161,10 @@ pub enum Command {
         /// Let other users see the mount (the kernel then enforces the snapshots' modes).
         #[arg(long)]
         allow_other: bool,
+        /// Serve in the background: return once the mount is up (unmount with
+        /// `fusermount3 -u MOUNTPOINT`).
+        #[arg(long)]
+        daemon: bool,
     },
 }
 
@@ -280,6 +284,66 @@ fn password(cli: &Cli, env: &Env, confirm: bool) -> anyhow::Result<zeroize::Zero
         }
     }
     Ok(p)
+}
+
+/// `cairn mount --daemon`: the same mount in a process of its own session (no terminal),
+/// returning once it serves, or with its error. The password reaches it through a pipe
+/// (never its arguments or environment); its messages go to an unlinked temp file, shown
+/// if it fails to come up.
+fn mount_in_background(
+    cli: &Cli,
+    env: &Env,
+    err: &mut dyn Write,
+    mountpoint: &Path,
+    cache_size: Option<&str>,
+    allow_other: bool,
+) -> anyhow::Result<i32> {
+    use std::io::{Read, Seek};
+    let pw = password(cli, env, false)?;
+    let at = std::fs::canonicalize(mountpoint).with_context(|| format!("mount point {}", mountpoint.display()))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe().context("finding the cairn binary")?);
+    cmd.arg("--repo").arg(repo_path(cli, env)?).args(["--password-file", "/dev/stdin"]);
+    if let Some(m) = cli.memory.as_ref().or(env.memory.as_ref()) {
+        cmd.args(["--memory", m]);
+    }
+    if let Some(d) = cli.cache_dir.as_ref().or(env.cache_dir.as_ref()) {
+        cmd.arg("--cache-dir").arg(d);
+    }
+    cmd.arg("mount").arg(&at);
+    if let Some(c) = cache_size {
+        cmd.args(["--cache-size", c]);
+    }
+    if allow_other {
+        cmd.arg("--allow-other");
+    }
+    let mut log = tempfile::tempfile().context("creating the mount's log")?;
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).stderr(log.try_clone()?);
+    crate::sys::in_new_session(&mut cmd);
+    let mut child = cmd.spawn().context("starting the mount")?;
+    {
+        let mut stdin = child.stdin.take().context("the mount's stdin")?;
+        stdin.write_all(pw.as_bytes())?;
+        stdin.write_all(b"\n")?;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut msg = String::new();
+            log.rewind()?;
+            log.read_to_string(&mut msg)?;
+            anyhow::bail!("the mount exited ({status}) before serving:\n{}", msg.trim_end());
+        }
+        if crate::sys::is_mount_point(&at) {
+            if !cli.quiet {
+                writeln!(err, "serving at {} in the background (pid {}); `fusermount3 -u {}` unmounts", at.display(), child.id(), at.display())?;
+            }
+            return Ok(EXIT_OK);
+        }
+        if start.elapsed() > std::time::Duration::from_secs(600) {
+            anyhow::bail!("the mount did not come up in 10 minutes (pid {} still runs)", child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn open(cli: &Cli, env: &Env) -> anyhow::Result<Repository> {
@@ -477,7 +541,10 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             }
             Ok(EXIT_OK)
         }
-        Command::Mount { mountpoint, cache_size, allow_other } => {
+        Command::Mount { mountpoint, cache_size, allow_other, daemon: true } => {
+            mount_in_background(cli, env, err, mountpoint, cache_size.as_deref(), *allow_other)
+        }
+        Command::Mount { mountpoint, cache_size, allow_other, daemon: false } => {
             crate::sys::allocator_for_streaming();
             // The mount serves until the process ends: the repository lives as long.
             let repo: &'static crate::repo::Repository = Box::leak(Box::new(open(cli, env)?));

@@ -283,6 +283,30 @@ pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
 
+/// Is `path` (absolute, canonical) a mount point? (An entry of /proc/self/mounts, whose
+/// paths escape space, tab, newline and backslash in octal.)
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(mounts) = std::fs::read("/proc/self/mounts") else { return false };
+    let mut want = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => want.extend_from_slice(format!("\\{b:03o}").as_bytes()),
+            _ => want.push(b),
+        }
+    }
+    mounts.split(|&b| b == b'\n').any(|l| l.split(|&b| b == b' ').nth(1) == Some(&want[..]))
+}
+
+/// Start `cmd`'s process in a session of its own (no controlling terminal: a daemon).
+pub fn in_new_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec and calls only setsid,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() < 0 { Err(io::Error::last_os_error()) } else { Ok(()) });
+    }
+}
+
 /// Detach a mount lazily (it leaves the namespace now; open files keep it alive until
 /// closed): `umount2(MNT_DETACH)` as root, `fusermount3 -u -z` otherwise.
 pub fn detach_mount(path: &Path) -> io::Result<()> {
