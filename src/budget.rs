@@ -35,9 +35,12 @@ impl Budget {
         Ok(Budget(bytes))
     }
 
-    /// The mount's chunk cache when `--cache-size` is not given: a quarter of the budget.
+    /// The mount's chunk cache when `--cache-size` is not given: an eighth of the budget
+    /// (32 MiB at the default). The kernel's page cache keeps what was read; this cache
+    /// only has to hold chunks between the kernel's partial reads of them and what the
+    /// prefetcher loaded ahead. 64 MiB gave the same speed and 35 MB more RSS.
     pub fn chunk_cache_bytes(&self) -> usize {
-        self.0 / 4
+        self.0 / 8
     }
 
     /// The mount's cache of decoded inodes (tree entries): a sixteenth of the budget.

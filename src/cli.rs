@@ -155,7 +155,7 @@ pub enum Command {
     Mount {
         /// An empty directory to mount on.
         mountpoint: PathBuf,
-        /// Bytes of decrypted chunks to keep, e.g. 64M [default: a quarter of --memory].
+        /// Bytes of decrypted chunks to keep, e.g. 64M [default: an eighth of --memory].
         #[arg(long, value_name = "SIZE")]
         cache_size: Option<String>,
         /// Let other users see the mount (the kernel then enforces the snapshots' modes).
