@@ -51,21 +51,19 @@ impl Budget {
 
 /// Parse a size: `256M`, `1G`, `128MiB`, `4096`...
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    {
-        let t = s.trim();
-        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(digits);
-        let n: usize = num.parse().map_err(|_| format!("{s}: not a size (like 256M or 1G)"))?;
-        let mult: usize = match unit.trim().to_ascii_uppercase().as_str() {
-            "" | "B" => 1,
-            "K" | "KB" | "KIB" => 1 << 10,
-            "M" | "MB" | "MIB" => 1 << 20,
-            "G" | "GB" | "GIB" => 1 << 30,
-            "T" | "TB" | "TIB" => 1 << 40,
-            _ => return Err(format!("{s}: unknown unit (use K, M, G or T)")),
-        };
-        n.checked_mul(mult).ok_or_else(|| format!("{s}: too large"))
-    }
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: usize = num.parse().map_err(|_| format!("{s}: not a size (like 256M or 1G)"))?;
+    let mult: usize = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(format!("{s}: unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s}: too large"))
 }
 
 #[cfg(test)]

@@ -439,31 +439,7 @@ pub fn lookup_indexed(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<O
 
 /// The entry at position `index` of a directory (name order), reading one node per level.
 pub fn nth_entry(repo: &Repository, root: &BlobId, index: u64) -> Result<Option<Entry>> {
-    let mut id = *root;
-    let mut rest = index;
-    for _ in 0..=MAX_DEPTH {
-        match repo.read_tree(&id)? {
-            Node::DirLeaf(mut es) => {
-                return Ok(usize::try_from(rest).ok().filter(|i| *i < es.len()).map(|i| es.swap_remove(i)));
-            }
-            Node::DirInterior(cs) => {
-                let mut next = None;
-                for c in cs {
-                    if rest < c.entries {
-                        next = Some(c.id);
-                        break;
-                    }
-                    rest -= c.entries;
-                }
-                match next {
-                    Some(c) => id = c,
-                    None => return Ok(None),
-                }
-            }
-            _ => return Err(Error::corrupt("tree", id, "expected a directory node, found a chunk list")),
-        }
-    }
-    Err(Error::corrupt("tree", root, "directory tree too deep"))
+    DirIter::at(repo, root, index)?.next_entry()
 }
 
 /// How many entries a directory has (reads its root node only).

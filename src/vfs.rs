@@ -24,9 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
-use crate::id::{BlobId, BlobMap, FileId};
+use crate::id::{BlobId, BlobSet, FileId};
 use crate::repo::Repository;
-use crate::tree::{lookup, ChunkIter, DirIter};
+use crate::tree::{ChunkIter, DirIter};
 
 /// The root directory's inode.
 pub const ROOT: u64 = 1;
@@ -119,10 +119,47 @@ struct Inodes {
     bases: HashMap<u64, u64>,
     /// Hard-linked files: (snapshot, source device, source inode) -> inode shown.
     links: HashMap<(u32, u64, u64), u64>,
-    /// Recently used nodes, within `cap` bytes (as estimated by [`node_bytes`]).
-    nodes: lru::LruCache<u64, Node>,
+    /// Recently used nodes, charged as estimated by [`node_bytes`].
+    nodes: ByteLru<u64, Node>,
+}
+
+/// An LRU charged by the bytes its values hold (as the caller counts them), evicting
+/// the least recently used until the total fits `cap`; a value larger than `cap` is not
+/// kept. The one mechanism behind the chunk cache and the node cache.
+struct ByteLru<K: std::hash::Hash + Eq, V> {
+    lru: lru::LruCache<K, (V, usize)>,
     bytes: usize,
     cap: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V> ByteLru<K, V> {
+    fn new(cap: usize) -> Self {
+        ByteLru { lru: lru::LruCache::unbounded(), bytes: 0, cap }
+    }
+
+    fn get(&mut self, k: &K) -> Option<&V> {
+        self.lru.get(k).map(|(v, _)| v)
+    }
+
+    fn contains(&self, k: &K) -> bool {
+        self.lru.contains(k)
+    }
+
+    fn put(&mut self, k: K, v: V, bytes: usize) {
+        if bytes > self.cap {
+            return;
+        }
+        if let Some((_, (_, old))) = self.lru.push(k, (v, bytes)) {
+            self.bytes -= old;
+        }
+        self.bytes += bytes;
+        while self.bytes > self.cap {
+            match self.lru.pop_lru() {
+                Some((_, (_, n))) => self.bytes -= n,
+                None => break,
+            }
+        }
+    }
 }
 
 /// Inode numbers `base..base + len` are the entries of directory `dir`, in name order.
@@ -159,17 +196,7 @@ impl Inodes {
     }
 
     fn remember(&mut self, ino: u64, node: &Node) {
-        let n = node_bytes(node);
-        if let Some(old) = self.nodes.put(ino, node.clone()) {
-            self.bytes -= node_bytes(&old);
-        }
-        self.bytes += n;
-        while self.bytes > self.cap {
-            match self.nodes.pop_lru() {
-                Some((_, old)) => self.bytes -= node_bytes(&old),
-                None => break,
-            }
-        }
+        self.nodes.put(ino, node.clone(), node_bytes(node));
     }
 }
 
@@ -233,28 +260,25 @@ const WALK_LIMIT: u64 = 16 << 20;
 pub struct ChunkCache {
     state: Mutex<CacheState>,
     loaded: Condvar,
-    cap: usize,
 }
 
 struct CacheState {
-    lru: lru::LruCache<BlobId, Arc<Vec<u8>>>,
-    bytes: usize,
-    loading: BlobMap<()>,
+    lru: ByteLru<BlobId, Arc<Vec<u8>>>,
+    loading: BlobSet,
 }
 
 impl ChunkCache {
     /// A cache of at most `cap` bytes of chunk data.
     pub fn new(cap: usize) -> ChunkCache {
         ChunkCache {
-            state: Mutex::new(CacheState { lru: lru::LruCache::unbounded(), bytes: 0, loading: BlobMap::default() }),
+            state: Mutex::new(CacheState { lru: ByteLru::new(cap), loading: BlobSet::default() }),
             loaded: Condvar::new(),
-            cap,
         }
     }
 
     /// Bytes held now.
     pub fn bytes(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).lru.bytes
     }
 
     /// The chunk `id`, from the cache or loaded by `load` (once, however many ask).
@@ -264,12 +288,12 @@ impl ChunkCache {
             if let Some(d) = s.lru.get(id) {
                 return Ok(d.clone());
             }
-            if !s.loading.contains_key(id) {
+            if !s.loading.contains(id) {
                 break;
             }
             s = self.loaded.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        s.loading.insert(*id, ());
+        s.loading.insert(*id);
         drop(s);
         self.finish(id, load())
     }
@@ -278,10 +302,10 @@ impl ChunkCache {
     /// A claim must be ended with [`ChunkCache::finish`].
     pub fn claim(&self, id: &BlobId) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.lru.contains(id) || s.loading.contains_key(id) {
+        if s.lru.contains(id) || s.loading.contains(id) {
             return false;
         }
-        s.loading.insert(*id, ());
+        s.loading.insert(*id);
         true
     }
 
@@ -293,16 +317,7 @@ impl ChunkCache {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.loading.remove(id);
         if let Ok(d) = &r {
-            if d.len() <= self.cap {
-                s.bytes += d.len();
-                s.lru.put(*id, d.clone());
-                while s.bytes > self.cap {
-                    match s.lru.pop_lru() {
-                        Some((_, old)) => s.bytes -= old.len(),
-                        None => break,
-                    }
-                }
-            }
+            s.lru.put(*id, d.clone(), d.len());
         }
         drop(s);
         self.loaded.notify_all();
@@ -430,41 +445,38 @@ fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef]) {
     }
     let mut i = 0;
     while i < claimed.len() {
-        // A group: chunks whose blobs follow each other in one pack.
-        let mut j = i + 1;
-        if let Some(first) = claimed[i].1 {
-            let mut end = first.offset as u64 + first.stored_len as u64;
-            while let Some((_, Some(next))) = claimed.get(j) {
-                let next_end = next.offset as u64 + next.stored_len as u64;
-                if next.pack != first.pack
-                    || (next.offset as u64) < end
-                    || next.offset as u64 - end > COALESCE_GAP
-                    || next_end - first.offset as u64 > COALESCE_MAX
-                {
-                    break;
-                }
-                end = next.offset as u64 + next.stored_len as u64;
-                j += 1;
-            }
-        }
-        let group = &claimed[i..j];
-        let sealed = match group {
-            [(_, Some(first)), .., (_, Some(last))] => {
-                repo.read_pack_range(&first.pack, first.offset as u64, last.offset as u64 + last.stored_len as u64).ok()
-            }
-            _ => None,
+        let Some(first) = claimed[i].1 else {
+            // Not indexed: the reader's own load reports it.
+            let _ = cache.finish(&claimed[i].0.id, load_chunk(repo, &claimed[i].0));
+            i += 1;
+            continue;
         };
-        for (c, loc) in group {
-            let r = match (&sealed, loc, group.first().and_then(|g| g.1)) {
-                (Some(buf), Some(loc), Some(first)) => {
-                    let from = (loc.offset - first.offset) as usize;
-                    let sealed = buf.get(from..from + loc.stored_len as usize);
-                    match sealed {
-                        Some(b) => repo.open_blob(&c.id, loc, b).and_then(|d| check_size(c, d)),
-                        None => load_chunk(repo, c),
-                    }
-                }
-                _ => load_chunk(repo, c),
+        // A group: chunks whose blobs follow each other in one pack, read with one pread
+        // (a group of one too: its location is known, no second index lookup).
+        let mut end = first.offset as u64 + first.stored_len as u64;
+        let mut j = i + 1;
+        while let Some((_, Some(next))) = claimed.get(j) {
+            let next_end = next.offset as u64 + next.stored_len as u64;
+            if next.pack != first.pack
+                || (next.offset as u64) < end
+                || next.offset as u64 - end > COALESCE_GAP
+                || next_end - first.offset as u64 > COALESCE_MAX
+            {
+                break;
+            }
+            end = next_end;
+            j += 1;
+        }
+        let sealed = repo.read_pack_range(&first.pack, first.offset as u64, end);
+        for (c, loc) in &claimed[i..j] {
+            let loc = loc.expect("grouped chunks have locations");
+            let from = (loc.offset - first.offset) as usize;
+            let r = match &sealed {
+                Ok(buf) => match buf.get(from..from + loc.stored_len as usize) {
+                    Some(b) => repo.open_blob(&c.id, &loc, b).and_then(|d| check_size(c, d)),
+                    None => load_chunk(repo, c),
+                },
+                Err(_) => load_chunk(repo, c),
             };
             let _ = cache.finish(&c.id, r);
         }
@@ -477,7 +489,9 @@ pub struct Vfs {
     repo: &'static Repository,
     snaps: Vec<Snap>,
     inodes: Mutex<Inodes>,
-    dirs: Mutex<HashMap<u64, DirHandle>>,
+    /// Open directories by handle; each locked on its own, so listings of different
+    /// directories (and their tree reads) run in parallel.
+    dirs: Mutex<HashMap<u64, Arc<Mutex<DirHandle>>>>,
     /// Read state by inode, for the most recently read files.
     files: Mutex<lru::LruCache<u64, Arc<Mutex<FileHandle>>>>,
     next_fh: std::sync::atomic::AtomicU64,
@@ -549,9 +563,7 @@ impl Vfs {
                 blocks: Vec::new(),
                 bases: HashMap::new(),
                 links: HashMap::new(),
-                nodes: lru::LruCache::unbounded(),
-                bytes: 0,
-                cap: node_cache_bytes,
+                nodes: ByteLru::new(node_cache_bytes),
             }),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(OPEN_FILES).expect("non-zero"))),
@@ -569,7 +581,7 @@ impl Vfs {
 
     /// Bytes of cached nodes (for tests: it stays within its share).
     pub fn node_cache_bytes(&self) -> usize {
-        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).nodes.bytes
     }
 
     /// The node of inode `ino`: from the cache, or found again from its directory (whose
@@ -677,7 +689,8 @@ impl Vfs {
         self.snaps.iter().position(|s| s.name.as_bytes() == name)
     }
 
-    /// The child `name` of directory `parent`, without touching the inode table.
+    /// The child `name` of virtual directory `parent` (tree directories go through
+    /// [`Vfs::child_indexed`], which also gives the position).
     fn child(&self, parent: &Node, name: &[u8]) -> Result<Node> {
         let link_to = |s: &Snap, up: &str| Node::Link(format!("{up}snapshots/{}", s.name).into_bytes());
         match parent {
@@ -710,14 +723,7 @@ impl Vfs {
                 .find(|s| s.tags.contains(t) && s.name.as_bytes() == name)
                 .map(|s| link_to(s, "../../"))
                 .ok_or_else(enoent),
-            Node::Entry { snap, entry } => match &entry.kind {
-                Kind::Dir(tree) => match lookup(self.repo, tree, name)? {
-                    Some(e) => Ok(Node::Entry { snap: *snap, entry: Arc::new(e) }),
-                    None => Err(enoent()),
-                },
-                _ => Err(Error::InvalidInput(NOT_DIR.into())),
-            },
-            Node::Link(_) => Err(Error::InvalidInput(NOT_DIR.into())),
+            Node::Entry { .. } | Node::Link(_) => Err(Error::InvalidInput(NOT_DIR.into())),
         }
     }
 
@@ -835,7 +841,7 @@ impl Vfs {
             return Err(Error::InvalidInput(NOT_DIR.into()));
         }
         let fh = self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, DirHandle { ino, next: 2, iter: None, pending: None });
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, Arc::new(Mutex::new(DirHandle { ino, next: 2, iter: None, pending: None })));
         Ok(fh)
     }
 
@@ -890,10 +896,12 @@ impl Vfs {
     /// `add` gets each entry's inode number too (a hard link's may differ from the one
     /// `lookup` gives: that one is the first link's).
     pub fn readdir(&self, fh: u64, offset: u64, add: ReaddirFn<'_>) -> Result<()> {
-        let dir = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh).map(|h| h.ino);
-        let dir = dir.ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
-        let base = self.base(dir, &self.node(dir)?)?;
-        self.list(fh, offset, &mut |name, node, next| match node {
+        let h = self.dir_handle(fh)?;
+        let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = h.ino;
+        let dir_node = self.node(dir)?;
+        let base = self.base(dir, &dir_node)?;
+        self.list(&mut h, &dir_node, offset, &mut |name, node, next| match node {
             None => add(name, FileKind::Dir, dir, next),
             Some(n) => add(name, self.attr_of(0, n).kind, base + next - 3, next),
         })
@@ -903,12 +911,13 @@ impl Vfs {
     /// kernel a lookup per entry: `ls -l` and `cp -a` of a listed directory need no more
     /// calls), with the inode numbers `lookup` gives.
     pub fn readdirplus(&self, fh: u64, offset: u64, add: &mut dyn FnMut(&[u8], &Attr, u64) -> bool) -> Result<()> {
-        let dir = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh).map(|h| h.ino);
-        let dir = dir.ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
+        let h = self.dir_handle(fh)?;
+        let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = h.ino;
         let dir_node = self.node(dir)?;
         let dir_attr = self.attr_of(dir, &dir_node);
         let base = self.base(dir, &dir_node)?;
-        self.list(fh, offset, &mut |name, node, next| match node {
+        self.list(&mut h, &dir_node, offset, &mut |name, node, next| match node {
             None => add(name, &dir_attr, next),
             Some(n) => {
                 let ino = self.ino_of(base, next - 3, n);
@@ -917,11 +926,14 @@ impl Vfs {
         })
     }
 
-    /// The listing behind [`Vfs::readdir`]: each entry with its node (`None` for "." and "..").
-    fn list(&self, fh: u64, offset: u64, add: ListFn<'_>) -> Result<()> {
-        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        let h = dirs.get_mut(&fh).ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))?;
-        let node = self.node(h.ino)?;
+    fn dir_handle(&self, fh: u64) -> Result<Arc<Mutex<DirHandle>>> {
+        let dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        dirs.get(&fh).cloned().ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))
+    }
+
+    /// The listing behind [`Vfs::readdir`] of open directory `h`, whose node is `node`:
+    /// each entry with its node (`None` for "." and "..").
+    fn list(&self, h: &mut DirHandle, node: &Node, offset: u64, add: ListFn<'_>) -> Result<()> {
         let mut off = offset;
         if off == 0 {
             if !add(b".", None, 1) {
@@ -935,7 +947,7 @@ impl Vfs {
             }
             off = 2;
         }
-        let (snap, tree) = match &node {
+        let (snap, tree) = match node {
             Node::Entry { snap, entry } => match &entry.kind {
                 Kind::Dir(t) => (*snap, Some(*t)),
                 _ => (*snap, None),
@@ -944,8 +956,8 @@ impl Vfs {
         };
         let Some(tree) = tree else {
             // Virtual directories: short lists, rebuilt per call.
-            for (i, (name, _)) in self.virtual_names(&node).iter().enumerate().skip((off - 2) as usize) {
-                let child = self.child(&node, name)?;
+            for (i, (name, _)) in self.virtual_names(node).iter().enumerate().skip((off - 2) as usize) {
+                let child = self.child(node, name)?;
                 if !add(name, Some(&child), i as u64 + 3) {
                     break;
                 }
@@ -1072,6 +1084,11 @@ impl Vfs {
     /// Hand the chunks of the next `window` bytes after `end` to the prefetcher (those
     /// not handed over yet).
     fn read_ahead(&self, cur: &mut Cursor, end: u64) -> Result<()> {
+        // Refill once the reader is half a window from the end of what was handed over,
+        // not on every read: the walk below is over the whole window.
+        if cur.fetched >= end.saturating_add(self.window / 2) {
+            return Ok(());
+        }
         let want = end.saturating_add(self.window);
         let mut at = cur.start;
         let mut run = Vec::new();
