@@ -258,8 +258,19 @@ fn rsync_with_hard_links_acls_and_xattrs_reproduces_the_source() {
     // Times in the past: rsync compares whole seconds by default, so a copy made in the
     // same second as the source would keep its own times and the check below would fail
     // for rsync's reason, not the mount's.
-    run(Command::new("find").arg(&src).args(["-exec", "touch", "-h", "-d", "2001-02-03 04:05:06.123456789", "{}", "+"]));
-    run(Command::new("touch").args(["-h", "-d", "1999-12-31 23:59:58.5"]).arg(src.join("dangling")).arg(src.join("d/e/g7")));
+    run(Command::new("find").arg(&src).args([
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        "2001-02-03 04:05:06.123456789",
+        "{}",
+        "+",
+    ]));
+    run(Command::new("touch")
+        .args(["-h", "-d", "1999-12-31 23:59:58.5"])
+        .arg(src.join("dangling"))
+        .arg(src.join("d/e/g7")));
     s.cairn(&["backup", src.to_str().unwrap()]);
 
     let m = s.mount(&[]);
@@ -280,7 +291,10 @@ fn rsync_with_hard_links_acls_and_xattrs_reproduces_the_source() {
     let again = run(Command::new("rsync").arg("-aHAXi").arg(format!("{}/", inside.display())).arg(&out));
     assert!(again.trim().is_empty(), "rsync found differences: {again}");
     // The mount's inodes: every link of a file is one inode there too.
-    assert_eq!(fs::metadata(inside.join("d/e/g1")).unwrap().ino(), fs::metadata(inside.join("g1-third")).unwrap().ino());
+    assert_eq!(
+        fs::metadata(inside.join("d/e/g1")).unwrap().ino(),
+        fs::metadata(inside.join("g1-third")).unwrap().ino()
+    );
     assert_eq!(fs::metadata(inside.join("d/e/g1")).unwrap().nlink(), 3);
 }
 
@@ -401,7 +415,18 @@ fn an_unprivileged_user_mounts_and_reads() {
         return;
     }
     let can_open = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "test", "-r", "/dev/fuse", "-a", "-w", "/dev/fuse"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "test",
+            "-r",
+            "/dev/fuse",
+            "-a",
+            "-w",
+            "/dev/fuse",
+        ])
         .status()
         .is_ok_and(|s| s.success());
     if !can_open {
@@ -480,7 +505,11 @@ fn daemon_returns_once_mounted_and_a_bad_password_is_reported() {
     // A wrong password: the daemon's error comes back to the caller, nothing is mounted.
     let out = s.command(&["mount", "--daemon", mnt.to_str().unwrap()]).env("CAIRN_PASSWORD", "wrong").output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("before serving"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("before serving"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!mounted(&mnt));
     // The right one: the command returns with the mount up and serving.
     let out = s.command(&["mount", "--daemon", mnt.to_str().unwrap()]).output().unwrap();
@@ -491,7 +520,8 @@ fn daemon_returns_once_mounted_and_a_bad_password_is_reported() {
     assert_eq!(fs::read(&f).unwrap(), b"in the background\n");
     // fusermount3 -u ends it; the background process then exits.
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    let pid: u32 = said.split("(pid ").nth(1).and_then(|r| r.split(')').next()).and_then(|p| p.parse().ok()).expect(&said);
+    let pid: u32 =
+        said.split("(pid ").nth(1).and_then(|r| r.split(')').next()).and_then(|p| p.parse().ok()).expect(&said);
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     run(Command::new("fusermount3").arg("-u").arg(&mnt));
     assert!(!mounted(&mnt));

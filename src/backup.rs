@@ -29,9 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::chunker::{Chunker, Cutter};
-use crate::extsort::NameSorter;
 use crate::compress::Compressor;
 use crate::error::{Error, IoContext, Result};
+use crate::extsort::NameSorter;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
 use crate::format::BlobKind;

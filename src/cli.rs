@@ -335,7 +335,13 @@ fn mount_in_background(
         }
         if crate::sys::is_mount_point(&at) {
             if !cli.quiet {
-                writeln!(err, "serving at {} in the background (pid {}); `fusermount3 -u {}` unmounts", at.display(), child.id(), at.display())?;
+                writeln!(
+                    err,
+                    "serving at {} in the background (pid {}); `fusermount3 -u {}` unmounts",
+                    at.display(),
+                    child.id(),
+                    at.display()
+                )?;
             }
             return Ok(EXIT_OK);
         }
@@ -560,7 +566,12 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             let nodes = budget.node_cache_bytes();
             let vfs = crate::vfs::Vfs::new(repo, cache, nodes, (crate::sys::euid(), crate::sys::egid()))?;
             if !cli.quiet {
-                writeln!(err, "serving {} read-only at {} (Ctrl-C or `fusermount3 -u` to unmount)", repo.path().display(), mountpoint.display())?;
+                writeln!(
+                    err,
+                    "serving {} read-only at {} (Ctrl-C or `fusermount3 -u` to unmount)",
+                    repo.path().display(),
+                    mountpoint.display()
+                )?;
             }
             let opts = crate::mount::MountOptions { allow_other: *allow_other, threads: 4 };
             crate::mount::mount(vfs, mountpoint, &opts, env.cancel)?;

@@ -71,7 +71,12 @@ impl NameSorter {
         self.mem.sort_unstable();
         self.mem.dedup();
         if self.batches.is_empty() {
-            return Ok(SortedNames { mem: self.mem.into_iter(), batches: Vec::new(), heap: BinaryHeap::new(), last: None });
+            return Ok(SortedNames {
+                mem: self.mem.into_iter(),
+                batches: Vec::new(),
+                heap: BinaryHeap::new(),
+                last: None,
+            });
         }
         if !self.mem.is_empty() {
             self.spill()?;

@@ -185,13 +185,7 @@ impl Index {
             pack_count,
             recent_packs: HashMap::new(),
         };
-        let ix = Index {
-            dir,
-            _temp: temp,
-            _lock: lock,
-            opts,
-            state: RwLock::new(state),
-        };
+        let ix = Index { dir, _temp: temp, _lock: lock, opts, state: RwLock::new(state) };
         if ix.load_manifest().is_err() {
             ix.reset()?;
         }
@@ -658,7 +652,8 @@ impl Index {
             if total <= self.opts.filter_bytes {
                 return Ok(());
             }
-            let Some(big) = s.runs.iter_mut().filter(|r| r.run.filter_bytes() > filter::BLOCK).max_by_key(|r| r.run.filter_bytes())
+            let Some(big) =
+                s.runs.iter_mut().filter(|r| r.run.filter_bytes() > filter::BLOCK).max_by_key(|r| r.run.filter_bytes())
             else {
                 return Ok(()); // only fences left: they are the floor (0.094 B per entry)
             };

@@ -297,11 +297,9 @@ impl Repository {
         let f = self.pack_file(pack)?;
         let mut buf = vec![0u8; to.saturating_sub(from) as usize];
         read_exact_at(&f, &self.pack_path(pack), &mut buf, from).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => Error::corrupt(
-                "pack",
-                pack,
-                format!("truncated: bytes {from}..{to} are past the end"),
-            ),
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
+            }
             e => e,
         })?;
         Ok(buf)

@@ -346,4 +346,3 @@ mod tests {
         assert!(!hostname().is_empty());
     }
 }
-

@@ -99,7 +99,10 @@ enum Node {
     /// A symlink of the virtual layout, with its target.
     Link(Vec<u8>),
     /// Something inside snapshot `snap` (its root directory included).
-    Entry { snap: u32, entry: Arc<Entry> },
+    Entry {
+        snap: u32,
+        entry: Arc<Entry>,
+    },
 }
 
 /// Inode numbers are derived, not remembered per inode: the first time a directory's
@@ -531,7 +534,12 @@ fn enoent() -> Error {
 impl Vfs {
     /// A view of `repo` (kept for the life of the process: a mount owns its repository)
     /// with a chunk cache of `cache_bytes` and a node cache of `node_cache_bytes`.
-    pub fn new(repo: &'static Repository, cache_bytes: usize, node_cache_bytes: usize, owner: (u32, u32)) -> Result<Vfs> {
+    pub fn new(
+        repo: &'static Repository,
+        cache_bytes: usize,
+        node_cache_bytes: usize,
+        owner: (u32, u32),
+    ) -> Result<Vfs> {
         let list = repo.snapshots()?;
         let mut snaps: Vec<Snap> = Vec::with_capacity(list.len());
         for (id, s) in list {
@@ -703,14 +711,24 @@ impl Vfs {
                 _ => Err(enoent()),
             },
             Node::Snapshots => self.snap_index(name).map(|i| self.snap_root(i)).ok_or_else(enoent),
-            Node::Hosts => self.snaps.iter().any(|s| s.host.as_bytes() == name).then(|| Node::Host(String::from_utf8_lossy(name).into_owned())).ok_or_else(enoent),
+            Node::Hosts => self
+                .snaps
+                .iter()
+                .any(|s| s.host.as_bytes() == name)
+                .then(|| Node::Host(String::from_utf8_lossy(name).into_owned()))
+                .ok_or_else(enoent),
             Node::Tags => self
                 .snaps
                 .iter()
                 .any(|s| s.tags.iter().any(|t| t.as_bytes() == name))
                 .then(|| Node::Tag(String::from_utf8_lossy(name).into_owned()))
                 .ok_or_else(enoent),
-            Node::Ids => self.snaps.iter().find(|s| s.id.short().as_bytes() == name).map(|s| link_to(s, "../")).ok_or_else(enoent),
+            Node::Ids => self
+                .snaps
+                .iter()
+                .find(|s| s.id.short().as_bytes() == name)
+                .map(|s| link_to(s, "../"))
+                .ok_or_else(enoent),
             Node::Host(h) => self
                 .snaps
                 .iter()
@@ -841,7 +859,10 @@ impl Vfs {
             return Err(Error::InvalidInput(NOT_DIR.into()));
         }
         let fh = self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(fh, Arc::new(Mutex::new(DirHandle { ino, next: 2, iter: None, pending: None })));
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, Arc::new(Mutex::new(DirHandle { ino, next: 2, iter: None, pending: None })));
         Ok(fh)
     }
 

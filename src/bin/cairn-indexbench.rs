@@ -141,7 +141,10 @@ fn main() {
     let known_s = t.elapsed().as_secs_f64();
     // Known ids with their location (pack, offset, lengths): what restore and the mount
     // ask. Other ids than above, so the page cache of the index does not help.
-    let known: Vec<BlobId> = known.iter().map(|k| id(u64::from_le_bytes(k.0[..8].try_into().expect("8 bytes")) % entries.max(1), 1)).collect();
+    let known: Vec<BlobId> = known
+        .iter()
+        .map(|k| id(u64::from_le_bytes(k.0[..8].try_into().expect("8 bytes")) % entries.max(1), 1))
+        .collect();
     let t = Instant::now();
     for k in &known {
         assert!(ix.get(k).is_some());

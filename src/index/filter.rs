@@ -87,9 +87,9 @@ impl Filter {
     pub fn fold_words(words: &[u64], factor: u64) -> impl Iterator<Item = u64> + '_ {
         let per = BLOCK / 8;
         let group = per * factor as usize;
-        words.chunks_exact(group).flat_map(move |g| {
-            (0..per).map(move |w| (0..factor as usize).fold(0u64, |acc, b| acc | g[b * per + w]))
-        })
+        words
+            .chunks_exact(group)
+            .flat_map(move |g| (0..per).map(move |w| (0..factor as usize).fold(0u64, |acc, b| acc | g[b * per + w])))
     }
 
     /// Halve the filter in place (see the module's notes); false if its block count is odd.

@@ -88,8 +88,8 @@ fn a_snapshot_reads_back_through_the_view() {
     do_backup(&t.repo, &[&src]);
 
     let cache = 64 << 10; // far smaller than the data: chunks are evicted and reloaded
-    // A node cache of 4 KiB: a dozen entries; the rest are found again from their
-    // directories.
+                          // A node cache of 4 KiB: a dozen entries; the rest are found again from their
+                          // directories.
     let v = Vfs::new(leaked(t.reopen()), cache, 4096, (0, 0)).unwrap();
     let root: Vec<Vec<u8>> = list(&v, ROOT, 3);
     let want: Vec<&[u8]> = vec![b".", b"..", b"hosts", b"ids", b"latest", b"snapshots", b"tags"];
