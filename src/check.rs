@@ -173,7 +173,7 @@ impl Checker<'_> {
     fn pack(&mut self, id: &FileId, len: u64, read_data: bool) -> Result<()> {
         let path = self.repo.pack_path(id);
         // Without --read-data only the file header, trailer and pack header are read.
-        let whole = if read_data { Some(std::fs::read(&path).at(&path)?) } else { None };
+        let mut whole = if read_data { Some(std::fs::read(&path).at(&path)?) } else { None };
         if whole.as_ref().is_some_and(|b| FileId::of(b) != *id) {
             self.error(format!("pack {id}: content does not match its name (damaged)"));
         }
@@ -192,6 +192,7 @@ impl Checker<'_> {
         // means no index references the pack at all (one note for it, not one per blob).
         let mut unindexed = Vec::new();
         let mut referenced = false;
+        let mut plain = Vec::new();
         for (b, off) in blobs {
             let loc = Location {
                 pack: *id,
@@ -212,10 +213,11 @@ impl Checker<'_> {
                 }
                 Some(ix) => referenced |= ix.pack == *id,
             }
-            if let Some(bytes) = &whole {
-                let sealed = &bytes[off as usize..off as usize + b.stored_len as usize];
+            if let Some(bytes) = &mut whole {
+                // Opened in place: the pack's bytes are not needed again.
+                let sealed = &mut bytes[off as usize..off as usize + b.stored_len as usize];
                 self.stats.blobs_read += 1;
-                if let Err(e) = self.repo.open_blob(&b.id, &loc, sealed) {
+                if let Err(e) = self.repo.open_blob_into(&b.id, &loc, sealed, &mut plain) {
                     self.damaged.insert((*id, loc.offset));
                     self.error(e);
                 }

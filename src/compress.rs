@@ -40,19 +40,33 @@ thread_local! {
 
 /// Decompress a zstd frame that must expand to exactly `raw_len` bytes.
 pub fn decompress(data: &[u8], raw_len: usize, what: &'static str, id: &dyn std::fmt::Display) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw_len);
+    let mut out = Vec::new();
+    decompress_into(data, raw_len, what, id, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`] into `out` (cleared first), reusing its allocation.
+pub fn decompress_into(
+    data: &[u8],
+    raw_len: usize,
+    what: &'static str,
+    id: &dyn std::fmt::Display,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    out.reserve(raw_len);
     DCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
-        slot.as_mut().expect("just set").decompress_to_buffer(data, &mut out)
+        slot.as_mut().expect("just set").decompress_to_buffer(data, out)
     })
     .map_err(|e| Error::corrupt(what, id, format!("zstd: {e} (declared raw length {raw_len})")))?;
     if out.len() != raw_len {
         return Err(Error::corrupt(what, id, format!("decompressed to {} bytes, declared {raw_len}", out.len())));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -91,6 +91,18 @@ impl Keys {
     pub fn open(&self, aad: &[u8], sealed: &[u8], what: &'static str, id: &dyn std::fmt::Display) -> Result<Vec<u8>> {
         open_with(&self.cipher, aad, sealed).ok_or_else(|| Error::Tampered { what, id: id.to_string() })
     }
+
+    /// Open a sealed message where it lies, without copying it: returns the plaintext,
+    /// the part of `sealed` between nonce and tag.
+    pub fn open_in_place<'a>(
+        &self,
+        aad: &[u8],
+        sealed: &'a mut [u8],
+        what: &'static str,
+        id: &dyn std::fmt::Display,
+    ) -> Result<&'a mut [u8]> {
+        open_in_place_with(&self.cipher, aad, sealed).ok_or_else(|| Error::Tampered { what, id: id.to_string() })
+    }
 }
 
 fn seal_with(cipher: &XChaCha20Poly1305, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
@@ -116,6 +128,16 @@ fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Option<Ve
     let mut buf = ct.to_vec();
     cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag)).ok()?;
     Some(buf)
+}
+
+fn open_in_place_with<'a>(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &'a mut [u8]) -> Option<&'a mut [u8]> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return None;
+    }
+    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+    let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, ct, Tag::from_slice(tag)).ok()?;
+    Some(ct)
 }
 
 /// Argon2id parameters, stored in each key file.

@@ -294,25 +294,39 @@ impl Repository {
 
     /// Read bytes `from..to` of a pack (one or more neighbouring sealed blobs).
     pub fn read_pack_range(&self, pack: &FileId, from: u64, to: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_pack_range_into(pack, from, to, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Repository::read_pack_range`] into `buf`, reusing its allocation: `buf` ends up
+    /// holding exactly the bytes read (only bytes past its old length are zeroed first).
+    pub fn read_pack_range_into(&self, pack: &FileId, from: u64, to: u64, buf: &mut Vec<u8>) -> Result<()> {
         let f = self.pack_file(pack)?;
-        let mut buf = vec![0u8; to.saturating_sub(from) as usize];
-        read_exact_at(&f, &self.pack_path(pack), &mut buf, from).map_err(|e| match e {
+        let n = to.saturating_sub(from) as usize;
+        buf.truncate(n);
+        buf.resize(n, 0);
+        read_exact_at(&f, &self.pack_path(pack), buf, from).map_err(|e| match e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
             }
             e => e,
-        })?;
-        Ok(buf)
+        })
     }
 
-    /// Open, decompress and verify a blob's sealed bytes.
-    pub fn open_blob(&self, id: &BlobId, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+    /// Open, decompress and verify a blob's sealed bytes without copying them: decrypts
+    /// `sealed` where it lies (it is garbage afterwards) and leaves the plaintext in
+    /// `plain`, reusing its allocation.
+    pub fn open_blob_into(&self, id: &BlobId, loc: &Location, sealed: &mut [u8], plain: &mut Vec<u8>) -> Result<()> {
         let what = loc.kind.name();
-        let body = self.keys.open(&blob_aad(loc.kind, loc.compression), sealed, what, &BlobIn(id, &loc.pack))?;
-        let plain = match loc.compression {
-            Compression::None => body,
-            Compression::Zstd => compress::decompress(&body, loc.raw_len as usize, what, id)?,
-        };
+        let body = self.keys.open_in_place(&blob_aad(loc.kind, loc.compression), sealed, what, &BlobIn(id, &loc.pack))?;
+        match loc.compression {
+            Compression::None => {
+                plain.clear();
+                plain.extend_from_slice(body);
+            }
+            Compression::Zstd => compress::decompress_into(body, loc.raw_len as usize, what, id, plain)?,
+        }
         if plain.len() != loc.raw_len as usize {
             return Err(Error::corrupt(
                 what,
@@ -320,17 +334,19 @@ impl Repository {
                 format!("length {} differs from the index's {}", plain.len(), loc.raw_len),
             ));
         }
-        if self.keys.blob_id(loc.kind, &plain) != *id {
+        if self.keys.blob_id(loc.kind, plain) != *id {
             return Err(Error::corrupt(what, BlobIn(id, &loc.pack), "content does not match its id"));
         }
-        Ok(plain)
+        Ok(())
     }
 
     /// Read a blob: look it up, read it, decrypt, decompress and verify its id.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.index.try_get(id)?.ok_or_else(|| Error::NotFound { what: "blob", id: id.to_hex() })?;
-        let sealed = self.read_sealed_blob(&loc)?;
-        self.open_blob(id, &loc, &sealed)
+        let mut sealed = self.read_sealed_blob(&loc)?;
+        let mut plain = Vec::new();
+        self.open_blob_into(id, &loc, &mut sealed, &mut plain)?;
+        Ok(plain)
     }
 
     /// Read and decode a tree node.
@@ -339,8 +355,10 @@ impl Repository {
         if loc.kind != BlobKind::Tree {
             return Err(Error::corrupt("tree", id, "index lists it as a data blob"));
         }
-        let sealed = self.read_sealed_blob(&loc)?;
-        tree::decode(&self.open_blob(id, &loc, &sealed)?, id)
+        let mut sealed = self.read_sealed_blob(&loc)?;
+        let mut plain = Vec::new();
+        self.open_blob_into(id, &loc, &mut sealed, &mut plain)?;
+        tree::decode(&plain, id)
     }
 
     /// Save a snapshot (after every index file it depends on is durable).

@@ -248,6 +248,49 @@ pub fn bound_allocator() {
     }
 }
 
+/// The allocation size from which [`allocator_for_streaming`] has glibc map each
+/// allocation on its own.
+pub const STREAMING_MMAP_THRESHOLD: usize = 256 << 10;
+
+/// Ask the scheduler to give the calling thread time slices of `ns` nanoseconds
+/// (`sched_setattr` with `sched_runtime`, which Linux 6.12+ uses for normal threads).
+/// The slice decides preemption between normal threads: one that wakes with a shorter
+/// slice than the running one's preempts it at once, otherwise it waits for that slice
+/// to end. Best effort: older kernels refuse or ignore it, and nothing else changes.
+pub fn set_time_slice(ns: u64) {
+    /// `struct sched_attr` (linux/sched/types.h), which the libc crate does not define.
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice: 0,
+        priority: 0,
+        runtime: ns,
+        deadline: 0,
+        period: 0,
+        util_min: 0,
+        util_max: 0,
+    };
+    // SAFETY: pid 0 is the calling thread; `attr` is a valid sched_attr whose size field
+    // says how much of it the kernel may read; the call only changes scheduling.
+    unsafe {
+        libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0);
+    }
+}
+
 /// For a long-running process that streams chunks through a cache on several threads
 /// (the mount): chunk buffers of 256 KiB or more get their own mapping, returned when
 /// freed, and threads share two heaps. Measured on the benchmark corpus: with glibc's
@@ -256,7 +299,7 @@ pub fn bound_allocator() {
 pub fn allocator_for_streaming() {
     // SAFETY: mallopt only changes allocator tuning; glibc serialises it.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, STREAMING_MMAP_THRESHOLD as libc::c_int);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -19,14 +19,20 @@
 //! - decrypted chunks: an LRU charged by the bytes it holds ([`ChunkCache`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
-use crate::id::{BlobId, BlobSet, FileId};
+use crate::id::{BlobId, FileId};
 use crate::repo::Repository;
 use crate::tree::{ChunkIter, DirIter};
+
+mod chunks;
+
+use chunks::{load_chunk, ByteLru, Job, Prefetcher};
+pub use chunks::{ChunkCache, Pool};
 
 /// The root directory's inode.
 pub const ROOT: u64 = 1;
@@ -126,45 +132,6 @@ struct Inodes {
     nodes: ByteLru<u64, Node>,
 }
 
-/// An LRU charged by the bytes its values hold (as the caller counts them), evicting
-/// the least recently used until the total fits `cap`; a value larger than `cap` is not
-/// kept. The one mechanism behind the chunk cache and the node cache.
-struct ByteLru<K: std::hash::Hash + Eq, V> {
-    lru: lru::LruCache<K, (V, usize)>,
-    bytes: usize,
-    cap: usize,
-}
-
-impl<K: std::hash::Hash + Eq, V> ByteLru<K, V> {
-    fn new(cap: usize) -> Self {
-        ByteLru { lru: lru::LruCache::unbounded(), bytes: 0, cap }
-    }
-
-    fn get(&mut self, k: &K) -> Option<&V> {
-        self.lru.get(k).map(|(v, _)| v)
-    }
-
-    fn contains(&self, k: &K) -> bool {
-        self.lru.contains(k)
-    }
-
-    fn put(&mut self, k: K, v: V, bytes: usize) {
-        if bytes > self.cap {
-            return;
-        }
-        if let Some((_, (_, old))) = self.lru.push(k, (v, bytes)) {
-            self.bytes -= old;
-        }
-        self.bytes += bytes;
-        while self.bytes > self.cap {
-            match self.lru.pop_lru() {
-                Some((_, (_, n))) => self.bytes -= n,
-                None => break,
-            }
-        }
-    }
-}
-
 /// Inode numbers `base..base + len` are the entries of directory `dir`, in name order.
 struct Block {
     base: u64,
@@ -258,235 +225,6 @@ type ListFn<'a> = &'a mut dyn FnMut(&[u8], Option<&Node>, u64) -> bool;
 /// A read this far past the cursor seeks through the list nodes instead of walking.
 const WALK_LIMIT: u64 = 16 << 20;
 
-/// Decrypted chunks by id, within a byte budget; concurrent readers of one missing chunk
-/// wait for a single load. Chunks larger than the budget are returned without caching.
-pub struct ChunkCache {
-    state: Mutex<CacheState>,
-    loaded: Condvar,
-}
-
-struct CacheState {
-    lru: ByteLru<BlobId, Arc<Vec<u8>>>,
-    loading: BlobSet,
-}
-
-impl ChunkCache {
-    /// A cache of at most `cap` bytes of chunk data.
-    pub fn new(cap: usize) -> ChunkCache {
-        ChunkCache {
-            state: Mutex::new(CacheState { lru: ByteLru::new(cap), loading: BlobSet::default() }),
-            loaded: Condvar::new(),
-        }
-    }
-
-    /// Bytes held now.
-    pub fn bytes(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).lru.bytes
-    }
-
-    /// The chunk `id`, from the cache or loaded by `load` (once, however many ask).
-    pub fn get(&self, id: &BlobId, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<Vec<u8>>> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(d) = s.lru.get(id) {
-                return Ok(d.clone());
-            }
-            if !s.loading.contains(id) {
-                break;
-            }
-            s = self.loaded.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        s.loading.insert(*id);
-        drop(s);
-        self.finish(id, load())
-    }
-
-    /// Claim `id` for loading (by a prefetcher): false if it is cached or being loaded.
-    /// A claim must be ended with [`ChunkCache::finish`].
-    pub fn claim(&self, id: &BlobId) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.lru.contains(id) || s.loading.contains(id) {
-            return false;
-        }
-        s.loading.insert(*id);
-        true
-    }
-
-    /// End the load of `id`: keep the data if it fits, wake whoever waits for it. After
-    /// an error nothing is kept, and a waiting reader loads the chunk itself (and gets
-    /// the error for its own read).
-    pub fn finish(&self, id: &BlobId, r: Result<Vec<u8>>) -> Result<Arc<Vec<u8>>> {
-        let r = r.map(Arc::new);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.loading.remove(id);
-        if let Ok(d) = &r {
-            s.lru.put(*id, d.clone(), d.len());
-        }
-        drop(s);
-        self.loaded.notify_all();
-        r
-    }
-}
-
-/// Load a chunk of a file: its blob, checked against the size the chunk list gives.
-fn load_chunk(repo: &Repository, c: &ChunkRef) -> Result<Vec<u8>> {
-    let d = repo.read_blob(&c.id)?;
-    check_size(c, d)
-}
-
-fn check_size(c: &ChunkRef, d: Vec<u8>) -> Result<Vec<u8>> {
-    if d.len() != c.size as usize {
-        return Err(Error::corrupt("blob", c.id, "size differs from the chunk list"));
-    }
-    Ok(d)
-}
-
-/// Loads the chunks ahead of sequential readers into the cache, on its own threads.
-/// Neighbouring chunks stored next to each other in one pack are read with one `pread`.
-/// Bounded: at most [`PREFETCH_QUEUE`] runs wait (more are dropped: prefetching is only
-/// a hint), each at most the window's bytes.
-struct Prefetcher {
-    tx: std::sync::mpsc::SyncSender<Job>,
-}
-
-/// Work for the prefetch threads.
-enum Job {
-    /// Load these chunks (neighbours in a file).
-    Chunks(Vec<ChunkRef>),
-    /// Load the small files of directory `tree` from position `from`: up to `count`
-    /// entries or `bytes` bytes (what `cp -a` and `rsync` read next, in listing order).
-    Siblings { tree: BlobId, from: u64, count: u64, bytes: u64 },
-}
-
-/// Files loaded ahead of a reader going through a directory, per request.
-const SIBLINGS: u64 = 32;
-
-/// Chunks per prefetch job once a directory's files are resolved: small jobs let both
-/// threads decrypt at once.
-const JOB_BYTES: u64 = 1 << 20;
-
-/// Runs of chunks waiting for the prefetch threads.
-const PREFETCH_QUEUE: usize = 16;
-
-/// Largest gap between two blobs of a pack that one ranged read spans.
-const COALESCE_GAP: u64 = 64 << 10;
-
-/// Most bytes one ranged read spans (it is held while its blobs are opened).
-const COALESCE_MAX: u64 = 4 << 20;
-
-impl Prefetcher {
-    fn start(repo: &'static Repository, cache: Arc<ChunkCache>, threads: usize) -> Prefetcher {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(PREFETCH_QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..threads {
-            let (rx, cache, tx) = (rx.clone(), cache.clone(), tx.clone());
-            std::thread::spawn(move || loop {
-                let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                    Ok(j) => j,
-                    Err(_) => return,
-                };
-                match job {
-                    Job::Chunks(run) => prefetch_run(repo, &cache, &run),
-                    Job::Siblings { tree, from, count, bytes } => {
-                        // Errors only end the hint: a reader meets them itself.
-                        let Ok(files) = small_files(repo, &tree, from, count, bytes) else { continue };
-                        for run in files {
-                            // Shared out to the other threads when the queue has room.
-                            if let Err(std::sync::mpsc::TrySendError::Full(Job::Chunks(run))) =
-                                tx.try_send(Job::Chunks(run))
-                            {
-                                prefetch_run(repo, &cache, &run);
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        Prefetcher { tx }
-    }
-
-    /// Ask for `job` to be done; dropped if the queue is full.
-    fn request(&self, job: Job) {
-        let _ = self.tx.try_send(job);
-    }
-}
-
-/// The chunks of the small files (inline chunk lists) among `count` entries of directory
-/// `tree` from position `from`, at most `bytes` in all, cut into runs of [`JOB_BYTES`].
-fn small_files(repo: &Repository, tree: &BlobId, from: u64, count: u64, bytes: u64) -> Result<Vec<Vec<ChunkRef>>> {
-    let mut runs = vec![Vec::new()];
-    let (mut total, mut run_bytes) = (0u64, 0u64);
-    let mut it = DirIter::at(repo, tree, from)?;
-    for _ in 0..count {
-        let Some(e) = it.next_entry()? else { break };
-        if let Kind::File(Content::Inline(cs)) = &e.kind {
-            for c in cs {
-                if total >= bytes {
-                    break;
-                }
-                if run_bytes >= JOB_BYTES {
-                    runs.push(Vec::new());
-                    run_bytes = 0;
-                }
-                runs.last_mut().expect("one run at least").push(*c);
-                run_bytes += c.size as u64;
-                total += c.size as u64;
-            }
-        }
-    }
-    runs.retain(|r| !r.is_empty());
-    Ok(runs)
-}
-
-/// Load the chunks of `run` that nobody has or loads yet, coalescing neighbours.
-fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef]) {
-    let mut claimed: Vec<(ChunkRef, Option<crate::format::index::Location>)> = Vec::new();
-    for c in run {
-        if cache.claim(&c.id) {
-            claimed.push((*c, repo.index().get(&c.id)));
-        }
-    }
-    let mut i = 0;
-    while i < claimed.len() {
-        let Some(first) = claimed[i].1 else {
-            // Not indexed: the reader's own load reports it.
-            let _ = cache.finish(&claimed[i].0.id, load_chunk(repo, &claimed[i].0));
-            i += 1;
-            continue;
-        };
-        // A group: chunks whose blobs follow each other in one pack, read with one pread
-        // (a group of one too: its location is known, no second index lookup).
-        let mut end = first.offset as u64 + first.stored_len as u64;
-        let mut j = i + 1;
-        while let Some((_, Some(next))) = claimed.get(j) {
-            let next_end = next.offset as u64 + next.stored_len as u64;
-            if next.pack != first.pack
-                || (next.offset as u64) < end
-                || next.offset as u64 - end > COALESCE_GAP
-                || next_end - first.offset as u64 > COALESCE_MAX
-            {
-                break;
-            }
-            end = next_end;
-            j += 1;
-        }
-        let sealed = repo.read_pack_range(&first.pack, first.offset as u64, end);
-        for (c, loc) in &claimed[i..j] {
-            let loc = loc.expect("grouped chunks have locations");
-            let from = (loc.offset - first.offset) as usize;
-            let r = match &sealed {
-                Ok(buf) => match buf.get(from..from + loc.stored_len as usize) {
-                    Some(b) => repo.open_blob(&c.id, &loc, b).and_then(|d| check_size(c, d)),
-                    None => load_chunk(repo, c),
-                },
-                Err(_) => load_chunk(repo, c),
-            };
-            let _ = cache.finish(&c.id, r);
-        }
-        i = j;
-    }
-}
-
 /// The filesystem view.
 pub struct Vfs {
     repo: &'static Repository,
@@ -508,6 +246,9 @@ pub struct Vfs {
     /// Owner of the virtual directories (the mounting user).
     owner: (u32, u32),
 }
+
+/// Files loaded ahead of a reader going through a directory, per request.
+const SIBLINGS: u64 = 32;
 
 /// Files whose read cursors are kept (each one list node per level and the prefetch
 /// window's chunk references).
@@ -1029,14 +770,14 @@ impl Vfs {
     }
 
     /// Up to `len` bytes of file `ino` at `offset` (fewer at the end of the file).
-    pub fn read(&self, ino: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub fn read(&self, ino: u64, offset: u64, len: usize) -> Result<ReadData<'_>> {
+        let mut out = ReadData { first: None, joined: None, pool: self.chunks.pool() };
         let h = self.file(ino)?;
         let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
         if offset >= h.size || len == 0 {
-            return Ok(Vec::new());
+            return Ok(out);
         }
         let end = (offset + len as u64).min(h.size);
-        let mut out = Vec::with_capacity((end - offset) as usize);
         // Continue from the cursor when the read is at or a little after it; otherwise
         // seek by the list nodes' byte counts (one node per level).
         if h.cursor.as_ref().is_none_or(|c| offset < c.start || offset - c.start >= WALK_LIMIT) {
@@ -1064,7 +805,7 @@ impl Vfs {
                 let data = self.chunk(&c)?;
                 let from = (offset.max(cur.start) - cur.start) as usize;
                 let to = ((end.min(c_end) - cur.start) as usize).min(data.len());
-                out.extend_from_slice(&data[from.min(to)..to]);
+                out.push(data, from.min(to)..to, (end - offset) as usize);
                 if c_end > end {
                     break; // the next sequential read starts in this chunk
                 }
@@ -1136,7 +877,62 @@ impl Vfs {
     }
 
     fn chunk(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
-        let repo = self.repo;
-        self.chunks.get(&c.id, || load_chunk(repo, c))
+        self.chunks.get(&c.id, || load_chunk(self.repo, self.chunks.pool(), c))
     }
 }
+
+/// What [`Vfs::read`] returns: a part of one cached chunk, shared rather than copied, or
+/// (for a read that spans chunks) the parts joined in a buffer of the chunk pool, which
+/// gets it back on drop. Dereferences to the bytes.
+pub struct ReadData<'a> {
+    first: Option<(Arc<Vec<u8>>, Range<usize>)>,
+    joined: Option<Vec<u8>>,
+    pool: &'a Pool,
+}
+
+impl ReadData<'_> {
+    /// Append `range` of `chunk`; `total` is the length the read will have.
+    fn push(&mut self, chunk: Arc<Vec<u8>>, range: Range<usize>, total: usize) {
+        let joined = match (&mut self.joined, self.first.take()) {
+            (None, None) => {
+                self.first = Some((chunk, range));
+                return;
+            }
+            (Some(j), _) => j,
+            (None, Some((c, r))) => {
+                let mut j = self.pool.take_transient(total);
+                j.clear();
+                j.extend_from_slice(c.get(r).unwrap_or_default());
+                self.joined.insert(j)
+            }
+        };
+        joined.extend_from_slice(chunk.get(range).unwrap_or_default());
+    }
+}
+
+impl std::ops::Deref for ReadData<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match (&self.first, &self.joined) {
+            (Some((c, r)), _) => c.get(r.clone()).unwrap_or_default(),
+            (None, Some(j)) => j,
+            (None, None) => &[],
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadData({} bytes)", self.len())
+    }
+}
+
+impl Drop for ReadData<'_> {
+    fn drop(&mut self) {
+        if let Some(j) = self.joined.take() {
+            self.pool.give(j);
+        }
+    }
+}
+

@@ -125,7 +125,7 @@ fn a_snapshot_reads_back_through_the_view() {
         let len = ((x >> 13) % 200_000) as usize + 1;
         let got = v.read(a.ino, off, len).unwrap();
         let end = (off as usize + len).min(big.len());
-        assert!(got == big[off as usize..end], "read {len} at {off}");
+        assert!(*got == big[off as usize..end], "read {len} at {off}");
     }
     assert!(v.chunk_cache().bytes() <= cache);
 
