@@ -319,7 +319,8 @@ impl Repository {
     /// `plain`, reusing its allocation.
     pub fn open_blob_into(&self, id: &BlobId, loc: &Location, sealed: &mut [u8], plain: &mut Vec<u8>) -> Result<()> {
         let what = loc.kind.name();
-        let body = self.keys.open_in_place(&blob_aad(loc.kind, loc.compression), sealed, what, &BlobIn(id, &loc.pack))?;
+        let body =
+            self.keys.open_in_place(&blob_aad(loc.kind, loc.compression), sealed, what, &BlobIn(id, &loc.pack))?;
         match loc.compression {
             Compression::None => {
                 plain.clear();

@@ -935,4 +935,3 @@ impl Drop for ReadData<'_> {
         }
     }
 }
-
