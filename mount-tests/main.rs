@@ -219,6 +219,13 @@ fn cp_a_out_of_the_mount_reproduces_the_source() {
         assert!(r.join().unwrap() == big);
     }
 
+    // No snapshot has extended attributes: the mount says it has none, as a filesystem
+    // without them would, and the kernel stops asking (cp -a above asked for each file).
+    for p in [inside.join("dir/small"), inside.join("dir"), m.mnt.join("snapshots")] {
+        assert_eq!(xattr_errno(&p, None), libc::EOPNOTSUPP, "{}", p.display());
+        assert_eq!(xattr_errno(&p, Some("user.x")), libc::EOPNOTSUPP, "{}", p.display());
+    }
+
     // Read-only: writes fail with EROFS.
     let e = fs::write(inside.join("new"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc_erofs()), "{e}");
@@ -230,6 +237,25 @@ fn cp_a_out_of_the_mount_reproduces_the_source() {
 
 fn libc_erofs() -> i32 {
     30 // EROFS on Linux
+}
+
+/// The errno of asking for extended attribute `name` of `path` (its list when `None`),
+/// 0 if the call succeeds.
+fn xattr_errno(path: &Path, name: Option<&str>) -> i32 {
+    let p = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let n = name.map(|n| std::ffi::CString::new(n).unwrap());
+    // SAFETY: valid NUL-terminated strings; a null buffer of size 0 asks for the size.
+    let r = unsafe {
+        match &n {
+            Some(n) => libc::lgetxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0),
+            None => libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0),
+        }
+    };
+    if r < 0 {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    } else {
+        0
+    }
 }
 
 /// The directory of `src` inside the newest snapshot of the mount.
@@ -287,6 +313,15 @@ fn rsync_with_hard_links_acls_and_xattrs_reproduces_the_source() {
     assert_eq!(cairn::sys::xattrs(&out.join("d/tagged")).unwrap().len(), 2);
     let got = cairn::sys::xattrs(&inside.join("d/tagged")).unwrap();
     assert!(got.contains(&(b"user.colour".to_vec(), b"blue".to_vec())), "{got:?}");
+    // Only user.* attributes were backed up: the mount has no ACLs or security labels
+    // (EOPNOTSUPP, which ls remembers for the mount), and other user.* names are absent.
+    let tagged = inside.join("d/tagged");
+    assert_eq!(xattr_errno(&tagged, Some("system.posix_acl_access")), libc::EOPNOTSUPP);
+    assert_eq!(xattr_errno(&inside.join("d"), Some("system.posix_acl_default")), libc::EOPNOTSUPP);
+    assert_eq!(xattr_errno(&tagged, Some("security.selinux")), libc::EOPNOTSUPP);
+    assert_eq!(xattr_errno(&tagged, Some("user.none")), libc::ENODATA);
+    assert_eq!(xattr_errno(&tagged, Some("user.colour")), 0);
+    assert_eq!(xattr_errno(&inside.join("d/e/g1"), None), 0, "listing names works where there are none");
     // A second rsync finds nothing to do: sizes and times match exactly.
     let again = run(Command::new("rsync").arg("-aHAXi").arg(format!("{}/", inside.display())).arg(&out));
     assert!(again.trim().is_empty(), "rsync found differences: {again}");

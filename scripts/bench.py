@@ -272,7 +272,7 @@ def main():
 
     # Main corpus.
     if only & {"main", "budget", "mount"}:
-        src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large)])
+        src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large), "--xattrs", "10"])
     if "main" in only:
         main_section(work, tools, src, files, record)
     if "budget" in only and "cairn" in tools_wanted:
@@ -294,7 +294,7 @@ def pristine(work, src):
     # undoes only what the last change set touched, instead of deleting 10^5 files (which
     # would slow file creation, and so the restores, for minutes; see the restore step).
     run_src = work / "run"
-    sh(["rsync", "-a", "--delete", f"{src}/", f"{run_src}/"])
+    sh(["rsync", "-aX", "--delete", f"{src}/", f"{run_src}/"])
     return run_src
 
 

@@ -32,7 +32,7 @@ use crate::chunker::{Chunker, Cutter};
 use crate::compress::Compressor;
 use crate::error::{Error, IoContext, Result};
 use crate::extsort::NameSorter;
-use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::snapshot::{Snapshot, Summary, XattrClasses};
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
 use crate::format::BlobKind;
 use crate::id::{BlobId, FileId};
@@ -181,6 +181,7 @@ pub fn backup(
             atime: opts.atime,
             verify_reuse: !repo.problems().is_empty(),
             summary: Summary::default(),
+            xattr_classes: XattrClasses::NONE,
             buf: Vec::new(),
             names: NameCache::default(),
             hardlinks: lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero")),
@@ -192,7 +193,7 @@ pub fn backup(
         // Send what is batched even after an interrupt: it is stored and indexed, and the
         // next backup reuses it.
         let flushed = w.flush();
-        let walk = walk.and_then(|root| flushed.map(|()| (root, w.summary)));
+        let walk = walk.and_then(|root| flushed.map(|()| (root, w.summary, w.xattr_classes)));
         drop(w); // closes the job queue so workers and then the packer finish
         let mut worker_err = None;
         for h in workers {
@@ -210,7 +211,7 @@ pub fn backup(
     });
     // A storage error explains a walker that stopped because its queue closed.
     let stats = packed?;
-    let (root, mut summary) = walk?;
+    let (root, mut summary, xattrs) = walk?;
     summary.bytes_added = stats.bytes;
     summary.blobs_added = stats.blobs;
     summary.duration_ms = start.elapsed().as_millis() as u64;
@@ -225,6 +226,7 @@ pub fn backup(
         root,
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
+        xattrs: Some(xattrs),
     };
     let id = repo.save_snapshot(&snapshot)?;
     // Keep this backup's index entries in the local cache, so the next open need not
@@ -346,6 +348,8 @@ struct Walker<'a> {
     atime: bool,
     verify_reuse: bool,
     summary: Summary,
+    /// The classes of every xattr name stored so far.
+    xattr_classes: XattrClasses,
     buf: Vec<u8>,
     names: NameCache,
     /// (dev, ino) -> (mtime, ctime, size at stat, size read, content) of hard-linked files.
@@ -601,6 +605,9 @@ impl<'a> Walker<'a> {
             total += n.len() + v.len();
             total <= XATTR_BUDGET && n.len() <= u8::MAX as usize
         });
+        for (n, _) in &xattrs {
+            self.xattr_classes = self.xattr_classes.union(XattrClasses::of(n));
+        }
         if xattrs.len() < before {
             self.warning(
                 path,

@@ -17,8 +17,8 @@ use std::fmt::Display;
 
 use crate::error::{Error, Result};
 
-/// The format version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The oldest file version this build reads, of every kind.
+pub const OLDEST_VERSION: u8 = 1;
 
 /// Length of a file header: 8 magic bytes + 1 version byte.
 pub const HEADER_LEN: usize = 9;
@@ -61,26 +61,40 @@ impl FileKind {
         }
     }
 
+    /// The version of this kind this build writes, and the newest it reads
+    /// (docs/format.md, section 15): snapshots are at version 2, everything else at 1.
+    pub fn version(self) -> u8 {
+        match self {
+            FileKind::Snapshot => 2,
+            FileKind::Config | FileKind::Key | FileKind::Pack | FileKind::Index => 1,
+        }
+    }
+
     /// The 9-byte header this build writes. It is also the associated data of the file's
     /// sealed parts, so the version cannot be changed without detection.
     pub fn header(self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[..8].copy_from_slice(self.magic());
-        h[8] = VERSION;
+        h[8] = self.version();
         h
     }
 
-    /// Check the header of `bytes`; return the rest. Wrong magic is `Corrupt`, an unknown
-    /// version is `UnsupportedVersion`.
+    /// Check the header of `bytes`; return the rest. Wrong magic is `Corrupt`, a version
+    /// outside [`OLDEST_VERSION`]..=[`FileKind::version`] is `UnsupportedVersion`. The
+    /// version read is `bytes[8]`.
     pub fn check_header<'a>(self, bytes: &'a [u8], id: &dyn Display) -> Result<&'a [u8]> {
         if bytes.len() < HEADER_LEN || &bytes[..8] != self.magic() {
             return Err(Error::corrupt(self.name(), id, format!("not a cairn {} file (bad magic)", self.name())));
         }
-        if bytes[8] != VERSION {
+        if !(OLDEST_VERSION..=self.version()).contains(&bytes[8]) {
+            let supported = match self.version() {
+                OLDEST_VERSION => OLDEST_VERSION.to_string(),
+                v => format!("{OLDEST_VERSION} to {v}"),
+            };
             return Err(Error::UnsupportedVersion {
                 what: format!("{} {id}", self.name()),
                 found: bytes[8] as u32,
-                supported: VERSION.to_string(),
+                supported,
             });
         }
         Ok(&bytes[HEADER_LEN..])
@@ -325,6 +339,13 @@ mod tests {
         future[8] = 2;
         assert!(matches!(FileKind::Index.check_header(&future, &"x"), Err(Error::UnsupportedVersion { found: 2, .. })));
         assert!(FileKind::Index.check_header(&h[..5], &"x").is_err());
+        // Snapshots: versions 1 and 2 are read, 3 is refused; 0 is no version at all.
+        let mut snap = FileKind::Snapshot.header();
+        assert_eq!(snap[8], 2);
+        for (v, ok) in [(0, false), (1, true), (2, true), (3, false)] {
+            snap[8] = v;
+            assert_eq!(FileKind::Snapshot.check_header(&snap, &"x").is_ok(), ok, "version {v}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `cairn mount`: the FUSE adapter over [`crate::vfs::Vfs`]. It only translates fuser's
 //! calls and maps errors to errnos, in one place ([`errno`]): damaged data is EIO for that
-//! call alone (with a log line naming the blob and pack), writes are EROFS, nothing is
-//! ENOSYS and no callback panics on repository data.
+//! call alone (with a log line naming the blob and pack), writes are EROFS, and no
+//! callback panics on repository data. ENOSYS is only ever the protocol's way to switch
+//! a request kind off for the whole mount (OPEN, and xattrs where no snapshot has any),
+//! never the answer to an error.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -43,6 +45,29 @@ fn errno(e: &Error) -> Errno {
             eprintln!("cairn mount: {e}");
             Errno::EIO
         }
+    }
+}
+
+/// The answer for extended attribute `name` (`None`: the list of names) when the
+/// snapshots say it is on no inode, without looking at one; `None` when they may hold it.
+/// - No snapshot holds any xattr: ENOSYS, which tells the kernel that this filesystem has
+///   none, so it answers every later getxattr and listxattr itself (EOPNOTSUPP), as for
+///   OPEN (see [`Fs::open`]): `cp -a` then makes one request per file instead of four.
+/// - No snapshot holds one of `security.*` or `system.*` (POSIX ACLs): EOPNOTSUPP, what a
+///   filesystem without SELinux labels or ACLs answers, which `ls -l` remembers for the
+///   whole mount (it asks for both on every file otherwise: two requests per file).
+/// - Other classes (`user.*`, `trusted.*`): ENODATA, as for any absent attribute.
+fn xattr_absent(vfs: &Vfs, name: Option<&[u8]>) -> Option<Errno> {
+    if !vfs.has_xattrs() {
+        return Some(Errno::ENOSYS);
+    }
+    let name = name?;
+    if vfs.may_have_xattr(name) {
+        None
+    } else if name.starts_with(b"security.") || name.starts_with(b"system.") {
+        Some(Errno::EOPNOTSUPP)
+    } else {
+        Some(Errno::NO_XATTR)
     }
 }
 
@@ -186,6 +211,9 @@ impl Filesystem for Fs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if let Some(e) = xattr_absent(&self.vfs, Some(name.as_bytes())) {
+            return reply.error(e);
+        }
         match self.vfs.xattrs(ino.0) {
             Ok(xs) => match xs.iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
                 None => reply.error(Errno::NO_XATTR),
@@ -198,6 +226,9 @@ impl Filesystem for Fs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if let Some(e) = xattr_absent(&self.vfs, None) {
+            return reply.error(e);
+        }
         match self.vfs.xattrs(ino.0) {
             Ok(xs) => {
                 let mut list = Vec::new();

@@ -23,7 +23,7 @@ use crate::format::index::{self as index_format, IndexEntry, Location};
 use crate::format::key::KeyFile;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{self, Node};
-use crate::format::{blob_aad, BlobKind, Compression, FileKind};
+use crate::format::{blob_aad, BlobKind, Compression, FileKind, HEADER_LEN};
 use crate::id::{BlobId, FileId};
 use crate::index::{Index, IndexOptions};
 
@@ -237,6 +237,11 @@ impl Repository {
 
     /// Read and open a sealed file of `kind`.
     pub fn read_sealed_file(&self, kind: FileKind, dir: Dir, id: &FileId) -> Result<Vec<u8>> {
+        Ok(self.read_versioned_file(kind, dir, id)?.1)
+    }
+
+    /// [`Repository::read_sealed_file`] with the file's version (`FileKind::check_header`).
+    pub fn read_versioned_file(&self, kind: FileKind, dir: Dir, id: &FileId) -> Result<(u8, Vec<u8>)> {
         let path = self.backend.path(dir, id);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -246,7 +251,9 @@ impl Repository {
             Err(e) => return Err(e).at(&path),
         };
         let sealed = kind.check_header(&bytes, id)?;
-        self.keys.open(&kind.header(), sealed, kind.name(), id)
+        // The file's own header is the associated data: an older version's, if it is one.
+        let plain = self.keys.open(&bytes[..HEADER_LEN], sealed, kind.name(), id)?;
+        Ok((bytes[HEADER_LEN - 1], plain))
     }
 
     /// Compress (when `compressor` is given and it helps) and seal a blob.
@@ -369,7 +376,8 @@ impl Repository {
 
     /// Load one snapshot.
     pub fn load_snapshot(&self, id: &FileId) -> Result<Snapshot> {
-        Snapshot::decode(&self.read_sealed_file(FileKind::Snapshot, Dir::Snapshots, id)?, id)
+        let (version, plain) = self.read_versioned_file(FileKind::Snapshot, Dir::Snapshots, id)?;
+        Snapshot::decode(&plain, version, id)
     }
 
     /// All readable snapshots, oldest first; damaged ones are skipped and recorded in

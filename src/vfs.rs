@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
+use crate::format::snapshot::XattrClasses;
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
 use crate::id::{BlobId, FileId};
 use crate::repo::Repository;
@@ -245,6 +246,8 @@ pub struct Vfs {
     window: u64,
     /// Owner of the virtual directories (the mounting user).
     owner: (u32, u32),
+    /// The classes of extended attributes any snapshot may hold.
+    xattr_classes: XattrClasses,
 }
 
 /// Files loaded ahead of a reader going through a directory, per request.
@@ -283,7 +286,9 @@ impl Vfs {
     ) -> Result<Vfs> {
         let list = repo.snapshots()?;
         let mut snaps: Vec<Snap> = Vec::with_capacity(list.len());
+        let mut xattr_classes = XattrClasses::NONE;
         for (id, s) in list {
+            xattr_classes = xattr_classes.union(s.xattrs.unwrap_or(XattrClasses::ALL));
             let secs = s.time_ns.div_euclid(1_000_000_000);
             let time = systime(&Time { sec: secs, nsec: s.time_ns.rem_euclid(1_000_000_000) as u32 });
             let name = chrono::DateTime::from_timestamp(secs, 0)
@@ -320,6 +325,7 @@ impl Vfs {
             chunks,
             siblings: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(64).expect("non-zero"))),
             owner,
+            xattr_classes,
         })
     }
 
@@ -583,6 +589,18 @@ impl Vfs {
             },
             _ => Err(Error::InvalidInput(NOT_LINK.into())),
         }
+    }
+
+    /// Whether any snapshot may hold an extended attribute of `name`'s class (a
+    /// version-1 snapshot does not say, so it may hold any): if not, `name` is absent
+    /// from every inode, known without looking at one.
+    pub fn may_have_xattr(&self, name: &[u8]) -> bool {
+        self.xattr_classes.contains(XattrClasses::of(name))
+    }
+
+    /// Whether any snapshot may hold extended attributes at all.
+    pub fn has_xattrs(&self) -> bool {
+        !self.xattr_classes.is_empty()
     }
 
     /// Extended attributes of `ino` (name, value).

@@ -4,12 +4,15 @@
 //! tools on one machine) see byte-identical data.
 //!
 //! ```text
-//! cairn-corpus generate DIR [--seed S] [--files N] [--large-mib M] [--tiny]
+//! cairn-corpus generate DIR [--seed S] [--files N] [--large-mib M] [--tiny] [--xattrs P]
 //! cairn-corpus change DIR [--seed S]
 //! ```
 //! Small files: log-normal sizes (median 4 KiB, 2% empty, capped at 2 MiB; `--tiny`:
 //! median 400 B, for the memory-scaling series), ~30 per directory in a 3-level tree;
-//! 62% text-like (compressible), 28% random, 10% copies of earlier files.
+//! 62% text-like (compressible), 28% random, 10% copies of earlier files. With
+//! `--xattrs P`, P per mille of them carry a `user.xdg.origin.url` attribute, as files a
+//! browser downloaded do on Linux (real home directories have a few such `user.` xattrs,
+//! and rarely ACLs or SELinux labels outside Fedora-like systems).
 //! Large files (M MiB in total): random, text log, a VM-image-like file (zero runs,
 //! repeated blocks), and two files sharing most content at shifted offsets.
 //! Change set: 1% of small files rewritten, 0.3% appended to, 0.3% deleted, 0.3% added,
@@ -95,6 +98,7 @@ struct Opts {
     files: u64,
     large_mib: u64,
     tiny: bool,
+    xattrs_per_mille: u64,
 }
 
 fn small_size(r: &mut Rng, tiny: bool) -> usize {
@@ -161,9 +165,15 @@ fn write_large(p: &Path, total: u64, mut piece: impl FnMut(u64, &mut Vec<u8>)) {
 fn generate(o: &Opts) {
     let text = Text::new();
     let mut buf = Vec::new();
+    let mut x = Rng::new(o.seed ^ 6);
     for i in 0..o.files {
         small_content(o, &text, i, 0, &mut buf);
-        write_file(&small_path(&o.dir, i), &buf);
+        let p = small_path(&o.dir, i);
+        write_file(&p, &buf);
+        if x.below(1000) < o.xattrs_per_mille {
+            let url = format!("https://downloads.example.org/{:x}/f{i}", x.next());
+            cairn::sys::set_xattr(&p, b"user.xdg.origin.url", url.as_bytes()).expect("setting a user. xattr");
+        }
     }
     if o.large_mib == 0 {
         return;
@@ -255,12 +265,13 @@ fn change(o: &Opts) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: cairn-corpus generate|change DIR [--seed S] [--files N] [--large-mib M] [--tiny]";
+    let usage = "usage: cairn-corpus generate|change DIR [--seed S] [--files N] [--large-mib M] [--tiny] [--xattrs P]";
     if args.len() < 3 {
         eprintln!("{usage}");
         std::process::exit(2);
     }
-    let mut o = Opts { dir: PathBuf::from(&args[2]), seed: 1, files: 10_000, large_mib: 256, tiny: false };
+    let mut o =
+        Opts { dir: PathBuf::from(&args[2]), seed: 1, files: 10_000, large_mib: 256, tiny: false, xattrs_per_mille: 0 };
     let mut i = 3;
     while i < args.len() {
         let val = || args.get(i + 1).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{usage}"));
@@ -268,6 +279,7 @@ fn main() {
             "--seed" => o.seed = val(),
             "--files" => o.files = val(),
             "--large-mib" => o.large_mib = val(),
+            "--xattrs" => o.xattrs_per_mille = val(),
             "--tiny" => {
                 o.tiny = true;
                 i -= 1;

@@ -80,6 +80,44 @@ impl Summary {
     }
 }
 
+/// Which classes of extended attribute names occur anywhere in a snapshot's tree, as a
+/// bit set (docs/format.md, section 12): a reader can answer for an absent class without
+/// reading any tree, and for a snapshot with none at all without asking at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XattrClasses(u8);
+
+impl XattrClasses {
+    /// No extended attributes.
+    pub const NONE: XattrClasses = XattrClasses(0);
+    /// Every class: what a reader must assume of a version-1 snapshot, which does not say.
+    pub const ALL: XattrClasses = XattrClasses(0b1_1111);
+
+    /// The class of one attribute name: `user.`, `trusted.`, `security.`, `system.`
+    /// (POSIX ACLs among them) or anything else.
+    pub fn of(name: &[u8]) -> XattrClasses {
+        let bit = [&b"user."[..], b"trusted.", b"security.", b"system."]
+            .iter()
+            .position(|p| name.starts_with(p))
+            .unwrap_or(4);
+        XattrClasses(1 << bit)
+    }
+
+    /// Both sets.
+    pub fn union(self, other: XattrClasses) -> XattrClasses {
+        XattrClasses(self.0 | other.0)
+    }
+
+    /// Whether every class of `other` is in this set.
+    pub fn contains(self, other: XattrClasses) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// A snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -101,6 +139,9 @@ pub struct Snapshot {
     pub program: String,
     /// Counters.
     pub summary: Summary,
+    /// The classes of extended attributes in the tree; `None` for a version-1 snapshot,
+    /// which does not record them.
+    pub xattrs: Option<XattrClasses>,
 }
 
 impl Snapshot {
@@ -131,11 +172,13 @@ impl Snapshot {
         for f in self.summary.fields() {
             v.u64(f);
         }
+        // Written at version 2; a snapshot decoded from version 1 is never written again.
+        v.u8(self.xattrs.unwrap_or(XattrClasses::ALL).0);
         v
     }
 
-    /// Decode the plaintext payload.
-    pub fn decode(bytes: &[u8], id: &FileId) -> Result<Snapshot> {
+    /// Decode the plaintext payload of a file of `version` (1 or 2: the file header's).
+    pub fn decode(bytes: &[u8], version: u8, id: &FileId) -> Result<Snapshot> {
         let mut r = Reader::new(bytes, "snapshot", id);
         let time_ns = r.i64()?;
         let host = r.str16()?;
@@ -165,8 +208,26 @@ impl Snapshot {
         for x in f.iter_mut() {
             *x = r.u64()?;
         }
+        let xattrs = match version {
+            1 => None,
+            _ => match r.u8()? {
+                b if b & !XattrClasses::ALL.0 != 0 => return Err(r.err(format!("unknown xattr classes {b:#04x}"))),
+                b => Some(XattrClasses(b)),
+            },
+        };
         r.finish()?;
-        Ok(Snapshot { time_ns, host, user, paths, tags, parent, root, program, summary: Summary::from_fields(f) })
+        Ok(Snapshot {
+            time_ns,
+            host,
+            user,
+            paths,
+            tags,
+            parent,
+            root,
+            program,
+            summary: Summary::from_fields(f),
+            xattrs,
+        })
     }
 }
 
@@ -177,18 +238,60 @@ mod tests {
 
     proptest! {
         #[test]
-        fn roundtrip(host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,8}", 0..4), paths in proptest::collection::vec("/[a-z/]{0,20}", 0..4), parent in any::<Option<[u8; 4]>>(), n in any::<u64>()) {
+        fn roundtrip(host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,8}", 0..4), paths in proptest::collection::vec("/[a-z/]{0,20}", 0..4), parent in any::<Option<[u8; 4]>>(), n in any::<u64>(), x in 0u8..32) {
             let s = Snapshot {
                 time_ns: n as i64, host, user: "me".into(), paths: paths.into_iter().map(PathBuf::from).collect(), tags,
                 parent: parent.map(|p| FileId([p[0]; 32])), root: BlobId([9; 32]), program: "cairn 0.1".into(),
                 summary: Summary { files_new: n, bytes_added: n / 2, ..Summary::default() },
+                xattrs: Some(XattrClasses(x)),
             };
-            prop_assert_eq!(Snapshot::decode(&s.encode(), &FileId::default()).unwrap(), s);
+            prop_assert_eq!(Snapshot::decode(&s.encode(), 2, &FileId::default()).unwrap(), s.clone());
+            // Version 1 had no xattr byte: the same payload without it, and nothing is known.
+            let v1 = s.encode();
+            let old = Snapshot::decode(&v1[..v1.len() - 1], 1, &FileId::default()).unwrap();
+            prop_assert_eq!(old, Snapshot { xattrs: None, ..s });
         }
 
         #[test]
-        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = Snapshot::decode(&bytes, &FileId::default());
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), version in 1u8..3) {
+            let _ = Snapshot::decode(&bytes, version, &FileId::default());
         }
+    }
+}
+
+#[cfg(test)]
+mod xattr_tests {
+    use super::*;
+
+    #[test]
+    fn names_fall_into_their_classes() {
+        let acl = XattrClasses::of(b"system.posix_acl_access");
+        assert_eq!(acl, XattrClasses::of(b"system.posix_acl_default"));
+        let all = [&b"user.x"[..], b"trusted.overlay.opaque", b"security.selinux", b"system.nfs4_acl", b"odd"];
+        let mut set = XattrClasses::NONE;
+        for (i, n) in all.iter().enumerate() {
+            let c = XattrClasses::of(n);
+            assert!(!set.contains(c), "{} shares a class with an earlier name", i);
+            set = set.union(c);
+        }
+        assert_eq!(set, XattrClasses::ALL);
+        assert!(XattrClasses::NONE.is_empty() && !acl.is_empty());
+        assert!(!XattrClasses::of(b"user.a").contains(acl));
+        // A reserved bit is corrupt, not ignored.
+        let s = Snapshot {
+            time_ns: 0,
+            host: "h".into(),
+            user: "u".into(),
+            paths: vec![],
+            tags: vec![],
+            parent: None,
+            root: BlobId([1; 32]),
+            program: "p".into(),
+            summary: Summary::default(),
+            xattrs: Some(XattrClasses::NONE),
+        };
+        let mut b = s.encode();
+        *b.last_mut().unwrap() = 0x20;
+        assert!(matches!(Snapshot::decode(&b, 2, &FileId::default()), Err(crate::error::Error::Corrupt { .. })));
     }
 }

@@ -1,6 +1,10 @@
 //! Frozen repositories of each released format version: every later cairn must open,
-//! check and restore them exactly. `make_fixture_v1` made `fixtures/v1` once
-//! (scripts/make-fixture.sh); it is never regenerated.
+//! check and restore them exactly. `make_fixture_vN` made `fixtures/vN` once
+//! (scripts/make-fixture.sh N); they are never regenerated.
+//!
+//! - v1: the initial format.
+//! - v2: snapshots at version 2, recording the classes of xattr names they hold (its
+//!   source has a `user.` attribute).
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -10,14 +14,16 @@ use super::*;
 use crate::format::tree::Time;
 use crate::testutil::{bytes, write};
 
-const FIXTURE_PASSWORD: &[u8] = b"cairn-fixture-v1";
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tests/fixtures/v1")
+fn password(version: u8) -> Vec<u8> {
+    format!("cairn-fixture-v{version}").into_bytes()
 }
 
-/// The source tree the fixture holds; regenerated here to compare against.
-fn fixture_source(root: &Path) {
+fn fixture_dir(version: u8) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("src/tests/fixtures/v{version}"))
+}
+
+/// The source tree the fixture of `version` holds; regenerated here to compare against.
+fn fixture_source(root: &Path, version: u8) {
     write(&root.join("hello.txt"), b"hello, cairn\n");
     write(&root.join("empty"), b"");
     // Compressible, many small chunks: its chunk list lives in list nodes.
@@ -28,26 +34,28 @@ fn fixture_source(root: &Path) {
     crate::sys::mknod(&root.join("fifo"), libc::S_IFIFO | 0o600, 0).unwrap();
     fs::set_permissions(root.join("dir/random.bin"), fs::Permissions::from_mode(0o640)).unwrap();
     let t = Time { sec: 1_700_000_000, nsec: 5 };
+    if version >= 2 {
+        crate::sys::set_xattr(&root.join("hello.txt"), b"user.cairn", b"v2").unwrap();
+    }
     for p in ["hello.txt", "empty", "dir/long.txt", "dir/random.bin", "fifo", "dir/link", "dir"] {
         crate::sys::set_times(&root.join(p), t, t).unwrap();
     }
 }
 
-#[test]
-#[ignore = "run once by scripts/make-fixture.sh; the fixture is never regenerated"]
-fn make_fixture_v1() {
-    let dir = fixture_dir();
+/// Make the frozen fixture of `version` (this build's format); never over an existing one.
+fn make_fixture(version: u8) {
+    let dir = fixture_dir(version);
     assert!(!dir.exists(), "{} exists: fixtures are frozen, never regenerated", dir.display());
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    fixture_source(&src);
+    fixture_source(&src, version);
     let repo_path = dir.join("repo");
-    Repository::init(&repo_path, FIXTURE_PASSWORD, &crate::testutil::cheap_options()).unwrap();
-    let repo = Repository::open(&repo_path, FIXTURE_PASSWORD).unwrap();
+    Repository::init(&repo_path, &password(version), &crate::testutil::cheap_options()).unwrap();
+    let repo = Repository::open(&repo_path, &password(version)).unwrap();
     let opts = BackupOptions {
         paths: vec![src.clone()],
         host: Some("fixture".into()),
-        tags: vec!["v1".into()],
+        tags: vec![format!("v{version}")],
         ..Default::default()
     };
     backup::backup(&repo, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
@@ -56,22 +64,32 @@ fn make_fixture_v1() {
 }
 
 #[test]
-fn reads_frozen_fixture_v1() {
+#[ignore = "run once by scripts/make-fixture.sh; the fixture is never regenerated"]
+fn make_fixture_v2() {
+    make_fixture(2);
+}
+
+/// Open, check and restore the frozen fixture of `version`; returns its snapshot.
+fn read_fixture(version: u8) -> crate::format::snapshot::Snapshot {
     // Work on a copy so nothing can modify the committed files.
     let tmp = tempfile::tempdir().unwrap();
     let repo_path = tmp.path().join("repo");
-    let status =
-        std::process::Command::new("cp").arg("-a").arg(fixture_dir().join("repo")).arg(&repo_path).status().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture_dir(version).join("repo"))
+        .arg(&repo_path)
+        .status()
+        .unwrap();
     assert!(status.success());
-    let repo = Repository::open(&repo_path, FIXTURE_PASSWORD).unwrap();
+    let repo = Repository::open(&repo_path, &password(version)).unwrap();
     let snaps = repo.snapshots().unwrap();
     assert_eq!(snaps.len(), 1);
     let (id, snap) = &snaps[0];
-    assert_eq!((snap.host.as_str(), snap.tags.as_slice()), ("fixture", &["v1".to_string()][..]));
+    assert_eq!((snap.host.as_str(), snap.tags.as_slice()), ("fixture", &[format!("v{version}")][..]));
     let (cs, msgs) = do_check(&repo, true);
     assert_eq!(cs.errors, 0, "{msgs:?}");
 
-    let src_path = PathBuf::from(fs::read_to_string(fixture_dir().join("SOURCE")).unwrap());
+    let src_path = PathBuf::from(fs::read_to_string(fixture_dir(version).join("SOURCE")).unwrap());
     // The fixture covers out-of-line chunk lists.
     let long = restore::resolve(&repo, &snap.root, &src_path.join("dir/long.txt")).unwrap();
     assert!(
@@ -85,7 +103,7 @@ fn reads_frozen_fixture_v1() {
     assert_eq!(stats.errors, 0, "{msgs:?}");
     let got = out.join(src_path.strip_prefix("/").unwrap());
     let expected = tmp.path().join("expected");
-    fixture_source(&expected);
+    fixture_source(&expected, version);
     for f in ["hello.txt", "empty", "dir/long.txt", "dir/random.bin", "dir/hard.txt"] {
         assert_eq!(fs::read(got.join(f)).unwrap(), fs::read(expected.join(f)).unwrap(), "{f}");
     }
@@ -97,6 +115,22 @@ fn reads_frozen_fixture_v1() {
         fs::metadata(got.join("dir/hard.txt")).unwrap().ino()
     );
     assert!(fs::symlink_metadata(got.join("fifo")).unwrap().file_type().is_fifo());
+    assert_eq!(
+        crate::sys::xattrs(&got.join("hello.txt")).unwrap(),
+        crate::sys::xattrs(&expected.join("hello.txt")).unwrap()
+    );
+    snap.clone()
+}
+
+#[test]
+fn reads_frozen_fixture_v1() {
+    assert_eq!(read_fixture(1).xattrs, None, "version 1 does not record xattr classes");
+}
+
+#[test]
+fn reads_frozen_fixture_v2() {
+    let snap = read_fixture(2);
+    assert_eq!(snap.xattrs, Some(crate::format::snapshot::XattrClasses::of(b"user.cairn")));
 }
 
 use std::os::unix::fs::FileTypeExt;

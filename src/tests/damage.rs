@@ -128,6 +128,7 @@ fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> crate::back
         root,
         program: "test".into(),
         summary: Default::default(),
+        xattrs: None,
     };
     let id = repo.save_snapshot(&snapshot).unwrap();
     crate::backup::BackupResult { id, snapshot, parent: None }

@@ -67,6 +67,20 @@ fn read_all(v: &Vfs, ino: u64, size: u64, step: usize) -> Vec<u8> {
     out
 }
 
+/// `root` and everything under it.
+fn walk_paths(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if std::fs::symlink_metadata(&out[i]).unwrap().is_dir() {
+            let mut kids: Vec<_> = std::fs::read_dir(&out[i]).unwrap().map(|e| e.unwrap().path()).collect();
+            out.append(&mut kids);
+        }
+        i += 1;
+    }
+    out
+}
+
 fn leaked(r: Repository) -> &'static Repository {
     Box::leak(Box::new(r))
 }
@@ -152,6 +166,19 @@ fn a_snapshot_reads_back_through_the_view() {
     let s2 = walk(&v, base.ino, Path::new("small-again"));
     assert_eq!((s1.ino, s1.nlink), (s2.ino, 2));
     assert_eq!(v.readlink(walk(&v, base.ino, Path::new("link")).ino).unwrap(), b"small");
+    // The view knows which classes of xattrs the snapshot holds, as the source (and the
+    // directories above it, which the snapshot's root path holds) has them.
+    let mut classes = crate::format::snapshot::XattrClasses::NONE;
+    for p in walk_paths(&src).into_iter().chain(src.ancestors().skip(1).map(Path::to_path_buf)) {
+        for (n, _) in crate::sys::xattrs(&p).unwrap() {
+            classes = classes.union(crate::format::snapshot::XattrClasses::of(&n));
+        }
+    }
+    assert_eq!(v.has_xattrs(), !classes.is_empty());
+    for name in [&b"user.other"[..], b"security.selinux", b"system.posix_acl_access", b"trusted.x"] {
+        let want = classes.contains(crate::format::snapshot::XattrClasses::of(name));
+        assert_eq!(v.may_have_xattr(name), want, "{}", String::from_utf8_lossy(name));
+    }
     if has_xattr {
         assert!(v.xattrs(s1.ino).unwrap().contains(&(b"user.cairn".to_vec(), b"v1".to_vec())));
     }
