@@ -159,7 +159,7 @@ impl Filesystem for Fs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -168,15 +168,21 @@ impl Filesystem for Fs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        if offset == 0 {
+            self.vfs.note_reader(req.pid());
+        }
         match self.vfs.read(ino.0, offset, size as usize) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.vfs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => {
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                self.vfs.opened_by(ino.0, req.pid());
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -277,7 +283,15 @@ pub fn mount(vfs: Vfs, mountpoint: &Path, opts: &MountOptions, stop: &AtomicBool
     config.mount_options = options;
     config.n_threads = Some(opts.threads.max(1));
     let io = |e: std::io::Error| Error::Io { path: mountpoint.to_path_buf(), source: e };
+    let sink = vfs.sink_handle();
     let session = fuser::spawn_mount(Fs { vfs }, mountpoint, &config).map_err(io)?;
+    // Small files loaded ahead of a reader go into the kernel's page cache of their
+    // inode (FUSE_NOTIFY_STORE): reading them then needs no READ request. An inode the
+    // kernel has dropped meanwhile is refused (ENOENT) and read as usual.
+    let notifier = session.notifier();
+    let _ = sink.set(Box::new(move |ino, data| {
+        let _ = notifier.store(INodeNo(ino), 0, data);
+    }));
     while !session.guard.is_finished() {
         if stop.load(Ordering::Relaxed) {
             return match session.umount_and_join() {

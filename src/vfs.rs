@@ -33,7 +33,7 @@ use crate::tree::{ChunkIter, DirIter};
 mod chunks;
 
 use chunks::{load_chunk, ByteLru, Job, Prefetcher};
-pub use chunks::{ChunkCache, Pool};
+pub use chunks::{ChunkCache, Pool, Sink};
 
 /// The root directory's inode.
 pub const ROOT: u64 = 1;
@@ -239,9 +239,13 @@ pub struct Vfs {
     next_fh: std::sync::atomic::AtomicU64,
     chunks: Arc<ChunkCache>,
     prefetch: Prefetcher,
+    /// Where small files loaded ahead of a reader go (see [`Vfs::sink_handle`]).
+    sink: Arc<std::sync::OnceLock<Sink>>,
     /// Per directory being read through: the position up to which its files were handed
     /// to the prefetcher (the 64 most recent directories).
     siblings: Mutex<lru::LruCache<u64, u64>>,
+    /// Processes that read files recently, with when they last started one.
+    readers: Mutex<lru::LruCache<u32, std::time::Instant>>,
     /// Bytes read ahead of a sequential reader: a quarter of the cache, at most 32 MiB.
     window: u64,
     /// Owner of the virtual directories (the mounting user).
@@ -252,6 +256,12 @@ pub struct Vfs {
 
 /// Files loaded ahead of a reader going through a directory, per request.
 const SIBLINGS: u64 = 32;
+
+/// Processes remembered as reading files (see [`Vfs::note_reader`]).
+const READERS: usize = 16;
+
+/// How long a process counts as reading files after its last first read of one.
+const READER_TTL: Duration = Duration::from_secs(2);
 
 /// Files whose read cursors are kept (each one list node per level and the prefetch
 /// window's chunk references).
@@ -307,8 +317,10 @@ impl Vfs {
             }
         }
         let chunks = Arc::new(ChunkCache::new(cache_bytes));
+        let sink = Arc::new(std::sync::OnceLock::new());
         Ok(Vfs {
-            prefetch: Prefetcher::start(repo, chunks.clone(), PREFETCH_THREADS),
+            prefetch: Prefetcher::start(repo, chunks.clone(), sink.clone(), PREFETCH_THREADS),
+            sink,
             window: (cache_bytes as u64 / 4).min(32 << 20),
             repo,
             snaps,
@@ -324,9 +336,18 @@ impl Vfs {
             next_fh: std::sync::atomic::AtomicU64::new(1),
             chunks,
             siblings: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(64).expect("non-zero"))),
+            readers: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(READERS).expect("non-zero"))),
             owner,
             xattr_classes,
         })
+    }
+
+    /// Where whole small files loaded ahead of a reader (the next ones in a directory
+    /// being read through) go, by inode, besides their chunks into the cache: set it once
+    /// (the mount does after mounting, passing them to the kernel's page cache, so that
+    /// reading them needs no request at all).
+    pub fn sink_handle(&self) -> Arc<std::sync::OnceLock<Sink>> {
+        self.sink.clone()
     }
 
     /// The chunk cache (for reports and tests).
@@ -844,19 +865,51 @@ impl Vfs {
     /// restore's workers do; without it a copy of many small files decrypts on one thread.
     fn read_siblings_ahead(&self, ino: u64) {
         let Some((dir, pos)) = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).locate(ino) else { return };
+        // `ino` is `pos` in its directory's block (a hard link's is its first link's).
+        self.files_ahead(dir, ino - pos, pos + 1);
+    }
+
+    /// Process `pid` read a file from its start: it copies files (`cp -a`, `tar`), so the
+    /// directories it opens from now on get their first small files loaded ahead at once
+    /// ([`Vfs::opened_by`]). Remembered for the [`READERS`] most recent processes, for
+    /// [`READER_TTL`]; a process that only lists (`ls -lR`, `find`) never loads any data.
+    pub fn note_reader(&self, pid: u32) {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).put(pid, std::time::Instant::now());
+    }
+
+    /// Directory `ino` was opened by process `pid`: if that process reads files (see
+    /// [`Vfs::note_reader`]), load the directory's first small files ahead of it. Without
+    /// this, its first few files would each wait for a read: the files after a file
+    /// start loading only when that file is read.
+    pub fn opened_by(&self, ino: u64, pid: u32) {
+        let reading =
+            self.readers.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).is_some_and(|t| t.elapsed() < READER_TTL);
+        if !reading {
+            return;
+        }
+        if let Ok(node) = self.node(ino) {
+            if let Ok(base) = self.base(ino, &node) {
+                self.files_ahead(ino, base, 0);
+            }
+        }
+    }
+
+    /// Have the small files of directory `dir` (inodes from `base`) loaded ahead from
+    /// position `next`, unless that is done already well past it.
+    fn files_ahead(&self, dir: u64, base: u64, next: u64) {
         let from = {
             let mut marks = self.siblings.lock().unwrap_or_else(|e| e.into_inner());
             let mark = marks.get(&dir).copied().unwrap_or(0);
-            if mark > pos + 1 + SIBLINGS / 2 {
+            if mark > next + SIBLINGS / 2 {
                 return; // well ahead of this reader already
             }
-            let from = mark.max(pos + 1);
+            let from = mark.max(next);
             marks.put(dir, from + SIBLINGS);
             from
         };
         if let Ok(Node::Entry { entry, .. }) = self.node(dir) {
             if let Kind::Dir(tree) = &entry.kind {
-                self.prefetch.request(Job::Siblings { tree: *tree, from, count: SIBLINGS, bytes: self.window });
+                self.prefetch.request(Job::Siblings { tree: *tree, base, from, count: SIBLINGS, bytes: self.window });
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path};
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::format::BlobKind;
@@ -221,4 +222,60 @@ fn a_damaged_chunk_fails_that_file_only() {
     let err = v.read(fa, 0, 4096).unwrap_err();
     assert!(matches!(err, crate::error::Error::Tampered { .. } | crate::error::Error::Corrupt { .. }), "{err}");
     assert_eq!(read_all(&v, walk(&v, base.ino, Path::new("b")).ino, 3000, 4096), b);
+}
+
+/// Wait (at most 10 s) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn small_files_ahead_of_a_reader_reach_the_sink_whole_under_their_inodes() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    let files: Vec<Vec<u8>> = (0..40).map(|i| bytes(200 + i, 100 + 997 * i as usize, i % 2 == 0)).collect();
+    for (i, f) in files.iter().enumerate() {
+        write(&src.join("d").join(format!("f{i:02}")), f);
+    }
+    write(&src.join("e/g"), b"in the next directory");
+    std::fs::hard_link(src.join("d/f39"), src.join("e/link")).unwrap();
+    do_backup(&t.repo, &[&src]);
+
+    let v = Vfs::new(leaked(t.reopen()), 8 << 20, 1 << 20, (0, 0)).unwrap();
+    let got = Arc::new(Mutex::new(Vec::<(u64, Vec<u8>)>::new()));
+    let sink = got.clone();
+    assert!(v.sink_handle().set(Box::new(move |ino, d| sink.lock().unwrap().push((ino, d.to_vec())))).is_ok());
+    let snap = list(&v, walk(&v, ROOT, Path::new("snapshots")).ino, 10).pop().unwrap();
+    let top = Path::new("snapshots").join(std::str::from_utf8(&snap).unwrap()).join(src.strip_prefix("/").unwrap());
+    let d = walk(&v, ROOT, &top.join("d"));
+    // Listing alone loads nothing: a process that has read no file is not copying.
+    let fh = v.opendir(d.ino).unwrap();
+    v.opened_by(d.ino, 42);
+    v.releasedir(fh);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(got.lock().unwrap().is_empty());
+
+    // Reading f00 from its start loads the next files: each arrives whole, under the
+    // inode lookup gives it.
+    let f00 = walk(&v, d.ino, Path::new("f00"));
+    v.note_reader(42);
+    assert!(*v.read(f00.ino, 0, 1 << 20).unwrap() == files[0][..]);
+    eventually("f01 to f32", || got.lock().unwrap().len() >= 32);
+    for (ino, data) in got.lock().unwrap().iter() {
+        let i = (1..40).find(|&i| walk(&v, d.ino, Path::new(&format!("f{i:02}"))).ino == *ino).expect("an inode of d");
+        assert!(*data == files[i], "f{i:02}");
+    }
+    // A directory opened by that process (a reader now) gets its files loaded at once;
+    // a hard link is left out (its inode is the first link's, which the view decides).
+    got.lock().unwrap().clear();
+    let e = walk(&v, ROOT, &top.join("e"));
+    v.opened_by(e.ino, 42);
+    eventually("e/g", || !got.lock().unwrap().is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let g = walk(&v, e.ino, Path::new("g"));
+    assert_eq!(*got.lock().unwrap(), vec![(g.ino, b"in the next directory".to_vec())]);
 }

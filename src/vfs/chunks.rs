@@ -6,7 +6,7 @@
 //! prefetch thread one ranged read of at most [`COALESCE_MAX`] and the chunk being decoded.
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::format::index::Location;
@@ -187,6 +187,11 @@ impl ChunkCache {
         self.finish(id, load())
     }
 
+    /// The chunk `id` if it is cached (never loads it).
+    pub fn peek(&self, id: &BlobId) -> Option<Arc<Vec<u8>>> {
+        lock(&self.state).lru.get(id).cloned()
+    }
+
     /// Whether `id` is cached or being loaded.
     pub fn has(&self, id: &BlobId) -> bool {
         let s = lock(&self.state);
@@ -267,10 +272,26 @@ pub(super) struct Prefetcher {
 pub(super) enum Job {
     /// Load these chunks (neighbours in a file).
     Chunks(Vec<ChunkRef>),
-    /// Load the small files of directory `tree` from position `from`: up to `count`
-    /// entries or `bytes` bytes (what `cp -a` and `rsync` read next, in listing order).
-    Siblings { tree: BlobId, from: u64, count: u64, bytes: u64 },
+    /// Find the small files of directory `tree` (whose entries have the inodes from
+    /// `base`) from position `from`: up to `count` entries or `bytes` bytes, what `cp -a`
+    /// and `rsync` read next, in listing order. Shared out as [`Job::Files`].
+    Siblings { tree: BlobId, base: u64, from: u64, count: u64, bytes: u64 },
+    /// Load these small files and hand each to the sink (see [`Sink`]).
+    Files(Vec<AheadFile>),
 }
+
+/// A small file to load ahead of its reader.
+pub(super) struct AheadFile {
+    /// Its inode; `None` for a hard link, whose inode is the first link's.
+    ino: Option<u64>,
+    size: u64,
+    chunks: Vec<ChunkRef>,
+}
+
+/// Where whole small files loaded ahead go, by inode: the mount hands them to the
+/// kernel's page cache (FUSE_NOTIFY_STORE), so that reading them needs no request. Set
+/// once the filesystem is mounted; until then files are only cached.
+pub type Sink = Box<dyn Fn(u64, &[u8]) + Send + Sync>;
 
 /// Chunks per prefetch job once a directory's files are resolved: small jobs let both
 /// threads decrypt at once.
@@ -294,11 +315,16 @@ const COALESCE_GAP: u64 = 64 << 10;
 const COALESCE_MAX: u64 = 4 << 20;
 
 impl Prefetcher {
-    pub(super) fn start(repo: &'static Repository, cache: Arc<ChunkCache>, threads: usize) -> Prefetcher {
+    pub(super) fn start(
+        repo: &'static Repository,
+        cache: Arc<ChunkCache>,
+        sink: Arc<OnceLock<Sink>>,
+        threads: usize,
+    ) -> Prefetcher {
         let (tx, rx) = sync_channel::<Job>(PREFETCH_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..threads {
-            let (rx, cache, tx) = (rx.clone(), cache.clone(), tx.clone());
+            let (rx, cache, tx, sink) = (rx.clone(), cache.clone(), tx.clone(), sink.clone());
             std::thread::spawn(move || {
                 crate::sys::set_time_slice(PREFETCH_SLICE);
                 loop {
@@ -308,16 +334,17 @@ impl Prefetcher {
                     };
                     match job {
                         Job::Chunks(run) => prefetch_run(repo, &cache, &run),
-                        Job::Siblings { tree, from, count, bytes } => {
+                        Job::Siblings { tree, base, from, count, bytes } => {
                             // Errors only end the hint: a reader meets them itself.
-                            let Ok(files) = small_files(repo, &tree, from, count, bytes) else { continue };
-                            for run in files {
+                            let Ok(runs) = small_files(repo, &tree, base, from, count, bytes) else { continue };
+                            for run in runs {
                                 // Shared out to the other threads when the queue has room.
-                                if let Err(TrySendError::Full(Job::Chunks(run))) = tx.try_send(Job::Chunks(run)) {
-                                    prefetch_run(repo, &cache, &run);
+                                if let Err(TrySendError::Full(Job::Files(run))) = tx.try_send(Job::Files(run)) {
+                                    prefetch_files(repo, &cache, &run, sink.get());
                                 }
                             }
                         }
+                        Job::Files(run) => prefetch_files(repo, &cache, &run, sink.get()),
                     }
                 }
             });
@@ -331,31 +358,64 @@ impl Prefetcher {
     }
 }
 
-/// The chunks of the small files (inline chunk lists) among `count` entries of directory
-/// `tree` from position `from`, at most `bytes` in all, cut into runs of [`JOB_BYTES`].
-fn small_files(repo: &Repository, tree: &BlobId, from: u64, count: u64, bytes: u64) -> Result<Vec<Vec<ChunkRef>>> {
+/// The small files (inline chunk lists) among `count` entries of directory `tree` from
+/// position `from`, at most `bytes` in all, in runs of about [`JOB_BYTES`].
+fn small_files(
+    repo: &Repository,
+    tree: &BlobId,
+    base: u64,
+    from: u64,
+    count: u64,
+    bytes: u64,
+) -> Result<Vec<Vec<AheadFile>>> {
     let mut runs = vec![Vec::new()];
     let (mut total, mut run_bytes) = (0u64, 0u64);
     let mut it = DirIter::at(repo, tree, from)?;
-    for _ in 0..count {
+    for pos in from..from.saturating_add(count) {
         let Some(e) = it.next_entry()? else { break };
-        if let Kind::File(Content::Inline(cs)) = &e.kind {
-            for c in cs {
-                if total >= bytes {
-                    break;
-                }
-                if run_bytes >= JOB_BYTES {
-                    runs.push(Vec::new());
-                    run_bytes = 0;
-                }
-                runs.last_mut().expect("one run at least").push(*c);
-                run_bytes += c.size as u64;
-                total += c.size as u64;
-            }
+        let Kind::File(Content::Inline(cs)) = &e.kind else { continue };
+        if total.saturating_add(e.size) > bytes {
+            break;
         }
+        if run_bytes >= JOB_BYTES {
+            runs.push(Vec::new());
+            run_bytes = 0;
+        }
+        let ino = (e.nlink <= 1).then_some(base + pos);
+        runs.last_mut().expect("one run at least").push(AheadFile { ino, size: e.size, chunks: cs.clone() });
+        run_bytes += e.size;
+        total += e.size;
     }
     runs.retain(|r| !r.is_empty());
     Ok(runs)
+}
+
+/// Load the chunks of `files`, then hand each whole file to `sink`. A file some chunk of
+/// which is not cached by then (evicted, or its load failed), or whose chunks do not add
+/// up to its size, is left to its reader.
+fn prefetch_files(repo: &Repository, cache: &ChunkCache, files: &[AheadFile], sink: Option<&Sink>) {
+    let chunks: Vec<ChunkRef> = files.iter().flat_map(|f| f.chunks.iter().copied()).collect();
+    prefetch_run(repo, cache, &chunks);
+    let Some(sink) = sink else { return };
+    for f in files {
+        let Some(ino) = f.ino.filter(|_| f.size > 0) else { continue };
+        let parts: Option<Vec<Arc<Vec<u8>>>> = f.chunks.iter().map(|c| cache.peek(&c.id)).collect();
+        let Some(parts) = parts else { continue };
+        if parts.iter().map(|p| p.len() as u64).sum::<u64>() != f.size {
+            continue;
+        }
+        if let [one] = parts.as_slice() {
+            sink(ino, one);
+        } else {
+            let mut joined = cache.pool().take_transient(f.size as usize);
+            joined.clear();
+            for p in &parts {
+                joined.extend_from_slice(p);
+            }
+            sink(ino, &joined);
+            cache.pool().give(joined);
+        }
+    }
 }
 
 /// Load the chunks of `run` that nobody has or loads yet. Neighbours stored next to each
