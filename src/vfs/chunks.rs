@@ -2,7 +2,7 @@
 //! ([`ChunkCache`]), the buffers they are read and decoded into ([`Pool`]), and the
 //! threads that load chunks ahead of sequential readers ([`Prefetcher`]).
 //!
-//! Memory: the cache's bytes (`--cache-size`), the pool's (half of that), and per
+//! Memory: the cache's bytes (`--cache-size`), the pool's (a quarter of that), and per
 //! prefetch thread one ranged read of at most [`COALESCE_MAX`] and the chunk being decoded.
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -151,12 +151,12 @@ struct CacheState {
 }
 
 impl ChunkCache {
-    /// A cache of at most `cap` bytes of chunk data (and a [`Pool`] of half that).
+    /// A cache of at most `cap` bytes of chunk data (and a [`Pool`] of a quarter of that).
     pub fn new(cap: usize) -> ChunkCache {
         ChunkCache {
             state: Mutex::new(CacheState { lru: ByteLru::new(cap), loading: BlobSet::default() }),
             loaded: Condvar::new(),
-            pool: Pool::new(cap / 2),
+            pool: Pool::new(cap / 4),
         }
     }
 
@@ -494,18 +494,18 @@ mod tests {
 
     #[test]
     fn evicted_chunks_go_back_to_the_pool() {
-        let cache = ChunkCache::new(3 * MIB);
-        let ids: Vec<BlobId> = (0..4u8).map(|i| BlobId([i; 32])).collect();
+        let cache = ChunkCache::new(4 * MIB); // and a pool of 1 MiB
+        let ids: Vec<BlobId> = (0..5u8).map(|i| BlobId([i; 32])).collect();
         for id in &ids {
             let d = cache.get(id, || Ok(vec![1u8; MIB])).unwrap();
             assert_eq!(d.len(), MIB);
         }
-        assert!(cache.bytes() <= 3 * MIB);
-        assert!(cache.has(&ids[3]) && !cache.has(&ids[0]));
+        assert!(cache.bytes() <= 4 * MIB);
+        assert!(cache.has(&ids[4]) && !cache.has(&ids[0]));
         assert_eq!(cache.pool().bytes(), MIB, "the first chunk's buffer, evicted, is kept");
         // A chunk someone still reads is not recycled when evicted.
         let held = cache.get(&ids[1], || unreachable!("cached")).unwrap();
-        for i in 10..13u8 {
+        for i in 10..14u8 {
             let _ = cache.get(&BlobId([i; 32]), || Ok(vec![2u8; MIB])).unwrap();
         }
         assert!(!cache.has(&ids[1]));
