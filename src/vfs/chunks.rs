@@ -333,7 +333,7 @@ impl Prefetcher {
                         Err(_) => return,
                     };
                     match job {
-                        Job::Chunks(run) => prefetch_run(repo, &cache, &run),
+                        Job::Chunks(run) => prefetch_run(repo, &cache, &run, &mut |_| ()),
                         Job::Siblings { tree, base, from, count, bytes } => {
                             // Errors only end the hint: a reader meets them itself.
                             let Ok(runs) = small_files(repo, &tree, base, from, count, bytes) else { continue };
@@ -390,31 +390,49 @@ fn small_files(
     Ok(runs)
 }
 
-/// Load the chunks of `files`, then hand each whole file to `sink`. A file some chunk of
-/// which is not cached by then (evicted, or its load failed), or whose chunks do not add
-/// up to its size, is left to its reader.
+/// Load the chunks of `files`, handing each file to `sink` as soon as its last chunk is
+/// loaded (the reader is usually a few files behind). A file some chunk of which is not
+/// cached then (a reader loads it, or its load failed), or whose chunks do not add up to
+/// its size, is left to its reader.
 fn prefetch_files(repo: &Repository, cache: &ChunkCache, files: &[AheadFile], sink: Option<&Sink>) {
     let chunks: Vec<ChunkRef> = files.iter().flat_map(|f| f.chunks.iter().copied()).collect();
-    prefetch_run(repo, cache, &chunks);
-    let Some(sink) = sink else { return };
-    for f in files {
-        let Some(ino) = f.ino.filter(|_| f.size > 0) else { continue };
-        let parts: Option<Vec<Arc<Vec<u8>>>> = f.chunks.iter().map(|c| cache.peek(&c.id)).collect();
-        let Some(parts) = parts else { continue };
-        if parts.iter().map(|p| p.len() as u64).sum::<u64>() != f.size {
-            continue;
-        }
-        if let [one] = parts.as_slice() {
-            sink(ino, one);
-        } else {
-            let mut joined = cache.pool().take_transient(f.size as usize);
-            joined.clear();
-            for p in &parts {
-                joined.extend_from_slice(p);
+    // Where each file's chunks end in `chunks`.
+    let ends: Vec<usize> = files
+        .iter()
+        .scan(0, |end, f| {
+            *end += f.chunks.len();
+            Some(*end)
+        })
+        .collect();
+    let mut next = 0;
+    prefetch_run(repo, cache, &chunks, &mut |done| {
+        while next < files.len() && ends[next] <= done {
+            if let Some(sink) = sink {
+                store_file(cache, &files[next], sink);
             }
-            sink(ino, &joined);
-            cache.pool().give(joined);
+            next += 1;
         }
+    });
+}
+
+/// Hand file `f` to `sink` whole, if all its chunks are cached and add up to its size.
+fn store_file(cache: &ChunkCache, f: &AheadFile, sink: &Sink) {
+    let Some(ino) = f.ino.filter(|_| f.size > 0) else { return };
+    let parts: Option<Vec<Arc<Vec<u8>>>> = f.chunks.iter().map(|c| cache.peek(&c.id)).collect();
+    let Some(parts) = parts else { return };
+    if parts.iter().map(|p| p.len() as u64).sum::<u64>() != f.size {
+        return;
+    }
+    if let [one] = parts.as_slice() {
+        sink(ino, one);
+    } else {
+        let mut joined = cache.pool().take_transient(f.size as usize);
+        joined.clear();
+        for p in &parts {
+            joined.extend_from_slice(p);
+        }
+        sink(ino, &joined);
+        cache.pool().give(joined);
     }
 }
 
@@ -422,16 +440,19 @@ fn prefetch_files(repo: &Repository, cache: &ChunkCache, files: &[AheadFile], si
 /// other in one pack are read with one `pread`. A chunk is claimed only when it is
 /// opened: until then a reader that gets to it first loads it itself instead of waiting
 /// for this thread. Chunks the index does not know are left to the reader, whose own
-/// load reports them.
-fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef]) {
-    let todo: Vec<(ChunkRef, Location)> =
-        run.iter().filter(|c| !cache.has(&c.id)).filter_map(|c| Some((*c, repo.index().get(&c.id)?))).collect();
+/// load reports them. `done(n)` is told, in order, that the first `n` chunks of `run`
+/// are dealt with (loaded, or left to a reader).
+fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef], done: &mut dyn FnMut(usize)) {
+    let todo: Vec<(usize, ChunkRef, Location)> = (run.iter().enumerate())
+        .filter(|(_, c)| !cache.has(&c.id))
+        .filter_map(|(k, c)| Some((k, *c, repo.index().get(&c.id)?)))
+        .collect();
     let mut i = 0;
     while i < todo.len() {
-        let first = todo[i].1;
+        let first = todo[i].2;
         let mut end = first.offset as u64 + first.stored_len as u64;
         let mut j = i + 1;
-        while let Some((_, next)) = todo.get(j) {
+        while let Some((_, _, next)) = todo.get(j) {
             let next_end = next.offset as u64 + next.stored_len as u64;
             if next.pack != first.pack
                 || (next.offset as u64) < end
@@ -448,22 +469,23 @@ fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef]) {
         let (from, to) = (first.offset as u64, end);
         let mut sealed = cache.pool().take_transient((to - from) as usize);
         let read = repo.read_pack_range_into(&first.pack, from, to, &mut sealed);
-        for (c, loc) in group {
+        for (k, c, loc) in group {
             // Claimed one at a time, just before it is opened: a reader never waits for
             // more than the one chunk this thread is working on.
-            if !cache.claim(&c.id) {
-                continue;
+            if cache.claim(&c.id) {
+                let at = (loc.offset as u64 - from) as usize;
+                let r = match (&read, sealed.get_mut(at..at + loc.stored_len as usize)) {
+                    (Ok(()), Some(b)) => open_chunk(repo, cache.pool(), c, loc, b),
+                    // The ranged read failed: each chunk on its own, so the error names it.
+                    _ => load_chunk(repo, cache.pool(), c),
+                };
+                let _ = cache.finish(&c.id, r);
             }
-            let at = (loc.offset as u64 - from) as usize;
-            let r = match (&read, sealed.get_mut(at..at + loc.stored_len as usize)) {
-                (Ok(()), Some(b)) => open_chunk(repo, cache.pool(), c, loc, b),
-                // The ranged read failed: each chunk on its own, so the error names it.
-                _ => load_chunk(repo, cache.pool(), c),
-            };
-            let _ = cache.finish(&c.id, r);
+            done(k + 1);
         }
         cache.pool().give(sealed);
     }
+    done(run.len());
 }
 
 #[cfg(test)]
