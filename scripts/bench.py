@@ -22,6 +22,7 @@ each runs with its defaults, encryption on; borg gets --compression zstd,3 so th
 compression is compared like for like (its default is lz4).
 """
 import argparse
+import contextlib
 import datetime
 import os
 import pathlib
@@ -366,6 +367,50 @@ def mounted(mnt):
         return any(l.split()[1] == str(mnt) for l in f)
 
 
+class FreshFs:
+    """A freshly made ext4 filesystem of its own for one step's output, on a loop device
+    with direct I/O (so its data is not cached twice), removed afterwards.
+
+    Writing 10^5 files into a filesystem that has just had as many deleted is several
+    times slower on ext4 (it steers new inodes away from recently deleted ones), so a
+    step's time would depend on what earlier steps and runs left behind. In a fresh
+    filesystem every step writes under the same conditions. Without root or the tools
+    (mkfs.ext4, losetup), it falls back to a plain directory under `work`.
+    """
+
+    usable = None  # decided on first use
+
+    def __init__(self, work, name, data_bytes):
+        self.dir = work / f"fresh-{name}"
+        self.image = work / f"fresh-{name}.img"
+        self.size = max(256 * MIB, 3 * data_bytes)
+        self.dev = None
+
+    def __enter__(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        if FreshFs.usable is None:
+            FreshFs.usable = os.geteuid() == 0 and all(shutil.which(t) for t in ["mkfs.ext4", "losetup"])
+            if not FreshFs.usable:
+                print("bench: no root or no mkfs.ext4/losetup: mount steps write into a plain directory", file=sys.stderr)
+        if FreshFs.usable:
+            with open(self.image, "wb") as f:
+                f.truncate(self.size)
+            # Inode tables and journal written now, not by a background thread mid-step.
+            sh(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", self.image])
+            self.dev = subprocess.run(["losetup", "--direct-io=on", "-f", "--show", self.image], check=True,
+                                      capture_output=True, text=True).stdout.strip()
+            sh(["mount", self.dev, self.dir])
+        return self.dir
+
+    def __exit__(self, *exc):
+        if self.dev:
+            sh(["umount", self.dir])
+            sh(["losetup", "-d", self.dev])
+            self.image.unlink()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def mount_section(work, tools, src, files, record):
     """Each tool's FUSE mount of its snapshot of the main corpus.
 
@@ -374,7 +419,8 @@ def mount_section(work, tools, src, files, record):
     `ls -lR` the snapshot, `cp -a` it to local disk. The wall time is the client
     command's; RSS and CPU are the mount process's (peak and cumulative at the end of the
     step). Beside them, cairn's native restore and `cp -a` of a local copy of the same
-    tree: what cp itself costs on this disk.
+    tree: what cp itself costs on this disk. Every step that writes a tree writes it
+    into a fresh ext4 filesystem of its own (FreshFs).
     """
     run_src = pristine(work, src)
     data = du(run_src)
@@ -382,22 +428,15 @@ def mount_section(work, tools, src, files, record):
     for t in tools:
         t.reset()
         measure(t, t.backup(run_src))
-    targets = []
-
-    def target(name):
-        d = work / f"mount-out-{name}"
-        shutil.rmtree(d, ignore_errors=True)
-        targets.append(d)
-        return d
 
     if "cairn" in [t.name for t in tools]:
         t = next(t for t in tools if t.name == "cairn")
-        restored = target("restore")
-        restored.mkdir()
-        record("mount", "native restore", t, files, data, measure(t, [CAIRN, "restore", "latest", "--target", restored]),
-               du(t.repo))
-        m = measure(t, ["cp", "-a", restored, target("local-cp")])
-        record("mount", "cp -a from local disk", t, files, data, m, du(t.repo))
+        with FreshFs(work, "restore", data) as restored:
+            record("mount", "native restore", t, files, data,
+                   measure(t, [CAIRN, "restore", "latest", "--target", restored]), du(t.repo))
+            with FreshFs(work, "local-cp", data) as out:
+                m = measure(t, ["cp", "-a", restored, out / "tree"])
+            record("mount", "cp -a from local disk", t, files, data, m, du(t.repo))
     big = max((p for p in run_src.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     for t in tools:
         mnt = work / f"mnt-{t.name}"
@@ -418,13 +457,17 @@ def mount_section(work, tools, src, files, record):
                 if proc.poll() is not None or time.time() > deadline:
                     raise SystemExit(f"{t.name}: mount did not come up: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
                 time.sleep(0.2)
-            for step, client in [("cat of the largest file", ["cat", inside / big.relative_to(run_src)]),
-                                 ("ls -lR", ["ls", "-lR", inside]),
-                                 ("cp -a", ["cp", "-a", inside, target(f"cp-{t.name}")])]:
-                sh(["sync"])
-                start = time.time()
-                p = subprocess.run(list(map(str, client)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                wall = time.time() - start
+            for step, client, writes in [("cat of the largest file", ["cat", inside / big.relative_to(run_src)], False),
+                                         ("ls -lR", ["ls", "-lR", inside], False),
+                                         ("cp -a", ["cp", "-a", inside], True)]:
+                with FreshFs(work, f"cp-{t.name}", data) if writes else contextlib.nullcontext() as out:
+                    if writes:
+                        client = client + [out / "tree"]
+                    sh(["sync"])
+                    start = time.time()
+                    p = subprocess.run(list(map(str, client)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       text=True)
+                    wall = time.time() - start
                 if p.returncode != 0:
                     raise SystemExit(f"{t.name}: {' '.join(map(str, client))} failed: {p.stderr[-2000:]}")
                 rss, cpu = proc_status(proc.pid)
@@ -438,8 +481,6 @@ def mount_section(work, tools, src, files, record):
                 proc.wait()
             if mounted(mnt):
                 sh(["fusermount", "-u", "-z", mnt])
-    for d in targets:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def series_section(work, tools, series, record):
