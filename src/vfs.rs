@@ -16,7 +16,10 @@
 //!   numbers and per hard-linked file met; decoded nodes in an LRU of `node_cache_bytes`
 //!   (a sixteenth of the budget), found again from their directory when evicted;
 //! - open directories and files: one tree node per level of their listing or chunk list;
-//! - decrypted chunks: an LRU charged by the bytes it holds ([`ChunkCache`]).
+//! - decrypted chunks: an LRU charged by the bytes it holds ([`ChunkCache`]), and a pool
+//!   of reusable buffers of a quarter of that;
+//! - read-ahead state: the 64 directories being read through and the 16 processes
+//!   reading files (a few dozen bytes each).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
