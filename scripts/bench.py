@@ -394,13 +394,23 @@ class FreshFs:
             if not FreshFs.usable:
                 print("bench: no root or no mkfs.ext4/losetup: mount steps write into a plain directory", file=sys.stderr)
         if FreshFs.usable:
-            with open(self.image, "wb") as f:
-                f.truncate(self.size)
-            # Inode tables and journal written now, not by a background thread mid-step.
-            sh(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", self.image])
-            self.dev = subprocess.run(["losetup", "--direct-io=on", "-f", "--show", self.image], check=True,
-                                      capture_output=True, text=True).stdout.strip()
-            sh(["mount", self.dev, self.dir])
+            try:
+                with open(self.image, "wb") as f:
+                    f.truncate(self.size)
+                # Inode tables and journal written now, not by a background thread mid-step.
+                sh(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", self.image])
+                self.dev = subprocess.run(["losetup", "--direct-io=on", "-f", "--show", self.image], check=True,
+                                          capture_output=True, text=True).stdout.strip()
+                sh(["mount", self.dev, self.dir])
+            except (OSError, subprocess.CalledProcessError) as e:
+                # No loop devices here (a container, say): plain directories from now on.
+                print(f"bench: cannot make a fresh filesystem ({e}): mount steps write into a plain directory",
+                      file=sys.stderr)
+                FreshFs.usable = False
+                if self.dev:
+                    subprocess.run(["losetup", "-d", self.dev])
+                    self.dev = None
+                self.image.unlink(missing_ok=True)
         return self.dir
 
     def __exit__(self, *exc):
