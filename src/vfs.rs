@@ -170,7 +170,7 @@ impl Inodes {
     }
 
     fn remember(&mut self, ino: u64, node: &Node) {
-        self.nodes.put(ino, node.clone(), node_bytes(node));
+        self.nodes.put(ino, node.clone(), node_bytes(node), &mut drop);
     }
 }
 

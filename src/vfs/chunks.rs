@@ -41,28 +41,26 @@ impl<K: std::hash::Hash + Eq, V> ByteLru<K, V> {
         self.lru.contains(k)
     }
 
-    /// Keep `v`, charged `bytes`; returns the values evicted to make room (or `v` itself
-    /// when it alone is larger than the cap).
-    pub(super) fn put(&mut self, k: K, v: V, bytes: usize) -> Vec<V> {
+    /// Keep `v`, charged `bytes`; the values evicted to make room (or `v` itself when it
+    /// alone is larger than the cap) go to `evicted`.
+    pub(super) fn put(&mut self, k: K, v: V, bytes: usize, evicted: &mut dyn FnMut(V)) {
         if bytes > self.cap {
-            return vec![v];
+            return evicted(v);
         }
-        let mut evicted = Vec::new();
         if let Some((_, (old, n))) = self.lru.push(k, (v, bytes)) {
             self.bytes -= n;
-            evicted.push(old);
+            evicted(old);
         }
         self.bytes += bytes;
         while self.bytes > self.cap {
             match self.lru.pop_lru() {
                 Some((_, (old, n))) => {
                     self.bytes -= n;
-                    evicted.push(old);
+                    evicted(old);
                 }
                 None => break,
             }
         }
-        evicted
     }
 }
 
@@ -216,10 +214,10 @@ impl ChunkCache {
         let r = r.map(Arc::new);
         let mut s = lock(&self.state);
         s.loading.remove(id);
-        let evicted = match &r {
-            Ok(d) => s.lru.put(*id, d.clone(), d.capacity()),
-            Err(_) => Vec::new(),
-        };
+        let mut evicted = Vec::new();
+        if let Ok(d) = &r {
+            s.lru.put(*id, d.clone(), d.capacity(), &mut |old| evicted.push(old));
+        }
         drop(s);
         self.loaded.notify_all();
         // Buffers nobody reads any more go back to the pool (outside the cache's lock).
