@@ -372,6 +372,57 @@ fn mmap_and_a_tiny_cache_read_correct_bytes() {
 }
 
 #[test]
+fn a_multi_gigabyte_file_reads_back_at_random_offsets() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // 5 GiB, sparse (a few MiB on disk): zeros with islands of distinct data every
+    // 160 MiB, the last ones past 4 GiB, so offsets beyond 32 bits are exercised.
+    let len: u64 = 5 << 30;
+    let f = fs::File::create(src.join("huge")).unwrap();
+    f.set_len(len).unwrap();
+    let mut islands = Vec::new();
+    let mut at = 1234u64;
+    while at + (64 << 10) < len {
+        let d = data(at, 64 << 10);
+        f.write_all_at(&d, at).unwrap();
+        islands.push(at);
+        at += 160 << 20;
+    }
+    f.write_all_at(b"the very end", len - 12).unwrap();
+    drop(f);
+    s.cairn(&["backup", src.to_str().unwrap()]);
+
+    let m = s.mount(&[]);
+    let inside = fs::File::open(latest(&m, &src).join("huge")).unwrap();
+    let source = fs::File::open(src.join("huge")).unwrap();
+    assert_eq!(inside.metadata().unwrap().len(), len);
+    let check = |off: u64, n: usize| {
+        let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+        let got = inside.read_at(&mut a, off).unwrap();
+        let want = source.read_at(&mut b, off).unwrap();
+        assert_eq!(got, want, "length of the read at {off}");
+        assert!(a[..got] == b[..want], "read of {n} at {off}");
+    };
+    // Every island (and across its edges), then random offsets anywhere.
+    for &i in &islands {
+        check(i - 100, (64 << 10) + 200);
+    }
+    let mut x = 5u64;
+    for _ in 0..300 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        check((x >> 11) % len, ((x >> 3) % 300_000) as usize + 1);
+    }
+    check(len - 100, 4096); // a read past the end is short
+    let mut tail = [0u8; 12];
+    inside.read_exact_at(&mut tail, len - 12).unwrap();
+    assert_eq!(&tail, b"the very end");
+}
+
+#[test]
 fn a_directory_of_100k_entries_lists_completely() {
     if !fuse_available() {
         return;
