@@ -38,14 +38,8 @@ thread_local! {
     static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Decompress a zstd frame that must expand to exactly `raw_len` bytes.
-pub fn decompress(data: &[u8], raw_len: usize, what: &'static str, id: &dyn std::fmt::Display) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    decompress_into(data, raw_len, what, id, &mut out)?;
-    Ok(out)
-}
-
-/// [`decompress`] into `out` (cleared first), reusing its allocation.
+/// Decompress a zstd frame that must expand to exactly `raw_len` bytes into `out`
+/// (cleared first, its allocation reused).
 pub fn decompress_into(
     data: &[u8],
     raw_len: usize,
@@ -73,6 +67,12 @@ pub fn decompress_into(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn decompress(data: &[u8], raw_len: usize, what: &'static str, id: &dyn std::fmt::Display) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        decompress_into(data, raw_len, what, id, &mut out)?;
+        Ok(out)
+    }
 
     proptest! {
         #[test]
