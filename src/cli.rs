@@ -552,8 +552,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         }
         Command::Mount { mountpoint, cache_size, allow_other, daemon: false } => {
             crate::sys::allocator_for_streaming();
-            // The mount serves until the process ends: the repository lives as long.
-            let repo: &'static crate::repo::Repository = Box::leak(Box::new(open(cli, env)?));
+            let repo = std::sync::Arc::new(open(cli, env)?);
             let budget = repo.budget();
             let cache = match cache_size {
                 Some(s) => crate::budget::parse_size(s).map_err(|e| anyhow::anyhow!("--cache-size {e}"))?,
@@ -562,9 +561,9 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             if cache > budget.0 / 2 {
                 anyhow::bail!("--cache-size must be at most half of --memory ({})", human(budget.0 as u64 / 2));
             }
-            print_problems(repo, err);
+            print_problems(&repo, err);
             let nodes = budget.node_cache_bytes();
-            let vfs = crate::vfs::Vfs::new(repo, cache, nodes, (crate::sys::euid(), crate::sys::egid()))?;
+            let vfs = crate::vfs::Vfs::new(repo.clone(), cache, nodes, (crate::sys::euid(), crate::sys::egid()))?;
             if !cli.quiet {
                 writeln!(
                     err,

@@ -10,6 +10,8 @@
 //!
 //! Readers hold one decoded node per level.
 
+use std::ops::Deref;
+
 use crate::error::{Error, Result};
 use crate::format::tree::{
     finish_node, put_chunk_ref, put_dir_child, put_entry, put_list_child, start_node, ChunkRef, Content, DirChild,
@@ -302,17 +304,19 @@ impl ListWriter {
 }
 
 /// Iterates a directory's entries in name order, one node per level in memory.
-pub struct DirIter<'r> {
-    repo: &'r Repository,
+/// `R` is how it holds the repository: a borrow, or an `Arc` for an iterator kept across
+/// calls (a mount's open directory).
+pub struct DirIter<R: Deref<Target = Repository>> {
+    repo: R,
     stack: Vec<std::vec::IntoIter<DirChild>>,
     leaf: std::vec::IntoIter<Entry>,
     last: Option<Vec<u8>>,
     root: BlobId,
 }
 
-impl<'r> DirIter<'r> {
+impl<R: Deref<Target = Repository>> DirIter<R> {
     /// Start at a directory's root node.
-    pub fn new(repo: &'r Repository, root: &BlobId) -> Result<DirIter<'r>> {
+    pub fn new(repo: R, root: &BlobId) -> Result<DirIter<R>> {
         let mut it = DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, root: *root };
         it.descend(root)?;
         Ok(it)
@@ -320,12 +324,12 @@ impl<'r> DirIter<'r> {
 
     /// Start at the entry at position `pos` (name order), reading one node per level:
     /// interior nodes count the entries under each child.
-    pub fn at(repo: &'r Repository, root: &BlobId, pos: u64) -> Result<DirIter<'r>> {
+    pub fn at(repo: R, root: &BlobId, pos: u64) -> Result<DirIter<R>> {
         let mut it = DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, root: *root };
         let mut id = *root;
         let mut rest = pos;
         loop {
-            match repo.read_tree(&id)? {
+            match it.repo.read_tree(&id)? {
                 Node::DirLeaf(es) => {
                     let mut leaf = es.into_iter();
                     if rest > 0 {
@@ -398,7 +402,7 @@ impl<'r> DirIter<'r> {
     }
 }
 
-impl Iterator for DirIter<'_> {
+impl<R: Deref<Target = Repository>> Iterator for DirIter<R> {
     type Item = Result<Entry>;
     fn next(&mut self) -> Option<Result<Entry>> {
         self.next_entry().transpose()
@@ -452,15 +456,16 @@ pub fn dir_len(repo: &Repository, root: &BlobId) -> Result<u64> {
 }
 
 /// Iterates a file's chunks in order, one list node per level in memory.
-pub struct ChunkIter<'r> {
-    repo: &'r Repository,
+/// `R` as for [`DirIter`].
+pub struct ChunkIter<R: Deref<Target = Repository>> {
+    repo: R,
     stack: Vec<std::vec::IntoIter<ListChild>>,
     leaf: std::vec::IntoIter<ChunkRef>,
 }
 
-impl<'r> ChunkIter<'r> {
+impl<R: Deref<Target = Repository>> ChunkIter<R> {
     /// Iterate `content`.
-    pub fn new(repo: &'r Repository, content: &Content) -> Result<ChunkIter<'r>> {
+    pub fn new(repo: R, content: &Content) -> Result<ChunkIter<R>> {
         let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter() };
         match content {
             Content::Inline(cs) => it.leaf = cs.clone().into_iter(),
@@ -473,7 +478,7 @@ impl<'r> ChunkIter<'r> {
     /// chunk starts. Interior nodes carry their children's byte counts, so this reads one
     /// node per level, not the list before `offset`. Past the end, the iterator is empty
     /// and the start is the file's length.
-    pub fn at(repo: &'r Repository, content: &Content, offset: u64) -> Result<(ChunkIter<'r>, u64)> {
+    pub fn at(repo: R, content: &Content, offset: u64) -> Result<(ChunkIter<R>, u64)> {
         let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter() };
         let mut start = 0u64;
         match content {
@@ -481,7 +486,7 @@ impl<'r> ChunkIter<'r> {
             Content::List(root) => {
                 let mut id = *root;
                 loop {
-                    match repo.read_tree(&id)? {
+                    match it.repo.read_tree(&id)? {
                         Node::ListLeaf(cs) => {
                             it.leaf = cs.into_iter();
                             break;
@@ -552,7 +557,7 @@ impl<'r> ChunkIter<'r> {
     }
 }
 
-impl Iterator for ChunkIter<'_> {
+impl<R: Deref<Target = Repository>> Iterator for ChunkIter<R> {
     type Item = Result<ChunkRef>;
     fn next(&mut self) -> Option<Result<ChunkRef>> {
         self.next_chunk().transpose()

@@ -190,7 +190,7 @@ struct DirHandle {
     /// order) at `i + 2`; an entry's "next offset" is its own plus one, so the entry
     /// handed out with next offset `n` is at position `n - 3` (as for virtual directories).
     next: u64,
-    iter: Option<DirIter<'static>>,
+    iter: Option<DirIter<Arc<Repository>>>,
     /// An entry taken from `iter` that did not fit the caller's buffer: it comes first
     /// next time.
     pending: Option<Arc<Entry>>,
@@ -211,7 +211,7 @@ struct Cursor {
     /// The chunk at `start` and the ones after it already taken from `iter`.
     ahead: VecDeque<ChunkRef>,
     /// The rest of the list.
-    iter: ChunkIter<'static>,
+    iter: ChunkIter<Arc<Repository>>,
     /// File offset up to which chunks were handed to the prefetcher.
     fetched: u64,
     /// Where the last read ended: a read starting there is sequential.
@@ -231,7 +231,7 @@ const WALK_LIMIT: u64 = 16 << 20;
 
 /// The filesystem view.
 pub struct Vfs {
-    repo: &'static Repository,
+    repo: Arc<Repository>,
     snaps: Vec<Snap>,
     inodes: Mutex<Inodes>,
     /// Open directories by handle; each locked on its own, so listings of different
@@ -289,10 +289,11 @@ fn enoent() -> Error {
 }
 
 impl Vfs {
-    /// A view of `repo` (kept for the life of the process: a mount owns its repository)
-    /// with a chunk cache of `cache_bytes` and a node cache of `node_cache_bytes`.
+    /// A view of `repo` with a chunk cache of `cache_bytes` and a node cache of
+    /// `node_cache_bytes`. Dropping it stops its prefetch threads, so the repository is
+    /// released (and a private index cache removed) when the last holder drops it.
     pub fn new(
-        repo: &'static Repository,
+        repo: Arc<Repository>,
         cache_bytes: usize,
         node_cache_bytes: usize,
         owner: (u32, u32),
@@ -322,7 +323,7 @@ impl Vfs {
         let chunks = Arc::new(ChunkCache::new(cache_bytes));
         let sink = Arc::new(std::sync::OnceLock::new());
         Ok(Vfs {
-            prefetch: Prefetcher::start(repo, chunks.clone(), sink.clone(), PREFETCH_THREADS),
+            prefetch: Prefetcher::start(repo.clone(), chunks.clone(), sink.clone(), PREFETCH_THREADS),
             sink,
             window: (cache_bytes as u64 / 4).min(32 << 20),
             repo,
@@ -386,7 +387,7 @@ impl Vfs {
     fn nth_child(&self, dir: &Node, pos: u64) -> Result<Option<Node>> {
         match dir {
             Node::Entry { snap, entry } => match &entry.kind {
-                Kind::Dir(tree) => Ok(crate::tree::nth_entry(self.repo, tree, pos)?
+                Kind::Dir(tree) => Ok(crate::tree::nth_entry(&self.repo, tree, pos)?
                     .map(|e| Node::Entry { snap: *snap, entry: Arc::new(e) })),
                 _ => Err(Error::InvalidInput(NOT_DIR.into())),
             },
@@ -408,7 +409,7 @@ impl Vfs {
         }
         let len = match dir {
             Node::Entry { entry, .. } => match &entry.kind {
-                Kind::Dir(tree) => crate::tree::dir_len(self.repo, tree)?,
+                Kind::Dir(tree) => crate::tree::dir_len(&self.repo, tree)?,
                 _ => return Err(Error::InvalidInput(NOT_DIR.into())),
             },
             Node::Link(_) => return Err(Error::InvalidInput(NOT_DIR.into())),
@@ -529,7 +530,7 @@ impl Vfs {
     fn child_indexed(&self, parent: &Node, name: &[u8]) -> Result<(u64, Node)> {
         match parent {
             Node::Entry { snap, entry } => match &entry.kind {
-                Kind::Dir(tree) => match crate::tree::lookup_indexed(self.repo, tree, name)? {
+                Kind::Dir(tree) => match crate::tree::lookup_indexed(&self.repo, tree, name)? {
                     Some((pos, e)) => Ok((pos, Node::Entry { snap: *snap, entry: Arc::new(e) })),
                     None => Err(enoent()),
                 },
@@ -771,7 +772,7 @@ impl Vfs {
         // Tree directories stream: continue where the last call stopped, or seek by the
         // interior nodes' entry counts (a seek back, rare: rewinddir).
         if h.iter.is_none() || h.next != off {
-            h.iter = Some(DirIter::at(self.repo, &tree, off - 2)?);
+            h.iter = Some(DirIter::at(self.repo.clone(), &tree, off - 2)?);
             h.pending = None;
             h.next = off;
         }
@@ -823,7 +824,7 @@ impl Vfs {
         // Continue from the cursor when the read is at or a little after it; otherwise
         // seek by the list nodes' byte counts (one node per level).
         if h.cursor.as_ref().is_none_or(|c| offset < c.start || offset - c.start >= WALK_LIMIT) {
-            let (iter, start) = ChunkIter::at(self.repo, &h.content, offset)?;
+            let (iter, start) = ChunkIter::at(self.repo.clone(), &h.content, offset)?;
             h.cursor = Some(Cursor { start, ahead: VecDeque::new(), iter, fetched: start, last_end: u64::MAX });
         }
         if offset == 0 {
@@ -951,7 +952,7 @@ impl Vfs {
     }
 
     fn chunk(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
-        self.chunks.get(&c.id, || load_chunk(self.repo, self.chunks.pool(), c))
+        self.chunks.get(&c.id, || load_chunk(&self.repo, self.chunks.pool(), c))
     }
 }
 

@@ -82,10 +82,6 @@ fn walk_paths(root: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn leaked(r: Repository) -> &'static Repository {
-    Box::leak(Box::new(r))
-}
-
 #[test]
 fn a_snapshot_reads_back_through_the_view() {
     let t = temp_repo();
@@ -105,7 +101,7 @@ fn a_snapshot_reads_back_through_the_view() {
     let cache = 64 << 10; // far smaller than the data: chunks are evicted and reloaded
                           // A node cache of 4 KiB: a dozen entries; the rest are found again from their
                           // directories.
-    let v = Vfs::new(leaked(t.reopen()), cache, 4096, (0, 0)).unwrap();
+    let v = Vfs::new(Arc::new(t.reopen()), cache, 4096, (0, 0)).unwrap();
     let root: Vec<Vec<u8>> = list(&v, ROOT, 3);
     let want: Vec<&[u8]> = vec![b".", b"..", b"hosts", b"ids", b"latest", b"snapshots", b"tags"];
     assert_eq!(root, want);
@@ -214,7 +210,7 @@ fn a_damaged_chunk_fails_that_file_only() {
     let loc = t.repo.index().get(&t.repo.keys().blob_id(BlobKind::Data, &a)).unwrap();
     flip_byte(&t.repo.pack_path(&loc.pack), loc.offset as u64 + 40);
 
-    let v = Vfs::new(leaked(t.reopen()), 1 << 20, 1 << 20, (0, 0)).unwrap();
+    let v = Vfs::new(Arc::new(t.reopen()), 1 << 20, 1 << 20, (0, 0)).unwrap();
     let snap = list(&v, walk(&v, ROOT, Path::new("snapshots")).ino, 10).pop().unwrap();
     let dir = Path::new("snapshots").join(std::str::from_utf8(&snap).unwrap()).join(src.strip_prefix("/").unwrap());
     let base = walk(&v, ROOT, &dir);
@@ -245,7 +241,7 @@ fn small_files_ahead_of_a_reader_reach_the_sink_whole_under_their_inodes() {
     std::fs::hard_link(src.join("d/f39"), src.join("e/link")).unwrap();
     do_backup(&t.repo, &[&src]);
 
-    let v = Vfs::new(leaked(t.reopen()), 8 << 20, 1 << 20, (0, 0)).unwrap();
+    let v = Vfs::new(Arc::new(t.reopen()), 8 << 20, 1 << 20, (0, 0)).unwrap();
     let got = Arc::new(Mutex::new(Vec::<(u64, Vec<u8>)>::new()));
     let sink = got.clone();
     assert!(v.sink_handle().set(Box::new(move |ino, d| sink.lock().unwrap().push((ino, d.to_vec())))).is_ok());
@@ -278,4 +274,34 @@ fn small_files_ahead_of_a_reader_reach_the_sink_whole_under_their_inodes() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     let g = walk(&v, e.ino, Path::new("g"));
     assert_eq!(*got.lock().unwrap(), vec![(g.ino, b"in the next directory".to_vec())]);
+}
+
+#[test]
+fn dropping_the_view_stops_its_threads_and_releases_the_repository() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    let big = bytes(300, 6 << 20, false);
+    write(&src.join("big"), &big);
+    for i in 0..20 {
+        write(&src.join("d").join(format!("f{i:02}")), &bytes(400 + i, 5000, false));
+    }
+    do_backup(&t.repo, &[&src]);
+
+    let repo = Arc::new(t.reopen());
+    let v = Vfs::new(repo.clone(), 1 << 20, 1 << 20, (0, 0)).unwrap();
+    let snap = list(&v, walk(&v, ROOT, Path::new("snapshots")).ino, 10).pop().unwrap();
+    let top = Path::new("snapshots").join(std::str::from_utf8(&snap).unwrap()).join(src.strip_prefix("/").unwrap());
+    // Leave prefetch work queued and in flight: a sequential reader of `big` and a
+    // reader going through `d`.
+    let b = walk(&v, ROOT, &top.join("big")).ino;
+    assert!(*v.read(b, 0, 1 << 16).unwrap() == big[..1 << 16]);
+    assert!(*v.read(b, 1 << 16, 1 << 16).unwrap() == big[1 << 16..2 << 16]);
+    let d = walk(&v, ROOT, &top.join("d"));
+    v.note_reader(7);
+    v.opened_by(d.ino, 7);
+    assert!(Arc::strong_count(&repo) > 2, "the prefetch threads hold the repository");
+    drop(v);
+    // The threads are joined by the drop: nothing else holds the repository (whose
+    // private index cache, if it had one, is removed when this last handle goes).
+    assert_eq!(Arc::strong_count(&repo), 1);
 }

@@ -264,6 +264,7 @@ fn open_chunk(repo: &Repository, pool: &Pool, c: &ChunkRef, loc: &Location, seal
 /// a hint), each at most the window's bytes.
 pub(super) struct Prefetcher {
     tx: SyncSender<Job>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Work for the prefetch threads.
@@ -276,6 +277,8 @@ pub(super) enum Job {
     Siblings { tree: BlobId, base: u64, from: u64, count: u64, bytes: u64 },
     /// Load these small files and hand each to the sink (see [`Sink`]).
     Files(Vec<AheadFile>),
+    /// End the thread that takes it (one per thread when the view is dropped).
+    Stop,
 }
 
 /// A small file to load ahead of its reader.
@@ -314,23 +317,27 @@ const COALESCE_MAX: u64 = 4 << 20;
 
 impl Prefetcher {
     pub(super) fn start(
-        repo: &'static Repository,
+        repo: Arc<Repository>,
         cache: Arc<ChunkCache>,
         sink: Arc<OnceLock<Sink>>,
         threads: usize,
     ) -> Prefetcher {
         let (tx, rx) = sync_channel::<Job>(PREFETCH_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..threads {
-            let (rx, cache, tx, sink) = (rx.clone(), cache.clone(), tx.clone(), sink.clone());
+        let threads = (0..threads).map(|_| {
+            let (rx, cache, tx, sink, repo) = (rx.clone(), cache.clone(), tx.clone(), sink.clone(), repo.clone());
             std::thread::spawn(move || {
                 crate::sys::set_time_slice(PREFETCH_SLICE);
+                let repo = &*repo;
                 loop {
+                    // Each thread holds a sender (to share work out), so the channel
+                    // never closes by itself: a Stop ends the thread.
                     let job = match lock(&rx).recv() {
                         Ok(j) => j,
                         Err(_) => return,
                     };
                     match job {
+                        Job::Stop => return,
                         Job::Chunks(run) => prefetch_run(repo, &cache, &run, &mut |_| ()),
                         Job::Siblings { tree, base, from, count, bytes } => {
                             // Errors only end the hint: a reader meets them itself.
@@ -345,14 +352,27 @@ impl Prefetcher {
                         Job::Files(run) => prefetch_files(repo, &cache, &run, sink.get()),
                     }
                 }
-            });
-        }
-        Prefetcher { tx }
+            })
+        });
+        Prefetcher { threads: threads.collect(), tx }
     }
 
     /// Ask for `job` to be done; dropped if the queue is full.
     pub(super) fn request(&self, job: Job) {
         let _ = self.tx.try_send(job);
+    }
+}
+
+impl Drop for Prefetcher {
+    /// Stop the threads once they have done the jobs queued before (at most
+    /// [`PREFETCH_QUEUE`]), so that nothing holds the repository after the view is gone.
+    fn drop(&mut self) {
+        for _ in &self.threads {
+            let _ = self.tx.send(Job::Stop);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 
