@@ -36,7 +36,7 @@ struct Fs {
 /// The errno for a view error; damaged data is logged (it names the blob and pack).
 fn errno(e: &Error) -> Errno {
     match e {
-        Error::NotFound { .. } => Errno::ENOENT,
+        Error::NotFound { what, .. } if *what == vfs::NO_ENTRY => Errno::ENOENT,
         Error::InvalidInput(m) if m == vfs::NOT_DIR => Errno::ENOTDIR,
         Error::InvalidInput(m) if m == vfs::NOT_FILE => Errno::EISDIR,
         Error::InvalidInput(m) if m == vfs::NOT_LINK => Errno::EINVAL,

@@ -303,6 +303,36 @@ impl ListWriter {
     }
 }
 
+/// What a parent node says one child holds: entries (a directory node) or chunks and
+/// their bytes (a chunk list node); `None` for a root, which nothing counts.
+type Counted = Option<(u64, u64)>;
+
+/// Read tree node `id`, checking it against its parent's counts (`want`). Readers seek
+/// by those counts (a directory's inode numbers and positions, a file's offsets), so a
+/// node that disagrees with them is damaged rather than read at the wrong place.
+fn read_counted(repo: &Repository, id: &BlobId, want: Counted) -> Result<Node> {
+    let node = repo.read_tree(id)?;
+    if let Some(want) = want {
+        let sum = |it: &mut dyn Iterator<Item = (u64, u64)>| {
+            it.fold((0u64, 0u64), |(n, b), (dn, db)| (n.saturating_add(dn), b.saturating_add(db)))
+        };
+        let got = match &node {
+            Node::DirLeaf(es) => (es.len() as u64, 0),
+            Node::DirInterior(cs) => sum(&mut cs.iter().map(|c| (c.entries, 0))),
+            Node::ListLeaf(cs) => sum(&mut cs.iter().map(|c| (1, c.size as u64))),
+            Node::ListInterior(cs) => sum(&mut cs.iter().map(|c| (c.chunks, c.bytes))),
+        };
+        if got != want {
+            return Err(Error::corrupt(
+                "tree",
+                id,
+                format!("holds {} items of {} bytes, its parent counts {} of {}", got.0, got.1, want.0, want.1),
+            ));
+        }
+    }
+    Ok(node)
+}
+
 /// Iterates a directory's entries in name order, one node per level in memory.
 /// `R` is how it holds the repository: a borrow, or an `Arc` for an iterator kept across
 /// calls (a mount's open directory).
@@ -318,7 +348,7 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     /// Start at a directory's root node.
     pub fn new(repo: R, root: &BlobId) -> Result<DirIter<R>> {
         let mut it = DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, root: *root };
-        it.descend(root)?;
+        it.descend(root, None)?;
         Ok(it)
     }
 
@@ -326,10 +356,10 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     /// interior nodes count the entries under each child.
     pub fn at(repo: R, root: &BlobId, pos: u64) -> Result<DirIter<R>> {
         let mut it = DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, root: *root };
-        let mut id = *root;
+        let (mut id, mut want) = (*root, None);
         let mut rest = pos;
         loop {
-            match it.repo.read_tree(&id)? {
+            match read_counted(&it.repo, &id, want)? {
                 Node::DirLeaf(es) => {
                     let mut leaf = es.into_iter();
                     if rest > 0 {
@@ -352,7 +382,7 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
                     });
                     it.stack.push(children);
                     match next {
-                        Some(c) => id = c.id,
+                        Some(c) => (id, want) = (c.id, Some((c.entries, 0))),
                         None => return Ok(it),
                     }
                 }
@@ -361,8 +391,8 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
         }
     }
 
-    fn descend(&mut self, id: &BlobId) -> Result<()> {
-        match self.repo.read_tree(id)? {
+    fn descend(&mut self, id: &BlobId, want: Counted) -> Result<()> {
+        match read_counted(&self.repo, id, want)? {
             Node::DirLeaf(es) => self.leaf = es.into_iter(),
             Node::DirInterior(cs) => {
                 if self.stack.len() >= MAX_DEPTH {
@@ -375,10 +405,11 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
         Ok(())
     }
 
-    /// The next entry, or `None` at the end.
+    /// The next entry, or `None` at the end. After an error the iterator is where it
+    /// was (as for [`ChunkIter::next_chunk`]): a retry meets the same error.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
         loop {
-            if let Some(e) = self.leaf.next() {
+            if let Some(e) = self.leaf.as_slice().first() {
                 if self.last.as_ref().is_some_and(|l| *l >= e.name) {
                     return Err(Error::corrupt(
                         "tree",
@@ -386,14 +417,19 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
                         format!("entry {:?} out of order", String::from_utf8_lossy(&e.name)),
                     ));
                 }
+                let e = self.leaf.next().expect("peeked");
                 self.last = Some(e.name.clone());
                 return Ok(Some(e));
             }
-            let Some(top) = self.stack.last_mut() else {
+            let Some(top) = self.stack.last() else {
                 return Ok(None);
             };
-            match top.next() {
-                Some(child) => self.descend(&child.id)?,
+            let level = self.stack.len() - 1;
+            match top.as_slice().first().map(|c| (c.id, c.entries)) {
+                Some((id, entries)) => {
+                    self.descend(&id, Some((entries, 0)))?;
+                    self.stack[level].next();
+                }
                 None => {
                     self.stack.pop();
                 }
@@ -417,10 +453,10 @@ pub fn lookup(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<Option<En
 /// [`lookup`], also giving the entry's position in the directory (0-based, name order):
 /// interior nodes count the entries under each child, so this reads one node per level.
 pub fn lookup_indexed(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<Option<(u64, Entry)>> {
-    let mut id = *root;
+    let (mut id, mut want) = (*root, None);
     let mut before = 0u64;
     for _ in 0..=MAX_DEPTH {
-        match repo.read_tree(&id)? {
+        match read_counted(repo, &id, want)? {
             Node::DirLeaf(es) => {
                 return Ok(es
                     .binary_search_by(|e| e.name.as_slice().cmp(name))
@@ -433,7 +469,7 @@ pub fn lookup_indexed(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<O
                     return Ok(None);
                 }
                 before = cs[..i - 1].iter().fold(before, |n, c| n.saturating_add(c.entries));
-                id = cs[i - 1].id;
+                (id, want) = (cs[i - 1].id, Some((cs[i - 1].entries, 0)));
             }
             _ => return Err(Error::corrupt("tree", id, "expected a directory node, found a chunk list")),
         }
@@ -469,7 +505,7 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
         let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter() };
         match content {
             Content::Inline(cs) => it.leaf = cs.clone().into_iter(),
-            Content::List(root) => it.descend(root)?,
+            Content::List(root) => it.descend(root, None)?,
         }
         Ok(it)
     }
@@ -484,9 +520,9 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
         match content {
             Content::Inline(cs) => it.leaf = cs.clone().into_iter(),
             Content::List(root) => {
-                let mut id = *root;
+                let (mut id, mut want) = (*root, None);
                 loop {
-                    match it.repo.read_tree(&id)? {
+                    match read_counted(&it.repo, &id, want)? {
                         Node::ListLeaf(cs) => {
                             it.leaf = cs.into_iter();
                             break;
@@ -505,7 +541,7 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
                             });
                             it.stack.push(rest);
                             match next {
-                                Some(c) => id = c.id,
+                                Some(c) => (id, want) = (c.id, Some((c.chunks, c.bytes))),
                                 None => break,
                             }
                         }
@@ -524,8 +560,8 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
         Ok((it, start))
     }
 
-    fn descend(&mut self, id: &BlobId) -> Result<()> {
-        match self.repo.read_tree(id)? {
+    fn descend(&mut self, id: &BlobId, want: Counted) -> Result<()> {
+        match read_counted(&self.repo, id, want)? {
             Node::ListLeaf(cs) => self.leaf = cs.into_iter(),
             Node::ListInterior(cs) => {
                 if self.stack.len() >= MAX_DEPTH {
@@ -538,17 +574,23 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
         Ok(())
     }
 
-    /// The next chunk, or `None` at the end.
+    /// The next chunk, or `None` at the end. After an error the iterator is where it
+    /// was: a child node is taken off its level only once it has been read, so a retry
+    /// meets the same error instead of silently skipping that node's chunks.
     pub fn next_chunk(&mut self) -> Result<Option<ChunkRef>> {
         loop {
             if let Some(c) = self.leaf.next() {
                 return Ok(Some(c));
             }
-            let Some(top) = self.stack.last_mut() else {
+            let Some(top) = self.stack.last() else {
                 return Ok(None);
             };
-            match top.next() {
-                Some(child) => self.descend(&child.id)?,
+            let level = self.stack.len() - 1;
+            match top.as_slice().first().map(|c| (c.id, c.chunks, c.bytes)) {
+                Some((id, chunks, bytes)) => {
+                    self.descend(&id, Some((chunks, bytes)))?;
+                    self.stack[level].next();
+                }
                 None => {
                     self.stack.pop();
                 }

@@ -41,6 +41,9 @@ pub use chunks::{ChunkCache, Pool, Sink};
 /// The root directory's inode.
 pub const ROOT: u64 = 1;
 
+/// What the view's own "no such name or inode" errors name ([`Error::NotFound`]); any
+/// other missing thing (a blob, a pack) is damage to the repository.
+pub const NO_ENTRY: &str = "path";
 /// Messages of the view's own errors (the FUSE layer maps each to its errno).
 pub const NOT_DIR: &str = "not a directory";
 /// See [`NOT_DIR`].
@@ -226,6 +229,10 @@ pub type ReaddirFn<'a> = &'a mut dyn FnMut(&[u8], FileKind, u64, u64) -> bool;
 /// returns false when the caller's buffer is full.
 type ListFn<'a> = &'a mut dyn FnMut(&[u8], Option<&Node>, u64) -> bool;
 
+/// Most chunk references a cursor holds ahead of its reader (36 B each): the window in
+/// bytes bounds them for chunks of the chunker's sizes, this for lists of tiny ones.
+const AHEAD_CHUNKS: usize = 4096;
+
 /// A read this far past the cursor seeks through the list nodes instead of walking.
 const WALK_LIMIT: u64 = 16 << 20;
 
@@ -284,20 +291,41 @@ fn systime(t: &Time) -> SystemTime {
     }
 }
 
+/// The directory name a host or tag is shown under: itself when it is a valid file
+/// name; otherwise with `/`, NUL and `%` written as `%2F`, `%00` and `%25` (and "", "."
+/// and ".." as `%`, `%2E` and `%2E%2E`). Cut to 255 bytes. The kernel fails a whole
+/// listing over one invalid name, so a tag like `release/1.0` would otherwise hide all.
+fn shown_name(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = match b {
+        b"" => b"%".to_vec(),
+        b"." => b"%2E".to_vec(),
+        b".." => b"%2E%2E".to_vec(),
+        _ if !b.iter().any(|c| matches!(c, b'/' | 0)) => b.to_vec(),
+        _ => {
+            let mut v = Vec::with_capacity(b.len() + 8);
+            for &c in b {
+                match c {
+                    b'/' | b'%' | 0 => v.extend_from_slice(format!("%{c:02X}").as_bytes()),
+                    _ => v.push(c),
+                }
+            }
+            v
+        }
+    };
+    out.truncate(255);
+    out
+}
+
 fn enoent() -> Error {
-    Error::NotFound { what: "path", id: "no such entry".into() }
+    Error::NotFound { what: NO_ENTRY, id: "no such entry".into() }
 }
 
 impl Vfs {
     /// A view of `repo` with a chunk cache of `cache_bytes` and a node cache of
     /// `node_cache_bytes`. Dropping it stops its prefetch threads, so the repository is
     /// released (and a private index cache removed) when the last holder drops it.
-    pub fn new(
-        repo: Arc<Repository>,
-        cache_bytes: usize,
-        node_cache_bytes: usize,
-        owner: (u32, u32),
-    ) -> Result<Vfs> {
+    pub fn new(repo: Arc<Repository>, cache_bytes: usize, node_cache_bytes: usize, owner: (u32, u32)) -> Result<Vfs> {
         let list = repo.snapshots()?;
         let mut snaps: Vec<Snap> = Vec::with_capacity(list.len());
         let mut xattr_classes = XattrClasses::NONE;
@@ -365,21 +393,33 @@ impl Vfs {
     }
 
     /// The node of inode `ino`: from the cache, or found again from its directory (whose
-    /// node is found the same way, up to the root).
+    /// node is found the same way, up to the root). Iterative: up to the nearest
+    /// ancestor still cached, then down again, so that no depth of directories can
+    /// overflow a thread's stack (16 B per level on the way).
     fn node(&self, ino: u64) -> Result<Node> {
-        if ino == ROOT {
-            return Ok(Node::Root);
-        }
-        let (dir, pos) = {
-            let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = t.nodes.get(&ino) {
-                return Ok(n.clone());
+        let mut down = Vec::new();
+        let mut at = ino;
+        let mut node = loop {
+            if at == ROOT {
+                break Node::Root;
             }
-            t.locate(ino).ok_or_else(enoent)?
+            let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = t.nodes.get(&at) {
+                break n.clone();
+            }
+            let (dir, pos) = t.locate(at).ok_or_else(enoent)?;
+            // A directory's block is handed out after the directory has its number, so
+            // this only ends a loop that cannot happen.
+            if dir >= at {
+                return Err(enoent());
+            }
+            down.push((at, pos));
+            at = dir;
         };
-        let parent = self.node(dir)?;
-        let node = self.nth_child(&parent, pos)?.ok_or_else(enoent)?;
-        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).remember(ino, &node);
+        while let Some((i, pos)) = down.pop() {
+            node = self.nth_child(&node, pos)?.ok_or_else(enoent)?;
+            self.inodes.lock().unwrap_or_else(|e| e.into_inner()).remember(i, &node);
+        }
         Ok(node)
     }
 
@@ -407,20 +447,28 @@ impl Vfs {
         if let Some(b) = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).bases.get(&ino) {
             return Ok(*b);
         }
-        let len = match dir {
+        let (len, tree) = match dir {
             Node::Entry { entry, .. } => match &entry.kind {
-                Kind::Dir(tree) => crate::tree::dir_len(&self.repo, tree)?,
+                Kind::Dir(tree) => (crate::tree::dir_len(&self.repo, tree)?, Some(*tree)),
                 _ => return Err(Error::InvalidInput(NOT_DIR.into())),
             },
             Node::Link(_) => return Err(Error::InvalidInput(NOT_DIR.into())),
-            _ => self.virtual_names(dir).len() as u64,
+            _ => (self.virtual_names(dir).len() as u64, None),
         };
         let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = t.bases.get(&ino) {
             return Ok(*b); // another thread gave it one meanwhile
         }
         let base = t.next;
-        t.next = base.saturating_add(len.max(1));
+        // Inode numbers stay below 2^63 (the kernel's offsets are signed): a directory
+        // claiming more entries than that is damaged, and gets no numbers.
+        t.next = match base.checked_add(len.max(1)).filter(|n| *n < 1 << 63) {
+            Some(n) => n,
+            None => {
+                let id = tree.map(|t| t.to_string()).unwrap_or_default();
+                return Err(Error::corrupt("tree", id, format!("directory claims {len} entries")));
+            }
+        };
         t.blocks.push(Block { base, len, dir: ino });
         t.bases.insert(ino, base);
         Ok(base)
@@ -486,14 +534,15 @@ impl Vfs {
             Node::Hosts => self
                 .snaps
                 .iter()
-                .any(|s| s.host.as_bytes() == name)
-                .then(|| Node::Host(String::from_utf8_lossy(name).into_owned()))
+                .find(|s| shown_name(&s.host) == name)
+                .map(|s| Node::Host(s.host.clone()))
                 .ok_or_else(enoent),
             Node::Tags => self
                 .snaps
                 .iter()
-                .any(|s| s.tags.iter().any(|t| t.as_bytes() == name))
-                .then(|| Node::Tag(String::from_utf8_lossy(name).into_owned()))
+                .flat_map(|s| &s.tags)
+                .find(|t| shown_name(t) == name)
+                .map(|t| Node::Tag(t.clone()))
                 .ok_or_else(enoent),
             Node::Ids => self
                 .snaps
@@ -671,9 +720,9 @@ impl Vfs {
                 v
             }
             Node::Snapshots => self.snaps.iter().map(|s| (s.name.as_bytes().to_vec(), FileKind::Dir)).collect(),
-            Node::Hosts => self.snaps.iter().map(|s| (s.host.as_bytes().to_vec(), FileKind::Dir)).collect(),
+            Node::Hosts => self.snaps.iter().map(|s| (shown_name(&s.host), FileKind::Dir)).collect(),
             Node::Tags => {
-                self.snaps.iter().flat_map(|s| s.tags.iter().map(|t| (t.as_bytes().to_vec(), FileKind::Dir))).collect()
+                self.snaps.iter().flat_map(|s| s.tags.iter().map(|t| (shown_name(t), FileKind::Dir))).collect()
             }
             Node::Ids => self.snaps.iter().map(|s| (s.id.short().into_bytes(), FileKind::Symlink)).collect(),
             Node::Host(h) => self
@@ -779,9 +828,14 @@ impl Vfs {
         loop {
             let e = match h.pending.take() {
                 Some(e) => e,
-                None => match h.iter.as_mut().expect("set").next_entry()? {
-                    Some(e) => Arc::new(e),
-                    None => return Ok(()),
+                None => match h.iter.as_mut().expect("set").next_entry() {
+                    Ok(Some(e)) => Arc::new(e),
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        // The next call seeks to `h.next` again from the root node.
+                        h.iter = None;
+                        return Err(e);
+                    }
                 },
             };
             let child = Node::Entry { snap, entry: e.clone() };
@@ -821,14 +875,26 @@ impl Vfs {
             return Ok(out);
         }
         let end = (offset + len as u64).min(h.size);
+        if offset == 0 {
+            self.read_siblings_ahead(ino);
+        }
+        let r = self.read_into(&mut h, offset, end, &mut out);
+        if r.is_err() {
+            // Start over from the list nodes next time rather than trust a cursor that
+            // met damaged data.
+            h.cursor = None;
+        }
+        r.map(|()| out)
+    }
+
+    /// [`Vfs::read`] of bytes `offset..end` (within the file) into `out`, through the
+    /// file's cursor.
+    fn read_into<'a>(&'a self, h: &mut FileHandle, offset: u64, end: u64, out: &mut ReadData<'a>) -> Result<()> {
         // Continue from the cursor when the read is at or a little after it; otherwise
         // seek by the list nodes' byte counts (one node per level).
         if h.cursor.as_ref().is_none_or(|c| offset < c.start || offset - c.start >= WALK_LIMIT) {
             let (iter, start) = ChunkIter::at(self.repo.clone(), &h.content, offset)?;
             h.cursor = Some(Cursor { start, ahead: VecDeque::new(), iter, fetched: start, last_end: u64::MAX });
-        }
-        if offset == 0 {
-            self.read_siblings_ahead(ino);
         }
         let cur = h.cursor.as_mut().expect("set");
         let sequential = offset == cur.last_end || offset == 0;
@@ -858,9 +924,10 @@ impl Vfs {
         }
         cur.last_end = end;
         if sequential {
-            self.read_ahead(cur, end)?;
+            // Damage ahead is not this read's: the reader meets it when it gets there.
+            let _ = self.read_ahead(cur, end);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A file is read from its start: have the small files after it in its directory
@@ -886,15 +953,26 @@ impl Vfs {
     /// this, its first few files would each wait for a read: the files after a file
     /// start loading only when that file is read.
     pub fn opened_by(&self, ino: u64, pid: u32) {
-        let reading =
-            self.readers.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).is_some_and(|t| t.elapsed() < READER_TTL);
-        if !reading {
+        if !self.is_reader(pid) {
             return;
         }
         if let Ok(node) = self.node(ino) {
             if let Ok(base) = self.base(ino, &node) {
                 self.files_ahead(ino, base, 0);
             }
+        }
+    }
+
+    /// Whether process `pid` has been reading files (see [`Vfs::note_reader`]); if so,
+    /// it counts as reading for [`READER_TTL`] from now.
+    fn is_reader(&self, pid: u32) -> bool {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        match readers.get_mut(&pid) {
+            Some(t) if t.elapsed() < READER_TTL => {
+                *t = std::time::Instant::now();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -930,7 +1008,7 @@ impl Vfs {
         let mut at = cur.start;
         let mut run = Vec::new();
         let mut i = 0;
-        while at < want {
+        while at < want && i < AHEAD_CHUNKS {
             if i == cur.ahead.len() {
                 match cur.iter.next_chunk()? {
                     Some(c) => cur.ahead.push_back(c),

@@ -120,3 +120,71 @@ proptest! {
         }
     }
 }
+
+/// A chunk list of `n` chunks stored through `sink`, and its chunks.
+fn stored_list(t: &crate::testutil::TestRepo, n: usize) -> (Content, Vec<ChunkRef>) {
+    let chunks: Vec<ChunkRef> = (0..n)
+        .map(|i| ChunkRef { id: BlobId(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes()), size: 100 + i as u32 % 7 })
+        .collect();
+    let mut sink = PackSink { repo: &t.repo, packer: Packer::new(&t.repo) };
+    let mut w = ListWriter::new();
+    for c in &chunks {
+        w.push(*c, &mut sink).unwrap();
+    }
+    let content = w.finish(&mut sink).unwrap();
+    sink.packer.finish().unwrap();
+    (content, chunks)
+}
+
+#[test]
+fn a_damaged_list_node_fails_every_time_and_is_never_skipped() {
+    let t = temp_repo();
+    let (content, chunks) = stored_list(&t, 40000);
+    let Content::List(root) = content else { panic!("40000 chunks are not inline") };
+    let Node::ListInterior(kids) = t.repo.read_tree(&root).unwrap() else { panic!("one level") };
+    assert!(kids.len() >= 3, "{} leaves", kids.len());
+    let loc = t.repo.index().get(&kids[1].id).unwrap();
+    crate::testutil::flip_byte(&t.repo.pack_path(&loc.pack), loc.offset as u64 + 40);
+
+    let repo = t.reopen();
+    let mut it = ChunkIter::new(&repo, &content).unwrap();
+    for c in &chunks[..kids[0].chunks as usize] {
+        assert_eq!(it.next_chunk().unwrap(), Some(*c));
+    }
+    // The damaged second leaf fails, and fails again: its chunks are never skipped, so
+    // no later chunk is ever taken for one of them.
+    assert!(it.next_chunk().is_err());
+    assert!(it.next_chunk().is_err());
+}
+
+#[test]
+fn a_list_node_that_disagrees_with_its_parents_counts_is_damage() {
+    use crate::format::tree::{finish_node, put_list_child, start_node, ListChild, NodeKind};
+    let t = temp_repo();
+    let (content, chunks) = stored_list(&t, 40000);
+    let Content::List(root) = content else { panic!("40000 chunks are not inline") };
+    let Node::ListInterior(kids) = t.repo.read_tree(&root).unwrap() else { panic!("one level") };
+    // The same children, but the second one's byte count is off by one: seeking past
+    // it would land one byte off.
+    let mut node = Vec::new();
+    start_node(&mut node, NodeKind::ListInterior);
+    for (i, k) in kids.iter().enumerate() {
+        put_list_child(&mut node, &ListChild { id: k.id, bytes: k.bytes + (i == 1) as u64, chunks: k.chunks });
+    }
+    finish_node(&mut node, kids.len() as u32);
+    let mut sink = PackSink { repo: &t.repo, packer: Packer::new(&t.repo) };
+    let bad = sink.store_tree(&node).unwrap();
+    sink.packer.finish().unwrap();
+
+    let bad = Content::List(bad);
+    let mut it = ChunkIter::new(&t.repo, &bad).unwrap();
+    for c in &chunks[..kids[0].chunks as usize] {
+        assert_eq!(it.next_chunk().unwrap(), Some(*c));
+    }
+    let err = it.next_chunk().unwrap_err();
+    assert!(err.to_string().contains("its parent counts"), "{err}");
+    // Seeking into it is refused the same way.
+    let past = kids[0].bytes + 10;
+    assert!(ChunkIter::at(&t.repo, &bad, past).is_err());
+    assert!(ChunkIter::at(&t.repo, &bad, 10).is_ok(), "the first leaf is fine");
+}

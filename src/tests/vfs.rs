@@ -305,3 +305,36 @@ fn dropping_the_view_stops_its_threads_and_releases_the_repository() {
     // private index cache, if it had one, is removed when this last handle goes).
     assert_eq!(Arc::strong_count(&repo), 1);
 }
+
+#[test]
+fn hosts_and_tags_that_are_not_file_names_are_listed_escaped() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("f"), b"x");
+    for (host, tags) in [("a/b", vec!["release/1.0", "ok", ".."]), ("", vec!["100%"])] {
+        let opts = crate::backup::BackupOptions {
+            paths: vec![src.clone()],
+            tags: tags.into_iter().map(String::from).collect(),
+            host: Some(host.into()),
+            ..Default::default()
+        };
+        crate::backup::backup(&t.repo, &opts, &Collect::default(), &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    }
+    let v = Vfs::new(Arc::new(t.reopen()), 1 << 20, 1 << 20, (0, 0)).unwrap();
+    let names = |dir: &str| -> Vec<String> {
+        let ino = walk(&v, ROOT, Path::new(dir)).ino;
+        list(&v, ino, 100)
+            .into_iter()
+            .map(|n| String::from_utf8(n).unwrap())
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    };
+    // Every name is one the kernel accepts; a valid one ("100%") is kept as it is.
+    assert_eq!(names("hosts"), ["%", "a%2Fb"]);
+    assert_eq!(names("tags"), ["%2E%2E", "100%", "ok", "release%2F1.0"]);
+    // And each leads to its snapshots.
+    for dir in ["hosts/a%2Fb", "tags/release%2F1.0", "tags/%2E%2E", "hosts/%"] {
+        assert_eq!(names(dir).len(), 1, "{dir}");
+    }
+    assert_eq!(names("tags/100%").len(), 1);
+}

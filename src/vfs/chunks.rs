@@ -182,7 +182,7 @@ impl ChunkCache {
         }
         s.loading.insert(*id);
         drop(s);
-        self.finish(id, load())
+        self.load_claimed(id, load)
     }
 
     /// The chunk `id` if it is cached (never loads it).
@@ -197,7 +197,7 @@ impl ChunkCache {
     }
 
     /// Claim `id` for loading (by a prefetcher): false if it is cached or being loaded.
-    /// A claim must be ended with [`ChunkCache::finish`].
+    /// A claim must be ended by [`ChunkCache::load_claimed`].
     pub fn claim(&self, id: &BlobId) -> bool {
         let mut s = lock(&self.state);
         if s.lru.contains(id) || s.loading.contains(id) {
@@ -207,10 +207,26 @@ impl ChunkCache {
         true
     }
 
+    /// Run `load` for `id`, claimed by the caller, and end the claim with its result
+    /// ([`ChunkCache::finish`]); also when `load` panics, so that no reader waits for
+    /// the chunk forever.
+    pub fn load_claimed(&self, id: &BlobId, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<Vec<u8>>> {
+        struct Abandoned<'a>(&'a ChunkCache, BlobId);
+        impl Drop for Abandoned<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.finish(&self.1, Err(Error::InvalidInput("loading the chunk failed".into())));
+            }
+        }
+        let guard = Abandoned(self, *id);
+        let r = load();
+        std::mem::forget(guard);
+        self.finish(id, r)
+    }
+
     /// End the load of `id`: keep the data if it fits, wake whoever waits for it. After
     /// an error nothing is kept, and a waiting reader loads the chunk itself (and gets
     /// the error for its own read).
-    pub fn finish(&self, id: &BlobId, r: Result<Vec<u8>>) -> Result<Arc<Vec<u8>>> {
+    fn finish(&self, id: &BlobId, r: Result<Vec<u8>>) -> Result<Arc<Vec<u8>>> {
         let r = r.map(Arc::new);
         let mut s = lock(&self.state);
         s.loading.remove(id);
@@ -492,12 +508,11 @@ fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef], done: &
             // more than the one chunk this thread is working on.
             if cache.claim(&c.id) {
                 let at = (loc.offset as u64 - from) as usize;
-                let r = match (&read, sealed.get_mut(at..at + loc.stored_len as usize)) {
+                let _ = cache.load_claimed(&c.id, || match (&read, sealed.get_mut(at..at + loc.stored_len as usize)) {
                     (Ok(()), Some(b)) => open_chunk(repo, cache.pool(), c, loc, b),
                     // The ranged read failed: each chunk on its own, so the error names it.
                     _ => load_chunk(repo, cache.pool(), c),
-                };
-                let _ = cache.finish(&c.id, r);
+                });
             }
             done(k + 1);
         }
