@@ -426,7 +426,9 @@ def mount_section(work, tools, src, files, record):
 
     Steps, in this order on a fresh mount of a repository read into the page cache just
     before: read the largest file (512 MiB) with cat,
-    `ls -lR` the snapshot, `cp -a` it to local disk. The wall time is the client
+    `ls -lR` the snapshot, `cp -a` it to local disk, and for cairn `cp -a` once more with
+    everything but xattrs in the kernel's caches (the floor the protocol sets on this
+    machine, whatever the filesystem does). The wall time is the client
     command's; RSS and CPU are the mount process's (peak and cumulative at the end of the
     step). Beside them, cairn's native restore and `cp -a` of a local copy of the same
     tree: what cp itself costs on this disk. Every step that writes a tree writes it
@@ -467,9 +469,16 @@ def mount_section(work, tools, src, files, record):
                 if proc.poll() is not None or time.time() > deadline:
                     raise SystemExit(f"{t.name}: mount did not come up: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
                 time.sleep(0.2)
-            for step, client, writes in [("cat of the largest file", ["cat", inside / big.relative_to(run_src)], False),
-                                         ("ls -lR", ["ls", "-lR", inside], False),
-                                         ("cp -a", ["cp", "-a", inside], True)]:
+            steps = [("cat of the largest file", ["cat", inside / big.relative_to(run_src)], False),
+                     ("ls -lR", ["ls", "-lR", inside], False),
+                     ("cp -a", ["cp", "-a", inside], True)]
+            if t.name == "cairn":
+                # The floor the FUSE protocol sets: every file's data and attributes are
+                # now in the kernel's caches (snapshots never change), so the mount only
+                # answers the requests the kernel never caches (cp's xattr and ACL
+                # queries, directory listings) and decodes nothing.
+                steps.append(("cp -a again (kernel caches warm)", ["cp", "-a", inside], True))
+            for step, client, writes in steps:
                 with FreshFs(work, f"cp-{t.name}", data) if writes else contextlib.nullcontext() as out:
                     if writes:
                         client = client + [out / "tree"]
