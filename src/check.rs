@@ -32,6 +32,7 @@ use crate::format::{BlobKind, FileKind, HEADER_LEN};
 use crate::id::{BlobId, FileId};
 use crate::repo::Repository;
 use crate::sys;
+use crate::tree::MAX_DIR_NESTING;
 
 /// What to check.
 #[derive(Clone, Copy, Debug, Default)]
@@ -324,58 +325,74 @@ impl Checker<'_> {
         }
     }
 
-    fn dir(&mut self, id: &BlobId, path: &Path, snap: &FileId) {
-        if self.cancel.load(Ordering::Relaxed) {
-            return;
+    /// Check the directory tree at `root` (the snapshot's path `path`) and the chunk
+    /// lists of its files. Iterative, with a stack of nodes still to read (depth first,
+    /// in order), so no depth of directories or nodes can overflow the thread's stack;
+    /// directories nested deeper than [`MAX_DIR_NESTING`] are reported as damage.
+    fn dir(&mut self, root: &BlobId, path: &Path, snap: &FileId) {
+        enum Todo {
+            /// A directory node, at this nesting of directories.
+            Dir(BlobId, PathBuf, usize),
+            /// A chunk-list node of a file.
+            List(BlobId, PathBuf),
         }
-        match self.node(id, path, snap) {
-            Some(Node::DirLeaf(entries)) => {
-                for e in entries {
-                    let p: PathBuf = path.join(sys::os(&e.name));
-                    match &e.kind {
-                        Kind::Dir(sub) => self.dir(sub, &p, snap),
-                        Kind::File(Content::Inline(cs)) => {
-                            for c in cs {
-                                self.blob(&c.id, BlobKind::Data, &p, snap);
+        let mut todo = vec![Todo::Dir(*root, path.to_path_buf(), 0)];
+        while let Some(t) = todo.pop() {
+            if self.cancel.load(Ordering::Relaxed) {
+                return;
+            }
+            match t {
+                Todo::Dir(id, path, nest) => match self.node(&id, &path, snap) {
+                    Some(Node::DirLeaf(entries)) => {
+                        let at = todo.len();
+                        for e in entries {
+                            let p: PathBuf = path.join(sys::os(&e.name));
+                            match &e.kind {
+                                Kind::Dir(sub) if nest >= MAX_DIR_NESTING => self.error(format!(
+                                    "snapshot {}: {}: {}",
+                                    snap.short(),
+                                    p.display(),
+                                    crate::tree::too_deep(sub)
+                                )),
+                                Kind::Dir(sub) => todo.push(Todo::Dir(*sub, p, nest + 1)),
+                                Kind::File(Content::Inline(cs)) => {
+                                    for c in cs {
+                                        self.blob(&c.id, BlobKind::Data, &p, snap);
+                                    }
+                                }
+                                Kind::File(Content::List(root)) => todo.push(Todo::List(*root, p)),
+                                _ => {}
                             }
                         }
-                        Kind::File(Content::List(root)) => self.list(root, &p, snap),
-                        _ => {}
+                        todo[at..].reverse(); // popped in name order
                     }
-                }
+                    Some(Node::DirInterior(children)) => {
+                        todo.extend(children.iter().rev().map(|c| Todo::Dir(c.id, path.clone(), nest)));
+                    }
+                    Some(_) => self.error(format!(
+                        "snapshot {}: {}: tree {id} is a chunk list, expected a directory",
+                        snap.short(),
+                        path.display()
+                    )),
+                    None => {}
+                },
+                Todo::List(id, path) => match self.node(&id, &path, snap) {
+                    Some(Node::ListLeaf(cs)) => {
+                        for c in cs {
+                            self.blob(&c.id, BlobKind::Data, &path, snap);
+                        }
+                    }
+                    Some(Node::ListInterior(children)) => {
+                        todo.extend(children.iter().rev().map(|c| Todo::List(c.id, path.clone())));
+                    }
+                    Some(_) => self.error(format!(
+                        "snapshot {}: {}: tree {id} is a directory, expected a chunk list",
+                        snap.short(),
+                        path.display()
+                    )),
+                    None => {}
+                },
             }
-            Some(Node::DirInterior(children)) => {
-                for c in children {
-                    self.dir(&c.id, path, snap);
-                }
-            }
-            Some(_) => self.error(format!(
-                "snapshot {}: {}: tree {id} is a chunk list, expected a directory",
-                snap.short(),
-                path.display()
-            )),
-            None => {}
-        }
-    }
-
-    fn list(&mut self, id: &BlobId, path: &Path, snap: &FileId) {
-        match self.node(id, path, snap) {
-            Some(Node::ListLeaf(cs)) => {
-                for c in cs {
-                    self.blob(&c.id, BlobKind::Data, path, snap);
-                }
-            }
-            Some(Node::ListInterior(children)) => {
-                for c in children {
-                    self.list(&c.id, path, snap);
-                }
-            }
-            Some(_) => self.error(format!(
-                "snapshot {}: {}: tree {id} is a directory, expected a chunk list",
-                snap.short(),
-                path.display()
-            )),
-            None => {}
         }
     }
 }

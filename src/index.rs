@@ -446,7 +446,7 @@ impl Index {
                 "record out of range (the cache is rebuilt on the next open)",
             )
         };
-        if r.pack >= s.pack_count {
+        if r.pack >= s.pack_count || crate::format::pack::check_lengths(r.stored_len(), r.raw_len).is_err() {
             return Err(bad());
         }
         Ok(Location {

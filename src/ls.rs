@@ -7,7 +7,7 @@ use crate::format::tree::{Entry, Kind};
 use crate::repo::Repository;
 use crate::restore::resolve;
 use crate::sys;
-use crate::tree::DirIter;
+use crate::tree::{DirIter, MAX_DIR_NESTING};
 
 /// Call `f` with each entry under `path` in the snapshot rooted at `root` (the entry itself
 /// if it is not a directory), in name order; `recursive` descends into subdirectories.
@@ -28,6 +28,8 @@ pub fn list(
     }
 }
 
+/// Iterative, one directory iterator per level of nesting, so no depth can overflow
+/// the stack; deeper than [`MAX_DIR_NESTING`] is refused as damage.
 fn walk(
     repo: &Repository,
     dir: &crate::id::BlobId,
@@ -35,12 +37,19 @@ fn walk(
     recursive: bool,
     f: &mut dyn FnMut(&Path, &Entry),
 ) -> Result<()> {
-    for e in DirIter::new(repo, dir)? {
-        let e = e?;
+    let mut levels = vec![(DirIter::new(repo, dir)?, path.to_path_buf())];
+    while let Some((it, path)) = levels.last_mut() {
+        let Some(e) = it.next_entry()? else {
+            levels.pop();
+            continue;
+        };
         let p: PathBuf = path.join(sys::os(&e.name));
         f(&p, &e);
         if let (true, Kind::Dir(sub)) = (recursive, &e.kind) {
-            walk(repo, sub, &p, recursive, f)?;
+            if levels.len() >= MAX_DIR_NESTING {
+                return Err(crate::tree::too_deep(sub));
+            }
+            levels.push((DirIter::new(repo, sub)?, p));
         }
     }
     Ok(())

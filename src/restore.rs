@@ -26,7 +26,7 @@ use crate::format::tree::{Content, Entry, Kind};
 use crate::id::BlobId;
 use crate::repo::Repository;
 use crate::sys;
-use crate::tree::{ChunkIter, DirIter};
+use crate::tree::{ChunkIter, DirIter, MAX_DIR_NESTING};
 
 /// Files waiting for a restore worker.
 const FILE_QUEUE: usize = 64;
@@ -202,6 +202,11 @@ impl Ctx<'_> {
         self.report.error(path, &msg.to_string());
     }
 
+    /// Restore the tree of directory `dir` into `out` (`snap` is its path in the
+    /// snapshot; `matched`: whether the filter already matched it). Iterative, one
+    /// directory iterator per level of nesting (one tree node per level each), so no
+    /// depth of directories can overflow the stack; deeper than [`MAX_DIR_NESTING`] is
+    /// refused as damage.
     #[allow(clippy::too_many_arguments)]
     fn walk(
         &self,
@@ -213,32 +218,48 @@ impl Ctx<'_> {
         links: &mut Links,
         stats: &mut RestoreStats,
     ) -> Result<()> {
-        let mut it = match DirIter::new(self.repo, dir) {
-            Ok(it) => it,
-            Err(e) => {
-                self.fail(out, e);
-                return Ok(());
-            }
-        };
+        struct Level<'r> {
+            it: DirIter<&'r Repository>,
+            out: PathBuf,
+            snap: PathBuf,
+            matched: bool,
+        }
+        let mut levels: Vec<Level<'_>> = Vec::new();
+        let mut open = Some((*dir, out.to_path_buf(), snap.to_path_buf(), matched));
         loop {
+            if let Some((dir, out, snap, matched)) = open.take() {
+                if levels.len() >= MAX_DIR_NESTING {
+                    self.fail(&out, crate::tree::too_deep(&dir));
+                } else {
+                    match DirIter::new(self.repo, &dir) {
+                        Ok(it) => levels.push(Level { it, out, snap, matched }),
+                        Err(e) => self.fail(&out, e),
+                    }
+                }
+            }
+            let Some(level) = levels.last_mut() else { return Ok(()) };
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            let e = match it.next_entry() {
+            let e = match level.it.next_entry() {
                 Ok(Some(e)) => e,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    levels.pop();
+                    continue;
+                }
                 Err(e) => {
-                    self.fail(out, e);
-                    return Ok(());
+                    self.fail(&level.out, e);
+                    levels.pop();
+                    continue;
                 }
             };
-            let path = out.join(sys::os(&e.name));
-            let snap_path = snap.join(sys::os(&e.name));
-            let m = matched || self.filter.as_ref().is_none_or(|f| f.matches(&snap_path));
+            let path = level.out.join(sys::os(&e.name));
+            let snap_path = level.snap.join(sys::os(&e.name));
+            let m = level.matched || self.filter.as_ref().is_none_or(|f| f.matches(&snap_path));
             // With a filter, directories on the way to a match are created on demand.
             if m && self.filter.is_some() {
-                if let Err(err) = self.make_parents(out) {
-                    self.fail(out, err);
+                if let Err(err) = self.make_parents(&level.out) {
+                    self.fail(&level.out, err);
                     continue;
                 }
             }
@@ -250,7 +271,7 @@ impl Ctx<'_> {
                     }
                     stats.dirs += 1;
                 }
-                self.walk(sub, &path, &snap_path, m, tx, links, stats)?;
+                open = Some((*sub, path, snap_path, m));
             } else if m {
                 if matches!(e.kind, Kind::File(_)) && e.nlink <= 1 {
                     tx.send((path, e)).map_err(|_| Error::InvalidInput("restore workers stopped".into()))?;

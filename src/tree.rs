@@ -33,6 +33,18 @@ const LIST_LEAF_SPLIT: u64 = 4096;
 /// Deepest tree a reader follows (2^10 fan-out per level makes 16 levels absurdly deep).
 const MAX_DEPTH: usize = 16;
 
+/// Deepest nesting of directories that the snapshot walkers (restore, ls, check) follow.
+/// They walk with a stack of their own (never the thread's), holding one directory
+/// iterator per level. A backup reads by path, and the kernel's 4096-byte paths allow
+/// at most 2048 levels, so only a damaged or crafted snapshot goes deeper: it is
+/// refused there, naming the tree, instead of holding ever more levels.
+pub const MAX_DIR_NESTING: usize = 4096;
+
+/// The error for a directory `id` nested deeper than [`MAX_DIR_NESTING`].
+pub fn too_deep(id: &BlobId) -> Error {
+    Error::corrupt("tree", id, format!("directories nested more than {MAX_DIR_NESTING} deep"))
+}
+
 /// Where writers store finished tree nodes.
 pub trait TreeSink {
     /// Store an encoded node as a tree blob and return its id.

@@ -76,7 +76,7 @@ impl Summary {
 
     /// Regular files in the snapshot.
     pub fn files(&self) -> u64 {
-        self.files_new + self.files_changed + self.files_unchanged
+        self.files_new.saturating_add(self.files_changed).saturating_add(self.files_unchanged)
     }
 }
 

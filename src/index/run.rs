@@ -222,6 +222,11 @@ impl Run {
         }
         let u = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
         let (count, pages, words) = (u(16), u(24), u(32));
+        // Bounded by the file's length first, so that no count from the header can
+        // overflow the sums below (or size an allocation beyond the file).
+        if pages > len / PAGE as u64 || words > len / 8 {
+            return Err(bad(path, "sizes do not add up"));
+        }
         let expect = (1 + pages) * PAGE as u64 + pages * 8 + words * 8;
         if len != expect || count > pages * PER_PAGE as u64 || count + (PER_PAGE as u64) <= pages * PER_PAGE as u64 {
             return Err(bad(path, "sizes do not add up"));

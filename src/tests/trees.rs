@@ -188,3 +188,44 @@ fn a_list_node_that_disagrees_with_its_parents_counts_is_damage() {
     assert!(ChunkIter::at(&t.repo, &bad, past).is_err());
     assert!(ChunkIter::at(&t.repo, &bad, 10).is_ok(), "the first leaf is fine");
 }
+
+#[test]
+fn a_snapshot_nested_deeper_than_any_path_is_refused_not_a_stack_overflow() {
+    use crate::format::tree::Kind;
+    use crate::tree::DirWriter;
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("f"), b"x");
+    let mut r = do_backup(&t.repo, &[&src]);
+    // A chain of 6000 directories named "d", made by hand (a backup, reading by path,
+    // can nest at most 2048), under the snapshot's root.
+    let template = DirIter::new(&t.repo, &r.snapshot.root).unwrap().next().unwrap().unwrap();
+    assert!(matches!(template.kind, Kind::Dir(_)));
+    let mut sink = PackSink { repo: &t.repo, packer: Packer::new(&t.repo) };
+    let mut id = DirWriter::new().finish(&mut sink).unwrap();
+    for _ in 0..6000 {
+        let mut e = template.clone();
+        e.name = b"d".to_vec();
+        e.kind = Kind::Dir(id);
+        let mut w = DirWriter::new();
+        w.push(&e, &mut sink).unwrap();
+        id = w.finish(&mut sink).unwrap();
+    }
+    sink.packer.finish().unwrap();
+    r.snapshot.root = id;
+    r.id = t.repo.save_snapshot(&r.snapshot).unwrap();
+
+    // On a thread with a 2 MiB stack, as test threads and fuser's have.
+    let target = t.scratch("target");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let (_, msgs) = do_restore(&t.repo, &r, &target, &["/nothing/matches"]);
+            assert!(msgs.iter().any(|m| m.contains("nested more than")), "{msgs:?}");
+            let (_, msgs) = do_check(&t.repo, false);
+            assert!(msgs.iter().any(|m| m.contains("nested more than")), "{msgs:?}");
+            let mut n = 0;
+            let err = crate::ls::list(&t.repo, &r.snapshot.root, Path::new("/"), true, &mut |_, _| n += 1).unwrap_err();
+            assert!(err.to_string().contains("nested more than"), "{err}");
+        });
+    });
+}
