@@ -326,24 +326,24 @@ impl Repository {
     /// `plain`, reusing its allocation.
     pub fn open_blob_into(&self, id: &BlobId, loc: &Location, sealed: &mut [u8], plain: &mut Vec<u8>) -> Result<()> {
         let what = loc.kind.name();
-        let body =
-            self.keys.open_in_place(&blob_aad(loc.kind, loc.compression), sealed, what, &BlobIn(id, &loc.pack))?;
+        let named = BlobIn(id, &loc.pack);
+        let body = self.keys.open_in_place(&blob_aad(loc.kind, loc.compression), sealed, what, &named)?;
         match loc.compression {
             Compression::None => {
                 plain.clear();
                 plain.extend_from_slice(body);
             }
-            Compression::Zstd => compress::decompress_into(body, loc.raw_len as usize, what, id, plain)?,
+            Compression::Zstd => compress::decompress_into(body, loc.raw_len as usize, what, &named, plain)?,
         }
         if plain.len() != loc.raw_len as usize {
             return Err(Error::corrupt(
                 what,
-                id,
+                &named,
                 format!("length {} differs from the index's {}", plain.len(), loc.raw_len),
             ));
         }
         if self.keys.blob_id(loc.kind, plain) != *id {
-            return Err(Error::corrupt(what, BlobIn(id, &loc.pack), "content does not match its id"));
+            return Err(Error::corrupt(what, &named, "content does not match its id"));
         }
         Ok(())
     }
