@@ -136,15 +136,23 @@ fn stored_list(t: &crate::testutil::TestRepo, n: usize) -> (Content, Vec<ChunkRe
     (content, chunks)
 }
 
+/// A stored list of 40,000 chunks (~10 leaves), its chunks and its root's children:
+/// leaves, or interior nodes where the (keyed, so per repository) interior boundaries
+/// fell among the leaves; at least two.
+fn stored_list_children(
+    t: &crate::testutil::TestRepo,
+) -> (Content, Vec<ChunkRef>, Vec<crate::format::tree::ListChild>) {
+    let (content, chunks) = stored_list(t, 40000);
+    let Content::List(root) = content else { panic!("40000 chunks are not inline") };
+    let Node::ListInterior(kids) = t.repo.read_tree(&root).unwrap() else { panic!("not a list root") };
+    assert!(kids.len() >= 2, "{} children", kids.len());
+    (content, chunks, kids)
+}
+
 #[test]
 fn a_damaged_list_node_fails_every_time_and_is_never_skipped() {
     let t = temp_repo();
-    let (content, chunks) = stored_list(&t, 40000);
-    let Content::List(root) = content else { panic!("40000 chunks are not inline") };
-    // The root's children: leaves, or interior nodes where the (keyed, so per
-    // repository) interior boundaries fell among the ~10 leaves.
-    let Node::ListInterior(kids) = t.repo.read_tree(&root).unwrap() else { panic!("not a list root") };
-    assert!(kids.len() >= 2, "{} children", kids.len());
+    let (content, chunks, kids) = stored_list_children(&t);
     let loc = t.repo.index().get(&kids[1].id).unwrap();
     crate::testutil::flip_byte(&t.repo.pack_path(&loc.pack), loc.offset as u64 + 40);
 
@@ -163,9 +171,7 @@ fn a_damaged_list_node_fails_every_time_and_is_never_skipped() {
 fn a_list_node_that_disagrees_with_its_parents_counts_is_damage() {
     use crate::format::tree::{finish_node, put_list_child, start_node, ListChild, NodeKind};
     let t = temp_repo();
-    let (content, chunks) = stored_list(&t, 40000);
-    let Content::List(root) = content else { panic!("40000 chunks are not inline") };
-    let Node::ListInterior(kids) = t.repo.read_tree(&root).unwrap() else { panic!("not a list root") };
+    let (_, chunks, kids) = stored_list_children(&t);
     // The same children, but the second one's byte count is off by one: seeking past
     // it would land one byte off.
     let mut node = Vec::new();
