@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::id::FileId;
 
 /// The directories of a repository that hold named files.
@@ -33,6 +33,16 @@ impl Dir {
             Dir::Data => "data",
             Dir::Index => "index",
             Dir::Snapshots => "snapshots",
+        }
+    }
+
+    /// What one file of this directory is called in messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Dir::Keys => "key",
+            Dir::Data => "pack",
+            Dir::Index => "index",
+            Dir::Snapshots => "snapshot",
         }
     }
 }
@@ -78,9 +88,35 @@ impl Local {
         }
     }
 
-    /// Read a whole file.
-    pub fn read(&self, path: &Path) -> Result<Vec<u8>> {
-        fs::read(path).at(path)
+    /// Read the whole file `id` of `dir`, refusing one larger than `max_len` bytes (the
+    /// format's limit for its kind) or one that is not a regular file, before reading it.
+    /// A missing file is [`Error::NotFound`].
+    pub fn read_file(&self, dir: Dir, id: &FileId, max_len: u64) -> Result<Vec<u8>> {
+        read_regular(&self.path(dir, id), max_len, dir.what(), id)
+    }
+
+    /// Read the config file; `None` if there is none (not a repository).
+    pub fn read_config(&self, max_len: u64) -> Result<Option<Vec<u8>>> {
+        match read_regular(&self.config_path(), max_len, "config", &"config") {
+            Err(Error::NotFound { .. }) => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
+    /// Open pack `id` for ranged reads; returns the file and its length. It must be a
+    /// regular file (see [`open_regular`]).
+    pub fn open_pack(&self, id: &FileId) -> Result<(File, u64)> {
+        open_regular(&self.path(Dir::Data, id), "pack", id)
+    }
+
+    /// The length of file `id` of `dir`, `None` if it does not exist.
+    pub fn file_len(&self, dir: Dir, id: &FileId) -> Result<Option<u64>> {
+        let p = self.path(dir, id);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(&p),
+        }
     }
 
     /// Write `bytes` to `path` crash-safely: temp file in `tmp/`, fsync, rename, fsync dir.
@@ -169,6 +205,53 @@ impl Local {
     }
 }
 
+/// Open `path` for reading, as a regular file only. `O_NONBLOCK` keeps the open from
+/// waiting forever on a FIFO planted at the path (a reader would block until a writer
+/// came); the type is then checked on the open descriptor, so neither a FIFO nor a device
+/// is ever read. Symlinks are followed (a user may link `data/` to another disk) to a
+/// regular file. Returns the file and its length.
+fn open_regular(path: &Path, what: &'static str, id: &dyn std::fmt::Display) -> Result<(File, u64)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound { what, id: id.to_string() }),
+        Err(e) => return Err(e).at(path),
+    };
+    let m = f.metadata().at(path)?;
+    let ft = m.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a fifo"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(Error::corrupt(what, id, format!("{} is {kind}, not a regular file", path.display())));
+    }
+    Ok((f, m.len()))
+}
+
+/// Read a whole regular file of at most `max_len` bytes (see [`open_regular`]). The size
+/// is checked before anything is allocated, and the read stops at `max_len` + 1 bytes
+/// even if the file grows meanwhile.
+fn read_regular(path: &Path, max_len: u64, what: &'static str, id: &dyn std::fmt::Display) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let (f, len) = open_regular(path, what, id)?;
+    let too_big = |n: u64| Error::corrupt(what, id, format!("{n} bytes, more than the {max_len} the format allows"));
+    if len > max_len {
+        return Err(too_big(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(max_len + 1).read_to_end(&mut buf).at(path)?;
+    if buf.len() as u64 > max_len {
+        return Err(too_big(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
 /// Read exactly `buf.len()` bytes at `offset` of an open file.
 pub fn read_exact_at(f: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
     f.read_exact_at(buf, offset).at(path)
@@ -191,7 +274,9 @@ mod tests {
         let id = FileId::of(b"hello");
         b.write_atomic(&b.path(Dir::Snapshots, &id), b"hello").unwrap();
         assert_eq!(b.list(Dir::Snapshots).unwrap(), vec![id]);
-        assert_eq!(b.read(&b.path(Dir::Snapshots, &id)).unwrap(), b"hello");
+        assert_eq!(b.read_file(Dir::Snapshots, &id, 5).unwrap(), b"hello");
+        assert!(matches!(b.read_file(Dir::Snapshots, &id, 4), Err(Error::Corrupt { .. })));
+        assert!(matches!(b.read_file(Dir::Index, &id, 5), Err(Error::NotFound { .. })));
         // Nothing is left in tmp/.
         assert_eq!(fs::read_dir(t.path().join("tmp")).unwrap().count(), 0);
         let pid = FileId::of(b"pack");

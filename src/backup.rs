@@ -276,6 +276,14 @@ fn check_snapshot_fields(host: &str, tags: &[String], paths: &[PathBuf]) -> Resu
     if too_long {
         return Err(Error::InvalidInput(format!("host, tags or paths too long or too many (at most {MAX} each)")));
     }
+    // Readers refuse snapshot files over the format's limit; the rest of the snapshot
+    // is a few hundred bytes, so half of it is plenty for what the user chose.
+    let chosen = host.len()
+        + tags.iter().map(|t| t.len() + 2).sum::<usize>()
+        + paths.iter().map(|p| p.as_os_str().len() + 2).sum::<usize>();
+    if chosen as u64 > crate::format::MAX_SNAPSHOT_LEN / 2 {
+        return Err(Error::InvalidInput(format!("host, tags and paths take {chosen} bytes: too many to record")));
+    }
     Ok(())
 }
 
@@ -289,7 +297,7 @@ fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     for p in paths {
         fs::symlink_metadata(p).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::InvalidInput(format!("{}: source path does not exist", p.display())),
-            _ => Error::Io { path: p.clone(), source: e },
+            _ => Error::Io { path: p.clone(), err: e },
         })?;
         let abs = std::path::absolute(p).at(p)?;
         let abs = match (abs.parent(), abs.file_name()) {

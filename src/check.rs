@@ -18,17 +18,15 @@
 //! checked (32 B each; shared subtrees are checked once).
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::backend::{read_exact_at, Dir};
-use crate::error::{Error, IoContext, Result};
-use crate::format::index::{IndexEntry, Location};
+use crate::backend::Dir;
+use crate::error::{Error, Result};
+use crate::format::index::IndexEntry;
 use crate::format::key::KeyFile;
-use crate::format::pack::{decode_header, PackBlob, TRAILER_LEN};
 use crate::format::tree::{Content, Kind, Node};
-use crate::format::{BlobKind, FileKind, HEADER_LEN};
+use crate::format::{BlobKind, FileKind};
 use crate::id::{BlobId, FileId};
 use crate::repo::Repository;
 use crate::sys;
@@ -135,13 +133,16 @@ impl Checker<'_> {
     /// Names match contents; key files decode.
     fn files(&mut self) -> Result<()> {
         let b = self.repo.backend();
-        for dir in [Dir::Keys, Dir::Index, Dir::Snapshots] {
+        for (dir, kind) in
+            [(Dir::Keys, FileKind::Key), (Dir::Index, FileKind::Index), (Dir::Snapshots, FileKind::Snapshot)]
+        {
             for id in b.list(dir)? {
-                let path = b.path(dir, &id);
-                match b.read(&path) {
-                    Ok(bytes) if FileId::of(&bytes) != id => {
-                        self.error(format!("{}: content does not match its name (damaged)", path.display()))
-                    }
+                match b.read_file(dir, &id, kind.max_len().unwrap_or(0)) {
+                    Ok(bytes) if FileId::of(&bytes) != id => self.error(format!(
+                        "{} {id} ({}): content does not match its name (damaged)",
+                        dir.what(),
+                        b.path(dir, &id).display()
+                    )),
                     Ok(bytes) if dir == Dir::Keys => {
                         if let Err(e) = KeyFile::decode(&bytes, &id) {
                             self.error(e);
@@ -149,7 +150,7 @@ impl Checker<'_> {
                     }
                     Ok(_) => {}
                     // Removed since listed (a concurrent prune, later): not damage.
-                    Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(Error::NotFound { .. }) => {}
                     Err(e) => self.error(e),
                 }
             }
@@ -164,46 +165,24 @@ impl Checker<'_> {
             self.cancelled()?;
             self.pack_sizes.put(id, len);
             self.stats.packs += 1;
-            if let Err(e) = self.pack(&id, len, read_data) {
+            if let Err(e) = self.pack(&id, read_data) {
                 self.error(e);
             }
             Ok(())
         })
     }
 
-    fn pack(&mut self, id: &FileId, len: u64, read_data: bool) -> Result<()> {
-        let path = self.repo.pack_path(id);
+    fn pack(&mut self, id: &FileId, read_data: bool) -> Result<()> {
+        let repo = self.repo;
         // Without --read-data only the file header, trailer and pack header are read.
-        let mut whole = if read_data { Some(std::fs::read(&path).at(&path)?) } else { None };
-        if whole.as_ref().is_some_and(|b| FileId::of(b) != *id) {
-            self.error(format!("pack {id}: content does not match its name (damaged)"));
-        }
-        let (blobs, _) = match &whole {
-            Some(b) => pack_header_from(self.repo, id, b.len() as u64, &mut |buf, off| {
-                let (s, e) = (off as usize, off as usize + buf.len());
-                buf.copy_from_slice(b.get(s..e).ok_or_else(|| Error::corrupt("pack", id, "truncated"))?);
-                Ok(())
-            })?,
-            None => {
-                let f = File::open(&path).at(&path)?;
-                pack_header_from(self.repo, id, len, &mut |buf, off| read_exact_at(&f, &path, buf, off))?
-            }
-        };
+        let h = repo.read_pack_header(id)?;
         // Blobs whose index entry points elsewhere are spare copies; none pointing here
         // means no index references the pack at all (one note for it, not one per blob).
         let mut unindexed = Vec::new();
         let mut referenced = false;
-        let mut plain = Vec::new();
-        for (b, off) in blobs {
-            let loc = Location {
-                pack: *id,
-                offset: off as u32,
-                stored_len: b.stored_len,
-                raw_len: b.raw_len,
-                kind: b.kind,
-                compression: b.compression,
-            };
-            match self.repo.index().get(&b.id) {
+        for (b, off) in &h.blobs {
+            let loc = h.location(b, *off);
+            match repo.index().get(&b.id) {
                 None => unindexed.push(b.id),
                 Some(ix) if ix.pack == *id && ix.offset == loc.offset && ix != loc => self.error(format!(
                     "pack {id}: blob {} at offset {off}: the index disagrees with the pack header ({ix:?} vs {loc:?})",
@@ -214,14 +193,20 @@ impl Checker<'_> {
                 }
                 Some(ix) => referenced |= ix.pack == *id,
             }
-            if let Some(bytes) = &mut whole {
-                // Opened in place: the pack's bytes are not needed again.
-                let sealed = &mut bytes[off as usize..off as usize + b.stored_len as usize];
+        }
+        if read_data {
+            // Streamed blob by blob: a pack is never held whole.
+            let mut plain = Vec::new();
+            let intact = repo.stream_pack(&h, &mut |b, loc, sealed| {
                 self.stats.blobs_read += 1;
-                if let Err(e) = self.repo.open_blob_into(&b.id, &loc, sealed, &mut plain) {
-                    self.damaged.insert((*id, loc.offset));
+                if let Err(e) = repo.open_blob_into(&b.id, b.kind, loc, sealed, &mut plain) {
+                    self.damaged.insert((loc.pack, loc.offset));
                     self.error(e);
                 }
+                Ok(())
+            })?;
+            if !intact {
+                self.error(format!("pack {id}: content does not match its name (damaged)"));
             }
         }
         if !referenced && !unindexed.is_empty() {
@@ -251,7 +236,7 @@ impl Checker<'_> {
                     Some(s) => Some(*s),
                     // Out of the cache, or written after the pack listing by a concurrent
                     // backup: ask the filesystem.
-                    None => std::fs::metadata(self.repo.pack_path(&e.loc.pack)).ok().map(|m| m.len()),
+                    None => self.repo.backend().file_len(Dir::Data, &e.loc.pack).ok().flatten(),
                 };
                 if let Some(s) = size {
                     self.pack_sizes.put(e.loc.pack, s);
@@ -395,35 +380,4 @@ impl Checker<'_> {
             }
         }
     }
-}
-
-/// Read and decode a pack's header with `read(buf, offset)`: file header, trailer, sealed
-/// header. Returns the blobs with their offsets and the length of the blob area.
-fn pack_header_from(
-    repo: &Repository,
-    id: &FileId,
-    len: u64,
-    read: &mut dyn FnMut(&mut [u8], u64) -> Result<()>,
-) -> Result<(Vec<(PackBlob, u64)>, u64)> {
-    if len < (HEADER_LEN + TRAILER_LEN) as u64 {
-        return Err(Error::corrupt("pack", id, format!("{len} bytes is too short for a pack")));
-    }
-    let mut head = [0u8; HEADER_LEN];
-    read(&mut head, 0)?;
-    FileKind::Pack.check_header(&head, id)?;
-    let mut trailer = [0u8; TRAILER_LEN];
-    read(&mut trailer, len - TRAILER_LEN as u64)?;
-    let hlen = u32::from_le_bytes(trailer) as u64;
-    // 42 bytes per blob: 64 MiB is 1.6 M blobs, far past any pack cairn writes. The
-    // limit keeps a forged trailer from driving a huge allocation.
-    if hlen > 64 << 20 {
-        return Err(Error::corrupt("pack", id, format!("header length {hlen} is absurd")));
-    }
-    let blobs_len = (len - (HEADER_LEN + TRAILER_LEN) as u64)
-        .checked_sub(hlen)
-        .ok_or_else(|| Error::corrupt("pack", id, format!("header length {hlen} exceeds the file ({len} bytes)")))?;
-    let mut sealed = vec![0u8; hlen as usize];
-    read(&mut sealed, HEADER_LEN as u64 + blobs_len)?;
-    let header = repo.keys().open(&FileKind::Pack.header(), &sealed, "pack header", id)?;
-    Ok((decode_header(&header, id, blobs_len)?, blobs_len))
 }

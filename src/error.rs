@@ -8,13 +8,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system error on a named path.
-    #[error("{path}: {source}")]
+    /// An operating-system error on a named path. The OS error is part of the message and
+    /// deliberately not a `source()`: a chain printer (`{:#}`) would print it twice.
+    #[error("{path}: {err}")]
     Io {
         /// The file or directory the operation was about.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// Repository data that decodes but violates the format (bad length, bad count, bad name...).
     #[error("{what} {id}: corrupt: {detail}")]
@@ -84,6 +85,6 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { path: path.into(), source })
+        self.map_err(|err| Error::Io { path: path.into(), err })
     }
 }

@@ -23,6 +23,10 @@ pub const OLDEST_VERSION: u8 = 1;
 /// Length of a file header: 8 magic bytes + 1 version byte.
 pub const HEADER_LEN: usize = 9;
 
+/// The largest snapshot file (docs/format.md, section 12): 16 MiB, room for thousands of
+/// long paths and tags. `backup` refuses to write a larger one.
+pub const MAX_SNAPSHOT_LEN: u64 = 16 << 20;
+
 /// The kinds of file cairn writes; each starts with its own magic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -67,6 +71,23 @@ impl FileKind {
         match self {
             FileKind::Snapshot => 2,
             FileKind::Config | FileKind::Key | FileKind::Pack | FileKind::Index => 1,
+        }
+    }
+
+    /// The largest file of this kind a reader accepts (docs/format.md, section 3): files
+    /// read whole are refused beyond it before anything is allocated, so a planted huge
+    /// or sparse file cannot exhaust memory. Every file cairn writes is well inside it.
+    /// Packs are never read whole (a blob or the header, by range), so they have none.
+    pub fn max_len(self) -> Option<u64> {
+        match self {
+            // 9 + 40 + 68 bytes.
+            FileKind::Config => Some(4 << 10),
+            // Three u16-prefixed strings at most: ~197 KiB.
+            FileKind::Key => Some(256 << 10),
+            // 65,536 entries of 50 bytes and as many packs of 32: ~5.4 MiB.
+            FileKind::Index => Some(8 << 20),
+            FileKind::Snapshot => Some(MAX_SNAPSHOT_LEN),
+            FileKind::Pack => None,
         }
     }
 

@@ -165,7 +165,7 @@ impl Index {
                 let t = tempfile::Builder::new()
                     .prefix("cairn-index-")
                     .tempdir()
-                    .map_err(|e| Error::Io { path: std::env::temp_dir(), source: e })?;
+                    .map_err(|e| Error::Io { path: std::env::temp_dir(), err: e })?;
                 (t.path().to_path_buf(), Some(t), None)
             }
         };

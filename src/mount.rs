@@ -282,7 +282,7 @@ pub fn mount(vfs: Vfs, mountpoint: &Path, opts: &MountOptions, stop: &AtomicBool
     }
     config.mount_options = options;
     config.n_threads = Some(opts.threads.max(1));
-    let io = |e: std::io::Error| Error::Io { path: mountpoint.to_path_buf(), source: e };
+    let io = |e: std::io::Error| Error::Io { path: mountpoint.to_path_buf(), err: e };
     let sink = vfs.sink_handle();
     let session = fuser::spawn_mount(Fs { vfs }, mountpoint, &config).map_err(io)?;
     // Small files loaded ahead of a reader go into the kernel's page cache of their

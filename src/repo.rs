@@ -21,6 +21,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::config::{Config, DEFAULT_PACK_SIZE};
 use crate::format::index::{self as index_format, IndexEntry, Location};
 use crate::format::key::KeyFile;
+use crate::format::pack::{decode_header, PackBlob, TRAILER_LEN};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{self, Node};
 use crate::format::{blob_aad, BlobKind, Compression, FileKind, HEADER_LEN};
@@ -124,14 +125,9 @@ impl Repository {
     /// [`Repository::open`] with a cache directory and a memory budget.
     pub fn open_with(path: &Path, password: &[u8], opts: &OpenOptions) -> Result<Repository> {
         let backend = Local::new(path);
-        let cfg_path = backend.config_path();
-        let cfg_bytes = match std::fs::read(&cfg_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotARepository(path.to_path_buf()))
-            }
-            Err(e) => return Err(e).at(&cfg_path),
-        };
+        let cfg_bytes = backend
+            .read_config(FileKind::Config.max_len().unwrap_or(0))?
+            .ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
         let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
         let (keys, config) = unlock(&backend, password, sealed)?;
         let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
@@ -160,8 +156,7 @@ impl Repository {
     pub fn key_files(&self) -> Result<Vec<(FileId, KeyFile)>> {
         let mut out = Vec::new();
         for id in self.backend.list(Dir::Keys)? {
-            if let Ok(kf) = self.backend.read(&self.backend.path(Dir::Keys, &id)).and_then(|b| KeyFile::decode(&b, &id))
-            {
+            if let Ok(kf) = read_key_file(&self.backend, &id) {
                 out.push((id, kf));
             }
         }
@@ -242,14 +237,7 @@ impl Repository {
 
     /// [`Repository::read_sealed_file`] with the file's version (`FileKind::check_header`).
     pub fn read_versioned_file(&self, kind: FileKind, dir: Dir, id: &FileId) -> Result<(u8, Vec<u8>)> {
-        let path = self.backend.path(dir, id);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { what: kind.name(), id: id.to_hex() })
-            }
-            Err(e) => return Err(e).at(&path),
-        };
+        let bytes = self.backend.read_file(dir, id, kind.max_len().unwrap_or(0))?;
         let sealed = kind.check_header(&bytes, id)?;
         // The file's own header is the associated data: an older version's, if it is one.
         let plain = self.keys.open(&bytes[..HEADER_LEN], sealed, kind.name(), id)?;
@@ -277,14 +265,7 @@ impl Repository {
         if let Some(f) = cache.get(pack) {
             return Ok(f.clone());
         }
-        let path = self.backend.path(Dir::Data, pack);
-        let f = match File::open(&path) {
-            Ok(f) => Arc::new(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { what: "pack", id: pack.to_hex() })
-            }
-            Err(e) => return Err(e).at(&path),
-        };
+        let f = Arc::new(self.backend.open_pack(pack)?.0);
         cache.put(*pack, f.clone());
         Ok(f)
     }
@@ -314,19 +295,91 @@ impl Repository {
         buf.truncate(n);
         buf.resize(n, 0);
         read_exact_at(&f, &self.pack_path(pack), buf, from).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::Io { err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
             }
             e => e,
         })
     }
 
+    /// Read and decrypt the header of pack `id`: its blobs with their offsets. The file
+    /// header, the trailer and the sealed header are checked against the file's length
+    /// (docs/format.md, section 10); the blobs must exactly fill the space before the
+    /// header. Memory: the sealed header (42 B per blob) and the list (~56 B per blob).
+    pub fn read_pack_header(&self, id: &FileId) -> Result<PackHeader> {
+        let f = self.pack_file(id)?;
+        let len = f.metadata().at(self.pack_path(id))?.len();
+        let path = self.pack_path(id);
+        let read = |buf: &mut [u8], off: u64| read_exact_at(&f, &path, buf, off);
+        if len < (HEADER_LEN + TRAILER_LEN) as u64 {
+            return Err(Error::corrupt("pack", id, format!("{len} bytes is too short for a pack")));
+        }
+        let mut head = [0u8; HEADER_LEN];
+        read(&mut head, 0)?;
+        FileKind::Pack.check_header(&head, id)?;
+        let mut trailer = [0u8; TRAILER_LEN];
+        read(&mut trailer, len - TRAILER_LEN as u64)?;
+        let hlen = u32::from_le_bytes(trailer) as u64;
+        if hlen > MAX_PACK_HEADER {
+            return Err(Error::corrupt("pack", id, format!("header length {hlen} is absurd")));
+        }
+        let blobs_len = (len - (HEADER_LEN + TRAILER_LEN) as u64).checked_sub(hlen).ok_or_else(|| {
+            Error::corrupt("pack", id, format!("header length {hlen} exceeds the file ({len} bytes)"))
+        })?;
+        let mut tail = vec![0u8; hlen as usize + TRAILER_LEN];
+        read(&mut tail, HEADER_LEN as u64 + blobs_len)?;
+        let header = self.keys.open(&head, &tail[..hlen as usize], "pack header", id)?;
+        let blobs = decode_header(&header, id, blobs_len)?;
+        Ok(PackHeader { id: *id, head, blobs, tail })
+    }
+
+    /// Read pack `id` from start to end, handing each blob's sealed bytes (which `f` may
+    /// garble: they are not used again) with its location to `f`, and hashing every byte
+    /// on the way. Returns whether the file's content matches its name. Memory: one
+    /// read buffer (1 MiB) and one blob (at most 16 MiB), whatever the pack's size.
+    pub fn stream_pack(
+        &self,
+        h: &PackHeader,
+        f: BlobVisitor<'_>,
+    ) -> Result<bool> {
+        use std::io::{BufReader, Read, Seek, SeekFrom};
+        let path = self.pack_path(&h.id);
+        let mut r = BufReader::with_capacity(1 << 20, self.backend.open_pack(&h.id)?.0);
+        r.seek(SeekFrom::Start(HEADER_LEN as u64)).at(&path)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&h.head);
+        let mut buf = Vec::new();
+        for (b, off) in &h.blobs {
+            buf.resize(b.stored_len as usize, 0);
+            r.read_exact(&mut buf).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::corrupt("pack", h.id, "truncated while read"),
+                _ => Error::Io { path: path.clone(), err: e },
+            })?;
+            hasher.update(&buf);
+            f(b, &h.location(b, *off), &mut buf)?;
+        }
+        hasher.update(&h.tail);
+        Ok(FileId(*hasher.finalize().as_bytes()) == h.id)
+    }
+
     /// Open, decompress and verify a blob's sealed bytes without copying them: decrypts
     /// `sealed` where it lies (it is garbage afterwards) and leaves the plaintext in
-    /// `plain`, reusing its allocation.
-    pub fn open_blob_into(&self, id: &BlobId, loc: &Location, sealed: &mut [u8], plain: &mut Vec<u8>) -> Result<()> {
-        let what = loc.kind.name();
+    /// `plain`, reusing its allocation. The blob must be of `kind`, the kind its reader
+    /// expects: a chunk list naming a tree blob (or a directory naming a data blob) is
+    /// damage, never content. Every blob read in cairn goes through here.
+    pub fn open_blob_into(
+        &self,
+        id: &BlobId,
+        kind: BlobKind,
+        loc: &Location,
+        sealed: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<()> {
+        let what = kind.name();
         let named = BlobIn(id, &loc.pack);
+        if loc.kind != kind {
+            return Err(Error::corrupt(what, &named, format!("the index lists it as a {}", loc.kind.name())));
+        }
         let body = self.keys.open_in_place(&blob_aad(loc.kind, loc.compression), sealed, what, &named)?;
         match loc.compression {
             Compression::None => {
@@ -348,25 +401,19 @@ impl Repository {
         Ok(())
     }
 
-    /// Read a blob: look it up, read it, decrypt, decompress and verify its id.
-    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.index.try_get(id)?.ok_or_else(|| Error::NotFound { what: "blob", id: id.to_hex() })?;
+    /// Read a blob of `kind`: look it up, read it, decrypt, decompress and verify its id
+    /// and kind.
+    pub fn read_blob(&self, id: &BlobId, kind: BlobKind) -> Result<Vec<u8>> {
+        let loc = self.index.try_get(id)?.ok_or_else(|| Error::NotFound { what: kind.name(), id: id.to_hex() })?;
         let mut sealed = self.read_sealed_blob(&loc)?;
         let mut plain = Vec::new();
-        self.open_blob_into(id, &loc, &mut sealed, &mut plain)?;
+        self.open_blob_into(id, kind, &loc, &mut sealed, &mut plain)?;
         Ok(plain)
     }
 
     /// Read and decode a tree node.
     pub fn read_tree(&self, id: &BlobId) -> Result<Node> {
-        let loc = self.index.try_get(id)?.ok_or_else(|| Error::NotFound { what: "tree", id: id.to_hex() })?;
-        if loc.kind != BlobKind::Tree {
-            return Err(Error::corrupt("tree", id, "index lists it as a data blob"));
-        }
-        let mut sealed = self.read_sealed_blob(&loc)?;
-        let mut plain = Vec::new();
-        self.open_blob_into(id, &loc, &mut sealed, &mut plain)?;
-        tree::decode(&plain, id)
+        tree::decode(&self.read_blob(id, BlobKind::Tree)?, id)
     }
 
     /// Save a snapshot (after every index file it depends on is durable).
@@ -421,6 +468,39 @@ impl Repository {
     }
 }
 
+/// Longest sealed pack header a reader accepts: 64 MiB is 1.6 M blob records, far past
+/// any pack cairn writes (at most [`packer::MAX_PACK_BLOBS`] blobs). The limit keeps a
+/// forged trailer from driving a huge allocation.
+const MAX_PACK_HEADER: u64 = 64 << 20;
+
+/// Receives each blob of a streamed pack: its record, where it is, and its sealed bytes.
+pub type BlobVisitor<'a> = &'a mut dyn FnMut(&PackBlob, &Location, &mut [u8]) -> Result<()>;
+
+/// A pack's decrypted header (see [`Repository::read_pack_header`]).
+pub struct PackHeader {
+    /// The pack.
+    pub id: FileId,
+    head: [u8; HEADER_LEN],
+    /// Its blobs in file order, each with its offset.
+    pub blobs: Vec<(PackBlob, u64)>,
+    /// The sealed header and trailer, as stored.
+    tail: Vec<u8>,
+}
+
+impl PackHeader {
+    /// Where blob `b`, at offset `offset` of this pack, is stored.
+    pub fn location(&self, b: &PackBlob, offset: u64) -> Location {
+        Location {
+            pack: self.id,
+            offset: offset as u32,
+            stored_len: b.stored_len,
+            raw_len: b.raw_len,
+            kind: b.kind,
+            compression: b.compression,
+        }
+    }
+}
+
 /// Names a blob together with its pack in messages.
 struct BlobIn<'a>(&'a BlobId, &'a FileId);
 
@@ -428,6 +508,11 @@ impl std::fmt::Display for BlobIn<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} (in pack {})", self.0, self.1)
     }
+}
+
+/// Read and decode key file `id`.
+fn read_key_file(backend: &Local, id: &FileId) -> Result<KeyFile> {
+    KeyFile::decode(&backend.read_file(Dir::Keys, id, FileKind::Key.max_len().unwrap_or(0))?, id)
 }
 
 fn write_key_file(backend: &Local, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<FileId> {
@@ -458,7 +543,7 @@ fn unlock(backend: &Local, password: &[u8], config_sealed: &[u8]) -> Result<(Key
     }
     let mut version_err = None;
     for id in ids {
-        let kf = match backend.read(&backend.path(Dir::Keys, &id)).and_then(|b| KeyFile::decode(&b, &id)) {
+        let kf = match read_key_file(backend, &id) {
             Ok(kf) => kf,
             Err(e @ Error::UnsupportedVersion { .. }) => {
                 version_err = Some(e);

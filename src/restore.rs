@@ -197,9 +197,13 @@ pub fn restore(
 type Links = lru::LruCache<(u64, u64), Option<PathBuf>>;
 
 impl Ctx<'_> {
+    /// Report that `path` failed. The report names the path, so an error that starts
+    /// with it (an I/O error on that very path) is given without it.
     fn fail(&self, path: &Path, msg: impl std::fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        self.report.error(path, &msg.to_string());
+        let msg = msg.to_string();
+        let prefix = format!("{}: ", path.display());
+        self.report.error(path, msg.strip_prefix(&prefix).unwrap_or(&msg));
     }
 
     /// Restore the tree of directory `dir` into `out` (`snap` is its path in the
@@ -415,7 +419,7 @@ impl Ctx<'_> {
                 return Err(Error::Interrupted);
             }
             let c = c?;
-            let data = self.repo.read_blob(&c.id)?;
+            let data = self.repo.read_blob(&c.id, crate::format::BlobKind::Data)?;
             if data.len() != c.size as usize {
                 return Err(Error::corrupt(
                     "data blob",

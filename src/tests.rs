@@ -8,6 +8,7 @@ mod damage;
 mod regressions;
 mod roundtrip;
 mod trees;
+mod trust;
 mod vfs;
 
 use std::path::Path;
@@ -15,7 +16,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use crate::backup::{self, BackupOptions, BackupResult};
+use crate::format::tree::{self, Entry, Kind, Node, Time};
+use crate::format::BlobKind;
+use crate::id::BlobId;
 use crate::repo::Repository;
+use crate::repo::SealedBlob;
 use crate::restore::{self, RestoreOptions, RestoreStats};
 
 /// Collects warnings and errors from backup, restore and check.
@@ -78,4 +83,53 @@ pub(crate) fn do_check(repo: &Repository, read_data: bool) -> (crate::check::Che
     let c = Collect::default();
     let s = crate::check::check(repo, crate::check::CheckOptions { read_data }, &c, &AtomicBool::new(false)).unwrap();
     (s, c.all())
+}
+
+/// Store crafted blobs and a snapshot pointing at `root`.
+pub(crate) fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> crate::backup::BackupResult {
+    let mut p = crate::repo::packer::Packer::new(repo);
+    for b in blobs {
+        p.add(b).unwrap();
+    }
+    p.finish().unwrap();
+    let snapshot = crate::format::snapshot::Snapshot {
+        time_ns: 1,
+        host: "h".into(),
+        user: "u".into(),
+        paths: vec!["/x".into()],
+        tags: vec![],
+        parent: None,
+        root,
+        program: "test".into(),
+        summary: Default::default(),
+        xattrs: None,
+    };
+    let id = repo.save_snapshot(&snapshot).unwrap();
+    crate::backup::BackupResult { id, snapshot, parent: None }
+}
+
+pub(crate) fn entry(name: &[u8], kind: Kind, size: u64) -> Entry {
+    Entry {
+        name: name.to_vec(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        user: vec![],
+        group: vec![],
+        size,
+        mtime: Time::default(),
+        ctime: Time::default(),
+        atime: Time::default(),
+        dev: 0,
+        ino: 0,
+        nlink: 1,
+        xattrs: vec![],
+    }
+}
+
+pub(crate) fn tree_blob(repo: &Repository, node: &Node) -> (BlobId, SealedBlob) {
+    let bytes = tree::encode(node);
+    let id = repo.keys().blob_id(BlobKind::Tree, &bytes);
+    (id, repo.seal_blob(BlobKind::Tree, id, &bytes, None))
 }

@@ -68,6 +68,10 @@ pub fn decode_header(bytes: &[u8], pack: &FileId, blobs_len: u64) -> Result<Vec<
         let stored_len = r.u32()?;
         let raw_len = r.u32()?;
         check_lengths(stored_len, raw_len).map_err(|d| r.err(format!("blob {id}: {d}")))?;
+        // Index entries hold u32 offsets: no blob may start at 4 GiB or beyond.
+        if offset > u32::MAX as u64 {
+            return Err(r.err(format!("blob {id} starts past 4 GiB")));
+        }
         out.push((PackBlob { kind, compression, id, stored_len, raw_len }, offset));
         offset += stored_len as u64;
     }

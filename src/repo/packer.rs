@@ -28,6 +28,11 @@ const INDEX_EVERY_ENTRIES: usize = 16_384;
 /// ...or when the oldest unindexed pack is this old.
 const INDEX_EVERY: Duration = Duration::from_secs(30);
 
+/// Most blobs in one pack: a pack of tiny blobs (41 bytes sealed for a 1-byte file)
+/// would otherwise reach 800,000 of them in 32 MiB, and its header (42 B each), which a
+/// reader decrypts whole, 34 MB. At this cap the header is at most 2.75 MB.
+pub const MAX_PACK_BLOBS: usize = 65_536;
+
 struct OpenPack {
     tmp: PathBuf,
     out: BufWriter<File>,
@@ -110,7 +115,7 @@ impl<'r> Packer<'r> {
             raw_len: blob.raw_len,
         });
         self.stats.blobs += 1;
-        if pack.len >= self.repo.config().pack_size as u64 {
+        if pack.len >= self.repo.config().pack_size as u64 || pack.blobs.len() >= MAX_PACK_BLOBS {
             self.finish_pack(blob.kind)?;
         }
         Ok(())

@@ -6,10 +6,9 @@ use std::path::Path;
 
 use super::*;
 use crate::backend::Dir;
-use crate::format::tree::{self, Content, Entry, Kind, Node, Time};
+use crate::format::tree::{self, Content, Kind, Node};
 use crate::format::{BlobKind, Compression};
 use crate::id::BlobId;
-use crate::repo::packer::Packer;
 use crate::repo::SealedBlob;
 use crate::testutil::{bytes, flip_byte, temp_repo, write, PASSWORD};
 use crate::Error;
@@ -111,55 +110,6 @@ fn wrong_password_unknown_version_and_not_a_repository() {
     }
 }
 
-/// Store crafted blobs and a snapshot pointing at `root`.
-fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> crate::backup::BackupResult {
-    let mut p = Packer::new(repo);
-    for b in blobs {
-        p.add(b).unwrap();
-    }
-    p.finish().unwrap();
-    let snapshot = crate::format::snapshot::Snapshot {
-        time_ns: 1,
-        host: "h".into(),
-        user: "u".into(),
-        paths: vec!["/x".into()],
-        tags: vec![],
-        parent: None,
-        root,
-        program: "test".into(),
-        summary: Default::default(),
-        xattrs: None,
-    };
-    let id = repo.save_snapshot(&snapshot).unwrap();
-    crate::backup::BackupResult { id, snapshot, parent: None }
-}
-
-fn entry(name: &[u8], kind: Kind, size: u64) -> Entry {
-    Entry {
-        name: name.to_vec(),
-        kind,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        user: vec![],
-        group: vec![],
-        size,
-        mtime: Time::default(),
-        ctime: Time::default(),
-        atime: Time::default(),
-        dev: 0,
-        ino: 0,
-        nlink: 1,
-        xattrs: vec![],
-    }
-}
-
-fn tree_blob(repo: &Repository, node: &Node) -> (BlobId, SealedBlob) {
-    let bytes = tree::encode(node);
-    let id = repo.keys().blob_id(BlobKind::Tree, &bytes);
-    (id, repo.seal_blob(BlobKind::Tree, id, &bytes, None))
-}
-
 #[test]
 fn hostile_names_never_escape_the_target() {
     let t = temp_repo();
@@ -228,7 +178,7 @@ fn decompression_bomb_and_lying_sizes_are_refused() {
     let file = Kind::File(Content::Inline(vec![tree::ChunkRef { id, size: 1000 }]));
     let (root, tb) = tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"bomb", file, 1000)]));
     let r = craft(&t.repo, vec![blob, tb], root);
-    assert!(matches!(t.repo.read_blob(&id), Err(Error::Corrupt { .. })));
+    assert!(matches!(t.repo.read_blob(&id, BlobKind::Data), Err(Error::Corrupt { .. })));
     let (stats, msgs) = do_restore(&t.repo, &r, &t.scratch("out"), &[]);
     assert_eq!(stats.errors, 1, "{msgs:?}");
     let (cs, _) = do_check(&t.repo, true);

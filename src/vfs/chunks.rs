@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use crate::error::{Error, Result};
 use crate::format::index::Location;
 use crate::format::tree::{ChunkRef, Content, Kind};
+use crate::format::BlobKind;
 use crate::id::{BlobId, BlobSet};
 use crate::repo::Repository;
 use crate::tree::DirIter;
@@ -266,7 +267,7 @@ fn open_chunk(repo: &Repository, pool: &Pool, c: &ChunkRef, loc: &Location, seal
         return Err(Error::corrupt("blob", c.id, "size differs from the chunk list"));
     }
     let mut plain = pool.take(c.size as usize);
-    match repo.open_blob_into(&c.id, loc, sealed, &mut plain) {
+    match repo.open_blob_into(&c.id, BlobKind::Data, loc, sealed, &mut plain) {
         Ok(()) => Ok(plain),
         Err(e) => {
             pool.give(plain);

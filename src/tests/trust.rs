@@ -1,0 +1,155 @@
+//! Issue 12: the defects an adversarial test found, one regression test each (named
+//! `r12_<defect>_...`), each failing without its fix.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::backend::Dir;
+use crate::format::tree::{ChunkRef, Content};
+use crate::format::BlobKind;
+use crate::testutil::{temp_repo, write};
+use crate::vfs::{Vfs, ROOT};
+use crate::Error;
+
+/// The inode of `path` (components under the mount's root) in view `v`.
+fn view_ino(v: &Vfs, path: &[&[u8]]) -> u64 {
+    let mut ino = ROOT;
+    for name in path {
+        ino = v.lookup(ino, name).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(name))).ino;
+    }
+    ino
+}
+
+/// The only snapshot's directory name in the view.
+fn only_snapshot(v: &Vfs) -> Vec<u8> {
+    let dir = v.lookup(ROOT, b"snapshots").unwrap().ino;
+    let fh = v.opendir(dir).unwrap();
+    let mut names = Vec::new();
+    v.readdir(fh, 0, &mut |name, _, _, _| {
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+        true
+    })
+    .unwrap();
+    v.releasedir(fh);
+    assert_eq!(names.len(), 1, "{names:?}");
+    names.pop().unwrap()
+}
+
+/// See: issue 12, defect 3. A file whose chunk list names a tree blob must be damage
+/// everywhere (restore, the mount's view, check), never the tree node's bytes as content.
+#[test]
+fn r12_3_a_chunk_naming_a_tree_blob_is_damage_not_content() {
+    let t = temp_repo();
+    let inner = tree::encode(&Node::DirLeaf(vec![]));
+    let (inner_id, inner_blob) = tree_blob(&t.repo, &Node::DirLeaf(vec![]));
+    let size = inner.len() as u32;
+    let file = Kind::File(Content::Inline(vec![ChunkRef { id: inner_id, size }]));
+    let (root, root_blob) = tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"f", file, size as u64)]));
+    let r = craft(&t.repo, vec![inner_blob, root_blob], root);
+
+    assert!(matches!(t.repo.read_blob(&inner_id, BlobKind::Data), Err(Error::Corrupt { .. })));
+    let out = t.scratch("out");
+    let (stats, msgs) = do_restore(&t.repo, &r, &out, &[]);
+    assert_eq!(stats.errors, 1, "{msgs:?}");
+    assert!(msgs[0].contains("lists it as a tree blob"), "{msgs:?}");
+    assert!(!out.join("f").exists(), "no file holding the node's bytes");
+
+    let v = Vfs::new(Arc::new(t.reopen()), 1 << 20, 1 << 20, (0, 0)).unwrap();
+    let snap = only_snapshot(&v);
+    let f = view_ino(&v, &[b"snapshots", &snap, b"f"]);
+    let err = v.read(f, 0, 4096).unwrap_err();
+    assert!(err.to_string().contains("lists it as a tree blob"), "{err}");
+
+    let (cs, msgs) = do_check(&t.repo, false);
+    assert!(cs.errors > 0 && msgs.iter().any(|m| m.contains("/f") && m.contains("tree blob")), "{msgs:?}");
+}
+
+/// See: issue 12, defect 5. A FIFO at a repository file's path, or a huge sparse file,
+/// is refused by its type or size before anything is read (no hang, no allocation).
+#[test]
+fn r12_5_fifos_and_huge_files_in_the_repository_are_refused_unread() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("a"), b"a");
+    let r = do_backup(&t.repo, &[&src]);
+    let ix = t.repo.backend().list(Dir::Index).unwrap()[0];
+    let loc = t.repo.index().get(&r.snapshot.root).unwrap();
+
+    // A snapshot larger than the format allows: sparse, so it costs no disk.
+    let huge = t.repo.backend().path(Dir::Snapshots, &crate::id::FileId([0xab; 32]));
+    fs::File::create(&huge).unwrap().set_len(2 << 30).unwrap();
+    // The index file and the pack become FIFOs (mkfifo, as a hostile writer could).
+    let fifo = |p: &Path| {
+        fs::remove_file(p).unwrap();
+        crate::sys::mknod(p, libc::S_IFIFO | 0o600, 0).unwrap();
+    };
+    fifo(&t.repo.backend().path(Dir::Index, &ix));
+    fifo(&t.repo.pack_path(&loc.pack));
+
+    let done = std::sync::mpsc::channel();
+    let path = t.path();
+    std::thread::spawn(move || {
+        let repo = Repository::open(&path, crate::testutil::PASSWORD).unwrap();
+        let listed = repo.snapshots().unwrap().len();
+        let problems = repo.problems().join("\n");
+        let tree = repo.read_tree(&r.snapshot.root).err().map(|e| e.to_string());
+        let (cs, msgs) = do_check(&repo, true);
+        let _ = done.0.send((listed, problems, tree, cs.errors, msgs, crate::sys::peak_rss()));
+    });
+    let (listed, problems, tree, errors, msgs, rss) =
+        done.1.recv_timeout(std::time::Duration::from_secs(60)).expect("a FIFO in the repository hung a command");
+    assert_eq!(listed, 1, "the intact snapshot is listed");
+    assert!(problems.contains("is a fifo") && problems.contains("more than the"), "{problems}");
+    assert!(tree.is_some(), "the tree's pack is a FIFO: an error, not a hang");
+    assert!(errors >= 2, "{msgs:?}");
+    assert!(rss < 1 << 30, "reading the sparse snapshot took {rss} bytes");
+}
+
+/// See: issue 12, defect 11. An I/O error says the OS error once, and a restore error
+/// names its path once.
+#[test]
+fn r12_11_errors_say_the_os_error_and_the_path_once() {
+    use crate::cli::{run, Env};
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let env = |repo: &Path| Env {
+        repo: Some(repo.to_path_buf()),
+        password: Some("pw".into()),
+        password_file: None,
+        default_repo: None,
+        cache_dir: None,
+        memory: None,
+        interactive: false,
+        cancel: &cancel,
+    };
+    let cairn = |repo: &Path, args: &[&str]| {
+        let argv = std::iter::once("cairn").chain(args.iter().copied()).map(Into::into).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(argv, &env(repo), &mut out, &mut err);
+        (code, String::from_utf8_lossy(&err).into_owned())
+    };
+    // A repository path under a regular file: ENOTDIR.
+    fs::write(dir.path().join("file"), b"x").unwrap();
+    let (code, err) = cairn(&dir.path().join("file/repo"), &["init", "--insecure-test-kdf"]);
+    assert_eq!(code, crate::cli::EXIT_ERROR);
+    assert_eq!(err.matches("os error 20").count(), 1, "{err}");
+
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    write(&src.join("a.txt"), b"alpha");
+    assert_eq!(cairn(&repo, &["init", "--insecure-test-kdf"]).0, 0);
+    assert_eq!(cairn(&repo, &["backup", src.to_str().unwrap()]).0, 0);
+    // A non-empty directory where the file goes: it cannot be replaced.
+    let out = dir.path().join("out");
+    let blocked = out.join(src.strip_prefix("/").unwrap()).join("a.txt");
+    write(&blocked.join("x"), b"x");
+    let (code, err) = cairn(&repo, &["restore", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!(code, crate::cli::EXIT_ERROR);
+    let line = err.lines().find(|l| l.contains("a.txt")).unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(line.matches(blocked.to_str().unwrap()).count(), 1, "{line}");
+    assert_eq!(line.matches("os error").count(), 1, "{line}");
+}
