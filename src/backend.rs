@@ -47,6 +47,34 @@ impl Dir {
     }
 }
 
+/// What a listing says about one file, to notice that it changed without reading it: a
+/// hash of its length, modification and change times and inode. A file cairn wrote is
+/// never modified, so a different stamp means it was damaged, replaced or copied (the
+/// local index cache then checks its content again). ctime cannot be set back by
+/// `touch`, so an edit that restores the mtime still changes the stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Stamp(pub u64);
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        let mut h = blake3::Hasher::new();
+        for v in [m.len(), m.mtime() as u64, m.mtime_nsec() as u64, m.ctime() as u64, m.ctime_nsec() as u64, m.ino()] {
+            h.update(&v.to_le_bytes());
+        }
+        Stamp(u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes")))
+    }
+}
+
+/// Temp files unlocked and untouched this long are stale even when written from another
+/// host (whose lock this kernel may not see, on a network filesystem): a pack being
+/// written is appended to whenever a backup stores new data.
+const STALE_FOREIGN_TEMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// This host's temp files are stale once unlocked (their writer is gone) and a minute
+/// old: the minute covers a writer between creating its file and locking it.
+const STALE_OWN_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A repository directory on a local (or mounted) filesystem.
 #[derive(Clone, Debug)]
 pub struct Local {
@@ -129,11 +157,67 @@ impl Local {
         self.commit(tmp, f, path)
     }
 
-    /// A new temp file under `tmp/` with a random name, for writers that stream.
+    /// A new temp file under `tmp/`, for writers that stream. It is named
+    /// `<host>-<random>.tmp` (the first 8 hex digits of a hash of the host name) and
+    /// locked (`flock`) for as long as it is open, so [`Local::remove_stale_temps`] can
+    /// tell a file someone is writing from one a killed process left.
     pub fn temp_file(&self) -> Result<(PathBuf, File)> {
-        let tmp = self.root.join("tmp").join(format!("{:016x}.tmp", crate::crypto::random_u64()));
+        let name = format!("{}-{:016x}.tmp", host_tag(), crate::crypto::random_u64());
+        let tmp = self.root.join("tmp").join(name);
         let f = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
+        // Best effort: a filesystem without locks leaves only the age rule.
+        let _ = crate::sys::try_lock(&f);
         Ok((tmp, f))
+    }
+
+    /// How many files `tmp/` holds, and their bytes (for `check`'s note on leftovers).
+    pub fn temp_usage(&self) -> Result<(u64, u64)> {
+        let dir = self.root.join("tmp");
+        let mut n = (0, 0);
+        match fs::read_dir(&dir) {
+            Ok(rd) => {
+                for e in rd.flatten() {
+                    n.0 += 1;
+                    n.1 += e.metadata().map_or(0, |m| m.len());
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(n),
+            Err(e) => Err(e).at(&dir),
+        }
+    }
+
+    /// Remove temp files no running writer owns: those of this host whose lock is free
+    /// (their writer ended: a kill -9, a crash) and that are a minute old, and those of
+    /// other hosts (or names of older cairns) that are unlocked and untouched for a day. Returns how many files
+    /// and bytes were removed. Errors on single files are ignored: a leftover is harmless.
+    pub fn remove_stale_temps(&self) -> Result<(u64, u64)> {
+        let dir = self.root.join("tmp");
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(e).at(&dir),
+        };
+        let ours = format!("{}-", host_tag());
+        let (mut files, mut bytes) = (0, 0);
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str().filter(|n| n.ends_with(".tmp")) else { continue };
+            let path = e.path();
+            let Ok((f, len)) = open_regular(&path, "temp file", &name) else { continue };
+            // Held by a live writer (on this kernel): never touched.
+            if !matches!(crate::sys::try_lock(&f), Ok(true)) {
+                continue;
+            }
+            let idle = f.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            // A minute's grace covers a writer between creating its file and locking it.
+            let limit = if name.starts_with(&ours) { STALE_OWN_TEMP } else { STALE_FOREIGN_TEMP };
+            if idle.is_some_and(|d| d >= limit) && fs::remove_file(&path).is_ok() {
+                files += 1;
+                bytes += len;
+            }
+        }
+        Ok((files, bytes))
     }
 
     /// Make a finished temp file durable and give it its final name. If the target already
@@ -162,6 +246,38 @@ impl Local {
             Ok(()) => sync_dir(dir.parent().unwrap_or(&self.root)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()), // a concurrent writer
             Err(e) => Err(e).at(dir),
+        }
+    }
+
+    /// [`Local::list`] with each file's [`Stamp`] (one `stat` per file). A file removed
+    /// between the listing and its `stat` is left out.
+    pub fn list_stamped(&self, dir: Dir) -> Result<Vec<(FileId, Stamp)>> {
+        let mut out = Vec::new();
+        for id in self.list(dir)? {
+            let p = self.path(dir, &id);
+            match fs::metadata(&p) {
+                Ok(m) => out.push((id, Stamp::of(&m))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&p),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The [`Stamp`] of file `id` of `dir`.
+    pub fn stamp(&self, dir: Dir, id: &FileId) -> Result<Stamp> {
+        let p = self.path(dir, id);
+        Ok(Stamp::of(&fs::metadata(&p).at(&p)?))
+    }
+
+    /// Remove file `id` of `dir`; a missing file is not an error. The directory is
+    /// fsynced so the removal is durable.
+    pub fn remove(&self, dir: Dir, id: &FileId) -> Result<()> {
+        let p = self.path(dir, id);
+        match fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).at(&p),
         }
     }
 
@@ -250,6 +366,11 @@ fn read_regular(path: &Path, max_len: u64, what: &'static str, id: &dyn std::fmt
         return Err(too_big(buf.len() as u64));
     }
     Ok(buf)
+}
+
+/// This host's part of temp file names: 8 hex digits of a hash of its name.
+fn host_tag() -> String {
+    crate::id::hex(&blake3::hash(crate::sys::hostname().as_bytes()).as_bytes()[..4])
 }
 
 /// Read exactly `buf.len()` bytes at `offset` of an open file.

@@ -144,6 +144,9 @@ pub fn backup(
     let sources = absolute_sources(&opts.paths)?;
     let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
     check_snapshot_fields(&host, &opts.tags, &sources)?;
+    // Packs an interrupted backup left unindexed, or that a damaged index file listed,
+    // are indexed from their headers first: their blobs are reused, not stored again.
+    crate::repair::recover(repo, &mut |m| report.note(repo.path(), m))?;
     let parent = match &opts.parent {
         ParentChoice::None => None,
         ParentChoice::Id(id) => Some((*id, repo.load_snapshot(id)?)),
@@ -179,7 +182,7 @@ pub fn backup(
             cancel,
             force: opts.force,
             atime: opts.atime,
-            verify_reuse: !repo.problems().is_empty(),
+            verify_reuse: repo.index_incomplete(),
             summary: Summary::default(),
             xattr_classes: XattrClasses::NONE,
             buf: Vec::new(),

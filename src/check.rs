@@ -71,6 +71,9 @@ struct Checker<'a> {
     stats: CheckStats,
     /// Stored copies (pack, offset) that failed to decrypt or verify.
     damaged: HashSet<(FileId, u32)>,
+    /// Index and snapshot files already reported as damaged (not reported again when
+    /// they fail to decode later). Grows with the damage found, not the repository.
+    bad_files: HashSet<FileId>,
     /// Tree nodes checked already, most recent first, within a share of the budget (~96 B
     /// each). A node that fell out is checked again when met again: slower, never wrong.
     seen_trees: lru::LruCache<BlobId, ()>,
@@ -95,6 +98,7 @@ pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel:
         cancel,
         stats: CheckStats::default(),
         damaged: HashSet::new(),
+        bad_files: HashSet::new(),
         // Budget: 1/8 for visited trees, 1/16 for pack sizes (32 and 16 MiB at the default).
         seen_trees: lru_of(repo.budget().0 / 8),
         pack_sizes: lru_of(repo.budget().0 / 16),
@@ -105,12 +109,20 @@ pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel:
     c.files()?;
     repo.refresh_index()?;
     c.packs(opts.read_data)?;
+    let (temps, bytes) = repo.backend().temp_usage()?;
+    if temps > 0 {
+        report.note(&format!(
+            "tmp/ holds {temps} files ({bytes} bytes): files being written, or left by interrupted writers \
+             (the next backup removes those whose writer is gone)"
+        ));
+    }
     c.index()?;
     for id in snapshots {
         c.cancelled()?;
         c.stats.snapshots += 1;
         match repo.load_snapshot(&id) {
             Ok(s) => c.dir(&s.root, Path::new("/"), &id),
+            Err(_) if c.bad_files.contains(&id) => {}
             Err(e) => c.error(e),
         }
     }
@@ -138,11 +150,14 @@ impl Checker<'_> {
         {
             for id in b.list(dir)? {
                 match b.read_file(dir, &id, kind.max_len().unwrap_or(0)) {
-                    Ok(bytes) if FileId::of(&bytes) != id => self.error(format!(
-                        "{} {id} ({}): content does not match its name (damaged)",
-                        dir.what(),
-                        b.path(dir, &id).display()
-                    )),
+                    Ok(bytes) if FileId::of(&bytes) != id => {
+                        self.bad_files.insert(id);
+                        self.error(format!(
+                            "{} {id} ({}): content does not match its name (damaged)",
+                            dir.what(),
+                            b.path(dir, &id).display()
+                        ))
+                    }
                     Ok(bytes) if dir == Dir::Keys => {
                         if let Err(e) = KeyFile::decode(&bytes, &id) {
                             self.error(e);
@@ -151,7 +166,10 @@ impl Checker<'_> {
                     Ok(_) => {}
                     // Removed since listed (a concurrent prune, later): not damage.
                     Err(Error::NotFound { .. }) => {}
-                    Err(e) => self.error(e),
+                    Err(e) => {
+                        self.bad_files.insert(id);
+                        self.error(e)
+                    }
                 }
             }
         }
@@ -225,6 +243,7 @@ impl Checker<'_> {
             self.cancelled()?;
             let entries: Vec<IndexEntry> = match self.repo.read_index_file(&ix) {
                 Ok(e) => e,
+                Err(_) if self.bad_files.contains(&ix) => continue,
                 Err(e) => {
                     self.error(e);
                     continue;

@@ -151,6 +151,12 @@ pub enum Command {
         #[arg(long)]
         read_data: bool,
     },
+    /// Repair a damaged repository.
+    Repair {
+        /// What to repair.
+        #[command(subcommand)]
+        what: RepairWhat,
+    },
     /// Browse every snapshot read-only at MOUNTPOINT (until Ctrl-C, SIGTERM or `fusermount3 -u`).
     Mount {
         /// An empty directory to mount on.
@@ -166,6 +172,14 @@ pub enum Command {
         #[arg(long)]
         daemon: bool,
     },
+}
+
+/// `cairn repair` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RepairWhat {
+    /// Rebuild the index from the pack headers: index every blob no index file lists,
+    /// remove damaged index files, drop entries of packs that no longer exist.
+    Index,
 }
 
 /// `cairn key` subcommands.
@@ -574,6 +588,31 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             }
             let opts = crate::mount::MountOptions { allow_other: *allow_other, threads: 4 };
             crate::mount::mount(vfs, mountpoint, &opts, env.cancel)?;
+            Ok(EXIT_OK)
+        }
+        Command::Repair { what: RepairWhat::Index } => {
+            let repo = open(cli, env)?;
+            print_problems(&repo, err);
+            let stats = crate::repair::repair_index(&repo, &mut |m| {
+                let _ = writeln!(err, "{m}");
+            })?;
+            if cli.json {
+                writeln!(out, "{}", serde_json::json!(stats))?;
+            } else if !cli.quiet {
+                writeln!(
+                    out,
+                    "read {} pack headers: indexed {} blobs of {} packs in {} new index files; removed {} \
+                     damaged index files, rewrote {} ({} entries of missing packs dropped); {} damaged packs",
+                    stats.packs_read,
+                    stats.blobs_indexed,
+                    stats.packs_indexed,
+                    stats.index_files_written,
+                    stats.index_files_removed,
+                    stats.index_files_rewritten,
+                    stats.entries_dropped,
+                    stats.packs_damaged
+                )?;
+            }
             Ok(EXIT_OK)
         }
         Command::Check { read_data } => {

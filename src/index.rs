@@ -32,6 +32,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::backend::Stamp;
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{IndexEntry, Location};
 use crate::id::{BlobId, BlobMap, BlobSet, FileId};
@@ -84,7 +85,12 @@ const RECENT_PACKS: usize = 1 << 16;
 /// Pages per input buffered during a merge (64 KiB).
 const MERGE_BUF_PAGES: usize = 16;
 const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNMAN";
-const MANIFEST_VERSION: u8 = 1;
+/// Version 2 adds each incorporated index file's [`Stamp`]; a version-1 manifest is
+/// rebuilt once.
+const MANIFEST_VERSION: u8 = 2;
+/// Pack ids the journal holds at most (32 B each): it is cleared after every index file
+/// the packer writes, so it names a handful of packs at most.
+const JOURNAL_MAX: u64 = 1 << 15;
 
 /// How much memory the index may use, and where its cache lives.
 #[derive(Clone, Debug)]
@@ -114,13 +120,14 @@ struct RunEntry {
 struct State {
     mem: BlobMap<Val>,
     /// Index files whose entries are all in `mem` (become "incorporated" on spill).
-    mem_sources: Vec<FileId>,
+    mem_sources: Vec<(FileId, Stamp)>,
     fresh: BlobMap<Val>,
     pending: BlobSet,
     runs: Vec<RunEntry>,
     next_seq: u64,
     /// Index files whose entries are all in runs.
-    incorporated: Vec<FileId>,
+    /// (40 B each: one per 16,384-65,536 blobs; kept in RAM and in the manifest.)
+    incorporated: Vec<(FileId, Stamp)>,
     packs: File,
     pack_count: u32,
     /// Ordinals of packs added since the last spill (~80 B each).
@@ -233,8 +240,9 @@ impl Index {
             v.extend_from_slice(&r.seq.to_le_bytes());
         }
         v.extend_from_slice(&(s.incorporated.len() as u64).to_le_bytes());
-        for f in &s.incorporated {
+        for (f, stamp) in &s.incorporated {
             v.extend_from_slice(&f.0);
+            v.extend_from_slice(&stamp.0.to_le_bytes());
         }
         v.extend_from_slice(&s.pack_count.to_le_bytes());
         let tmp = self.dir.join("manifest.tmp");
@@ -262,10 +270,10 @@ impl Index {
             seqs.push(r.u64()?);
         }
         let m = r.u64()?;
-        let m = r.count(m, 32)?;
+        let m = r.count(m, 40)?;
         let mut incorporated = Vec::with_capacity(m);
         for _ in 0..m {
-            incorporated.push(FileId(r.id32()?));
+            incorporated.push((FileId(r.id32()?), Stamp(r.u64()?)));
         }
         let pack_count = r.u32()?;
         r.finish()?;
@@ -325,28 +333,63 @@ impl Index {
         }
     }
 
-    /// Bring the cache up to date with the repository's index files: read only those not
-    /// incorporated yet (`read` decodes one); if one incorporated earlier is gone, rebuild.
+    /// Bring the cache up to date with the repository's index files (`repo_files`, with
+    /// their stamps): read only those not incorporated yet (`read` decodes one). The
+    /// cache vouches for blobs only as long as the index files that listed them are
+    /// intact, so an incorporated file that is gone means a rebuild, and one whose stamp
+    /// changed is checked again (`verify`: its bytes still hash to its name, so they are
+    /// the very bytes incorporated); if it is not intact, rebuild too, which skips it.
     /// Files `read` fails on are returned (with the error) and left for the next time.
     pub fn sync(
         &self,
-        repo_files: &[FileId],
+        repo_files: &[(FileId, Stamp)],
         read: &mut dyn FnMut(&FileId) -> Result<Vec<IndexEntry>>,
+        verify: &mut dyn FnMut(&FileId) -> Result<()>,
     ) -> Result<Vec<(FileId, Error)>> {
-        let have: HashSet<FileId> = repo_files.iter().copied().collect();
-        let stale = self.read().incorporated.iter().any(|f| !have.contains(f));
-        if stale {
+        // 48 B per index file.
+        let have: HashMap<FileId, Stamp> = repo_files.iter().copied().collect();
+        let cached: Vec<(FileId, Stamp)> = {
+            let s = self.read();
+            s.incorporated.iter().chain(s.mem_sources.iter()).copied().collect()
+        };
+        let mut rebuild = false;
+        let mut restamped = HashMap::new();
+        for (f, stamp) in &cached {
+            match have.get(f) {
+                None => rebuild = true,
+                Some(now) if now != stamp => match verify(f) {
+                    Ok(()) => {
+                        restamped.insert(*f, *now);
+                    }
+                    Err(_) => rebuild = true,
+                },
+                Some(_) => {}
+            }
+            if rebuild {
+                break;
+            }
+        }
+        if rebuild {
             self.reset()?;
+        } else if !restamped.is_empty() {
+            let mut guard = self.write();
+            let s: &mut State = &mut guard;
+            for (f, stamp) in s.incorporated.iter_mut().chain(s.mem_sources.iter_mut()) {
+                if let Some(now) = restamped.get(f) {
+                    *stamp = *now;
+                }
+            }
+            self.save_manifest(s)?;
         }
         let known: HashSet<FileId> = {
             let s = self.read();
-            s.incorporated.iter().chain(s.mem_sources.iter()).copied().collect()
+            s.incorporated.iter().chain(s.mem_sources.iter()).map(|(f, _)| *f).collect()
         };
         let mut failed = Vec::new();
         // Entries go to the memtable; once more arrive than it holds, to an external
         // partition-and-sort instead, which writes one run at the end.
         let mut bulk: Option<sort::Partitioner> = None;
-        for f in repo_files.iter().filter(|f| !known.contains(f)) {
+        for (f, stamp) in repo_files.iter().filter(|(f, _)| !known.contains(f)) {
             match read(f) {
                 Ok(entries) => {
                     let mut s = self.write();
@@ -371,7 +414,7 @@ impl Index {
                     if s.recent_packs.len() > RECENT_PACKS {
                         s.recent_packs.clear();
                     }
-                    s.mem_sources.push(*f);
+                    s.mem_sources.push((*f, *stamp));
                 }
                 Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => failed.push((*f, e)),
                 Err(e) => return Err(e),
@@ -525,9 +568,9 @@ impl Index {
         }
     }
 
-    /// The index file `file` listing `entries` is durable in the repository: those entries
-    /// may now be cached in runs.
-    pub fn indexed(&self, file: FileId, entries: &[IndexEntry]) -> Result<()> {
+    /// The index file `file` (whose stamp is `stamp`) listing `entries` is durable in the
+    /// repository: those entries may now be cached in runs.
+    pub fn indexed(&self, file: FileId, stamp: Stamp, entries: &[IndexEntry]) -> Result<()> {
         let full = {
             let s = self.read();
             !s.mem.is_empty() && !self.mem_room(&s, entries.len())
@@ -542,7 +585,7 @@ impl Index {
                     s.mem.entry(e.id).or_insert(rec);
                 }
             }
-            s.mem_sources.push(file);
+            s.mem_sources.push((file, stamp));
         }
         Ok(())
     }
@@ -700,6 +743,70 @@ impl Index {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    fn journal_path(&self) -> PathBuf {
+        self.dir.join("unindexed")
+    }
+
+    /// Record, durably, that pack `id` is about to be committed before any index file
+    /// names it. If the process dies before the index file is written, the next process
+    /// using this cache finds the pack here and indexes it from its header instead of
+    /// storing its blobs again ([`Index::journal`]).
+    pub fn journal_pack(&self, id: &FileId) -> Result<()> {
+        let p = self.journal_path();
+        let mut f = OpenOptions::new().append(true).create(true).open(&p).at(&p)?;
+        f.write_all(&id.0).at(&p)?;
+        f.sync_data().at(&p)
+    }
+
+    /// Every pack committed so far is named by a durable index file: empty the journal.
+    pub fn journal_clear(&self) -> Result<()> {
+        let p = self.journal_path();
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(&p),
+            _ => Ok(()),
+        }
+    }
+
+    /// Packs a process using this cache committed without living to index them (at most
+    /// [`JOURNAL_MAX`]; a journal cut short by a crash mid-append loses its last id).
+    pub fn journal(&self) -> Result<Vec<FileId>> {
+        use std::io::Read;
+        let p = self.journal_path();
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).at(&p),
+        };
+        let mut b = Vec::new();
+        f.take(JOURNAL_MAX * 32).read_to_end(&mut b).at(&p)?;
+        let mut ids: Vec<FileId> = b.chunks_exact(32).map(|c| FileId(c.try_into().expect("32 bytes"))).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Call `f` with every pack id the cache's entries name (each at least once; a pack
+    /// whose entries were loaded at different times is named again). Streams the pack
+    /// table from disk: nothing is held per pack.
+    pub fn for_each_pack(&self, f: &mut dyn FnMut(FileId) -> Result<()>) -> Result<()> {
+        let count = self.read().pack_count;
+        let path = self.dir.join("packs");
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut at = 0u64;
+        while at < count as u64 {
+            let n = ((count as u64 - at) as usize).min(buf.len() / 32);
+            {
+                let s = self.read();
+                s.packs.read_exact_at(&mut buf[..n * 32], at * 32).at(&path)?;
+            }
+            for c in buf[..n * 32].chunks_exact(32) {
+                f(FileId(c.try_into().expect("32 bytes")))?;
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -740,13 +847,14 @@ mod tests {
     struct Files(Vec<(FileId, Vec<IndexEntry>)>);
 
     impl Files {
-        fn ids(&self) -> Vec<FileId> {
-            self.0.iter().map(|f| f.0).collect()
+        fn ids(&self) -> Vec<(FileId, Stamp)> {
+            self.0.iter().map(|f| (f.0, Stamp::default())).collect()
         }
         fn open(&self, o: IndexOptions) -> Index {
             let ix = Index::open(o).unwrap();
-            let failed =
-                ix.sync(&self.ids(), &mut |id| Ok(self.0.iter().find(|f| f.0 == *id).unwrap().1.clone())).unwrap();
+            let failed = ix
+                .sync(&self.ids(), &mut |id| Ok(self.0.iter().find(|f| f.0 == *id).unwrap().1.clone()), &mut |_| Ok(()))
+                .unwrap();
             assert!(failed.is_empty());
             ix
         }
@@ -796,7 +904,7 @@ mod tests {
                         }
                         let file = FileId(*blake3::hash(format!("file{counter}").as_bytes()).as_bytes());
                         files.0.push((file, batch.clone()));
-                        ix.indexed(file, &batch).unwrap();
+                        ix.indexed(file, Stamp::default(), &batch).unwrap();
                     }
                     Op::Restart(filter_bytes) => {
                         drop(ix);
@@ -849,6 +957,47 @@ mod tests {
         assert!(a.iter().all(|e| ix.get(&e.id).is_none()));
         assert!(b.iter().all(|e| ix.get(&e.id) == Some(e.loc)));
         assert!(!t.path().join("run-99999999").exists() && !t.path().join("run-00000042.tmp").exists());
+    }
+
+    #[test]
+    fn a_changed_index_file_is_verified_and_a_damaged_one_means_rebuild() {
+        let t = tempfile::tempdir().unwrap();
+        let a: Vec<IndexEntry> = (0..50u32).map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), 1, i)).collect();
+        let b: Vec<IndexEntry> = (50..90u32).map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), 2, i)).collect();
+        let (fa, fb) = (FileId([1; 32]), FileId([2; 32]));
+        let ix = Index::open(opts(t.path(), 10)).unwrap();
+        let all = |ab: &[(FileId, Stamp)], damaged: bool, ix: &Index| {
+            let mut reads = 0;
+            let failed = ix
+                .sync(
+                    ab,
+                    &mut |id| {
+                        reads += 1;
+                        match (*id == fa, damaged) {
+                            (true, true) => Err(Error::corrupt("index", id, "damaged")),
+                            (true, false) => Ok(a.clone()),
+                            _ => Ok(b.clone()),
+                        }
+                    },
+                    &mut |id| if damaged && *id == fa { Err(Error::corrupt("index", id, "damaged")) } else { Ok(()) },
+                )
+                .unwrap();
+            (reads, failed.len())
+        };
+        assert_eq!(all(&[(fa, Stamp(1)), (fb, Stamp(1))], false, &ix), (2, 0));
+        // Same stamps: nothing is read again.
+        assert_eq!(all(&[(fa, Stamp(1)), (fb, Stamp(1))], false, &ix), (0, 0));
+        // A's stamp changed, but its bytes are intact (verify passes): kept, not re-read.
+        assert_eq!(all(&[(fa, Stamp(2)), (fb, Stamp(1))], false, &ix), (0, 0));
+        assert!(a.iter().all(|e| ix.get(&e.id) == Some(e.loc)));
+        drop(ix);
+        // Reopened, the new stamp was saved: still nothing to read.
+        let ix = Index::open(opts(t.path(), 10)).unwrap();
+        assert_eq!(all(&[(fa, Stamp(2)), (fb, Stamp(1))], false, &ix), (0, 0));
+        // A changed again and is damaged now: rebuild, A skipped, its blobs no longer vouched for.
+        assert_eq!(all(&[(fa, Stamp(3)), (fb, Stamp(1))], true, &ix), (2, 1));
+        assert!(a.iter().all(|e| ix.get(&e.id).is_none()));
+        assert!(b.iter().all(|e| ix.get(&e.id) == Some(e.loc)));
     }
 
     #[test]

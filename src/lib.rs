@@ -5,7 +5,7 @@
 //! - L1 [`format`], [`crypto`], [`compress`], [`chunker`]: pure, bytes in and out
 //! - L2 [`backend`], [`index`], [`sys`]
 //! - L3 [`repo`] (with its pack writer), [`tree`] (building and reading tree nodes)
-//! - L4 [`backup`], [`restore`], [`check`], [`ls`]
+//! - L4 [`backup`], [`restore`], [`check`], [`ls`], [`repair`]
 //! - L6 [`cli`]: the only module that prints, reads the environment or picks exit codes
 
 #![deny(unsafe_code)]
@@ -26,6 +26,7 @@ pub mod id;
 pub mod index;
 pub mod ls;
 pub mod mount;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod sys;

@@ -74,6 +74,9 @@ pub struct Repository {
     /// Damaged files skipped so far (index files at open, snapshots when listing), with
     /// why. Commands print them; `check` reports them as errors.
     problems: Mutex<Vec<String>>,
+    /// Some index file was skipped as damaged: the blobs it listed are unknown until
+    /// their packs are indexed again ([`crate::repair`]).
+    index_incomplete: std::sync::atomic::AtomicBool,
     budget: crate::budget::Budget,
 }
 
@@ -139,6 +142,7 @@ impl Repository {
             index,
             open_packs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))),
             problems: Mutex::new(Vec::new()),
+            index_incomplete: std::sync::atomic::AtomicBool::new(false),
             budget: opts.budget,
         };
         repo.refresh_index()?;
@@ -166,11 +170,31 @@ impl Repository {
     /// Bring the index up to date with the repository's index files: reads only those
     /// not seen yet (at open, all of them unless the local cache has them).
     pub fn refresh_index(&self) -> Result<()> {
-        let files = self.backend.list(Dir::Index)?;
+        let files = self.backend.list_stamped(Dir::Index)?;
         // Damage is skipped and reported (sync returns it); a newer format is fatal: this
         // cairn must not write into a repository it only half understands.
-        for (_, e) in self.index.sync(&files, &mut |id| self.read_index_file(id))? {
-            self.problem(&e);
+        let failed = self.index.sync(&files, &mut |id| self.read_index_file(id), &mut |id| {
+            self.verify_file(FileKind::Index, Dir::Index, id)
+        })?;
+        for (_, e) in &failed {
+            self.problem(e);
+        }
+        self.index_incomplete.store(!failed.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the last look at the index files skipped a damaged one (whose blobs are
+    /// then unknown until their packs are indexed again).
+    pub fn index_incomplete(&self) -> bool {
+        self.index_incomplete.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Check that file `id` of `dir` still holds the bytes it was named after (its name
+    /// is the hash of its content).
+    pub fn verify_file(&self, kind: FileKind, dir: Dir, id: &FileId) -> Result<()> {
+        let bytes = self.backend.read_file(dir, id, kind.max_len().unwrap_or(u64::MAX))?;
+        if FileId::of(&bytes) != *id {
+            return Err(Error::corrupt(kind.name(), id, "content does not match its name"));
         }
         Ok(())
     }
@@ -337,11 +361,7 @@ impl Repository {
     /// garble: they are not used again) with its location to `f`, and hashing every byte
     /// on the way. Returns whether the file's content matches its name. Memory: one
     /// read buffer (1 MiB) and one blob (at most 16 MiB), whatever the pack's size.
-    pub fn stream_pack(
-        &self,
-        h: &PackHeader,
-        f: BlobVisitor<'_>,
-    ) -> Result<bool> {
+    pub fn stream_pack(&self, h: &PackHeader, f: BlobVisitor<'_>) -> Result<bool> {
         use std::io::{BufReader, Read, Seek, SeekFrom};
         let path = self.pack_path(&h.id);
         let mut r = BufReader::with_capacity(1 << 20, self.backend.open_pack(&h.id)?.0);

@@ -17,6 +17,7 @@
 
 use std::time::Instant;
 
+use cairn::backend::Stamp;
 use cairn::budget::Budget;
 use cairn::format::index::{IndexEntry, Location};
 use cairn::format::{BlobKind, Compression};
@@ -96,14 +97,19 @@ fn main() {
 
     // Load: fake index files of 65,536 entries, 1,000 blobs per pack.
     const PER_FILE: u64 = 65_536;
-    let files: Vec<FileId> = (0..entries.div_ceil(PER_FILE)).map(|f| FileId(id(f, 7).0)).collect();
+    let files: Vec<(FileId, Stamp)> =
+        (0..entries.div_ceil(PER_FILE)).map(|f| (FileId(id(f, 7).0), Stamp::default())).collect();
     let t = Instant::now();
     let failed = ix
-        .sync(&files, &mut |f| {
-            let n = files.iter().position(|x| x == f).expect("known file") as u64;
-            let (lo, hi) = (n * PER_FILE, ((n + 1) * PER_FILE).min(entries));
-            Ok((lo..hi).map(|i| synthetic(i, 1)).collect())
-        })
+        .sync(
+            &files,
+            &mut |f| {
+                let n = files.iter().position(|(x, _)| x == f).expect("known file") as u64;
+                let (lo, hi) = (n * PER_FILE, ((n + 1) * PER_FILE).min(entries));
+                Ok((lo..hi).map(|i| synthetic(i, 1)).collect())
+            },
+            &mut |_| Ok(()),
+        )
         .expect("sync");
     assert!(failed.is_empty());
     let load_s = t.elapsed().as_secs_f64();

@@ -136,6 +136,11 @@ impl<'r> Packer<'r> {
                 return Err(e.into_error()).at(&pack.tmp);
             }
         };
+        // Recorded before the pack appears: if this process dies before the pack's index
+        // file is written, the next one indexes it from its header instead of storing its
+        // blobs again. Best effort (a full cache disk must not fail the backup): without
+        // it the pack is a leftover that `check` notes and `repair index` indexes.
+        let _ = self.repo.index().journal_pack(&id);
         self.repo.backend().commit(pack.tmp, f, &self.repo.backend().path(Dir::Data, &id))?;
         self.stats.packs += 1;
         self.stats.bytes += pack.len;
@@ -172,8 +177,11 @@ impl<'r> Packer<'r> {
             let id = self.repo.write_sealed_file(FileKind::Index, Dir::Index, &index_format::encode(part))?;
             self.stats.index_files += 1;
             // Only now may the local cache keep these entries (they are in a durable file).
-            self.repo.index().indexed(id, part)?;
+            let stamp = self.repo.backend().stamp(Dir::Index, &id)?;
+            self.repo.index().indexed(id, stamp, part)?;
         }
+        // Every pack committed so far is indexed. (Best effort, as the journal is.)
+        let _ = self.repo.index().journal_clear();
         self.unindexed.clear();
         self.unindexed_packs = 0;
         self.oldest_unindexed = None;

@@ -153,3 +153,111 @@ fn r12_11_errors_say_the_os_error_and_the_path_once() {
     assert_eq!(line.matches(blocked.to_str().unwrap()).count(), 1, "{line}");
     assert_eq!(line.matches("os error").count(), 1, "{line}");
 }
+
+/// See: issue 12, defect 1. A damaged index file hidden by a warm cache: the cache must
+/// notice that a file it incorporated changed, check must name the snapshots and files
+/// that lost their blobs, a backup must index the packs again from their headers (so a
+/// machine with a cold cache finds everything), and `repair index` must leave a
+/// repository that checks clean.
+#[test]
+fn r12_1_a_damaged_index_file_is_noticed_through_a_warm_cache_and_healed() {
+    use crate::repo::OpenOptions;
+    let t = temp_repo();
+    let src = t.scratch("src");
+    // 6 MB of data in 1 MiB packs: the first index file is written after four data packs,
+    // before the tree pack is finished, so it lists data packs only (as in the report).
+    for i in 0..20u64 {
+        write(&src.join(format!("f{i}")), &crate::testutil::bytes(i, 300_000, false));
+    }
+    let warm = OpenOptions { cache_dir: Some(t.scratch("cache")), ..Default::default() };
+    let open_warm = || Repository::open_with(&t.path(), crate::testutil::PASSWORD, &warm).unwrap();
+    let r = do_backup(&open_warm(), &[&src]);
+    let data_only = t
+        .repo
+        .backend()
+        .list(Dir::Index)
+        .unwrap()
+        .into_iter()
+        .find(|f| t.reopen().read_index_file(f).unwrap().iter().all(|e| e.loc.kind == BlobKind::Data));
+    let damaged = data_only.expect("an index file of data packs only");
+    crate::testutil::flip_byte(&t.repo.backend().path(Dir::Index, &damaged), 100);
+
+    let repo = open_warm();
+    assert!(repo.index_incomplete(), "the warm cache noticed the change");
+    assert!(repo.problems().join("\n").contains(&damaged.to_hex()), "{:?}", repo.problems());
+    let (cs, msgs) = do_check(&repo, false);
+    assert!(cs.errors > 0);
+    let snap = r.id.short();
+    let missing: Vec<&String> = msgs.iter().filter(|m| m.contains(&snap) && m.contains("missing")).collect();
+    assert!(!missing.is_empty() && missing.iter().any(|m| m.contains("/f")), "names snapshot and files: {msgs:?}");
+
+    // A backup heals the repository from the pack headers: nothing is stored again.
+    let opts = BackupOptions { paths: vec![src.clone()], force: true, ..Default::default() };
+    let c = Collect::default();
+    let r2 = backup::backup(&repo, &opts, &c, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    // (The root tree holds /tmp's metadata, which other tests change: it may be new.)
+    assert!(r2.snapshot.summary.bytes_added < 100_000, "data stored again: {:?}", r2.snapshot.summary);
+    assert!(c.all().is_empty(), "{:?}", c.all());
+    drop(repo);
+
+    // A cold cache now finds every blob of the first snapshot.
+    let cold = t.reopen();
+    let (stats, msgs) = do_restore(&cold, &r, &t.scratch("out"), &[]);
+    assert_eq!((stats.errors, stats.files), (0, 20), "{msgs:?}");
+    let (cs, msgs) = do_check(&cold, true);
+    assert_eq!(cs.errors, 1, "only the damaged index file itself: {msgs:?}");
+
+    let stats = crate::repair::repair_index(&cold, &mut |_| {}).unwrap();
+    assert_eq!(stats.index_files_removed, 1);
+    let (cs, msgs) = do_check(&t.reopen(), true);
+    assert_eq!(cs.errors, 0, "{msgs:?}");
+}
+
+/// See: issue 12, defect 13. Packs committed by a backup killed before it wrote their
+/// index file are indexed from their headers by the next backup (not stored again), and
+/// temp files whose writer is gone are removed.
+#[test]
+fn r12_13_leftovers_of_a_killed_backup_are_reused_and_removed() {
+    use crate::repo::OpenOptions;
+    let t = temp_repo();
+    let src = t.scratch("src");
+    for i in 0..10u64 {
+        write(&src.join(format!("f{i}")), &crate::testutil::bytes(i, 200_000, false));
+    }
+    let opts = OpenOptions { cache_dir: Some(t.scratch("cache")), ..Default::default() };
+    let repo = Repository::open_with(&t.path(), crate::testutil::PASSWORD, &opts).unwrap();
+    // What a kill -9 between a pack's commit and its index file leaves: packs (with the
+    // journal naming them) and no index file; plus the temp file of a pack being written.
+    let r = do_backup(&repo, &[&src]);
+    for ix in repo.backend().list(Dir::Index).unwrap() {
+        fs::remove_file(repo.backend().path(Dir::Index, &ix)).unwrap();
+    }
+    for s in repo.backend().list(Dir::Snapshots).unwrap() {
+        fs::remove_file(repo.backend().path(Dir::Snapshots, &s)).unwrap();
+    }
+    let mut packs = vec![];
+    repo.backend()
+        .for_each_pack(|id, _| {
+            packs.push(id);
+            Ok(())
+        })
+        .unwrap();
+    for p in &packs {
+        repo.index().journal_pack(p).unwrap();
+    }
+    let (tmp, _f) = repo.backend().temp_file().unwrap();
+    drop(_f);
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options().write(true).open(&tmp).unwrap().set_modified(old).unwrap();
+    drop(repo);
+
+    let repo = Repository::open_with(&t.path(), crate::testutil::PASSWORD, &opts).unwrap();
+    let c = Collect::default();
+    let bopts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+    let r2 = backup::backup(&repo, &bopts, &c, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    assert!(r2.snapshot.summary.bytes_added < 100_000, "data stored again: {:?}", r2.snapshot.summary);
+    assert!(!tmp.exists(), "the dead writer's temp file is gone");
+    let (stats, msgs) = do_restore(&t.reopen(), &r2, &t.scratch("out"), &[]);
+    assert_eq!((stats.errors, stats.files), (0, 10), "{msgs:?}");
+    let _ = r;
+}
