@@ -464,7 +464,7 @@ fn a_damaged_pack_fails_the_affected_file_only() {
     fs::write(src.join("good"), &good).unwrap();
     s.cairn(&["backup", src.to_str().unwrap()]);
     // Find the blob of `bad` through the library and flip a byte of it in its pack.
-    let opts = cairn::repo::OpenOptions { cache_dir: Some(s.path("cache")), budget: Default::default() };
+    let opts = cairn::repo::OpenOptions { cache_dir: Some(s.path("cache")), ..Default::default() };
     let repo = cairn::repo::Repository::open_with(&s.path("repo"), b"mount-test", &opts).unwrap();
     let id = repo.keys().blob_id(cairn::format::BlobKind::Data, &bad);
     let loc = repo.index().get(&id).expect("the blob of `bad` is indexed");

@@ -5,7 +5,11 @@
 //!    entry agrees with the header (offset, lengths, kind, compression). Packs no index
 //!    names, and blobs no index lists, are leftovers of interrupted backups: noted only.
 //! 3. Every index file decodes and its entries point inside existing packs.
-//! 4. Every snapshot's trees decode and every blob they reference is indexed.
+//! 4. Every snapshot's trees, walked by the same reader restore, `ls` and the mount use
+//!    ([`tree::Walk`], [`tree::for_each_chunk`]), so what they refuse check reports:
+//!    nodes decode and agree with their parents' counts and first names, names ascend
+//!    across nodes, a file's chunks add up to its size, and every chunk is indexed as a
+//!    data blob of the size its list gives.
 //! 5. With `read_data`, every blob of every pack is decrypted, decompressed and re-hashed,
 //!    and each damaged copy that the index uses is reported with the snapshot paths
 //!    that need it.
@@ -14,8 +18,11 @@
 //! written since the repository was opened are loaded before snapshots are checked, and
 //! a pack is looked for again before it is reported missing.
 //!
-//! Memory: pack sizes (40 B per pack), damaged copies, and the ids of tree nodes already
-//! checked (32 B each; shared subtrees are checked once).
+//! Memory: pack sizes and the directory and chunk-list trees found clean, in LRUs within
+//! a share of the budget (~96 B each; a tree that fell out is checked again when met
+//! again); damaged copies and files (growing with the damage found). A directory that
+//! changed between snapshots is read whole again (its unchanged nodes too): the walker
+//! skips trees, not nodes, so that every directory is checked by the readers' code.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,12 +32,12 @@ use crate::backend::Dir;
 use crate::error::{Error, Result};
 use crate::format::index::IndexEntry;
 use crate::format::key::KeyFile;
-use crate::format::tree::{Content, Kind, Node};
+use crate::format::tree::{ChunkRef, Content, Kind};
 use crate::format::{BlobKind, FileKind};
 use crate::id::{BlobId, FileId};
 use crate::repo::Repository;
 use crate::sys;
-use crate::tree::MAX_DIR_NESTING;
+use crate::tree::{self, Step, Walk};
 
 /// What to check.
 #[derive(Clone, Copy, Debug, Default)]
@@ -121,7 +128,7 @@ pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel:
         c.cancelled()?;
         c.stats.snapshots += 1;
         match repo.load_snapshot(&id) {
-            Ok(s) => c.dir(&s.root, Path::new("/"), &id),
+            Ok(s) => c.snapshot(&s.root, &id),
             Err(_) if c.bad_files.contains(&id) => {}
             Err(e) => c.error(e),
         }
@@ -275,128 +282,111 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn blob(&mut self, id: &BlobId, kind: BlobKind, path: &Path, snap: &FileId) -> bool {
-        match self.repo.index().get(id) {
-            None => {
-                self.error(format!(
-                    "snapshot {}: {}: {} {id} is missing from the index",
-                    snap.short(),
-                    path.display(),
-                    kind.name()
-                ));
-                false
+    /// A data chunk of a file: indexed as a data blob of the size the file's list gives,
+    /// and not among the copies found damaged.
+    fn chunk(&mut self, c: &ChunkRef, path: &Path, snap: &FileId) {
+        let id = c.id;
+        let at = |what: String| format!("snapshot {}: {}: {what}", snap.short(), path.display());
+        match self.repo.index().get(&id) {
+            None => self.error(at(format!("data blob {id} is missing from the index"))),
+            Some(loc) if loc.kind != BlobKind::Data => {
+                self.error(at(format!("blob {id} is indexed as a {}, the file lists it as data", loc.kind.name())))
             }
-            Some(loc) if loc.kind != kind => {
-                self.error(format!(
-                    "snapshot {}: {}: blob {id} is indexed as a {}",
-                    snap.short(),
-                    path.display(),
-                    loc.kind.name()
-                ));
-                false
+            Some(loc) if loc.raw_len != c.size => {
+                self.error(at(format!("data blob {id} is {} bytes, the file lists {}", loc.raw_len, c.size)))
             }
-            Some(loc) => {
-                if self.damaged.contains(&(loc.pack, loc.offset)) {
-                    self.error(format!(
-                        "snapshot {}: {}: {} {id} is damaged (pack {})",
-                        snap.short(),
-                        path.display(),
-                        kind.name(),
-                        loc.pack
-                    ));
-                    return false;
+            Some(loc) if self.damaged.contains(&(loc.pack, loc.offset)) => {
+                self.error(at(format!("data blob {id} is damaged (pack {})", loc.pack)))
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Has tree `id` (a directory or a chunk list) been checked, with nothing wrong found
+    /// under it? Only clean trees are remembered, so damage shared by several snapshots
+    /// is reported in each of them, with each one's paths.
+    fn seen_clean(&mut self, id: &BlobId) -> bool {
+        self.seen_trees.get(id).is_some()
+    }
+
+    /// A file's chunks: a chunk list through the same reader restore and the mount use
+    /// ([`tree::for_each_chunk`]: node counts, and the total against the entry's size).
+    fn file(&mut self, content: &Content, size: u64, path: &Path, snap: &FileId) {
+        match content {
+            // Its sizes were checked against the entry's when its node was decoded.
+            Content::Inline(cs) => cs.iter().for_each(|c| self.chunk(c, path, snap)),
+            Content::List(root) => {
+                if self.seen_clean(root) {
+                    return;
                 }
-                true
+                self.stats.trees += 1;
+                let errors = self.stats.errors;
+                let repo = self.repo;
+                if let Err(e) = tree::for_each_chunk(repo, content, size, &mut |c| {
+                    self.chunk(c, path, snap);
+                    Ok(())
+                }) {
+                    self.error(format!("snapshot {}: {}: {}", snap.short(), path.display(), described(&e)));
+                }
+                if self.stats.errors == errors {
+                    self.seen_trees.put(*root, ());
+                }
             }
         }
     }
 
-    /// Read a tree node (directory or chunk list), once per distinct node.
-    fn node(&mut self, id: &BlobId, path: &Path, snap: &FileId) -> Option<Node> {
-        if self.seen_trees.put(*id, ()).is_some() {
-            return None; // checked already (shared by snapshots or directories)
+    /// Check snapshot `snap`'s directory tree `root` and its files' chunk lists, through
+    /// the one tree walker restore, `ls` and `repair snapshots` use ([`Walk`]): whatever
+    /// they refuse (nodes that disagree with their parents' counts, names out of order
+    /// or repeated across nodes, sizes that disagree with the chunks) is reported here.
+    fn snapshot(&mut self, root: &BlobId, snap: &FileId) {
+        /// A directory being walked: its path, tree and the error count when entered.
+        struct Level {
+            path: PathBuf,
+            dir: BlobId,
+            errors: u64,
         }
-        if !self.blob(id, BlobKind::Tree, path, snap) {
-            return None;
+        if self.seen_clean(root) {
+            return;
         }
         self.stats.trees += 1;
-        match self.repo.read_tree(id) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                self.error(format!("snapshot {}: {}: {e}", snap.short(), path.display()));
-                None
-            }
-        }
-    }
-
-    /// Check the directory tree at `root` (the snapshot's path `path`) and the chunk
-    /// lists of its files. Iterative, with a stack of nodes still to read (depth first,
-    /// in order), so no depth of directories or nodes can overflow the thread's stack;
-    /// directories nested deeper than [`MAX_DIR_NESTING`] are reported as damage.
-    fn dir(&mut self, root: &BlobId, path: &Path, snap: &FileId) {
-        enum Todo {
-            /// A directory node, at this nesting of directories.
-            Dir(BlobId, PathBuf, usize),
-            /// A chunk-list node of a file.
-            List(BlobId, PathBuf),
-        }
-        let mut todo = vec![Todo::Dir(*root, path.to_path_buf(), 0)];
-        while let Some(t) = todo.pop() {
+        let repo = self.repo;
+        let mut walk = Walk::new(repo, root, Level { path: PathBuf::from("/"), dir: *root, errors: self.stats.errors });
+        while let Some(step) = walk.next() {
             if self.cancel.load(Ordering::Relaxed) {
                 return;
             }
-            match t {
-                Todo::Dir(id, path, nest) => match self.node(&id, &path, snap) {
-                    Some(Node::DirLeaf(entries)) => {
-                        let at = todo.len();
-                        for e in entries {
-                            let p: PathBuf = path.join(sys::os(&e.name));
-                            match &e.kind {
-                                Kind::Dir(sub) if nest >= MAX_DIR_NESTING => self.error(format!(
-                                    "snapshot {}: {}: {}",
-                                    snap.short(),
-                                    p.display(),
-                                    crate::tree::too_deep(sub)
-                                )),
-                                Kind::Dir(sub) => todo.push(Todo::Dir(*sub, p, nest + 1)),
-                                Kind::File(Content::Inline(cs)) => {
-                                    for c in cs {
-                                        self.blob(&c.id, BlobKind::Data, &p, snap);
-                                    }
-                                }
-                                Kind::File(Content::List(root)) => todo.push(Todo::List(*root, p)),
-                                _ => {}
-                            }
+            match step {
+                Step::Entry(e) => {
+                    let Some(top) = walk.top() else { continue };
+                    let path = top.path.join(sys::os(&e.name));
+                    match &e.kind {
+                        Kind::Dir(sub) if !self.seen_clean(sub) => {
+                            self.stats.trees += 1;
+                            walk.enter(sub, Level { path, dir: *sub, errors: self.stats.errors })
                         }
-                        todo[at..].reverse(); // popped in name order
+                        Kind::File(c) => self.file(c, e.size, &path, snap),
+                        _ => {}
                     }
-                    Some(Node::DirInterior(children)) => {
-                        todo.extend(children.iter().rev().map(|c| Todo::Dir(c.id, path.clone(), nest)));
+                }
+                Step::Leave(l) => {
+                    if self.stats.errors == l.errors {
+                        self.seen_trees.put(l.dir, ());
                     }
-                    Some(_) => self.error(format!(
-                        "snapshot {}: {}: tree {id} is a chunk list, expected a directory",
-                        snap.short(),
-                        path.display()
-                    )),
-                    None => {}
-                },
-                Todo::List(id, path) => match self.node(&id, &path, snap) {
-                    Some(Node::ListLeaf(cs)) => {
-                        for c in cs {
-                            self.blob(&c.id, BlobKind::Data, &path, snap);
-                        }
-                    }
-                    Some(Node::ListInterior(children)) => {
-                        todo.extend(children.iter().rev().map(|c| Todo::List(c.id, path.clone())));
-                    }
-                    Some(_) => self.error(format!(
-                        "snapshot {}: {}: tree {id} is a directory, expected a chunk list",
-                        snap.short(),
-                        path.display()
-                    )),
-                    None => {}
-                },
+                }
+                Step::Failed(l, e) => {
+                    self.error(format!("snapshot {}: {}: {}", snap.short(), l.path.display(), described(&e)))
+                }
             }
         }
+    }
+}
+
+/// An error as check reports it: a blob the index does not list is "missing from the
+/// index" (it may be in a pack no index file names: `repair index` finds those).
+fn described(e: &Error) -> String {
+    match e {
+        Error::NotFound { what, id } => format!("{what} {id} is missing from the index"),
+        e => e.to_string(),
     }
 }

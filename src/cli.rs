@@ -59,6 +59,11 @@ pub struct Cli {
     /// Memory budget for the whole process, e.g. 128M or 1G; at least 64M [default: $CAIRN_MEMORY, else 256M]
     #[arg(long, global = true, value_name = "SIZE")]
     pub memory: Option<String>,
+    /// Try key files whose password derivation (Argon2id) needs up to SIZE of memory
+    /// [default: half of --memory]. Key files asking for more are not tried: their
+    /// parameters are not authenticated, so a planted one could exhaust memory.
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub max_kdf_memory: Option<String>,
     /// Directory for local caches (the chunk index) [default: $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn]
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -262,7 +267,7 @@ pub fn run(args: Vec<OsString>, env: &Env, out: &mut dyn Write, err: &mut (dyn W
 /// The exit code for an error.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<Error>() {
-        Some(Error::WrongPassword) => EXIT_WRONG_PASSWORD,
+        Some(Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
         Some(Error::Interrupted) => EXIT_INTERRUPTED,
         _ => EXIT_ERROR,
     }
@@ -319,6 +324,9 @@ fn mount_in_background(
     cmd.arg("--repo").arg(repo_path(cli, env)?).args(["--password-file", "/dev/stdin"]);
     if let Some(m) = cli.memory.as_ref().or(env.memory.as_ref()) {
         cmd.args(["--memory", m]);
+    }
+    if let Some(m) = &cli.max_kdf_memory {
+        cmd.args(["--max-kdf-memory", m]);
     }
     if let Some(d) = cli.cache_dir.as_ref().or(env.cache_dir.as_ref()) {
         cmd.arg("--cache-dir").arg(d);
@@ -381,7 +389,17 @@ fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Repository> {
         Some(s) => crate::budget::Budget::parse(s).map_err(|e| anyhow::anyhow!("--memory {e}"))?,
         None => crate::budget::Budget::default(),
     };
-    let opts = crate::repo::OpenOptions { cache_dir: cli.cache_dir.clone().or_else(|| env.cache_dir.clone()), budget };
+    let kdf_limit = match &cli.max_kdf_memory {
+        Some(s) => Some(crate::repo::KdfLimit {
+            mem_kib: crate::budget::parse_size(s).map_err(|e| anyhow::anyhow!("--max-kdf-memory {e}"))? as u64 / 1024,
+        }),
+        None => None,
+    };
+    let opts = crate::repo::OpenOptions {
+        cache_dir: cli.cache_dir.clone().or_else(|| env.cache_dir.clone()),
+        budget,
+        kdf_limit,
+    };
     Ok(Repository::open_with(&path, pw.as_bytes(), &opts)?)
 }
 
@@ -479,14 +497,26 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             let (_, s) = repo.resolve_snapshot(snap)?;
             print_problems(&repo, err);
             let mut io_err = None;
-            crate::ls::list(&repo, &s.root, Path::new(path), *recursive, &mut |p, e| {
-                let line = if cli.json { ls_json(p, e) } else { ls_line(p, e) };
-                if let Err(x) = writeln!(out, "{line}") {
-                    io_err.get_or_insert(x);
-                }
-            })?;
+            let failed = crate::ls::list(
+                &repo,
+                &s.root,
+                Path::new(path),
+                *recursive,
+                &mut |p, e| {
+                    let line = if cli.json { ls_json(p, e) } else { ls_line(p, e) };
+                    if let Err(x) = writeln!(out, "{line}") {
+                        io_err.get_or_insert(x);
+                    }
+                },
+                &mut |p, e| {
+                    let _ = writeln!(err, "error: {}: {e}", p.display());
+                },
+            )?;
             if let Some(e) = io_err {
                 return Err(e.into());
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} directories could not be listed (see above)");
             }
             Ok(EXIT_OK)
         }

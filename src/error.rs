@@ -36,8 +36,11 @@ pub enum Error {
         id: String,
     },
     /// No key file could be opened with the given password.
-    #[error("wrong password or no key file matches it")]
-    WrongPassword,
+    #[error("wrong password or no key file matches it{}", notes.iter().map(|n| format!("; {n}")).collect::<String>())]
+    WrongPassword {
+        /// Key files that were damaged or not tried (one of them may hold the password).
+        notes: Vec<String>,
+    },
     /// A file carries a format version this build does not know.
     #[error("{what}: unsupported format version {found} (this cairn supports {supported})")]
     UnsupportedVersion {

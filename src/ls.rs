@@ -1,58 +1,53 @@
-//! `ls`: list entries of a snapshot, like `ls -l`, optionally recursively.
+//! `ls`: list entries of a snapshot, like `ls -l`, optionally recursively, through the
+//! one snapshot walker ([`Walk`]).
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::tree::{Entry, Kind};
 use crate::repo::Repository;
 use crate::restore::resolve;
 use crate::sys;
-use crate::tree::{DirIter, MAX_DIR_NESTING};
+use crate::tree::{Step, Walk};
 
 /// Call `f` with each entry under `path` in the snapshot rooted at `root` (the entry itself
 /// if it is not a directory), in name order; `recursive` descends into subdirectories.
+/// A directory that cannot be read (damaged, missing) goes to `failed` with its path and
+/// the listing goes on, as restore does; returns how many failed.
 pub fn list(
     repo: &Repository,
     root: &crate::id::BlobId,
     path: &Path,
     recursive: bool,
     f: &mut dyn FnMut(&Path, &Entry),
-) -> Result<()> {
+    failed: &mut dyn FnMut(&Path, &Error),
+) -> Result<u64> {
     let e = resolve(repo, root, path)?;
-    match &e.kind {
-        Kind::Dir(id) => walk(repo, id, &Path::new("/").join(path), recursive, f),
-        _ => {
-            f(&Path::new("/").join(path), &e);
-            Ok(())
-        }
-    }
-}
-
-/// Iterative, one directory iterator per level of nesting, so no depth can overflow
-/// the stack; deeper than [`MAX_DIR_NESTING`] is refused as damage.
-fn walk(
-    repo: &Repository,
-    dir: &crate::id::BlobId,
-    path: &Path,
-    recursive: bool,
-    f: &mut dyn FnMut(&Path, &Entry),
-) -> Result<()> {
-    let mut levels = vec![(DirIter::new(repo, dir)?, path.to_path_buf())];
-    while let Some((it, path)) = levels.last_mut() {
-        let Some(e) = it.next_entry()? else {
-            levels.pop();
-            continue;
-        };
-        let p: PathBuf = path.join(sys::os(&e.name));
-        f(&p, &e);
-        if let (true, Kind::Dir(sub)) = (recursive, &e.kind) {
-            if levels.len() >= MAX_DIR_NESTING {
-                return Err(crate::tree::too_deep(sub));
+    let top = Path::new("/").join(path);
+    let Kind::Dir(id) = &e.kind else {
+        f(&top, &e);
+        return Ok(0);
+    };
+    let mut errors = 0;
+    let mut walk = Walk::new(repo, id, top);
+    while let Some(step) = walk.next() {
+        match step {
+            Step::Entry(e) => {
+                let Some(dir) = walk.top() else { continue };
+                let p: PathBuf = dir.join(sys::os(&e.name));
+                f(&p, &e);
+                if let (true, Kind::Dir(sub)) = (recursive, &e.kind) {
+                    walk.enter(sub, p);
+                }
             }
-            levels.push((DirIter::new(repo, sub)?, p));
+            Step::Leave(_) => {}
+            Step::Failed(p, e) => {
+                errors += 1;
+                failed(&p, &e);
+            }
         }
     }
-    Ok(())
+    Ok(errors)
 }
 
 /// `ls -l` style mode string, e.g. `drwxr-xr-x`.

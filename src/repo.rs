@@ -39,6 +39,9 @@ pub struct OpenOptions {
     pub cache_dir: Option<std::path::PathBuf>,
     /// The memory budget.
     pub budget: crate::budget::Budget,
+    /// The most a key file's KDF may cost to be tried; `None`: what the budget allows
+    /// ([`KdfLimit::of_budget`]).
+    pub kdf_limit: Option<KdfLimit>,
 }
 
 /// Settings for `init`.
@@ -132,7 +135,8 @@ impl Repository {
             .read_config(FileKind::Config.max_len().unwrap_or(0))?
             .ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
         let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
-        let (keys, config) = unlock(&backend, password, sealed)?;
+        let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
+        let (keys, config) = unlock(&backend, password, sealed, limit)?;
         let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
         let index = Index::open(IndexOptions::from_budget(cache, opts.budget.index_bytes()))?;
         let repo = Repository {
@@ -553,32 +557,104 @@ fn write_key_file(backend: &Local, keys: &Keys, password: &[u8], kdf: KdfParams)
     Ok(id)
 }
 
-/// Try every key file; the master key is the one that opens the config. (A key file left
-/// by an interrupted `init` may unwrap with the same password yet hold another key.)
-/// A damaged key file is skipped so it cannot lock out the others.
-fn unlock(backend: &Local, password: &[u8], config_sealed: &[u8]) -> Result<(Keys, Config)> {
+/// The most a key file's KDF may cost before it is tried: `mem_kib` at most this, and
+/// `mem_kib` x `iterations` at most 16 times this (16 passes at the memory limit; the
+/// default parameters, 32 MiB x 8, are well inside at every budget). The parameters are
+/// in the clear, unauthenticated until the KDF has run, so a key file planted in `keys/`
+/// could otherwise make every command allocate 4 GiB and run for minutes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfLimit {
+    /// Most KiB of memory a key file's KDF may ask for.
+    pub mem_kib: u64,
+}
+
+impl KdfLimit {
+    /// The limit a memory budget allows: half of it (the KDF runs before anything else).
+    pub fn of_budget(b: crate::budget::Budget) -> KdfLimit {
+        KdfLimit { mem_kib: (b.0 / 2 / 1024) as u64 }
+    }
+
+    /// Whether a key file with these parameters may be tried.
+    pub fn allows(&self, k: &KdfParams) -> bool {
+        (k.mem_kib as u64) <= self.mem_kib && (k.mem_kib as u64) * (k.iterations as u64) <= self.mem_kib * 16
+    }
+}
+
+/// Try the key files, cheapest KDF first, those within `limit` only; the master key is
+/// the one that opens the config. (A key file left by an interrupted `init` may unwrap
+/// with the same password yet hold another key.) A damaged key file is skipped so it
+/// cannot lock out the others. When nothing opens, the error says why as well as it can
+/// be told: no key file well-formed at all, a key that unwraps but cannot open the config
+/// (the config is damaged), or no key matching, naming damaged key files and those whose
+/// KDF is over the limit (either may have been the password's).
+fn unlock(backend: &Local, password: &[u8], config_sealed: &[u8], limit: KdfLimit) -> Result<(Keys, Config)> {
     let ids = backend.list(Dir::Keys)?;
     if ids.is_empty() {
         return Err(Error::corrupt("repository", backend.root().display(), "no key files in keys/"));
     }
-    let mut version_err = None;
+    let (mut candidates, mut damaged, mut over, mut version_err) = (Vec::new(), Vec::new(), Vec::new(), None);
     for id in ids {
-        let kf = match read_key_file(backend, &id) {
-            Ok(kf) => kf,
-            Err(e @ Error::UnsupportedVersion { .. }) => {
-                version_err = Some(e);
+        let bytes = match backend.read_file(Dir::Keys, &id, FileKind::Key.max_len().unwrap_or(0)) {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => {
+                damaged.push(e.to_string());
                 continue;
             }
-            Err(_) => continue,
         };
-        let Ok(wk) = WrappingKey::derive(password, &kf.salt, kf.kdf) else { continue };
-        let Some(keys) = wk.unwrap(&KeyFile::aad(), &kf.wrapped) else { continue };
-        if let Ok(plain) = keys.open(&FileKind::Config.header(), config_sealed, "config", &"config") {
-            return Ok((keys, Config::decode(&plain)?));
+        // The clear fields are not authenticated: a key whose name no longer matches may
+        // still unwrap (damage in its host field, say), so it is tried, and named if not.
+        let renamed = FileId::of(&bytes) != id;
+        match KeyFile::decode(&bytes, &id).and_then(|kf| kf.kdf.validate().map(|()| kf)) {
+            Ok(kf) if !limit.allows(&kf.kdf) => over.push(format!(
+                "key {} was not tried: its KDF asks for {} MiB x {} passes, more than --memory allows \
+                 (--max-kdf-memory raises the limit)",
+                id.short(),
+                kf.kdf.mem_kib / 1024,
+                kf.kdf.iterations
+            )),
+            Ok(kf) => candidates.push((id, kf, renamed)),
+            Err(e @ Error::UnsupportedVersion { .. }) => version_err = Some(e),
+            Err(e) => damaged.push(e.to_string()),
         }
     }
+    candidates.sort_by_key(|(id, kf, _)| (kf.kdf.mem_kib as u64 * kf.kdf.iterations as u64, *id));
+    let (mut config_refused, mut intact_refused) = (false, false);
+    for (id, kf, renamed) in &candidates {
+        let wk = WrappingKey::derive(password, &kf.salt, kf.kdf)?;
+        let Some(keys) = wk.unwrap(&KeyFile::aad(), &kf.wrapped) else {
+            if *renamed {
+                damaged.push(format!("key {id}: content does not match its name (damaged)"));
+            } else {
+                intact_refused = true;
+            }
+            continue;
+        };
+        match keys.open(&FileKind::Config.header(), config_sealed, "config", &"config") {
+            Ok(plain) => return Ok((keys, Config::decode(&plain)?)),
+            Err(_) => config_refused = true,
+        }
+    }
+    if config_refused {
+        return Err(Error::corrupt(
+            "config",
+            backend.config_path().display(),
+            "the password unlocks a key, but the config does not open with it (the config is damaged, \
+             or the key file belongs to another repository)",
+        ));
+    }
     // A key file from a newer cairn may be the one that matches.
-    Err(version_err.unwrap_or(Error::WrongPassword))
+    if let Some(e) = version_err {
+        return Err(e);
+    }
+    // Every key file is damaged: that, not the password, is why nothing opened.
+    if !intact_refused && over.is_empty() {
+        let what = if candidates.is_empty() { "no key file is well-formed" } else { "every key file is damaged" };
+        return Err(Error::corrupt("repository", backend.root().display(), format!("{what}: {}", damaged.join("; "))));
+    }
+    let notes: Vec<String> =
+        damaged.into_iter().map(|d| format!("{d} (it may have been the one)")).chain(over).collect();
+    Err(Error::WrongPassword { notes })
 }
 
 /// Seconds since the Unix epoch.

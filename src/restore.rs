@@ -23,10 +23,11 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Content, Entry, Kind};
+use crate::format::BlobKind;
 use crate::id::BlobId;
 use crate::repo::Repository;
 use crate::sys;
-use crate::tree::{ChunkIter, DirIter, MAX_DIR_NESTING};
+use crate::tree::{self, Step, Walk};
 
 /// Files waiting for a restore worker.
 const FILE_QUEUE: usize = 64;
@@ -184,7 +185,7 @@ pub fn restore(
     // The target directory itself keeps its own metadata: it is the user's, not the
     // snapshot's (and the snapshot root has none).
     if let Kind::Dir(id) = &root.kind {
-        ctx.dir_metadata(id, &opts.target)?;
+        ctx.dir_metadata(id, &opts.target);
     }
     stats.files = ctx.files.load(Ordering::Relaxed);
     stats.bytes = ctx.bytes.load(Ordering::Relaxed);
@@ -207,10 +208,9 @@ impl Ctx<'_> {
     }
 
     /// Restore the tree of directory `dir` into `out` (`snap` is its path in the
-    /// snapshot; `matched`: whether the filter already matched it). Iterative, one
-    /// directory iterator per level of nesting (one tree node per level each), so no
-    /// depth of directories can overflow the stack; deeper than [`MAX_DIR_NESTING`] is
-    /// refused as damage.
+    /// snapshot; `matched`: whether the filter already matched it), through the one
+    /// snapshot walker ([`Walk`]: iterative, nesting limited, damage reported and
+    /// skipped).
     #[allow(clippy::too_many_arguments)]
     fn walk(
         &self,
@@ -222,41 +222,27 @@ impl Ctx<'_> {
         links: &mut Links,
         stats: &mut RestoreStats,
     ) -> Result<()> {
-        struct Level<'r> {
-            it: DirIter<&'r Repository>,
+        /// A directory being restored: where it goes, where it is in the snapshot, and
+        /// whether the filter matched it (then everything under it is restored).
+        struct Level {
             out: PathBuf,
             snap: PathBuf,
             matched: bool,
         }
-        let mut levels: Vec<Level<'_>> = Vec::new();
-        let mut open = Some((*dir, out.to_path_buf(), snap.to_path_buf(), matched));
-        loop {
-            if let Some((dir, out, snap, matched)) = open.take() {
-                if levels.len() >= MAX_DIR_NESTING {
-                    self.fail(&out, crate::tree::too_deep(&dir));
-                } else {
-                    match DirIter::new(self.repo, &dir) {
-                        Ok(it) => levels.push(Level { it, out, snap, matched }),
-                        Err(e) => self.fail(&out, e),
-                    }
-                }
-            }
-            let Some(level) = levels.last_mut() else { return Ok(()) };
+        let mut walk = Walk::new(self.repo, dir, Level { out: out.to_path_buf(), snap: snap.to_path_buf(), matched });
+        while let Some(step) = walk.next() {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            let e = match level.it.next_entry() {
-                Ok(Some(e)) => e,
-                Ok(None) => {
-                    levels.pop();
-                    continue;
-                }
-                Err(e) => {
-                    self.fail(&level.out, e);
-                    levels.pop();
+            let e = match step {
+                Step::Entry(e) => e,
+                Step::Leave(_) => continue,
+                Step::Failed(level, err) => {
+                    self.fail(&level.out, err);
                     continue;
                 }
             };
+            let Some(level) = walk.top() else { continue };
             let path = level.out.join(sys::os(&e.name));
             let snap_path = level.snap.join(sys::os(&e.name));
             let m = level.matched || self.filter.as_ref().is_none_or(|f| f.matches(&snap_path));
@@ -275,7 +261,7 @@ impl Ctx<'_> {
                     }
                     stats.dirs += 1;
                 }
-                open = Some((*sub, path, snap_path, m));
+                walk.enter(sub, Level { out: path, snap: snap_path, matched: m });
             } else if m {
                 if matches!(e.kind, Kind::File(_)) && e.nlink <= 1 {
                     tx.send((path, e)).map_err(|_| Error::InvalidInput("restore workers stopped".into()))?;
@@ -284,6 +270,7 @@ impl Ctx<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Create `dir` and the directories between the target and it, one component at a
@@ -400,26 +387,20 @@ impl Ctx<'_> {
         let Kind::File(content) = &e.kind else {
             return Ok((0, f));
         };
-        let written = self.write_content(&mut f, path, content)?;
-        if written != e.size {
-            return Err(Error::corrupt(
-                "tree",
-                path.display(),
-                format!("chunks add up to {written} bytes, entry says {}", e.size),
-            ));
-        }
+        let written = self.write_content(&mut f, path, content, e.size)?;
         Ok((written, f))
     }
 
-    fn write_content(&self, f: &mut File, path: &Path, content: &Content) -> Result<u64> {
+    /// Write a file's chunks (verified, all-zero ones as holes); they must add up to
+    /// `size` ([`tree::for_each_chunk`]).
+    fn write_content(&self, f: &mut File, path: &Path, content: &Content, size: u64) -> Result<u64> {
         let mut written = 0u64;
         let mut sparse = false;
-        for c in ChunkIter::new(self.repo, content)? {
+        tree::for_each_chunk(self.repo, content, size, &mut |c| {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            let c = c?;
-            let data = self.repo.read_blob(&c.id, crate::format::BlobKind::Data)?;
+            let data = self.repo.read_blob(&c.id, BlobKind::Data)?;
             if data.len() != c.size as usize {
                 return Err(Error::corrupt(
                     "data blob",
@@ -436,7 +417,8 @@ impl Ctx<'_> {
                 sparse = false;
             }
             written += data.len() as u64;
-        }
+            Ok(())
+        })?;
         if sparse {
             f.set_len(written).at(path)?;
         }
@@ -508,22 +490,31 @@ impl Ctx<'_> {
         }
     }
 
-    /// Second pass: set each restored directory's metadata after its contents exist.
-    fn dir_metadata(&self, dir: &BlobId, out: &Path) -> Result<()> {
-        let Ok(it) = DirIter::new(self.repo, dir) else {
-            return Ok(());
-        }; // reported in pass one
-        for e in it {
-            let Ok(e) = e else { return Ok(()) };
-            if let Kind::Dir(sub) = &e.kind {
-                let path = out.join(sys::os(&e.name));
-                if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                    self.dir_metadata(sub, &path)?;
-                    self.metadata(&e, &path);
+    /// Second pass: set each restored directory's metadata after its contents exist (a
+    /// directory's [`Step::Leave`] comes after everything under it).
+    fn dir_metadata(&self, dir: &BlobId, out: &Path) {
+        /// A restored directory and its entry (none for the target itself).
+        struct Level {
+            out: PathBuf,
+            entry: Option<Entry>,
+        }
+        let mut walk = Walk::new(self.repo, dir, Level { out: out.to_path_buf(), entry: None });
+        while let Some(step) = walk.next() {
+            match step {
+                Step::Entry(e) => {
+                    let Kind::Dir(sub) = &e.kind else { continue };
+                    let Some(level) = walk.top() else { continue };
+                    let path = level.out.join(sys::os(&e.name));
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                        let sub = *sub;
+                        walk.enter(&sub, Level { out: path, entry: Some(e) });
+                    }
                 }
+                Step::Leave(Level { out, entry: Some(e) }) => self.metadata(&e, &out),
+                // Damage was reported in the first pass.
+                Step::Leave(_) | Step::Failed(..) => {}
             }
         }
-        Ok(())
     }
 }
 

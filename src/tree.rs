@@ -353,13 +353,17 @@ pub struct DirIter<R: Deref<Target = Repository>> {
     stack: Vec<std::vec::IntoIter<DirChild>>,
     leaf: std::vec::IntoIter<Entry>,
     last: Option<Vec<u8>>,
+    /// The `first_name` the interior nodes above the leaf being entered give it: the next
+    /// entry must bear it (lookups by name go by these names).
+    first: Option<Vec<u8>>,
     root: BlobId,
 }
 
 impl<R: Deref<Target = Repository>> DirIter<R> {
     /// Start at a directory's root node.
     pub fn new(repo: R, root: &BlobId) -> Result<DirIter<R>> {
-        let mut it = DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, root: *root };
+        let mut it =
+            DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, first: None, root: *root };
         it.descend(root, None)?;
         Ok(it)
     }
@@ -367,7 +371,8 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     /// Start at the entry at position `pos` (name order), reading one node per level:
     /// interior nodes count the entries under each child.
     pub fn at(repo: R, root: &BlobId, pos: u64) -> Result<DirIter<R>> {
-        let mut it = DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, root: *root };
+        let mut it =
+            DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, first: None, root: *root };
         let (mut id, mut want) = (*root, None);
         let mut rest = pos;
         loop {
@@ -426,9 +431,21 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
                     return Err(Error::corrupt(
                         "tree",
                         self.root,
-                        format!("entry {:?} out of order", String::from_utf8_lossy(&e.name)),
+                        format!("entry {:?} out of order or repeated", String::from_utf8_lossy(&e.name)),
                     ));
                 }
+                if let Some(f) = self.first.as_ref().filter(|f| **f != e.name) {
+                    return Err(Error::corrupt(
+                        "tree",
+                        self.root,
+                        format!(
+                            "entry {:?} begins a node its parent says begins with {:?}",
+                            String::from_utf8_lossy(&e.name),
+                            String::from_utf8_lossy(f)
+                        ),
+                    ));
+                }
+                self.first = None;
                 let e = self.leaf.next().expect("peeked");
                 self.last = Some(e.name.clone());
                 return Ok(Some(e));
@@ -437,9 +454,15 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
                 return Ok(None);
             };
             let level = self.stack.len() - 1;
-            match top.as_slice().first().map(|c| (c.id, c.entries)) {
-                Some((id, entries)) => {
+            match top.as_slice().first().map(|c| (c.id, c.entries, &c.first_name)) {
+                Some((id, entries, first)) => {
+                    // Every interior level above a leaf names the same first entry.
+                    if self.first.as_ref().is_some_and(|f| f != first) {
+                        return Err(Error::corrupt("tree", id, "its first name differs from its parent's"));
+                    }
+                    let first = first.clone();
                     self.descend(&id, Some((entries, 0)))?;
+                    self.first = Some(first);
                     self.stack[level].next();
                 }
                 None => {
@@ -501,6 +524,108 @@ pub fn dir_len(repo: &Repository, root: &BlobId) -> Result<u64> {
         Node::DirInterior(cs) => Ok(cs.iter().fold(0u64, |n, c| n.saturating_add(c.entries))),
         _ => Err(Error::corrupt("tree", root, "expected a directory node, found a chunk list")),
     }
+}
+
+/// One step of a [`Walk`].
+pub enum Step<T> {
+    /// The next entry of the directory being walked (its level's data is
+    /// [`Walk::top`]). For a subdirectory, call [`Walk::enter`] to walk it next.
+    Entry(Entry),
+    /// The directory being walked has no more entries: its level's data, back.
+    Leave(T),
+    /// A directory could not be entered or read to its end (damaged or missing tree
+    /// node, nested too deep): its level's data, back, and why. The walk goes on with
+    /// the rest of its parent.
+    Failed(T, Error),
+}
+
+/// A depth-first walk over a snapshot's directories in name order: the one walker of
+/// restore, `ls -R`, `check` and `repair snapshots`, so they all read trees the same way
+/// and enforce the same invariants (those of [`DirIter`] and [`read_counted`]).
+///
+/// Iterative: a stack of levels, each one [`DirIter`] (one node per tree level) and the
+/// caller's data `T`, so no nesting can overflow the thread's stack; directories nested
+/// deeper than [`MAX_DIR_NESTING`] fail with [`too_deep`]. A walk never stops at damage:
+/// a directory that fails is reported ([`Step::Failed`]) and the walk goes on.
+pub struct Walk<'r, T> {
+    repo: &'r Repository,
+    levels: Vec<(DirIter<&'r Repository>, T)>,
+    /// A directory to enter before the next step, with its level's data.
+    pending: Option<(BlobId, T)>,
+}
+
+impl<'r, T> Walk<'r, T> {
+    /// A walk of the directory tree `root`, whose level carries `data`.
+    pub fn new(repo: &'r Repository, root: &BlobId, data: T) -> Walk<'r, T> {
+        Walk { repo, levels: Vec::new(), pending: Some((*root, data)) }
+    }
+
+    /// Walk directory tree `dir` next (after an [`Step::Entry`] naming it), with `data`
+    /// for its level; its entries come before the rest of the current directory's.
+    pub fn enter(&mut self, dir: &BlobId, data: T) {
+        self.pending = Some((*dir, data));
+    }
+
+    /// The data of the directory being walked (the one the last entry belongs to).
+    pub fn top(&mut self) -> Option<&mut T> {
+        self.levels.last_mut().map(|(_, d)| d)
+    }
+
+    /// Directories being walked, the root included.
+    pub fn depth(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// The next step, `None` once the root directory is done.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<Step<T>> {
+        if let Some((dir, data)) = self.pending.take() {
+            if self.levels.len() >= MAX_DIR_NESTING {
+                return Some(Step::Failed(data, too_deep(&dir)));
+            }
+            match DirIter::new(self.repo, &dir) {
+                Ok(it) => self.levels.push((it, data)),
+                Err(e) => return Some(Step::Failed(data, e)),
+            }
+        }
+        let (it, _) = self.levels.last_mut()?;
+        match it.next_entry() {
+            Ok(Some(e)) => Some(Step::Entry(e)),
+            Ok(None) => self.levels.pop().map(|(_, d)| Step::Leave(d)),
+            Err(e) => self.levels.pop().map(|(_, d)| Step::Failed(d, e)),
+        }
+    }
+}
+
+/// The chunks of a regular file's `content`, checked against the entry's `size`: at
+/// the end the chunks must add up to exactly that many bytes (an inline list is checked
+/// when its node is decoded; a chunk list only once read). `f` sees each chunk.
+pub fn for_each_chunk(
+    repo: &Repository,
+    content: &Content,
+    size: u64,
+    f: &mut dyn FnMut(&ChunkRef) -> Result<()>,
+) -> Result<()> {
+    let mut total = 0u64;
+    let mut it = ChunkIter::new(repo, content)?;
+    while let Some(c) = it.next_chunk()? {
+        total = total.saturating_add(c.size as u64);
+        f(&c)?;
+    }
+    check_size(content, total, size)
+}
+
+/// The error for a file whose chunks add up to `total` bytes while its entry says
+/// `size`; `Ok` when they agree.
+pub fn check_size(content: &Content, total: u64, size: u64) -> Result<()> {
+    if total == size {
+        return Ok(());
+    }
+    let what = match content {
+        Content::List(root) => root.to_string(),
+        Content::Inline(_) => "inline chunk list".into(),
+    };
+    Err(Error::corrupt("tree", what, format!("the chunks add up to {total} bytes, the entry says {size}")))
 }
 
 /// Iterates a file's chunks in order, one list node per level in memory.

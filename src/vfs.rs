@@ -898,10 +898,22 @@ impl Vfs {
         }
         let cur = h.cursor.as_mut().expect("set");
         let sequential = offset == cur.last_end || offset == 0;
+        // The chunks must cover the entry's size exactly, as restore requires: a read
+        // that finds them ending early, or going on past the size, is damage (EIO), never
+        // a short file or a silently cut one.
+        let size = h.size;
+        let mismatch = |what: &str| {
+            let root = match &h.content {
+                Content::List(root) => root.to_string(),
+                Content::Inline(_) => "inline chunk list".into(),
+            };
+            Error::corrupt("tree", root, format!("the chunks {what} the entry's size ({size} bytes)"))
+        };
         loop {
             if cur.ahead.is_empty() {
                 match cur.iter.next_chunk()? {
                     Some(c) => cur.ahead.push_back(c),
+                    None if cur.start < end => return Err(mismatch("end before")),
                     None => break,
                 }
             }
@@ -909,7 +921,13 @@ impl Vfs {
             let c_end = cur.start + c.size as u64;
             if c_end > offset {
                 if cur.start >= end {
+                    if end == size {
+                        return Err(mismatch("go on past"));
+                    }
                     break;
+                }
+                if c_end > size {
+                    return Err(mismatch("go on past"));
                 }
                 let data = self.chunk(&c)?;
                 let from = (offset.max(cur.start) - cur.start) as usize;

@@ -47,7 +47,7 @@ fn tiny_budget_spills_and_dedup_stays_exact() {
     for (name, budget) in [("tiny", Budget(1 << 20)), ("large", Budget(256 << 20))] {
         let path = t.path().join(name);
         Repository::init(&path, PASSWORD, &cheap_options()).unwrap();
-        let opts = OpenOptions { cache_dir: Some(t.path().join(format!("cache-{name}"))), budget };
+        let opts = OpenOptions { cache_dir: Some(t.path().join(format!("cache-{name}"))), budget, kdf_limit: None };
         let repo = Repository::open_with(&path, PASSWORD, &opts).unwrap();
         let r1 = do_backup(&repo, &[&src]);
         if name == "tiny" {

@@ -94,7 +94,7 @@ fn damaged_index_and_snapshot_files_are_skipped_and_reported() {
 #[test]
 fn wrong_password_unknown_version_and_not_a_repository() {
     let t = temp_repo();
-    assert!(matches!(Repository::open(&t.path(), b"wrong"), Err(Error::WrongPassword)));
+    assert!(matches!(Repository::open(&t.path(), b"wrong"), Err(Error::WrongPassword { .. })));
     assert!(matches!(Repository::open(&t.scratch("nothing"), PASSWORD), Err(Error::NotARepository(_))));
     assert!(matches!(Repository::open(Path::new("/"), PASSWORD), Err(Error::NotARepository(_))));
     let cfg = t.path().join("config");
@@ -216,7 +216,7 @@ fn several_keys_and_a_bad_key_file_does_not_lock_anyone_out() {
     fs::write(t.repo.backend().path(Dir::Keys, &crate::id::FileId([0; 32])), &bytes[..20]).unwrap();
     assert!(Repository::open(&t.path(), PASSWORD).is_ok());
     assert!(Repository::open(&t.path(), b"second password").is_ok());
-    assert!(matches!(Repository::open(&t.path(), b"nope"), Err(Error::WrongPassword)));
+    assert!(matches!(Repository::open(&t.path(), b"nope"), Err(Error::WrongPassword { .. })));
 }
 
 #[test]

@@ -198,10 +198,16 @@ fn restore_a_subdirectory_and_ls() {
     restore::restore(&t.repo, &e, &sub, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
     assert_eq!(fs::read(out.join("sub/large.bin")).unwrap(), bytes(3, 3_000_000, false));
     let mut names = vec![];
-    crate::ls::list(&t.repo, &r.snapshot.root, &sub, false, &mut |p, _| {
-        names.push(p.file_name().unwrap().to_string_lossy().into_owned())
-    })
+    let failed = crate::ls::list(
+        &t.repo,
+        &r.snapshot.root,
+        &sub,
+        false,
+        &mut |p, _| names.push(p.file_name().unwrap().to_string_lossy().into_owned()),
+        &mut |p, e| panic!("{}: {e}", p.display()),
+    )
     .unwrap();
+    assert_eq!(failed, 0);
     assert_eq!(names, ["compressible.txt", "dup-of-random.bin", "hardlink.txt", "random.bin", "sub"]);
     assert!(matches!(
         restore::resolve(&t.repo, &r.snapshot.root, &src.join("nope")),

@@ -39,6 +39,26 @@ fn only_snapshot(v: &Vfs) -> Vec<u8> {
     names.pop().unwrap()
 }
 
+/// Run the command line in process on `repo` with `password` (never the real
+/// environment): exit code, stdout, stderr.
+fn cli(repo: &Path, password: &str, args: &[&str]) -> (i32, String, String) {
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let env = crate::cli::Env {
+        repo: Some(repo.to_path_buf()),
+        password: Some(password.into()),
+        password_file: None,
+        default_repo: None,
+        cache_dir: None,
+        memory: None,
+        interactive: false,
+        cancel: &cancel,
+    };
+    let argv = std::iter::once("cairn").chain(args.iter().copied()).map(Into::into).collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = crate::cli::run(argv, &env, &mut out, &mut err);
+    (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+}
+
 /// See: issue 12, defect 3. A file whose chunk list names a tree blob must be damage
 /// everywhere (restore, the mount's view, check), never the tree node's bytes as content.
 #[test]
@@ -113,24 +133,10 @@ fn r12_5_fifos_and_huge_files_in_the_repository_are_refused_unread() {
 /// names its path once.
 #[test]
 fn r12_11_errors_say_the_os_error_and_the_path_once() {
-    use crate::cli::{run, Env};
     let dir = tempfile::tempdir().unwrap();
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let env = |repo: &Path| Env {
-        repo: Some(repo.to_path_buf()),
-        password: Some("pw".into()),
-        password_file: None,
-        default_repo: None,
-        cache_dir: None,
-        memory: None,
-        interactive: false,
-        cancel: &cancel,
-    };
     let cairn = |repo: &Path, args: &[&str]| {
-        let argv = std::iter::once("cairn").chain(args.iter().copied()).map(Into::into).collect();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run(argv, &env(repo), &mut out, &mut err);
-        (code, String::from_utf8_lossy(&err).into_owned())
+        let (code, _, err) = cli(repo, "pw", args);
+        (code, err)
     };
     // A repository path under a regular file: ENOTDIR.
     fs::write(dir.path().join("file"), b"x").unwrap();
@@ -260,4 +266,174 @@ fn r12_13_leftovers_of_a_killed_backup_are_reused_and_removed() {
     let (stats, msgs) = do_restore(&t.reopen(), &r2, &t.scratch("out"), &[]);
     assert_eq!((stats.errors, stats.files), (0, 10), "{msgs:?}");
     let _ = r;
+}
+
+/// See: issue 12, defect 2. Trees that restore, `ls` and the mount refuse must fail
+/// check too (it walks them with the same reader): a name repeated across two leaves of
+/// one directory, an interior node whose counts disagree with its child, a file whose
+/// chunks add up to less than its size says.
+#[test]
+fn r12_2_check_refuses_what_the_readers_refuse() {
+    use crate::format::tree::{DirChild, ListChild};
+    let t = temp_repo();
+    let data = b"sixteen bytes!!!".to_vec();
+    let did = t.repo.keys().blob_id(BlobKind::Data, &data);
+    let dblob = t.repo.seal_blob(BlobKind::Data, did, &data, None);
+    let file = |size| Kind::File(Content::Inline(vec![ChunkRef { id: did, size }]));
+    let leaf = |names: &[&[u8]]| Node::DirLeaf(names.iter().map(|n| entry(n, file(16), 16)).collect());
+    let (l1, b1) = tree_blob(&t.repo, &leaf(&[b"a", b"b"]));
+    let (l2, b2) = tree_blob(&t.repo, &leaf(&[b"b", b"c"]));
+    let child = |first: &[u8], id, entries| DirChild { first_name: first.to_vec(), id, entries };
+    // 1. "b" in both leaves.
+    let (repeated, b3) = tree_blob(&t.repo, &Node::DirInterior(vec![child(b"a", l1, 2), child(b"b", l2, 2)]));
+    // 2. The interior node says its first child holds 5 entries; it holds 2.
+    let (l3, b4) = tree_blob(&t.repo, &leaf(&[b"x", b"y"]));
+    let (miscounted, b5) = tree_blob(&t.repo, &Node::DirInterior(vec![child(b"a", l1, 5), child(b"x", l3, 2)]));
+    // 3. A chunk list of 16 bytes under an entry of 2^62.
+    let (list, b6) = tree_blob(&t.repo, &Node::ListLeaf(vec![ChunkRef { id: did, size: 16 }]));
+    let (list_root, b7) = tree_blob(&t.repo, &Node::ListInterior(vec![ListChild { id: list, bytes: 16, chunks: 1 }]));
+    let (oversized, b8) =
+        tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"big", Kind::File(Content::List(list_root)), 1 << 62)]));
+    let r = craft(&t.repo, vec![dblob, b1, b2, b3, b4, b5, b6, b7, b8], repeated);
+    let snap = |root| BackupResult {
+        id: t.repo.save_snapshot(&crate::format::snapshot::Snapshot { root, ..r.snapshot.clone() }).unwrap(),
+        snapshot: crate::format::snapshot::Snapshot { root, ..r.snapshot.clone() },
+        parent: None,
+    };
+    for (name, root) in [("repeated", repeated), ("miscounted", miscounted), ("oversized", oversized)] {
+        for id in t.repo.backend().list(Dir::Snapshots).unwrap() {
+            t.repo.backend().remove(Dir::Snapshots, &id).unwrap();
+        }
+        let s = snap(root);
+        // The readers refuse it...
+        let (stats, msgs) = do_restore(&t.repo, &s, &t.scratch(&format!("out-{name}")), &[]);
+        assert!(stats.errors > 0, "{name}: restore accepted it: {msgs:?}");
+        // ...the mount's view too (a listing, or a read, fails)...
+        let v = Vfs::new(Arc::new(t.reopen()), 1 << 20, 1 << 20, (0, 0)).unwrap();
+        let dir = view_ino(&v, &[b"snapshots", &only_snapshot(&v)]);
+        let refused = match name {
+            "oversized" => v.read(v.lookup(dir, b"big").unwrap().ino, 0, 4096).is_err(),
+            _ => {
+                let fh = v.opendir(dir).unwrap();
+                let r = v.readdir(fh, 0, &mut |_, _, _, _| true).is_err();
+                v.releasedir(fh);
+                r
+            }
+        };
+        assert!(refused, "{name}: the mount served it");
+        drop(v);
+        // ...and so does check, for this snapshot.
+        let (cs, msgs) = do_check(&t.repo, true);
+        let short = s.id.short();
+        assert!(cs.errors > 0 && msgs.iter().any(|m| m.contains(&short)), "{name}: check passed it: {msgs:?}");
+    }
+}
+
+/// See: issue 12 ("Also"). `ls -R` carries on past a damaged subtree, as restore does,
+/// and exits 1 naming it.
+#[test]
+fn r12_ls_carries_on_past_a_damaged_subtree() {
+    let t = temp_repo();
+    let data = b"x".to_vec();
+    let did = t.repo.keys().blob_id(BlobKind::Data, &data);
+    let dblob = t.repo.seal_blob(BlobKind::Data, did, &data, None);
+    let file = Kind::File(Content::Inline(vec![ChunkRef { id: did, size: 1 }]));
+    let (b, bb) = tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"x", file, 1)]));
+    let missing = crate::id::BlobId([7; 32]);
+    let (root, rb) =
+        tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"a", Kind::Dir(missing), 0), entry(b"b", Kind::Dir(b), 0)]));
+    craft(&t.repo, vec![dblob, bb, rb], root);
+    let (code, out, err) = cli(&t.path(), "test password", &["ls", "-R", "latest"]);
+    assert_eq!(code, crate::cli::EXIT_ERROR, "{out}{err}");
+    assert!(out.lines().any(|l| l.ends_with("/b/x")), "listed past the damage: {out}");
+    assert!(err.contains("/a") && err.contains(&missing.to_hex()), "{err}");
+}
+
+/// Plant a key file with these KDF parameters (a random wrapped key: it opens nothing).
+fn plant_key(repo: &Repository, kdf: crate::crypto::KdfParams) -> crate::id::FileId {
+    let kf = crate::format::key::KeyFile {
+        kdf,
+        salt: vec![9; 16],
+        created: 0,
+        host: "h".into(),
+        user: "u".into(),
+        wrapped: vec![0; 104],
+    };
+    let bytes = kf.encode();
+    let id = crate::id::FileId::of(&bytes);
+    fs::write(repo.backend().path(Dir::Keys, &id), &bytes).unwrap();
+    id
+}
+
+/// See: issue 12, defect 4. A planted key file's KDF parameters are not trusted: one
+/// asking for more memory than the budget allows is not tried (the error says so), the
+/// others are tried cheapest first, and an explicit limit lets it be tried.
+#[test]
+fn r12_4_kdf_parameters_over_the_budget_are_not_tried() {
+    use crate::budget::Budget;
+    use crate::crypto::KdfParams;
+    use crate::repo::{KdfLimit, OpenOptions};
+    let t = temp_repo();
+    // 1 GiB: under --memory 64M the limit is 32 MiB.
+    let big = plant_key(&t.repo, KdfParams { mem_kib: 1 << 20, iterations: 4, parallelism: 1 });
+    let small = Budget::parse("64M").unwrap();
+    assert_eq!(KdfLimit::of_budget(small), KdfLimit { mem_kib: 32 << 10 });
+    assert!(KdfLimit::of_budget(small).allows(&KdfParams::DEFAULT), "the default fits the smallest budget");
+    assert!(!KdfLimit::of_budget(small).allows(&KdfParams { mem_kib: 32 << 10, iterations: 64, parallelism: 1 }));
+    let opts = OpenOptions { budget: small, ..Default::default() };
+    // The right password opens without touching the planted key (it would take 1 GiB).
+    Repository::open_with(&t.path(), crate::testutil::PASSWORD, &opts).unwrap();
+    let e = Repository::open_with(&t.path(), b"wrong", &opts).err().unwrap();
+    assert!(matches!(e, Error::WrongPassword { .. }), "{e}");
+    assert!(e.to_string().contains(&format!("key {} was not tried", big.short())), "{e}");
+    // 64 MiB x 1 (cheap enough for a test), over the 32 MiB limit unless raised.
+    fs::remove_file(t.repo.backend().path(Dir::Keys, &big)).unwrap();
+    let mid = plant_key(&t.repo, KdfParams { mem_kib: 64 << 10, iterations: 1, parallelism: 1 });
+    let e = Repository::open_with(&t.path(), b"wrong", &opts).err().unwrap();
+    assert!(e.to_string().contains(&format!("key {} was not tried", mid.short())), "{e}");
+    let raised = OpenOptions { kdf_limit: Some(KdfLimit { mem_kib: 64 << 10 }), ..opts };
+    let e = Repository::open_with(&t.path(), b"wrong", &raised).err().unwrap();
+    assert!(!e.to_string().contains("not tried"), "tried under the raised limit: {e}");
+}
+
+/// See: issue 12, defect 9. A damaged config or key file is not "wrong password": the
+/// error names the file, and says when no key file is well-formed at all.
+#[test]
+fn r12_9_damaged_config_and_key_files_are_not_wrong_passwords() {
+    let pw = crate::testutil::PASSWORD;
+    // A damaged config, the right password: exit 1 naming the config.
+    let t = temp_repo();
+    crate::testutil::flip_byte(&t.path().join("config"), 40);
+    let e = Repository::open(&t.path(), pw).err().unwrap();
+    assert!(matches!(e, Error::Corrupt { what: "config", .. }), "{e}");
+    let (code, _, err) = cli(&t.path(), "test password", &["snapshots"]);
+    assert_eq!(code, crate::cli::EXIT_ERROR, "{err}");
+    assert!(err.contains("config"), "{err}");
+    // The only key file damaged in its wrapped key: not a password problem.
+    let t = temp_repo();
+    let key = t.repo.backend().list(Dir::Keys).unwrap()[0];
+    let p = t.repo.backend().path(Dir::Keys, &key);
+    let len = fs::metadata(&p).unwrap().len();
+    crate::testutil::flip_byte(&p, len - 10);
+    let e = Repository::open(&t.path(), pw).err().unwrap();
+    assert!(matches!(e, Error::Corrupt { .. }) && e.to_string().contains(&key.to_hex()), "{e}");
+    // With an intact second key that does not match, it is a wrong password, naming the
+    // damaged one as possibly the password's.
+    let t2 = temp_repo();
+    let mine = t2.repo.backend().list(Dir::Keys).unwrap()[0];
+    t2.repo.add_key(b"other", crate::crypto::KdfParams::INSECURE_FOR_TESTS).unwrap();
+    let p = t2.repo.backend().path(Dir::Keys, &mine);
+    crate::testutil::flip_byte(&p, fs::metadata(&p).unwrap().len() - 10);
+    let e = Repository::open(&t2.path(), pw).err().unwrap();
+    assert!(matches!(e, Error::WrongPassword { .. }), "{e}");
+    assert!(e.to_string().contains(&mine.to_hex()) && e.to_string().contains("damaged"), "{e}");
+    assert!(Repository::open(&t2.path(), b"other").is_ok());
+    // The only key file truncated: no key file is well-formed.
+    let t3 = temp_repo();
+    let key = t3.repo.backend().list(Dir::Keys).unwrap()[0];
+    let p = t3.repo.backend().path(Dir::Keys, &key);
+    let b = fs::read(&p).unwrap();
+    fs::write(&p, &b[..30]).unwrap();
+    let e = Repository::open(&t3.path(), pw).err().unwrap();
+    assert!(e.to_string().contains("no key file is well-formed") && e.to_string().contains(&key.to_hex()), "{e}");
 }
