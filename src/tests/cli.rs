@@ -7,13 +7,16 @@ use std::sync::atomic::AtomicBool;
 use crate::cli::{run, Env, EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_WRONG_PASSWORD};
 use crate::testutil::{bytes, write};
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// What a command line run printed, and its exit code.
+pub(crate) struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
-fn cairn(repo: &Path, password: &str, args: &[&str]) -> Out {
+/// Run the command line in process on `repo` with `password` (never the real
+/// environment: no prompts, no caches of the user's).
+pub(crate) fn cairn(repo: &Path, password: &str, args: &[&str]) -> Out {
     let cancel = AtomicBool::new(false);
     // Never the real environment: an explicit repository and password, no prompts.
     let env = Env {

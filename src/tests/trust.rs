@@ -39,24 +39,10 @@ fn only_snapshot(v: &Vfs) -> Vec<u8> {
     names.pop().unwrap()
 }
 
-/// Run the command line in process on `repo` with `password` (never the real
-/// environment): exit code, stdout, stderr.
+/// Run the command line in process: exit code, stdout, stderr.
 fn cli(repo: &Path, password: &str, args: &[&str]) -> (i32, String, String) {
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let env = crate::cli::Env {
-        repo: Some(repo.to_path_buf()),
-        password: Some(password.into()),
-        password_file: None,
-        default_repo: None,
-        cache_dir: None,
-        memory: None,
-        interactive: false,
-        cancel: &cancel,
-    };
-    let argv = std::iter::once("cairn").chain(args.iter().copied()).map(Into::into).collect();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = crate::cli::run(argv, &env, &mut out, &mut err);
-    (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    let o = super::cli::cairn(repo, password, args);
+    (o.code, o.stdout, o.stderr)
 }
 
 /// See: issue 12, defect 3. A file whose chunk list names a tree blob must be damage
