@@ -576,44 +576,153 @@ fn unsafe_euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The mounts listed at `p` in /proc/mounts (a second mount on one point stacks).
+fn mounts_at(p: &Path) -> usize {
+    let want = p.to_str().unwrap();
+    fs::read_to_string("/proc/mounts").unwrap().lines().filter(|l| l.split(' ').nth(1) == Some(want)).count()
+}
+
+/// Wait (at most 20 s) until process `pid` is gone.
+fn wait_gone(pid: u32) {
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}/exe")).exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "process {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pid in "... (pid N) ..." of `mount --daemon`'s message.
+fn daemon_pid(said: &str) -> u32 {
+    said.split("(pid ").nth(1).and_then(|r| r.split(')').next()).and_then(|p| p.parse().ok()).expect(said)
+}
+
+/// See: issue 12, defects 6, 8 and 12. `mount --daemon` returns once its own mount
+/// serves (a mount already there proves nothing), refuses a mount point that is taken,
+/// passes the password whole (newlines too), exits with the mount's own exit code, and
+/// logs what it meets to a file the user can read.
 #[test]
-fn daemon_returns_once_mounted_and_a_bad_password_is_reported() {
+fn daemon_confirms_its_own_mount_passes_the_password_whole_and_logs() {
     if !fuse_available() {
         return;
     }
     let s = Scratch::new();
+    let pw = "first line\nsecond line";
+    let repo = s.path("repo2");
+    let cairn = |args: &[&str], pw: &str| {
+        let mut c = Command::new(BIN);
+        c.args(["-r", repo.to_str().unwrap()])
+            .args(args)
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env("CAIRN_PASSWORD", pw)
+            .env("CAIRN_CACHE_DIR", s.path("cache"));
+        c.output().unwrap()
+    };
+    assert!(cairn(&["init", "--insecure-test-kdf"], pw).status.success());
     let src = s.path("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"in the background\n").unwrap();
-    s.cairn(&["backup", src.to_str().unwrap()]);
+    fs::write(src.join("good"), b"in the background\n").unwrap();
+    fs::write(src.join("bad"), data(5, 5000)).unwrap();
+    assert!(cairn(&["backup", src.to_str().unwrap()], pw).status.success());
+    // Damage the pack holding `bad` (its only data pack: flip a byte in its first blob).
+    let pack = find_files(&repo.join("data")).into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let mut b = fs::read(&pack).unwrap();
+    b[60] ^= 0x40;
+    fs::write(&pack, b).unwrap();
+
     let mnt = s.path("mnt");
     fs::create_dir_all(&mnt).unwrap();
-    // A wrong password: the daemon's error comes back to the caller, nothing is mounted.
-    let out = s.command(&["mount", "--daemon", mnt.to_str().unwrap()]).env("CAIRN_PASSWORD", "wrong").output().unwrap();
+    // A wrong password: the mount's own error and exit code (12) come back; nothing is mounted.
+    let out = cairn(&["mount", "--daemon", mnt.to_str().unwrap()], "first line");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(12), "{said}");
+    assert!(said.contains("before serving") && said.contains("wrong password"), "{said}");
+    assert!(!mounted(&mnt));
+    // The password whole, with its newline; messages to a log of our choosing.
+    let log = s.path("logs/mount.log");
+    let out = cairn(&["mount", "--daemon", "--log", log.to_str().unwrap(), mnt.to_str().unwrap()], pw);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    let _guard = Mounted { child: None, mnt: mnt.clone() };
+    assert!(said.contains(log.to_str().unwrap()), "says where it logs: {said}");
+    let pid = daemon_pid(&said);
+    let dir = mnt.join("latest").join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(dir.join("good")).unwrap(), b"in the background\n");
+    // A second mount on the same point is refused, not stacked.
+    let out = cairn(&["mount", "--daemon", mnt.to_str().unwrap()], pw);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already a mount point"));
+    assert_eq!(mounts_at(&mnt), 1);
+    // Damaged data: EIO for the read, and a log line naming the blob's pack.
+    let e = fs::read(dir.join("bad")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let pack_id = pack.file_name().unwrap().to_str().unwrap();
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains(pack_id) && logged.contains("authentication failed"), "{logged}");
+    run(Command::new("fusermount3").arg("-u").arg(&mnt));
+    assert!(!mounted(&mnt));
+    wait_gone(pid);
+}
+
+/// Every file under `dir`.
+fn find_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(find_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// See: issue 12 ("Also"). A regular file, or a directory that is not empty, is no
+/// mount point (unless --nonempty); and when /dev/fuse is not usable the error says so
+/// instead of blaming the mount point.
+#[test]
+fn mount_points_that_cannot_take_a_mount_are_refused_with_the_reason() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let file = s.path("file");
+    fs::write(&file, b"x").unwrap();
+    let out = s.command(&["mount", file.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("before serving"),
+        String::from_utf8_lossy(&out.stderr).contains("not a directory"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!mounted(&mnt));
-    // The right one: the command returns with the mount up and serving.
-    let out = s.command(&["mount", "--daemon", mnt.to_str().unwrap()]).output().unwrap();
+    let full = s.path("full");
+    fs::create_dir_all(full.join("inside")).unwrap();
+    let out = s.command(&["mount", full.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    let out = s.command(&["mount", "--daemon", "--nonempty", full.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let _guard = Mounted { child: None, mnt: mnt.clone() };
-    assert!(mounted(&mnt));
-    let f = mnt.join("latest").join(src.strip_prefix("/").unwrap()).join("f");
-    assert_eq!(fs::read(&f).unwrap(), b"in the background\n");
-    // fusermount3 -u ends it; the background process then exits.
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    let pid: u32 =
-        said.split("(pid ").nth(1).and_then(|r| r.split(')').next()).and_then(|p| p.parse().ok()).expect(&said);
-    assert!(Path::new(&format!("/proc/{pid}")).exists());
-    run(Command::new("fusermount3").arg("-u").arg(&mnt));
-    assert!(!mounted(&mnt));
-    let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}/exe")).exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the background mount did not exit after fusermount3 -u");
-        std::thread::sleep(Duration::from_millis(50));
+    let pid = daemon_pid(&String::from_utf8_lossy(&out.stderr));
+    run(Command::new("fusermount3").arg("-u").arg(&full));
+    wait_gone(pid);
+
+    // /dev/fuse unusable (a private mount namespace where a 0600 file covers it), as
+    // an ordinary user: the error names the device.
+    if unsafe_euid() != 0 || Command::new("unshare").arg("--version").output().is_err() {
+        return;
     }
+    let open = tempfile::Builder::new().prefix("cairn-devfuse").tempdir_in("/tmp").unwrap();
+    run(Command::new("chmod").arg("0755").arg(open.path()));
+    let (cover, mnt) = (open.path().join("cover"), open.path().join("mnt"));
+    fs::write(&cover, b"").unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    let script = format!(
+        "mount --bind {} /dev/fuse && exec setpriv --reuid=65534 --regid=65534 --clear-groups -- {BIN} -r /nonexistent mount {}",
+        cover.display(),
+        mnt.display()
+    );
+    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("/dev/fuse") && said.contains("FUSE is not available"), "{said}");
 }

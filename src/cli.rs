@@ -21,6 +21,8 @@ use crate::id::FileId;
 use crate::repo::{InitOptions, Repository};
 use crate::restore::{self, RestoreOptions};
 
+mod mount;
+
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
 /// Exit code: an error.
@@ -163,20 +165,7 @@ pub enum Command {
         what: RepairWhat,
     },
     /// Browse every snapshot read-only at MOUNTPOINT (until Ctrl-C, SIGTERM or `fusermount3 -u`).
-    Mount {
-        /// An empty directory to mount on.
-        mountpoint: PathBuf,
-        /// Bytes of decrypted chunks to keep, e.g. 64M [default: an eighth of --memory].
-        #[arg(long, value_name = "SIZE")]
-        cache_size: Option<String>,
-        /// Let other users see the mount (the kernel then enforces the snapshots' modes).
-        #[arg(long)]
-        allow_other: bool,
-        /// Serve in the background: return once the mount is up (unmount with
-        /// `fusermount3 -u MOUNTPOINT`).
-        #[arg(long)]
-        daemon: bool,
-    },
+    Mount(mount::MountArgs),
 }
 
 /// `cairn repair` subcommands.
@@ -273,7 +262,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
-fn repo_path(cli: &Cli, env: &Env) -> anyhow::Result<PathBuf> {
+pub(crate) fn repo_path(cli: &Cli, env: &Env) -> anyhow::Result<PathBuf> {
     cli.repo
         .clone()
         .or_else(|| env.repo.clone())
@@ -281,7 +270,7 @@ fn repo_path(cli: &Cli, env: &Env) -> anyhow::Result<PathBuf> {
         .context("no repository given: use -r PATH or set CAIRN_REPO")
 }
 
-fn password(cli: &Cli, env: &Env, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+pub(crate) fn password(cli: &Cli, env: &Env, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
     if let Some(f) = cli.password_file.as_ref().or(env.password_file.as_ref()) {
         let s = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
         return Ok(zeroize::Zeroizing::new(s.lines().next().unwrap_or("").to_string()));
@@ -305,81 +294,12 @@ fn password(cli: &Cli, env: &Env, confirm: bool) -> anyhow::Result<zeroize::Zero
     Ok(p)
 }
 
-/// `cairn mount --daemon`: the same mount in a process of its own session (no terminal),
-/// returning once it serves, or with its error. The password reaches it through a pipe
-/// (never its arguments or environment); its messages go to an unlinked temp file, shown
-/// if it fails to come up.
-fn mount_in_background(
-    cli: &Cli,
-    env: &Env,
-    err: &mut dyn Write,
-    mountpoint: &Path,
-    cache_size: Option<&str>,
-    allow_other: bool,
-) -> anyhow::Result<i32> {
-    use std::io::{Read, Seek};
-    let pw = password(cli, env, false)?;
-    let at = std::fs::canonicalize(mountpoint).with_context(|| format!("mount point {}", mountpoint.display()))?;
-    let mut cmd = std::process::Command::new(std::env::current_exe().context("finding the cairn binary")?);
-    cmd.arg("--repo").arg(repo_path(cli, env)?).args(["--password-file", "/dev/stdin"]);
-    if let Some(m) = cli.memory.as_ref().or(env.memory.as_ref()) {
-        cmd.args(["--memory", m]);
-    }
-    if let Some(m) = &cli.max_kdf_memory {
-        cmd.args(["--max-kdf-memory", m]);
-    }
-    if let Some(d) = cli.cache_dir.as_ref().or(env.cache_dir.as_ref()) {
-        cmd.arg("--cache-dir").arg(d);
-    }
-    cmd.arg("mount").arg(&at);
-    if let Some(c) = cache_size {
-        cmd.args(["--cache-size", c]);
-    }
-    if allow_other {
-        cmd.arg("--allow-other");
-    }
-    let mut log = tempfile::tempfile().context("creating the mount's log")?;
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).stderr(log.try_clone()?);
-    crate::sys::in_new_session(&mut cmd);
-    let mut child = cmd.spawn().context("starting the mount")?;
-    {
-        let mut stdin = child.stdin.take().context("the mount's stdin")?;
-        stdin.write_all(pw.as_bytes())?;
-        stdin.write_all(b"\n")?;
-    }
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let mut msg = String::new();
-            log.rewind()?;
-            log.read_to_string(&mut msg)?;
-            anyhow::bail!("the mount exited ({status}) before serving:\n{}", msg.trim_end());
-        }
-        if crate::sys::is_mount_point(&at) {
-            if !cli.quiet {
-                writeln!(
-                    err,
-                    "serving at {} in the background (pid {}); `fusermount3 -u {}` unmounts",
-                    at.display(),
-                    child.id(),
-                    at.display()
-                )?;
-            }
-            return Ok(EXIT_OK);
-        }
-        if start.elapsed() > std::time::Duration::from_secs(600) {
-            anyhow::bail!("the mount did not come up in 10 minutes (pid {} still runs)", child.id());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-fn open(cli: &Cli, env: &Env) -> anyhow::Result<Repository> {
+pub(crate) fn open(cli: &Cli, env: &Env) -> anyhow::Result<Repository> {
     let pw = password(cli, env, false)?;
     open_with(cli, env, &pw)
 }
 
-fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Repository> {
+pub(crate) fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Repository> {
     let path = repo_path(cli, env)?;
     // A Ctrl-C at the password prompt is honoured here (handlers catch the signal).
     if env.cancel.load(std::sync::atomic::Ordering::Relaxed) {
@@ -404,13 +324,16 @@ fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Repository> {
 }
 
 /// Tell the user about damaged files the command had to skip.
-fn print_problems(repo: &Repository, err: &mut dyn Write) {
+pub(crate) fn print_problems(repo: &Repository, err: &mut dyn Write) {
     for p in repo.problems() {
         let _ = writeln!(err, "warning: {p}");
     }
 }
 
 fn init(cli: &Cli, env: &Env, cheap: bool, pw: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    // Whatever the source (a prompt, CAIRN_PASSWORD, a password file holding an empty
+    // line): a repository must not be made with a password that is no secret.
+    anyhow::ensure!(!pw.is_empty(), "an empty password is not allowed");
     let path = repo_path(cli, env)?;
     if env.cancel.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(Error::Interrupted.into());
@@ -546,6 +469,9 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             if stats.errors > 0 {
                 anyhow::bail!("{} entries could not be restored (see above)", stats.errors);
             }
+            if !include.is_empty() && stats.matched == 0 {
+                anyhow::bail!("nothing in snapshot {} matches --include {}", id.short(), include.join(" --include "));
+            }
             Ok(EXIT_OK)
         }
         Command::Key { action: KeyAction::Add { new_password_file, insecure_test_kdf } } => {
@@ -591,35 +517,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             }
             Ok(EXIT_OK)
         }
-        Command::Mount { mountpoint, cache_size, allow_other, daemon: true } => {
-            mount_in_background(cli, env, err, mountpoint, cache_size.as_deref(), *allow_other)
-        }
-        Command::Mount { mountpoint, cache_size, allow_other, daemon: false } => {
-            crate::sys::allocator_for_streaming();
-            let repo = std::sync::Arc::new(open(cli, env)?);
-            let budget = repo.budget();
-            let cache = match cache_size {
-                Some(s) => crate::budget::parse_size(s).map_err(|e| anyhow::anyhow!("--cache-size {e}"))?,
-                None => budget.chunk_cache_bytes(),
-            };
-            if cache > budget.0 / 2 {
-                anyhow::bail!("--cache-size must be at most half of --memory ({})", human(budget.0 as u64 / 2));
-            }
-            print_problems(&repo, err);
-            let nodes = budget.node_cache_bytes();
-            let vfs = crate::vfs::Vfs::new(repo.clone(), cache, nodes, (crate::sys::euid(), crate::sys::egid()))?;
-            if !cli.quiet {
-                writeln!(
-                    err,
-                    "serving {} read-only at {} (Ctrl-C or `fusermount3 -u` to unmount)",
-                    repo.path().display(),
-                    mountpoint.display()
-                )?;
-            }
-            let opts = crate::mount::MountOptions { allow_other: *allow_other, threads: 4 };
-            crate::mount::mount(vfs, mountpoint, &opts, env.cancel)?;
-            Ok(EXIT_OK)
-        }
+        Command::Mount(args) => mount::run(cli, env, args, err),
         Command::Repair { what: RepairWhat::Index } => {
             let repo = open(cli, env)?;
             print_problems(&repo, err);

@@ -31,21 +31,34 @@ pub struct MountOptions {
 
 struct Fs {
     vfs: Vfs,
+    /// Where damaged data met is logged: stderr, or the `--log` file (a background
+    /// mount's only voice).
+    log: std::sync::Mutex<Box<dyn std::io::Write + Send>>,
 }
 
-/// The errno for a view error; damaged data is logged (it names the blob and pack).
-fn errno(e: &Error) -> Errno {
-    match e {
-        Error::NotFound { what, .. } if *what == vfs::NO_ENTRY => Errno::ENOENT,
-        Error::InvalidInput(m) if m == vfs::NOT_DIR => Errno::ENOTDIR,
-        Error::InvalidInput(m) if m == vfs::NOT_FILE => Errno::EISDIR,
-        Error::InvalidInput(m) if m == vfs::NOT_LINK => Errno::EINVAL,
-        Error::InvalidInput(m) if m == vfs::BAD_HANDLE => Errno::EBADF,
-        _ => {
-            eprintln!("cairn mount: {e}");
-            Errno::EIO
+impl Fs {
+    /// The errno for a view error; damaged data is logged (it names the blob and pack).
+    fn errno(&self, e: &Error) -> Errno {
+        match e {
+            Error::NotFound { what, .. } if *what == vfs::NO_ENTRY => Errno::ENOENT,
+            Error::InvalidInput(m) if m == vfs::NOT_DIR => Errno::ENOTDIR,
+            Error::InvalidInput(m) if m == vfs::NOT_FILE => Errno::EISDIR,
+            Error::InvalidInput(m) if m == vfs::NOT_LINK => Errno::EINVAL,
+            Error::InvalidInput(m) if m == vfs::BAD_HANDLE => Errno::EBADF,
+            _ => {
+                log_line(&self.log, &e.to_string());
+                Errno::EIO
+            }
         }
     }
+}
+
+/// One line of the mount's log, with the time and the process id.
+fn log_line(log: &std::sync::Mutex<Box<dyn std::io::Write + Send>>, msg: &str) {
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = writeln!(log, "{now} cairn mount[{}]: {msg}", std::process::id());
+    let _ = log.flush();
 }
 
 /// The answer for extended attribute `name` (`None`: the list of names) when the
@@ -125,7 +138,7 @@ impl Filesystem for Fs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.vfs.lookup(parent.0, name.as_bytes()) {
             Ok(a) => reply.entry(&vfs::TTL, &attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -136,14 +149,14 @@ impl Filesystem for Fs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vfs.getattr(ino.0) {
             Ok(a) => reply.attr(&vfs::TTL, &attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -173,7 +186,7 @@ impl Filesystem for Fs {
         }
         match self.vfs.read(ino.0, offset, size as usize) {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -183,7 +196,7 @@ impl Filesystem for Fs {
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
                 self.vfs.opened_by(ino.0, req.pid());
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -193,7 +206,7 @@ impl Filesystem for Fs {
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -203,7 +216,7 @@ impl Filesystem for Fs {
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -227,7 +240,7 @@ impl Filesystem for Fs {
                 Some((_, v)) if v.len() > size as usize => reply.error(Errno::ERANGE),
                 Some((_, v)) => reply.data(v),
             },
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -250,7 +263,7 @@ impl Filesystem for Fs {
                     reply.data(&list)
                 }
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -260,14 +273,51 @@ impl Filesystem for Fs {
         }
         match self.vfs.getattr(ino.0) {
             Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 }
 
+/// Refuse a mount point that cannot take a fresh mount before anything is started: it
+/// must be a directory, not already a mount point (a second mount would stack on the
+/// first, hiding it), and empty unless `nonempty`. Also say plainly when FUSE itself is
+/// unavailable (`/dev/fuse` missing or not readable and writable by this user), which
+/// otherwise surfaces as an error about the mount point.
+pub fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io { path: mountpoint.to_path_buf(), err: e };
+    let bad = |why: &str| Error::InvalidInput(format!("mount point {}: {why}", mountpoint.display()));
+    let meta = std::fs::metadata(mountpoint).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(bad("not a directory (mount on an empty directory)"));
+    }
+    let canonical = std::fs::canonicalize(mountpoint).map_err(io)?;
+    if crate::sys::is_mount_point(&canonical) {
+        return Err(bad("already a mount point (`fusermount3 -u` it first)"));
+    }
+    if !nonempty && std::fs::read_dir(mountpoint).map_err(io)?.next().is_some() {
+        return Err(bad("not empty (--nonempty mounts over its contents, hiding them)"));
+    }
+    let dev = Path::new("/dev/fuse");
+    crate::sys::access_rw(dev).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{}: {e}: FUSE is not available to this user (the device must exist and be readable and \
+             writable, as distributions set it: mode 0666; `modprobe fuse` loads the module)",
+            dev.display()
+        ))
+    })
+}
+
 /// Mount `vfs` at `mountpoint` and serve it until SIGINT/SIGTERM (then unmount) or until
-/// it is unmounted from outside (`fusermount3 -u`).
-pub fn mount(vfs: Vfs, mountpoint: &Path, opts: &MountOptions, stop: &AtomicBool) -> Result<()> {
+/// it is unmounted from outside (`fusermount3 -u`). `log` receives the errors met (damaged
+/// data, with its blob and pack); `ready` is called once the kernel has the mount.
+pub fn mount(
+    vfs: Vfs,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    stop: &AtomicBool,
+    log: Box<dyn std::io::Write + Send>,
+    ready: &mut dyn FnMut(),
+) -> Result<()> {
     let mut options = vec![
         MountOption::FSName("cairn".into()),
         MountOption::Subtype("cairn".into()),
@@ -284,7 +334,8 @@ pub fn mount(vfs: Vfs, mountpoint: &Path, opts: &MountOptions, stop: &AtomicBool
     config.n_threads = Some(opts.threads.max(1));
     let io = |e: std::io::Error| Error::Io { path: mountpoint.to_path_buf(), err: e };
     let sink = vfs.sink_handle();
-    let session = fuser::spawn_mount(Fs { vfs }, mountpoint, &config).map_err(io)?;
+    let session = fuser::spawn_mount(Fs { vfs, log: std::sync::Mutex::new(log) }, mountpoint, &config).map_err(io)?;
+    ready();
     // Small files loaded ahead of a reader go into the kernel's page cache of their
     // inode (FUSE_NOTIFY_STORE): reading them then needs no READ request. An inode the
     // kernel has dropped meanwhile is refused (ENOENT) and read as usual.

@@ -68,6 +68,8 @@ pub struct RestoreStats {
     pub bytes: u64,
     /// Entries that failed.
     pub errors: u64,
+    /// Entries the `--include` patterns matched (themselves, not what is under them).
+    pub matched: u64,
 }
 
 struct Filter {
@@ -166,6 +168,7 @@ pub fn restore(
         let r = match &root.kind {
             Kind::Dir(id) => {
                 let matched = ctx.filter.as_ref().is_none_or(|f| f.matches(snap_path));
+                stats.matched += (matched && ctx.filter.is_some()) as u64;
                 ctx.walk(id, &opts.target, snap_path, matched, &tx, &mut links, &mut stats)
             }
             _ => {
@@ -245,7 +248,9 @@ impl Ctx<'_> {
             let Some(level) = walk.top() else { continue };
             let path = level.out.join(sys::os(&e.name));
             let snap_path = level.snap.join(sys::os(&e.name));
-            let m = level.matched || self.filter.as_ref().is_none_or(|f| f.matches(&snap_path));
+            let hit = self.filter.as_ref().is_some_and(|f| f.matches(&snap_path));
+            stats.matched += hit as u64;
+            let m = level.matched || self.filter.is_none() || hit;
             // With a filter, directories on the way to a match are created on demand.
             if m && self.filter.is_some() {
                 if let Err(err) = self.make_parents(&level.out) {

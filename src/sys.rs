@@ -116,6 +116,13 @@ pub fn futimens(f: &std::fs::File, atime: Time, mtime: Time) -> io::Result<()> {
     check(unsafe { libc::futimens(f.as_raw_fd(), ts.as_ptr()) })
 }
 
+/// Can this process read and write `path` (by its real ids, as `access(2)` checks)?
+pub fn access_rw(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    check(unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) })
+}
+
 /// Try to take an exclusive advisory lock on `f` without waiting; false if another
 /// process holds it. Released when the file is closed.
 pub fn try_lock(f: &std::fs::File) -> io::Result<bool> {

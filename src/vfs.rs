@@ -291,17 +291,19 @@ fn systime(t: &Time) -> SystemTime {
     }
 }
 
-/// The directory name a host or tag is shown under: itself when it is a valid file
-/// name; otherwise with `/`, NUL and `%` written as `%2F`, `%00` and `%25` (and "", "."
-/// and ".." as `%`, `%2E` and `%2E%2E`). Cut to 255 bytes. The kernel fails a whole
-/// listing over one invalid name, so a tag like `release/1.0` would otherwise hide all.
+/// The directory name a host or tag is shown under, one-to-one: `%`, `/` and NUL are
+/// always written `%25`, `%2F` and `%00` (so a tag `a%2Fb` shows as `a%252Fb`, never
+/// as the tag `a/b`), and the names no file may have, "", "." and "..", as `%`, `%2E`
+/// and `%2E%2E` (a lone `%`, or `%2E` alone, cannot come from escaping anything else).
+/// The kernel fails a whole listing over one invalid name, so a tag like `release/1.0`
+/// would otherwise hide all. Names over 255 bytes once escaped end with `%~` and 8 hex
+/// digits of a hash of the whole name, which keeps them apart too.
 fn shown_name(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = match b {
         b"" => b"%".to_vec(),
         b"." => b"%2E".to_vec(),
         b".." => b"%2E%2E".to_vec(),
-        _ if !b.iter().any(|c| matches!(c, b'/' | 0)) => b.to_vec(),
         _ => {
             let mut v = Vec::with_capacity(b.len() + 8);
             for &c in b {
@@ -313,7 +315,16 @@ fn shown_name(s: &str) -> Vec<u8> {
             v
         }
     };
-    out.truncate(255);
+    if out.len() > 255 {
+        let tag = format!("%~{}", &blake3::hash(b).to_hex()[..8]);
+        // Cut at a character boundary of the escaped name, then the hash.
+        let mut cut = 255 - tag.len();
+        while cut > 0 && (out[cut] & 0xC0) == 0x80 {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.extend_from_slice(tag.as_bytes());
+    }
     out
 }
 

@@ -423,3 +423,51 @@ fn r12_9_damaged_config_and_key_files_are_not_wrong_passwords() {
     let e = Repository::open(&t3.path(), pw).err().unwrap();
     assert!(e.to_string().contains("no key file is well-formed") && e.to_string().contains(&key.to_hex()), "{e}");
 }
+
+/// See: issue 12, defect 7. `init` refuses an empty password from any source (a
+/// password file holding nothing, or only a newline), as the prompt and `key add` do.
+#[test]
+fn r12_7_init_refuses_an_empty_password_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [("empty", ""), ("newline", "\n")] {
+        let pwfile = dir.path().join(name);
+        fs::write(&pwfile, content).unwrap();
+        let repo = dir.path().join(format!("repo-{name}"));
+        let o = super::cli::cairn(
+            &repo,
+            "unused",
+            &["--password-file", pwfile.to_str().unwrap(), "init", "--insecure-test-kdf"],
+        );
+        assert_eq!(o.code, crate::cli::EXIT_ERROR, "{name}: {}", o.stderr);
+        assert!(o.stderr.contains("empty password"), "{}", o.stderr);
+        assert!(!repo.join("config").exists(), "no repository was made");
+    }
+    let repo = dir.path().join("repo");
+    assert_eq!(super::cli::cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, 0);
+    let pwfile = dir.path().join("newline");
+    let o = super::cli::cairn(
+        &repo,
+        "pw",
+        &["key", "add", "--insecure-test-kdf", "--new-password-file", pwfile.to_str().unwrap()],
+    );
+    assert_eq!(o.code, crate::cli::EXIT_ERROR, "{}", o.stderr);
+}
+
+/// See: issue 12 ("Also"). A restore whose `--include` matches nothing says so and
+/// fails, instead of exiting 0 having restored nothing.
+#[test]
+fn r12_restore_include_that_matches_nothing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    write(&src.join("a.txt"), b"a");
+    assert_eq!(super::cli::cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, 0);
+    assert_eq!(super::cli::cairn(&repo, "pw", &["backup", src.to_str().unwrap()]).code, 0);
+    let out = dir.path().join("out");
+    let o =
+        super::cli::cairn(&repo, "pw", &["restore", "latest", "--target", out.to_str().unwrap(), "--include", "*.jpg"]);
+    assert_eq!(o.code, crate::cli::EXIT_ERROR, "{}", o.stderr);
+    assert!(o.stderr.contains("matches --include *.jpg"), "{}", o.stderr);
+    let o =
+        super::cli::cairn(&repo, "pw", &["restore", "latest", "--target", out.to_str().unwrap(), "--include", "*.txt"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}

@@ -307,11 +307,20 @@ fn dropping_the_view_stops_its_threads_and_releases_the_repository() {
 }
 
 #[test]
-fn hosts_and_tags_that_are_not_file_names_are_listed_escaped() {
+fn hosts_and_tags_that_are_not_file_names_are_listed_escaped_one_to_one() {
+    // See: issue 12, defect 10: `a/b` and `a%2Fb`, `..` and `%2E%2E`, "" and `%` were
+    // each shown under one name.
     let t = temp_repo();
     let src = t.scratch("src");
     write(&src.join("f"), b"x");
-    for (host, tags) in [("a/b", vec!["release/1.0", "ok", ".."]), ("", vec!["100%"])] {
+    let long = "x".repeat(300);
+    let runs = [
+        ("a/b", vec!["release/1.0", "ok", ".."]),
+        ("", vec!["100%"]),
+        ("a%2Fb", vec!["%2E%2E", "%"]),
+        ("%", vec![long.as_str(), &long[..299]]),
+    ];
+    for (host, tags) in runs {
         let opts = crate::backup::BackupOptions {
             paths: vec![src.clone()],
             tags: tags.into_iter().map(String::from).collect(),
@@ -329,12 +338,21 @@ fn hosts_and_tags_that_are_not_file_names_are_listed_escaped() {
             .filter(|n| n != "." && n != "..")
             .collect()
     };
-    // Every name is one the kernel accepts; a valid one ("100%") is kept as it is.
-    assert_eq!(names("hosts"), ["%", "a%2Fb"]);
-    assert_eq!(names("tags"), ["%2E%2E", "100%", "ok", "release%2F1.0"]);
-    // And each leads to its snapshots.
-    for dir in ["hosts/a%2Fb", "tags/release%2F1.0", "tags/%2E%2E", "hosts/%"] {
+    // Every name is one the kernel accepts, and distinct names stay distinct.
+    assert_eq!(names("hosts"), ["%", "%25", "a%252Fb", "a%2Fb"]);
+    let tags = names("tags");
+    assert_eq!(tags.len(), 8, "{tags:?}");
+    assert!(tags.iter().all(|t| t.len() <= 255 && !t.contains('/')), "{tags:?}");
+    for t in ["%25", "%252E%252E", "%2E%2E", "100%25", "ok", "release%2F1.0"] {
+        assert!(tags.iter().any(|x| x == t), "{t} in {tags:?}");
+    }
+    // And each leads to its own snapshot.
+    for dir in
+        ["hosts/a%2Fb", "hosts/a%252Fb", "tags/release%2F1.0", "tags/%2E%2E", "tags/%252E%252E", "hosts/%", "hosts/%25"]
+    {
         assert_eq!(names(dir).len(), 1, "{dir}");
     }
-    assert_eq!(names("tags/100%").len(), 1);
+    for long_tag in tags.iter().filter(|t| t.starts_with("xxx")) {
+        assert_eq!(names(&format!("tags/{long_tag}")).len(), 1, "{long_tag}");
+    }
 }
