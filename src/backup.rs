@@ -182,7 +182,10 @@ pub fn backup(
             cancel,
             force: opts.force,
             atime: opts.atime,
-            verify_reuse: repo.index_incomplete(),
+            // The parent's blobs are known to be indexed unless the index lost files
+            // since this cache last saw it whole (or this is a new cache): then every
+            // reused chunk must be found (one index lookup each).
+            verify_reuse: repo.index_incomplete() || repo.index().rebuilt(),
             summary: Summary::default(),
             xattr_classes: XattrClasses::NONE,
             buf: Vec::new(),
@@ -734,11 +737,13 @@ impl<'a> Walker<'a> {
         Ok(Some((content, size)))
     }
 
-    /// May an unchanged file's chunk list be reused? Always, unless some index files were
-    /// skipped as damaged at open: then the chunks they listed are unknown, and reusing
-    /// them would make a snapshot that points at data the repository cannot find. In that
-    /// case every reused chunk (and list node) must be in the index; a file whose chunks
-    /// are not is read again and its data stored anew, which heals the repository.
+    /// May an unchanged file's chunk list be reused? Always, unless the index may have
+    /// lost entries the parent relies on: some index files were skipped as damaged at
+    /// open, or the cache was built afresh (a new machine, or index files removed by
+    /// `repair index` after packs were lost). Reusing missing chunks would make a snapshot
+    /// that points at data the repository cannot find. In that case every reused chunk
+    /// (and list node) must be in the index; a file whose chunks are not is read again
+    /// and its data stored anew, which heals the repository.
     fn reusable(&self, content: &Content) -> bool {
         if !self.verify_reuse {
             return true;

@@ -49,6 +49,18 @@ impl Budget {
     }
 }
 
+/// Bytes charged per entry of an LRU of small keys and values ([`lru_within`]): the key
+/// and value, the LRU's boxed node with two links and allocator overhead, and the hash
+/// table slot.
+pub const LRU_ENTRY_BYTES: usize = 96;
+
+/// An LRU holding as many small entries as fit in `bytes` (at least one), charged
+/// [`LRU_ENTRY_BYTES`] each: for sets that would grow with the repository and may
+/// forget (what falls out is looked up or checked again).
+pub fn lru_within<K: std::hash::Hash + Eq, V>(bytes: usize) -> lru::LruCache<K, V> {
+    lru::LruCache::new(std::num::NonZeroUsize::new((bytes / LRU_ENTRY_BYTES).max(1)).expect("non-zero"))
+}
+
 /// Parse a size: `256M`, `1G`, `128MiB`, `4096`...
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();

@@ -89,14 +89,6 @@ struct Checker<'a> {
     pack_sizes: lru::LruCache<FileId, u64>,
 }
 
-/// Bytes charged per entry of the checker's LRU caches: the key and value, the LRU's
-/// boxed node with two links and allocator overhead, and the hash table slot.
-const LRU_ENTRY_BYTES: usize = 96;
-
-fn lru_of<K: std::hash::Hash + Eq, V>(bytes: usize) -> lru::LruCache<K, V> {
-    lru::LruCache::new(std::num::NonZeroUsize::new((bytes / LRU_ENTRY_BYTES).max(1)).expect("non-zero"))
-}
-
 /// Check `repo`. Returns the counters; `errors > 0` means damage was found.
 pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel: &AtomicBool) -> Result<CheckStats> {
     let mut c = Checker {
@@ -107,8 +99,8 @@ pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel:
         damaged: HashSet::new(),
         bad_files: HashSet::new(),
         // Budget: 1/8 for visited trees, 1/16 for pack sizes (32 and 16 MiB at the default).
-        seen_trees: lru_of(repo.budget().0 / 8),
-        pack_sizes: lru_of(repo.budget().0 / 16),
+        seen_trees: crate::budget::lru_within(repo.budget().0 / 8),
+        pack_sizes: crate::budget::lru_within(repo.budget().0 / 16),
     };
     // Snapshots first: one written later may use packs and index files this check
     // has not seen; the index is then brought up to date before anything is looked up.
@@ -377,6 +369,7 @@ impl Checker<'_> {
                 Step::Failed(l, e) => {
                     self.error(format!("snapshot {}: {}: {}", snap.short(), l.path.display(), described(&e)))
                 }
+                Step::Skipped(e, _) => self.error(format!("snapshot {}: {}", snap.short(), described(&e))),
             }
         }
     }

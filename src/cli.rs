@@ -174,6 +174,23 @@ pub enum RepairWhat {
     /// Rebuild the index from the pack headers: index every blob no index file lists,
     /// remove damaged index files, drop entries of packs that no longer exist.
     Index,
+    /// Save, for each damaged snapshot, a new one without the damage (unreadable
+    /// directories emptied, damaged nodes and missing file content removed), tagged
+    /// `repaired`. Run `repair index` first.
+    Snapshots {
+        /// Snapshots to repair (id prefixes or `latest`) [default: all].
+        #[arg(value_name = "SNAPSHOT")]
+        snapshots: Vec<String>,
+        /// Remove each repaired snapshot's original.
+        #[arg(long)]
+        forget: bool,
+        /// Report what would be done; write nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Also read and verify every data blob the snapshots use.
+        #[arg(long)]
+        read_data: bool,
+    },
 }
 
 /// `cairn key` subcommands.
@@ -540,6 +557,30 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                     stats.entries_dropped,
                     stats.packs_damaged
                 )?;
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Repair { what: RepairWhat::Snapshots { snapshots, forget, dry_run, read_data } } => {
+            let repo = open(cli, env)?;
+            print_problems(&repo, err);
+            let ids = snapshots.iter().map(|s| repo.resolve_snapshot(s).map(|(id, _)| id)).collect::<Result<_, _>>()?;
+            let opts = crate::repair::RepairSnapshotsOptions {
+                snapshots: ids,
+                forget: *forget,
+                dry_run: *dry_run,
+                read_data: *read_data,
+            };
+            let quiet = cli.quiet;
+            let stats = crate::repair::repair_snapshots(&repo, &opts, &mut |m| {
+                if !quiet {
+                    let _ = writeln!(err, "{m}");
+                }
+            })?;
+            if cli.json {
+                writeln!(out, "{}", serde_json::json!(stats))?;
+            } else if !cli.quiet {
+                let verb = if *dry_run { "would modify" } else { "modified" };
+                writeln!(out, "{verb} {} of {} snapshots", stats.snapshots_repaired, stats.snapshots_checked)?;
             }
             Ok(EXIT_OK)
         }

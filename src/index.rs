@@ -142,6 +142,9 @@ pub struct Index {
     /// Holds the cache directory's flock while open.
     _lock: Option<File>,
     opts: IndexOptions,
+    /// The cache was built afresh while open (new, damaged, or an index file it had read
+    /// was removed or damaged): see [`Index::rebuilt`].
+    rebuilt: std::sync::atomic::AtomicBool,
     state: RwLock<State>,
 }
 
@@ -192,7 +195,14 @@ impl Index {
             pack_count,
             recent_packs: HashMap::new(),
         };
-        let ix = Index { dir, _temp: temp, _lock: lock, opts, state: RwLock::new(state) };
+        let ix = Index {
+            dir,
+            _temp: temp,
+            _lock: lock,
+            opts,
+            state: RwLock::new(state),
+            rebuilt: std::sync::atomic::AtomicBool::new(false),
+        };
         if ix.load_manifest().is_err() {
             ix.reset()?;
         }
@@ -217,6 +227,7 @@ impl Index {
 
     /// Forget everything cached: no runs, an empty pack table.
     fn reset(&self) -> Result<()> {
+        self.rebuilt.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut s = self.write();
         for r in s.runs.drain(..) {
             let _ = fs::remove_file(&r.run.path);
@@ -711,6 +722,14 @@ impl Index {
                 None => big.run = Arc::new(Run::open(&big.run.path, half)?),
             }
         }
+    }
+
+    /// Whether this cache was built afresh since it was opened, from the index files as
+    /// they are now: a new cache, a damaged one, or one some of whose index files were
+    /// removed (`repair index`, a prune) or damaged. Snapshots written before may then
+    /// name blobs no index file lists any more, so a backup verifies what it reuses.
+    pub fn rebuilt(&self) -> bool {
+        self.rebuilt.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Blobs known (runs may count a blob more than once if stored twice).

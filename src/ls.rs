@@ -45,6 +45,10 @@ pub fn list(
                 errors += 1;
                 failed(&p, &e);
             }
+            Step::Skipped(e, _) => {
+                errors += 1;
+                failed(walk.top().map_or(Path::new("/"), |p| p.as_path()), &e);
+            }
         }
     }
     Ok(errors)

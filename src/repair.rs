@@ -190,7 +190,7 @@ pub fn repair_index(repo: &Repository, note: &mut dyn FnMut(&str)) -> Result<Ind
     stats.temp_files_removed = files;
     stats.temp_bytes_removed = bytes;
     // Index files: damaged ones go, those naming missing packs are rewritten.
-    let mut exists = lru::LruCache::new(std::num::NonZeroUsize::new(1 << 16).expect("non-zero"));
+    let mut exists = crate::budget::lru_within(repo.budget().0 / 32);
     for file in repo.backend().list(Dir::Index)? {
         let entries = match repo.read_index_file(&file) {
             Ok(e) => e,
@@ -236,4 +236,334 @@ pub fn repair_index(repo: &Repository, note: &mut dyn FnMut(&str)) -> Result<Ind
     // The local cache notices the removed files and rebuilds.
     repo.refresh_index()?;
     Ok(stats)
+}
+
+/// What `repair snapshots` does.
+#[derive(Clone, Debug, Default)]
+pub struct RepairSnapshotsOptions {
+    /// The snapshots to repair; all of them when empty.
+    pub snapshots: Vec<FileId>,
+    /// Remove each repaired snapshot's original once the new one is saved.
+    pub forget: bool,
+    /// Write nothing: only report what would be done.
+    pub dry_run: bool,
+    /// Also read and verify every data blob the snapshots use. Without it a chunk
+    /// counts as present when the index lists it, as a data blob of its size, in a
+    /// pack that exists.
+    pub read_data: bool,
+}
+
+/// What `repair snapshots` found and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RepairSnapshotsStats {
+    /// Snapshots walked.
+    pub snapshots_checked: u64,
+    /// Snapshots with damage, each saved anew (unless a dry run).
+    pub snapshots_repaired: u64,
+    /// Originals removed (`--forget`).
+    pub snapshots_removed: u64,
+    /// Directories that could not be read at all, now empty.
+    pub dirs_emptied: u64,
+    /// Directory entries dropped with the damaged nodes that held them.
+    pub entries_dropped: u64,
+    /// Files whose missing or damaged content was removed.
+    pub files_cut: u64,
+    /// Bytes of file content removed.
+    pub bytes_removed: u64,
+}
+
+/// Stores tree nodes through a packer, or only names them (a dry run).
+struct TreeStore<'r> {
+    repo: &'r Repository,
+    packer: Option<crate::repo::packer::Packer<'r>>,
+    compressor: Option<crate::compress::Compressor>,
+}
+
+impl crate::tree::TreeSink for TreeStore<'_> {
+    fn store_tree(&mut self, node: &[u8]) -> Result<crate::id::BlobId> {
+        let id = self.repo.keys().blob_id(crate::format::BlobKind::Tree, node);
+        if let Some(p) = self.packer.as_mut() {
+            if self.repo.index().claim(&id) {
+                p.add(self.repo.seal_blob(crate::format::BlobKind::Tree, id, node, self.compressor.as_mut()))?;
+            }
+        }
+        Ok(id)
+    }
+}
+
+/// Walks snapshots and rewrites what is damaged.
+struct Repairer<'r, 'n> {
+    repo: &'r Repository,
+    opts: &'r RepairSnapshotsOptions,
+    note: &'n mut dyn FnMut(&str),
+    stats: RepairSnapshotsStats,
+    /// Whether packs exist (~96 B each; a pack that fell out is looked up again).
+    packs: lru::LruCache<FileId, bool>,
+    /// Directory trees found whole, not walked again (~96 B each, 1/8 of the budget).
+    clean: lru::LruCache<crate::id::BlobId, ()>,
+}
+
+impl Repairer<'_, '_> {
+    /// Can chunk `c` be read? Indexed as a data blob of its size in a pack that exists
+    /// (and, with `read_data`, it decrypts and verifies).
+    fn chunk_ok(&mut self, c: &crate::format::tree::ChunkRef) -> Result<bool> {
+        let Some(loc) = self.repo.index().try_get(&c.id)? else { return Ok(false) };
+        if loc.kind != crate::format::BlobKind::Data || loc.raw_len != c.size {
+            return Ok(false);
+        }
+        let exists = match self.packs.get(&loc.pack) {
+            Some(e) => *e,
+            None => {
+                let len = self.repo.backend().file_len(Dir::Data, &loc.pack)?;
+                let e = len.is_some_and(|l| l >= loc.offset as u64 + loc.stored_len as u64);
+                self.packs.put(loc.pack, e);
+                e
+            }
+        };
+        if !exists {
+            return Ok(false);
+        }
+        if self.opts.read_data {
+            return match self.repo.read_blob(&c.id, crate::format::BlobKind::Data) {
+                Ok(_) => Ok(true),
+                Err(Error::Corrupt { .. } | Error::Tampered { .. } | Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        Ok(true)
+    }
+
+    /// A file's content with what cannot be read removed (restic's semantics: the file
+    /// gets shorter), or `None` if all of it can be read and adds up to its size.
+    fn file(
+        &mut self,
+        e: &crate::format::tree::Entry,
+        content: &crate::format::tree::Content,
+        path: &std::path::Path,
+        store: &mut TreeStore,
+    ) -> Result<Option<crate::format::tree::Entry>> {
+        use crate::tree::{ChunkIter, ListWriter};
+        // Pass one reads the list only: a whole file (the usual case) is left as it is.
+        let mut whole = true;
+        let mut total = 0u64;
+        match ChunkIter::new(self.repo, content) {
+            Ok(mut it) => loop {
+                match it.next_chunk() {
+                    Ok(Some(c)) => {
+                        total += c.size as u64;
+                        whole &= self.chunk_ok(&c)?;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        whole = false;
+                        break;
+                    }
+                }
+                if !whole {
+                    break;
+                }
+            },
+            Err(_) => whole = false,
+        }
+        if whole && total == e.size {
+            return Ok(None);
+        }
+        // Pass two keeps what can be read.
+        let mut w = ListWriter::new();
+        let (mut kept, mut problem) = (0u64, None);
+        if let Ok(mut it) = ChunkIter::new(self.repo, content).map_err(|err| problem = Some(err.to_string())) {
+            loop {
+                match it.next_chunk() {
+                    Ok(Some(c)) => {
+                        if self.chunk_ok(&c)? {
+                            kept += c.size as u64;
+                            w.push(c, store)?;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        problem.get_or_insert(err.to_string());
+                        if it.skip_failed().is_none() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let mut fixed = e.clone();
+        fixed.kind = crate::format::tree::Kind::File(w.finish(store)?);
+        fixed.size = kept;
+        let removed = e.size.saturating_sub(kept);
+        self.stats.files_cut += 1;
+        self.stats.bytes_removed += removed;
+        let why = problem.map(|p| format!(" ({p})")).unwrap_or_default();
+        (self.note)(&format!(
+            "  file {:?}: removed missing content: {removed} of {} bytes{why}",
+            path.display().to_string(),
+            e.size
+        ));
+        Ok(Some(fixed))
+    }
+
+    /// Walk one snapshot, writing the trees anew with damage left out. Returns the new
+    /// root, or `None` if nothing was damaged.
+    fn snapshot(&mut self, root: &crate::id::BlobId, store: &mut TreeStore) -> Result<Option<crate::id::BlobId>> {
+        use crate::format::tree::{Entry, Kind};
+        use crate::tree::{DirWriter, Step, Walk};
+        /// A directory being rewritten: its writer, its own entry (none for the root),
+        /// its path, and whether damage was found under it.
+        struct Level {
+            w: DirWriter,
+            entry: Option<Entry>,
+            path: std::path::PathBuf,
+            dir: crate::id::BlobId,
+            damaged: bool,
+        }
+        let level = |entry, path, dir| Level { w: DirWriter::new(), entry, path, dir, damaged: false };
+        let mut walk = Walk::salvaging(self.repo, root, level(None, "/".into(), *root));
+        let mut new_root = None;
+        let mut damaged_any = false;
+        while let Some(step) = walk.next() {
+            let finished = match step {
+                Step::Entry(mut e) => {
+                    let Some(top) = walk.top() else { continue };
+                    let path = top.path.join(crate::sys::os(&e.name));
+                    match &e.kind {
+                        Kind::Dir(sub) if self.clean.get(sub).is_none() => {
+                            let sub = *sub;
+                            walk.enter(&sub, level(Some(e), path, sub));
+                            continue;
+                        }
+                        Kind::File(c) => {
+                            if let Some(fixed) = self.file(&e, &c.clone(), &path, store)? {
+                                e = fixed;
+                                if let Some(top) = walk.top() {
+                                    top.damaged = true;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    if let Some(top) = walk.top() {
+                        top.w.push(&e, store)?;
+                    }
+                    continue;
+                }
+                Step::Skipped(err, lost) => {
+                    if let Some(top) = walk.top() {
+                        top.damaged = true;
+                        (self.note)(&format!(
+                            "  dir {:?}: {lost} entries dropped with a damaged node ({err})",
+                            top.path.display().to_string()
+                        ));
+                    }
+                    self.stats.entries_dropped += lost;
+                    continue;
+                }
+                Step::Leave(l) => l,
+                Step::Failed(mut l, err) => {
+                    (self.note)(&format!(
+                        "  dir {:?}: replaced with an empty directory ({err})",
+                        l.path.display().to_string()
+                    ));
+                    self.stats.dirs_emptied += 1;
+                    l.damaged = true;
+                    l
+                }
+            };
+            // A directory is done: its new tree goes into its parent (or is the root).
+            let id = finished.w.finish(store)?;
+            if finished.damaged {
+                damaged_any = true;
+            } else {
+                self.clean.put(finished.dir, ());
+            }
+            match (finished.entry, walk.top()) {
+                (Some(mut e), Some(parent)) => {
+                    e.kind = Kind::Dir(id);
+                    parent.damaged |= finished.damaged;
+                    parent.w.push(&e, store)?;
+                }
+                _ => new_root = Some(id),
+            }
+        }
+        Ok(if damaged_any { new_root } else { None })
+    }
+}
+
+/// `cairn repair snapshots`: walk the snapshots (all, or those given) and save, for each
+/// one with damage, a new snapshot without it, restic's way: a directory that cannot
+/// be read becomes an empty one, damaged nodes inside a directory are left out with the
+/// entries they held, and a file loses the content that cannot be read (it gets
+/// shorter). The new snapshot keeps the original's time, host and paths and gets the
+/// tag `repaired`; `forget` then removes the original. Run `repair index` first: a blob
+/// in a pack no index file lists counts as missing. `note` receives a report per
+/// snapshot in restic's form.
+pub fn repair_snapshots(
+    repo: &Repository,
+    opts: &RepairSnapshotsOptions,
+    note: &mut dyn FnMut(&str),
+) -> Result<RepairSnapshotsStats> {
+    let mut r = Repairer {
+        repo,
+        opts,
+        note,
+        stats: RepairSnapshotsStats::default(),
+        packs: crate::budget::lru_within(repo.budget().0 / 32),
+        clean: crate::budget::lru_within(repo.budget().0 / 8),
+    };
+    let ids = if opts.snapshots.is_empty() { repo.backend().list(Dir::Snapshots)? } else { opts.snapshots.clone() };
+    for id in ids {
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => {
+                (r.note)(&format!("snapshot {}: {e}: cannot be repaired, only removed", id.short()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        r.stats.snapshots_checked += 1;
+        (r.note)(&format!(
+            "snapshot {} of {:?} at {} by {}@{}",
+            id.short(),
+            snap.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            snap.time_ns,
+            snap.user,
+            snap.host
+        ));
+        let level = repo.config().compression;
+        let mut store = TreeStore {
+            repo,
+            packer: (!opts.dry_run).then(|| crate::repo::packer::Packer::new(repo)),
+            compressor: if level > 0 { Some(crate::compress::Compressor::new(level)?) } else { None },
+        };
+        let root = r.snapshot(&snap.root, &mut store)?;
+        // The new trees are durable and indexed before the snapshot that names them.
+        if let Some(p) = store.packer.take() {
+            p.finish()?;
+        }
+        let Some(root) = root else {
+            (r.note)("  nothing damaged");
+            continue;
+        };
+        r.stats.snapshots_repaired += 1;
+        if opts.dry_run {
+            (r.note)("  would save a new snapshot (dry run)");
+            continue;
+        }
+        let mut fixed = snap.clone();
+        fixed.root = root;
+        if !fixed.tags.iter().any(|t| t == "repaired") {
+            fixed.tags.push("repaired".into());
+        }
+        fixed.program = format!("cairn {} (repair snapshots)", env!("CARGO_PKG_VERSION"));
+        let new = repo.save_snapshot(&fixed)?;
+        (r.note)(&format!("  saved new snapshot {}", new.short()));
+        if opts.forget {
+            repo.backend().remove(Dir::Snapshots, &id)?;
+            r.stats.snapshots_removed += 1;
+            (r.note)(&format!("  removed old snapshot {}", id.short()));
+        }
+    }
+    Ok(r.stats)
 }

@@ -244,6 +244,10 @@ impl Ctx<'_> {
                     self.fail(&level.out, err);
                     continue;
                 }
+                Step::Skipped(err, _) => {
+                    self.fail(out, err);
+                    continue;
+                }
             };
             let Some(level) = walk.top() else { continue };
             let path = level.out.join(sys::os(&e.name));
@@ -517,7 +521,7 @@ impl Ctx<'_> {
                 }
                 Step::Leave(Level { out, entry: Some(e) }) => self.metadata(&e, &out),
                 // Damage was reported in the first pass.
-                Step::Leave(_) | Step::Failed(..) => {}
+                Step::Leave(_) | Step::Failed(..) | Step::Skipped(..) => {}
             }
         }
     }

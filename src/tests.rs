@@ -6,6 +6,7 @@ mod cli;
 mod compat;
 mod damage;
 mod regressions;
+mod repair;
 mod roundtrip;
 mod trees;
 mod trust;

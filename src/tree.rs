@@ -357,13 +357,31 @@ pub struct DirIter<R: Deref<Target = Repository>> {
     /// entry must bear it (lookups by name go by these names).
     first: Option<Vec<u8>>,
     root: BlobId,
+    /// What the last error was about, for [`DirIter::skip_failed`].
+    failed: Option<Failed>,
+}
+
+/// What made an iterator's last step fail.
+#[derive(Clone, Copy, Debug)]
+enum Failed {
+    /// The next entry of the leaf (out of order, or not the first name its parent gave).
+    Entry,
+    /// The next child node of the top interior level (unreadable, or inconsistent).
+    Child,
 }
 
 impl<R: Deref<Target = Repository>> DirIter<R> {
     /// Start at a directory's root node.
     pub fn new(repo: R, root: &BlobId) -> Result<DirIter<R>> {
-        let mut it =
-            DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, first: None, root: *root };
+        let mut it = DirIter {
+            repo,
+            stack: Vec::new(),
+            leaf: Vec::new().into_iter(),
+            last: None,
+            first: None,
+            root: *root,
+            failed: None,
+        };
         it.descend(root, None)?;
         Ok(it)
     }
@@ -371,8 +389,15 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     /// Start at the entry at position `pos` (name order), reading one node per level:
     /// interior nodes count the entries under each child.
     pub fn at(repo: R, root: &BlobId, pos: u64) -> Result<DirIter<R>> {
-        let mut it =
-            DirIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), last: None, first: None, root: *root };
+        let mut it = DirIter {
+            repo,
+            stack: Vec::new(),
+            leaf: Vec::new().into_iter(),
+            last: None,
+            first: None,
+            root: *root,
+            failed: None,
+        };
         let (mut id, mut want) = (*root, None);
         let mut rest = pos;
         loop {
@@ -423,11 +448,42 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     }
 
     /// The next entry, or `None` at the end. After an error the iterator is where it
-    /// was (as for [`ChunkIter::next_chunk`]): a retry meets the same error.
+    /// was (as for [`ChunkIter::next_chunk`]): a retry meets the same error, unless
+    /// [`DirIter::skip_failed`] steps over what failed.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        let r = self.step();
+        self.failed = match &r {
+            Err(_) => self.failed,
+            Ok(_) => None,
+        };
+        r
+    }
+
+    /// Step over what made the last [`DirIter::next_entry`] fail: the entry that broke
+    /// the order, or the child node that could not be read (with everything under it).
+    /// Returns how many entries that drops by the parents' counts, `None` if the last
+    /// step did not fail. Only salvage needs this (`repair snapshots`); every reader
+    /// stops at the error.
+    pub fn skip_failed(&mut self) -> Option<u64> {
+        match self.failed.take()? {
+            Failed::Entry => {
+                self.leaf.next();
+                self.first = None;
+                Some(1)
+            }
+            Failed::Child => {
+                let c = self.stack.last_mut()?.next()?;
+                self.first = None;
+                Some(c.entries)
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<Entry>> {
         loop {
             if let Some(e) = self.leaf.as_slice().first() {
                 if self.last.as_ref().is_some_and(|l| *l >= e.name) {
+                    self.failed = Some(Failed::Entry);
                     return Err(Error::corrupt(
                         "tree",
                         self.root,
@@ -435,6 +491,7 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
                     ));
                 }
                 if let Some(f) = self.first.as_ref().filter(|f| **f != e.name) {
+                    self.failed = Some(Failed::Entry);
                     return Err(Error::corrupt(
                         "tree",
                         self.root,
@@ -457,6 +514,7 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
             match top.as_slice().first().map(|c| (c.id, c.entries, &c.first_name)) {
                 Some((id, entries, first)) => {
                     // Every interior level above a leaf names the same first entry.
+                    self.failed = Some(Failed::Child);
                     if self.first.as_ref().is_some_and(|f| f != first) {
                         return Err(Error::corrupt("tree", id, "its first name differs from its parent's"));
                     }
@@ -537,6 +595,10 @@ pub enum Step<T> {
     /// node, nested too deep): its level's data, back, and why. The walk goes on with
     /// the rest of its parent.
     Failed(T, Error),
+    /// Only in a salvaging walk ([`Walk::salvaging`]): part of the directory being
+    /// walked could not be read and was stepped over (a node, with this many entries by
+    /// its parent's count, or one entry out of order); the walk goes on in it.
+    Skipped(Error, u64),
 }
 
 /// A depth-first walk over a snapshot's directories in name order: the one walker of
@@ -552,12 +614,21 @@ pub struct Walk<'r, T> {
     levels: Vec<(DirIter<&'r Repository>, T)>,
     /// A directory to enter before the next step, with its level's data.
     pending: Option<(BlobId, T)>,
+    /// Step over damage inside a directory instead of ending it there.
+    salvage: bool,
 }
 
 impl<'r, T> Walk<'r, T> {
     /// A walk of the directory tree `root`, whose level carries `data`.
     pub fn new(repo: &'r Repository, root: &BlobId, data: T) -> Walk<'r, T> {
-        Walk { repo, levels: Vec::new(), pending: Some((*root, data)) }
+        Walk { repo, levels: Vec::new(), pending: Some((*root, data)), salvage: false }
+    }
+
+    /// A walk that steps over damaged nodes inside a directory ([`Step::Skipped`]) and
+    /// goes on with the rest of it, for salvage (`repair snapshots`); a directory whose
+    /// root node cannot be read still fails whole.
+    pub fn salvaging(repo: &'r Repository, root: &BlobId, data: T) -> Walk<'r, T> {
+        Walk { salvage: true, ..Walk::new(repo, root, data) }
     }
 
     /// Walk directory tree `dir` next (after an [`Step::Entry`] naming it), with `data`
@@ -592,7 +663,10 @@ impl<'r, T> Walk<'r, T> {
         match it.next_entry() {
             Ok(Some(e)) => Some(Step::Entry(e)),
             Ok(None) => self.levels.pop().map(|(_, d)| Step::Leave(d)),
-            Err(e) => self.levels.pop().map(|(_, d)| Step::Failed(d, e)),
+            Err(e) => match self.salvage.then(|| it.skip_failed()).flatten() {
+                Some(lost) => Some(Step::Skipped(e, lost)),
+                None => self.levels.pop().map(|(_, d)| Step::Failed(d, e)),
+            },
         }
     }
 }
@@ -634,12 +708,14 @@ pub struct ChunkIter<R: Deref<Target = Repository>> {
     repo: R,
     stack: Vec<std::vec::IntoIter<ListChild>>,
     leaf: std::vec::IntoIter<ChunkRef>,
+    /// The last step failed reading the top level's next child.
+    failed: bool,
 }
 
 impl<R: Deref<Target = Repository>> ChunkIter<R> {
     /// Iterate `content`.
     pub fn new(repo: R, content: &Content) -> Result<ChunkIter<R>> {
-        let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter() };
+        let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), failed: false };
         match content {
             Content::Inline(cs) => it.leaf = cs.clone().into_iter(),
             Content::List(root) => it.descend(root, None)?,
@@ -652,7 +728,7 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
     /// node per level, not the list before `offset`. Past the end, the iterator is empty
     /// and the start is the file's length.
     pub fn at(repo: R, content: &Content, offset: u64) -> Result<(ChunkIter<R>, u64)> {
-        let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter() };
+        let mut it = ChunkIter { repo, stack: Vec::new(), leaf: Vec::new().into_iter(), failed: false };
         let mut start = 0u64;
         match content {
             Content::Inline(cs) => it.leaf = cs.clone().into_iter(),
@@ -715,6 +791,7 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
     /// was: a child node is taken off its level only once it has been read, so a retry
     /// meets the same error instead of silently skipping that node's chunks.
     pub fn next_chunk(&mut self) -> Result<Option<ChunkRef>> {
+        self.failed = false;
         loop {
             if let Some(c) = self.leaf.next() {
                 return Ok(Some(c));
@@ -725,7 +802,9 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
             let level = self.stack.len() - 1;
             match top.as_slice().first().map(|c| (c.id, c.chunks, c.bytes)) {
                 Some((id, chunks, bytes)) => {
+                    self.failed = true;
                     self.descend(&id, Some((chunks, bytes)))?;
+                    self.failed = false;
                     self.stack[level].next();
                 }
                 None => {
@@ -733,6 +812,18 @@ impl<R: Deref<Target = Repository>> ChunkIter<R> {
                 }
             }
         }
+    }
+}
+
+impl<R: Deref<Target = Repository>> ChunkIter<R> {
+    /// Step over the child node whose read made the last [`ChunkIter::next_chunk`] fail,
+    /// with the chunks under it; returns (chunks, bytes) it held by its parent's counts,
+    /// `None` if the last step did not fail. For salvage only (`repair snapshots`).
+    pub fn skip_failed(&mut self) -> Option<(u64, u64)> {
+        if !std::mem::take(&mut self.failed) {
+            return None;
+        }
+        self.stack.last_mut()?.next().map(|c| (c.chunks, c.bytes))
     }
 }
 
