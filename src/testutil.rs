@@ -81,3 +81,25 @@ pub fn write(path: &Path, data: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, data).unwrap();
 }
+
+/// Every pack of `repo`.
+pub fn packs(repo: &Repository) -> Vec<crate::id::FileId> {
+    let mut packs = vec![];
+    repo.backend()
+        .for_each_pack(|id, _| {
+            packs.push(id);
+            Ok(())
+        })
+        .unwrap();
+    packs
+}
+
+/// Delete every pack of `repo` that holds data blobs only (as a lost disk would).
+pub fn lose_data_packs(repo: &Repository) {
+    for p in packs(repo) {
+        let h = repo.read_pack_header(&p).unwrap();
+        if h.blobs.iter().all(|(b, _)| b.kind == crate::format::BlobKind::Data) {
+            std::fs::remove_file(repo.pack_path(&p)).unwrap();
+        }
+    }
+}

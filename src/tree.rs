@@ -371,9 +371,9 @@ enum Failed {
 }
 
 impl<R: Deref<Target = Repository>> DirIter<R> {
-    /// Start at a directory's root node.
-    pub fn new(repo: R, root: &BlobId) -> Result<DirIter<R>> {
-        let mut it = DirIter {
+    /// An iterator over `root` that has read nothing yet.
+    fn unread(repo: R, root: &BlobId) -> DirIter<R> {
+        DirIter {
             repo,
             stack: Vec::new(),
             leaf: Vec::new().into_iter(),
@@ -381,7 +381,12 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
             first: None,
             root: *root,
             failed: None,
-        };
+        }
+    }
+
+    /// Start at a directory's root node.
+    pub fn new(repo: R, root: &BlobId) -> Result<DirIter<R>> {
+        let mut it = DirIter::unread(repo, root);
         it.descend(root, None)?;
         Ok(it)
     }
@@ -389,15 +394,7 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     /// Start at the entry at position `pos` (name order), reading one node per level:
     /// interior nodes count the entries under each child.
     pub fn at(repo: R, root: &BlobId, pos: u64) -> Result<DirIter<R>> {
-        let mut it = DirIter {
-            repo,
-            stack: Vec::new(),
-            leaf: Vec::new().into_iter(),
-            last: None,
-            first: None,
-            root: *root,
-            failed: None,
-        };
+        let mut it = DirIter::unread(repo, root);
         let (mut id, mut want) = (*root, None);
         let mut rest = pos;
         loop {

@@ -52,20 +52,7 @@ fn r1_reuse_is_verified_when_index_files_were_skipped() {
     // The data packs are lost too, so indexing packs from their headers (which heals a
     // damaged index file alone, see r12_1) cannot bring the chunks back: only reading
     // the files again can.
-    let mut packs = vec![];
-    t.repo
-        .backend()
-        .for_each_pack(|id, _| {
-            packs.push(id);
-            Ok(())
-        })
-        .unwrap();
-    for p in packs {
-        let h = t.repo.read_pack_header(&p).unwrap();
-        if h.blobs.iter().all(|(b, _)| b.kind == crate::format::BlobKind::Data) {
-            std::fs::remove_file(t.repo.pack_path(&p)).unwrap();
-        }
-    }
+    crate::testutil::lose_data_packs(&t.repo);
     let repo = t.reopen();
     assert!(repo.index_incomplete() && !repo.problems().is_empty());
     let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };

@@ -131,20 +131,7 @@ fn a_lost_pack_is_dropped_from_the_index_so_the_next_backup_stores_its_data_agai
     write(&src.join("a"), &bytes(1, 300_000, false));
     let r = do_backup(&t.repo, &[&src]);
     // Lose the data pack.
-    let mut packs = vec![];
-    t.repo
-        .backend()
-        .for_each_pack(|id, _| {
-            packs.push(id);
-            Ok(())
-        })
-        .unwrap();
-    for p in packs {
-        let h = t.repo.read_pack_header(&p).unwrap();
-        if h.blobs.iter().all(|(b, _)| b.kind == crate::format::BlobKind::Data) {
-            fs::remove_file(t.repo.pack_path(&p)).unwrap();
-        }
-    }
+    crate::testutil::lose_data_packs(&t.repo);
     let repo = t.reopen();
     let s = crate::repair::repair_index(&repo, &mut |_| {}).unwrap();
     assert!(s.entries_dropped > 0 && s.index_files_rewritten == 1, "{s:?}");

@@ -227,14 +227,7 @@ fn r12_13_leftovers_of_a_killed_backup_are_reused_and_removed() {
     for s in repo.backend().list(Dir::Snapshots).unwrap() {
         fs::remove_file(repo.backend().path(Dir::Snapshots, &s)).unwrap();
     }
-    let mut packs = vec![];
-    repo.backend()
-        .for_each_pack(|id, _| {
-            packs.push(id);
-            Ok(())
-        })
-        .unwrap();
-    for p in &packs {
+    for p in &crate::testutil::packs(&repo) {
         repo.index().journal_pack(p).unwrap();
     }
     let (tmp, _f) = repo.backend().temp_file().unwrap();
