@@ -145,6 +145,9 @@ pub enum Command {
         /// Only restore paths matching this glob (repeatable); a pattern without '/' matches file names.
         #[arg(long = "include", value_name = "GLOB")]
         include: Vec<String>,
+        /// fsync every restored file and directory before returning.
+        #[arg(long)]
+        sync: bool,
     },
     /// Manage the passwords (key files) that open the repository.
     Key {
@@ -460,13 +463,13 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             }
             Ok(EXIT_OK)
         }
-        Command::Restore { target_snapshot, target, include } => {
+        Command::Restore { target_snapshot, target, include, sync } => {
             let repo = open(cli, env)?;
             let (snap, path) = split_target(target_snapshot);
             let (id, s) = repo.resolve_snapshot(snap)?;
             print_problems(&repo, err);
             let root = restore::resolve(&repo, &s.root, Path::new(path))?;
-            let opts = RestoreOptions { target: target.clone(), include: include.clone() };
+            let opts = RestoreOptions { target: target.clone(), include: include.clone(), sync: *sync };
             let reporter = RestoreReporter { err: std::sync::Mutex::new(err) };
             let stats = restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?;
             if cli.json {

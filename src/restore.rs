@@ -1,19 +1,25 @@
 //! `restore`: write a snapshot's files back with their metadata.
 //!
-//! The walker (this thread) creates directories, symlinks, special files and hard-linked
-//! files, and hands regular files to two workers that stream them chunk by chunk,
-//! verifying each chunk's id. Directory times and modes are set in a second walk once
-//! every file is written, so no list of directories is kept in memory.
+//! The walker (this thread) creates directories, symlinks, special files and regular
+//! files, and hands each regular file, open, to two workers that stream its content chunk
+//! by chunk, verifying each chunk's id. Directory times and modes are set in a second
+//! walk once every file is written, so no list of directories is kept in memory.
 //!
 //! Safety: names are validated when tree nodes are decoded ('/', '.', '..' and NUL are
-//! refused), every path is built by joining one validated name to a directory this
-//! restore created, and files are opened with O_NOFOLLOW, so nothing is written outside
-//! the target even if the target already holds symlinks.
+//! refused), and the target is walked by **directory descriptors**: every directory is
+//! opened from its parent's descriptor (`openat` with `O_DIRECTORY | O_NOFOLLOW`), every
+//! entry is created, replaced and given its metadata relative to its directory's
+//! descriptor without following a symlink (`mkdirat`, `openat(O_CREAT | O_EXCL |
+//! O_NOFOLLOW)`, `symlinkat`, `mknodat`, `linkat`, `fchownat`/`fchmodat`/`utimensat` with
+//! `AT_SYMLINK_NOFOLLOW`), and files and directories get theirs through their own
+//! descriptor. No path is resolved by name twice, so another local user who can write
+//! into the target cannot redirect the restore by swapping a directory for a symlink
+//! while it runs: nothing is ever written outside the target.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -45,6 +51,9 @@ pub struct RestoreOptions {
     /// Only restore paths matching one of these globs (and what is inside them).
     /// A pattern without '/' matches a file name anywhere.
     pub include: Vec<String>,
+    /// fsync every restored file and directory, so that all of it is on disk when the
+    /// restore returns (otherwise the kernel writes it back in its own time).
+    pub sync: bool,
 }
 
 /// Receives problems with single files; the restore goes on.
@@ -107,18 +116,30 @@ impl Filter {
 /// Name -> id on this system, if the name exists here.
 type NameMap = HashMap<Vec<u8>, Option<u32>>;
 
+/// A regular file for a worker: the open, empty file, the directory holding it (to
+/// remove it if it fails), its name there, its path (for messages) and its entry.
+struct Job {
+    file: File,
+    dir: Arc<File>,
+    path: PathBuf,
+    entry: Entry,
+}
+
 struct Ctx<'a> {
     repo: &'a Repository,
     report: &'a dyn Report,
     cancel: &'a AtomicBool,
     filter: Option<Filter>,
     root: bool,
+    sync: bool,
     errors: AtomicU64,
     bytes: AtomicU64,
     files: AtomicU64,
     /// User and group names already looked up on this system (one entry per name).
     ids: Mutex<(NameMap, NameMap)>,
-    target: PathBuf,
+    /// The target directory, open: every other directory is reached from it.
+    target: Arc<File>,
+    target_path: PathBuf,
     /// Set once the hard-link memory has overflowed (warned about once).
     evicted: AtomicBool,
 }
@@ -133,22 +154,29 @@ pub fn restore(
     report: &dyn Report,
     cancel: &AtomicBool,
 ) -> Result<RestoreStats> {
+    // One descriptor per directory level being walked, plus queued files: room for the
+    // deepest nesting the walker follows.
+    sys::raise_open_files((tree::MAX_DIR_NESTING + FILE_QUEUE + 256) as u64);
+    // The target itself is the user's path, resolved once.
+    fs::create_dir_all(&opts.target).at(&opts.target)?;
+    let target = File::open(&opts.target).at(&opts.target)?;
     let ctx = Ctx {
         repo,
         report,
         cancel,
         filter: Filter::new(&opts.include)?,
         root: sys::euid() == 0,
+        sync: opts.sync,
         errors: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         files: AtomicU64::new(0),
         ids: Mutex::new(Default::default()),
-        target: opts.target.clone(),
+        target: Arc::new(target),
+        target_path: opts.target.clone(),
         evicted: AtomicBool::new(false),
     };
-    fs::create_dir_all(&opts.target).at(&opts.target)?;
     let mut stats = RestoreStats::default();
-    let (tx, rx) = sync_channel::<(PathBuf, Entry)>(FILE_QUEUE);
+    let (tx, rx) = sync_channel::<Job>(FILE_QUEUE);
     // Owned by the workers: if they all stop, the walker's send fails instead of blocking.
     let rx = Arc::new(Mutex::new(rx));
     let walked = std::thread::scope(|s| {
@@ -156,11 +184,12 @@ pub fn restore(
             let (ctx, rx) = (&ctx, Arc::clone(&rx));
             s.spawn(move || loop {
                 let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok((path, entry)) = job else { return };
+                let Ok(job) = job else { return };
                 if ctx.cancel.load(Ordering::Relaxed) {
+                    ctx.discard(&job.dir, &job.entry.name);
                     continue;
                 }
-                ctx.file(&path, &entry);
+                ctx.file(job);
             });
         }
         drop(rx);
@@ -169,13 +198,13 @@ pub fn restore(
             Kind::Dir(id) => {
                 let matched = ctx.filter.as_ref().is_none_or(|f| f.matches(snap_path));
                 stats.matched += (matched && ctx.filter.is_some()) as u64;
-                ctx.walk(id, &opts.target, snap_path, matched, &tx, &mut links, &mut stats)
+                ctx.walk(id, snap_path, matched, &tx, &mut links, &mut stats)
             }
             _ => {
                 // Restoring a single file or link: it goes into the target under its name.
-                let path = opts.target.join(sys::os(&root.name));
-                ctx.entry(root, &path, &tx, &mut links, &mut stats);
-                Ok(())
+                let dir =
+                    Level { dir: Some(ctx.target.clone()), rel: PathBuf::new(), snap: PathBuf::new(), matched: true };
+                ctx.entry(root, &dir, &tx, &mut links, &mut stats)
             }
         };
         drop(tx);
@@ -188,7 +217,10 @@ pub fn restore(
     // The target directory itself keeps its own metadata: it is the user's, not the
     // snapshot's (and the snapshot root has none).
     if let Kind::Dir(id) = &root.kind {
-        ctx.dir_metadata(id, &opts.target);
+        ctx.dir_metadata(id);
+    }
+    if ctx.sync {
+        ctx.target.sync_all().at(&opts.target)?;
     }
     stats.files = ctx.files.load(Ordering::Relaxed);
     stats.bytes = ctx.bytes.load(Ordering::Relaxed);
@@ -196,9 +228,19 @@ pub fn restore(
     Ok(stats)
 }
 
-/// (dev, ino) of a hard-linked file in the snapshot -> where its first link was restored
-/// (`None` if that failed).
+/// (dev, ino) of a hard-linked file in the snapshot -> where its first link was restored,
+/// relative to the target (`None` if that failed).
 type Links = lru::LruCache<(u64, u64), Option<PathBuf>>;
+
+/// A directory being restored: its descriptor (`None` while a filter has not matched
+/// anything in it, so it is not created yet), its path relative to the target and in the
+/// snapshot, and whether the filter matched it (then everything under it is restored).
+struct Level {
+    dir: Option<Arc<File>>,
+    rel: PathBuf,
+    snap: PathBuf,
+    matched: bool,
+}
 
 impl Ctx<'_> {
     /// Report that `path` failed. The report names the path, so an error that starts
@@ -210,29 +252,40 @@ impl Ctx<'_> {
         self.report.error(path, msg.strip_prefix(&prefix).unwrap_or(&msg));
     }
 
-    /// Restore the tree of directory `dir` into `out` (`snap` is its path in the
-    /// snapshot; `matched`: whether the filter already matched it), through the one
-    /// snapshot walker ([`Walk`]: iterative, nesting limited, damage reported and
-    /// skipped).
-    #[allow(clippy::too_many_arguments)]
+    /// Where `rel` (relative to the target) is, for messages.
+    fn shown(&self, rel: &Path) -> PathBuf {
+        self.target_path.join(rel)
+    }
+
+    /// The directory `rel` under the target, opened component by component from the
+    /// target's descriptor without following a symlink; `create` makes missing ones
+    /// (as `--include` does for the directories on the way to a match), replacing
+    /// whatever non-directory is in the way.
+    fn open_beneath(&self, rel: &Path, create: bool) -> std::io::Result<Arc<File>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut dir = self.target.clone();
+        for c in rel.components() {
+            let name = c.as_os_str().as_bytes();
+            let next = if create { make_dir_at(&dir, name)? } else { sys::open_dir_at(&dir, name)? };
+            dir = Arc::new(next);
+        }
+        Ok(dir)
+    }
+
+    /// Restore the tree of directory `dir` (at `snap` in the snapshot; `matched`: the
+    /// filter already matched it) into the target, through the one snapshot walker
+    /// ([`Walk`]: iterative, nesting limited, damage reported and skipped).
     fn walk(
         &self,
         dir: &BlobId,
-        out: &Path,
         snap: &Path,
         matched: bool,
-        tx: &std::sync::mpsc::SyncSender<(PathBuf, Entry)>,
+        tx: &std::sync::mpsc::SyncSender<Job>,
         links: &mut Links,
         stats: &mut RestoreStats,
     ) -> Result<()> {
-        /// A directory being restored: where it goes, where it is in the snapshot, and
-        /// whether the filter matched it (then everything under it is restored).
-        struct Level {
-            out: PathBuf,
-            snap: PathBuf,
-            matched: bool,
-        }
-        let mut walk = Walk::new(self.repo, dir, Level { out: out.to_path_buf(), snap: snap.to_path_buf(), matched });
+        let top = Level { dir: Some(self.target.clone()), rel: PathBuf::new(), snap: snap.to_path_buf(), matched };
+        let mut walk = Walk::new(self.repo, dir, top);
         while let Some(step) = walk.next() {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
@@ -241,163 +294,192 @@ impl Ctx<'_> {
                 Step::Entry(e) => e,
                 Step::Leave(_) => continue,
                 Step::Failed(level, err) => {
-                    self.fail(&level.out, err);
+                    self.fail(&self.shown(&level.rel), err);
                     continue;
                 }
                 Step::Skipped(err, _) => {
-                    self.fail(out, err);
+                    self.fail(&self.target_path, err);
                     continue;
                 }
             };
             let Some(level) = walk.top() else { continue };
-            let path = level.out.join(sys::os(&e.name));
+            let rel = level.rel.join(sys::os(&e.name));
             let snap_path = level.snap.join(sys::os(&e.name));
             let hit = self.filter.as_ref().is_some_and(|f| f.matches(&snap_path));
             stats.matched += hit as u64;
             let m = level.matched || self.filter.is_none() || hit;
             // With a filter, directories on the way to a match are created on demand.
-            if m && self.filter.is_some() {
-                if let Err(err) = self.make_parents(&level.out) {
-                    self.fail(&level.out, err);
-                    continue;
+            if m && level.dir.is_none() {
+                match self.open_beneath(&level.rel, true) {
+                    Ok(d) => level.dir = Some(d),
+                    Err(err) => {
+                        self.fail(&self.shown(&level.rel), err);
+                        continue;
+                    }
                 }
             }
             if let Kind::Dir(sub) = &e.kind {
-                if m {
-                    if let Err(err) = make_dir(&path) {
-                        self.fail(&path, err);
-                        continue;
+                let mut sub_dir = None;
+                if let (true, Some(parent)) = (m, &level.dir) {
+                    match make_dir_at(parent, &e.name) {
+                        Ok(d) => {
+                            stats.dirs += 1;
+                            sub_dir = Some(Arc::new(d));
+                        }
+                        Err(err) => {
+                            self.fail(&self.shown(&rel), err);
+                            continue;
+                        }
                     }
-                    stats.dirs += 1;
                 }
-                walk.enter(sub, Level { out: path, snap: snap_path, matched: m });
+                walk.enter(sub, Level { dir: sub_dir, rel, snap: snap_path, matched: m });
             } else if m {
-                if matches!(e.kind, Kind::File(_)) && e.nlink <= 1 {
-                    tx.send((path, e)).map_err(|_| Error::InvalidInput("restore workers stopped".into()))?;
-                } else {
-                    self.entry(&e, &path, tx, links, stats);
-                }
+                let level = walk.top().expect("the entry's directory");
+                self.entry(&e, level, tx, links, stats)?;
             }
         }
         Ok(())
     }
 
-    /// Create `dir` and the directories between the target and it, one component at a
-    /// time with [`make_dir`], so a symlink already in the target is replaced, never
-    /// followed (which `create_dir_all` would do).
-    fn make_parents(&self, dir: &Path) -> std::io::Result<()> {
-        let rel = dir.strip_prefix(&self.target).map_err(|_| std::io::Error::other("path outside the target"))?;
-        let mut p = self.target.clone();
-        for c in rel.components() {
-            p.push(c);
-            make_dir(&p)?;
-        }
-        Ok(())
-    }
-
-    /// Restore one non-directory entry on this thread.
+    /// Restore one non-directory entry of directory `level` (created: it has a
+    /// descriptor). Regular files go to the workers, except hard-linked ones, written
+    /// here so later links find them.
     fn entry(
         &self,
         e: &Entry,
-        path: &Path,
-        tx: &std::sync::mpsc::SyncSender<(PathBuf, Entry)>,
+        level: &Level,
+        tx: &std::sync::mpsc::SyncSender<Job>,
         links: &mut Links,
         stats: &mut RestoreStats,
-    ) {
+    ) -> Result<()> {
+        let Some(dir) = level.dir.clone() else { return Ok(()) };
+        let rel = level.rel.join(sys::os(&e.name));
+        let path = self.shown(&rel);
+        let name = &e.name[..];
         let r = match &e.kind {
             Kind::File(_) if e.nlink > 1 => {
                 let key = (e.dev, e.ino);
                 match links.get(&key) {
                     Some(Some(first)) => {
                         stats.others += 1;
-                        let _ = remove_existing(path);
-                        fs::hard_link(first, path)
+                        let first = first.clone();
+                        let _ = remove_at(&dir, name);
+                        self.link_first(&first, &dir, name)
                     }
                     Some(None) => {
-                        self.fail(path, "not restored: the first link to this file could not be restored");
-                        return;
+                        self.fail(&path, "not restored: the first link to this file could not be restored");
+                        return Ok(());
                     }
                     None => {
-                        let ok = self.file(path, e);
-                        if let Some((old, _)) = links.push(key, ok.then(|| path.to_path_buf())) {
+                        let ok = match self.create(&dir, name) {
+                            Ok(file) => self.file(Job { file, dir, path: path.clone(), entry: e.clone() }),
+                            Err(err) => {
+                                self.fail(&path, err);
+                                false
+                            }
+                        };
+                        if let Some((old, _)) = links.push(key, ok.then_some(rel)) {
                             if old != key && !self.evicted.swap(true, Ordering::Relaxed) {
-                                self.report.warn(path, &format!("more than {HARDLINK_MEMORY} hard-linked files: further links to the oldest are restored as copies"));
+                                self.report.warn(&path, &format!("more than {HARDLINK_MEMORY} hard-linked files: further links to the oldest are restored as copies"));
                             }
                         }
-                        return;
+                        return Ok(());
                     }
                 }
             }
             Kind::File(_) => {
-                let _ = tx.send((path.to_path_buf(), e.clone()));
-                return;
+                match self.create(&dir, name) {
+                    Ok(file) => tx
+                        .send(Job { file, dir, path, entry: e.clone() })
+                        .map_err(|_| Error::InvalidInput("restore workers stopped".into()))?,
+                    Err(err) => self.fail(&path, err),
+                }
+                return Ok(());
             }
-            Kind::Dir(_) => return,
+            Kind::Dir(_) | Kind::Socket => return Ok(()), // a socket is meaningless without its server
             Kind::Symlink(target) => {
-                let _ = remove_existing(path);
-                std::os::unix::fs::symlink(sys::os(target), path)
+                let _ = remove_at(&dir, name);
+                sys::symlink_at(target, &dir, name)
             }
             Kind::Fifo => {
-                let _ = remove_existing(path);
-                sys::mknod(path, libc::S_IFIFO | 0o600, 0)
+                let _ = remove_at(&dir, name);
+                sys::mknod_at(&dir, name, libc::S_IFIFO | 0o600, 0)
             }
             Kind::CharDev(d) | Kind::BlockDev(d) => {
                 let t = if matches!(e.kind, Kind::CharDev(_)) { libc::S_IFCHR } else { libc::S_IFBLK };
-                let _ = remove_existing(path);
-                sys::mknod(path, t | 0o600, *d)
+                let _ = remove_at(&dir, name);
+                sys::mknod_at(&dir, name, t | 0o600, *d)
             }
-            Kind::Socket => return, // a socket is meaningless without its server
         };
         match r {
             Ok(()) => {
                 if !matches!(e.kind, Kind::File(_)) {
                     stats.others += 1;
                 }
-                self.metadata(e, path)
+                self.metadata_at(e, &dir, &path);
             }
-            Err(err) => self.fail(path, err),
+            Err(err) => self.fail(&path, err),
+        }
+        Ok(())
+    }
+
+    /// Link `name` in `dir` to the first link of its group, at `first` (relative to the
+    /// target), found again from the target's descriptor without following symlinks.
+    fn link_first(&self, first: &Path, dir: &File, name: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let parent = self.open_beneath(first.parent().unwrap_or(Path::new("")), false)?;
+        let first_name = first.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        sys::link_at(&parent, first_name, dir, name)
+    }
+
+    /// Create regular file `name` in `dir`, replacing whatever is there (never writing
+    /// into it: it may be a hard link to a file elsewhere, a fifo or a device).
+    /// `O_EXCL` first: in an empty target nothing is there, which saves a lookup.
+    fn create(&self, dir: &File, name: &[u8]) -> std::io::Result<File> {
+        match sys::create_file_at(dir, name) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                remove_at(dir, name)?;
+                sys::create_file_at(dir, name)
+            }
+            r => r,
         }
     }
 
-    /// Write one regular file and its metadata; false if it failed (and was removed:
-    /// no half-written file is left under the final name).
-    fn file(&self, path: &Path, e: &Entry) -> bool {
-        match self.write_file(path, e) {
-            Ok((n, f)) => {
+    /// Remove a file that will not be restored after all (a failure, or interrupted):
+    /// no half-written file is left under the final name.
+    fn discard(&self, dir: &File, name: &[u8]) {
+        let _ = sys::unlink_at(dir, name, false);
+    }
+
+    /// Write one regular file's content and metadata through its descriptor; false if
+    /// it failed (and was removed).
+    fn file(&self, job: Job) -> bool {
+        let Job { mut file, dir, path, entry } = job;
+        let written = match &entry.kind {
+            Kind::File(content) => self.write_content(&mut file, &path, content, entry.size),
+            _ => Ok(0),
+        };
+        let written = written.and_then(|n| {
+            if self.sync {
+                file.sync_all().at(&path)?;
+            }
+            Ok(n)
+        });
+        match written {
+            Ok(n) => {
                 self.files.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(n, Ordering::Relaxed);
-                self.apply_metadata(e, path, Some(&f));
+                self.apply_metadata(&entry, &path, &file);
                 true
             }
             Err(err) => {
-                let _ = fs::remove_file(path);
+                self.discard(&dir, &entry.name);
                 if !matches!(err, Error::Interrupted) {
-                    self.fail(path, err);
+                    self.fail(&path, err);
                 }
                 false
             }
         }
-    }
-
-    fn write_file(&self, path: &Path, e: &Entry) -> Result<(u64, File)> {
-        // Replace whatever is there, never write into it: an existing file may be a hard
-        // link to something else (even outside the target), a fifo or a device. O_EXCL
-        // first: in an empty target nothing is there, and that saves a lookup per file.
-        let create =
-            || OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path);
-        let mut f = match create() {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                remove_existing(path).at(path)?;
-                create().at(path)?
-            }
-            Err(e) => return Err(e).at(path),
-        };
-        let Kind::File(content) = &e.kind else {
-            return Ok((0, f));
-        };
-        let written = self.write_content(&mut f, path, content, e.size)?;
-        Ok((written, f))
     }
 
     /// Write a file's chunks (verified, all-zero ones as holes); they must add up to
@@ -450,76 +532,85 @@ impl Ctx<'_> {
             .unwrap_or(e.gid)
     }
 
-    /// Ownership (as root, by name first like tar), xattrs, mode, then times. Owner
-    /// before mode, because chown clears setuid/setgid; xattrs before mode, because a
-    /// read-only mode would refuse them to a non-root user.
-    fn metadata(&self, e: &Entry, path: &Path) {
-        self.apply_metadata(e, path, None)
-    }
-
-    /// [`Ctx::metadata`] through an open regular file when `file` is given: the same
-    /// steps without a path lookup each.
-    fn apply_metadata(&self, e: &Entry, path: &Path, file: Option<&File>) {
-        let link = matches!(e.kind, Kind::Symlink(_));
+    /// Metadata of a regular file or directory, through its own descriptor: ownership
+    /// (as root, by name first like tar), xattrs, mode, then times. Owner before mode,
+    /// because chown clears setuid/setgid; xattrs before mode, because a read-only mode
+    /// would refuse them to a non-root user.
+    fn apply_metadata(&self, e: &Entry, path: &Path, f: &File) {
         if self.root {
-            let (uid, gid) = (self.uid(e), self.gid(e));
-            let r = match file {
-                Some(f) => sys::fchown(f, uid, gid),
-                None => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
-            };
-            if let Err(err) = r {
+            if let Err(err) = sys::fchown(f, self.uid(e), self.gid(e)) {
                 self.report.warn(path, &format!("setting owner: {err}"));
             }
         }
         for (n, v) in &e.xattrs {
-            let r = match file {
-                Some(f) => sys::fset_xattr(f, n, v),
-                None => sys::set_xattr(path, n, v),
-            };
-            if let Err(err) = r {
+            if let Err(err) = sys::fset_xattr(f, n, v) {
                 self.report.warn(path, &format!("setting xattr {}: {err}", String::from_utf8_lossy(n)));
             }
         }
-        if !link {
-            let perms = fs::Permissions::from_mode(e.mode);
-            let r = match file {
-                Some(f) => f.set_permissions(perms),
-                None => fs::set_permissions(path, perms),
-            };
-            if let Err(err) = r {
+        if let Err(err) = f.set_permissions(fs::Permissions::from_mode(e.mode)) {
+            self.report.warn(path, &format!("setting mode: {err}"));
+        }
+        if let Err(err) = sys::futimens(f, e.atime, e.mtime) {
+            self.report.warn(path, &format!("setting times: {err}"));
+        }
+    }
+
+    /// [`Ctx::apply_metadata`] for a symlink, fifo or device `e` in directory `dir`,
+    /// which has no descriptor of its own: relative to `dir`, never following it.
+    fn metadata_at(&self, e: &Entry, dir: &File, path: &Path) {
+        let name = &e.name[..];
+        if self.root {
+            if let Err(err) = sys::chown_at(dir, name, self.uid(e), self.gid(e)) {
+                self.report.warn(path, &format!("setting owner: {err}"));
+            }
+        }
+        for (n, v) in &e.xattrs {
+            if let Err(err) = sys::set_xattr_at(dir, name, n, v) {
+                self.report.warn(path, &format!("setting xattr {}: {err}", String::from_utf8_lossy(n)));
+            }
+        }
+        if !matches!(e.kind, Kind::Symlink(_)) {
+            if let Err(err) = sys::chmod_at(dir, name, e.mode) {
                 self.report.warn(path, &format!("setting mode: {err}"));
             }
         }
-        let r = match file {
-            Some(f) => sys::futimens(f, e.atime, e.mtime),
-            None => sys::set_times(path, e.atime, e.mtime),
-        };
-        if let Err(err) = r {
+        if let Err(err) = sys::set_times_at(dir, name, e.atime, e.mtime) {
             self.report.warn(path, &format!("setting times: {err}"));
         }
     }
 
     /// Second pass: set each restored directory's metadata after its contents exist (a
-    /// directory's [`Step::Leave`] comes after everything under it).
-    fn dir_metadata(&self, dir: &BlobId, out: &Path) {
-        /// A restored directory and its entry (none for the target itself).
+    /// directory's [`Step::Leave`] comes after everything under it), through its
+    /// descriptor, opened from its parent's; with `sync`, fsync it then.
+    fn dir_metadata(&self, dir: &BlobId) {
+        /// A restored directory, open, and its entry (none for the target itself).
         struct Level {
-            out: PathBuf,
+            dir: File,
+            rel: PathBuf,
             entry: Option<Entry>,
         }
-        let mut walk = Walk::new(self.repo, dir, Level { out: out.to_path_buf(), entry: None });
+        let Ok(target) = self.target.try_clone() else { return };
+        let mut walk = Walk::new(self.repo, dir, Level { dir: target, rel: PathBuf::new(), entry: None });
         while let Some(step) = walk.next() {
             match step {
                 Step::Entry(e) => {
                     let Kind::Dir(sub) = &e.kind else { continue };
                     let Some(level) = walk.top() else { continue };
-                    let path = level.out.join(sys::os(&e.name));
-                    if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                        let sub = *sub;
-                        walk.enter(&sub, Level { out: path, entry: Some(e) });
+                    // Not restored (filtered out, or it failed): nothing to set.
+                    let Ok(d) = sys::open_dir_at(&level.dir, &e.name) else { continue };
+                    let rel = level.rel.join(sys::os(&e.name));
+                    let sub = *sub;
+                    walk.enter(&sub, Level { dir: d, rel, entry: Some(e) });
+                }
+                Step::Leave(Level { dir, rel, entry: Some(e) }) => {
+                    let path = self.shown(&rel);
+                    self.apply_metadata(&e, &path, &dir);
+                    if self.sync {
+                        if let Err(err) = dir.sync_all() {
+                            self.fail(&path, err);
+                        }
                     }
                 }
-                Step::Leave(Level { out, entry: Some(e) }) => self.metadata(&e, &out),
                 // Damage was reported in the first pass.
                 Step::Leave(_) | Step::Failed(..) | Step::Skipped(..) => {}
             }
@@ -533,25 +624,26 @@ fn is_zero(b: &[u8]) -> bool {
         && blocks.into_iter().all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
 }
 
-/// Create a directory, replacing a non-directory (never following a symlink) in its way.
-fn make_dir(path: &Path) -> std::io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => {
-            fs::remove_file(path)?;
-            fs::create_dir(path)
+/// Directory `name` in `dir`, made if missing, open: a non-directory in its way
+/// (whatever it is, a symlink included) is replaced, never followed.
+fn make_dir_at(dir: &File, name: &[u8]) -> std::io::Result<File> {
+    match sys::mode_at(dir, name)? {
+        Some(m) if m & libc::S_IFMT == libc::S_IFDIR => {}
+        Some(_) => {
+            sys::unlink_at(dir, name, false)?;
+            sys::mkdir_at(dir, name, 0o700)?;
         }
-        Err(_) => fs::create_dir(path),
+        None => sys::mkdir_at(dir, name, 0o700)?,
     }
+    // Swapped for a symlink since: O_NOFOLLOW refuses it (ELOOP).
+    sys::open_dir_at(dir, name)
 }
 
-/// Remove whatever is at `path` (a file, link, or an empty directory).
-fn remove_existing(path: &Path) -> std::io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+/// Remove whatever is at `name` in `dir` (a file, link, or an empty directory).
+fn remove_at(dir: &File, name: &[u8]) -> std::io::Result<()> {
+    match sys::mode_at(dir, name)? {
+        Some(m) => sys::unlink_at(dir, name, m & libc::S_IFMT == libc::S_IFDIR),
+        None => Ok(()),
     }
 }
 

@@ -89,6 +89,160 @@ pub fn set_times(path: &Path, atime: Time, mtime: Time) -> io::Result<()> {
     check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
 }
 
+/// `name` (one path component, validated by the tree decoder) as a C string.
+fn cname(name: &[u8]) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
+}
+
+/// Open directory `name` inside directory `dir` without following a symlink there
+/// (`openat` with `O_DIRECTORY | O_NOFOLLOW`): whatever another user swaps in under that
+/// name, this is a directory reached from `dir` itself, or an error.
+pub fn open_dir_at(dir: &std::fs::File, name: &[u8]) -> io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = cname(name)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: open descriptor, valid C string; the result is a new descriptor we own.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Create regular file `name` in `dir`, which must not exist (`O_CREAT | O_EXCL |
+/// O_NOFOLLOW`, mode 0600 until restore sets the real one), open for writing.
+pub fn create_file_at(dir: &std::fs::File, name: &[u8]) -> io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = cname(name)?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: open descriptor, valid C string, mode given for O_CREAT.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Create directory `name` in `dir`.
+pub fn mkdir_at(dir: &std::fs::File, name: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = cname(name)?;
+    // SAFETY: open descriptor, valid C string.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) })
+}
+
+/// What is at `name` in `dir`, not following a symlink: its `st_mode`, `None` if nothing.
+pub fn mode_at(dir: &std::fs::File, name: &[u8]) -> io::Result<Option<u32>> {
+    use std::os::fd::AsRawFd;
+    let c = cname(name)?;
+    // SAFETY: stat is plain old data, filled by the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: open descriptor, valid C string, valid stat buffer.
+    let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r == 0 {
+        return Ok(Some(st.st_mode));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// Remove `name` from `dir` (an empty directory when `is_dir`).
+pub fn unlink_at(dir: &std::fs::File, name: &[u8], is_dir: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = cname(name)?;
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: open descriptor, valid C string.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })
+}
+
+/// Create symlink `name` in `dir` pointing at `target` (which is not followed).
+pub fn symlink_at(target: &[u8], dir: &std::fs::File, name: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (t, c) = (cname(target)?, cname(name)?);
+    // SAFETY: valid C strings, open descriptor.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })
+}
+
+/// Create a fifo or device node `name` in `dir`.
+pub fn mknod_at(dir: &std::fs::File, name: &[u8], mode: libc::mode_t, dev: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = cname(name)?;
+    // SAFETY: open descriptor, valid C string.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode, dev as libc::dev_t) })
+}
+
+/// Hard-link `from_name` in `from_dir` as `name` in `dir`, following no symlink.
+pub fn link_at(from_dir: &std::fs::File, from_name: &[u8], dir: &std::fs::File, name: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (a, b) = (cname(from_name)?, cname(name)?);
+    // SAFETY: open descriptors, valid C strings; flags 0 does not follow a symlink.
+    check(unsafe { libc::linkat(from_dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr(), 0) })
+}
+
+/// Set the owner of `name` in `dir` without following a symlink.
+pub fn chown_at(dir: &std::fs::File, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = cname(name)?;
+    // SAFETY: open descriptor, valid C string.
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// Set the mode of `name` in `dir` without following a symlink (glibc refuses it for a
+/// symlink itself, which has no mode of its own).
+pub fn chmod_at(dir: &std::fs::File, name: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = cname(name)?;
+    // SAFETY: open descriptor, valid C string.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// Set the times of `name` in `dir` without following a symlink.
+pub fn set_times_at(dir: &std::fs::File, name: &[u8], atime: Time, mtime: Time) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = cname(name)?;
+    let ts = [
+        libc::timespec { tv_sec: atime.sec as libc::time_t, tv_nsec: atime.nsec as libc::c_long },
+        libc::timespec { tv_sec: mtime.sec as libc::time_t, tv_nsec: mtime.nsec as libc::c_long },
+    ];
+    // SAFETY: open descriptor, valid C string, a two-element timespec array.
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// Set an extended attribute of `name` in `dir` without following it: through the
+/// directory's descriptor (`/proc/self/fd/N/name`, where `N` pins the directory and the
+/// last component is not followed), as there is no `setxattrat` before Linux 6.13.
+pub fn set_xattr_at(dir: &std::fs::File, name: &[u8], xname: &[u8], value: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name);
+    set_xattr(Path::new(OsStr::from_bytes(&p)), xname, value)
+}
+
+/// Raise this process's soft limit on open files towards `want` (at most the hard
+/// limit); returns the limit now in force.
+pub fn raise_open_files(want: u64) -> u64 {
+    // SAFETY: rlimit is plain old data, filled by getrlimit.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    if r.rlim_cur < want as libc::rlim_t {
+        let new = libc::rlimit { rlim_cur: (want as libc::rlim_t).min(r.rlim_max), rlim_max: r.rlim_max };
+        // SAFETY: valid pointer; only the soft limit changes, within the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            return new.rlim_cur as u64;
+        }
+    }
+    r.rlim_cur as u64
+}
+
 /// Set owner, xattrs and times through an open file (no path lookups).
 pub fn fchown(f: &std::fs::File, uid: u32, gid: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;

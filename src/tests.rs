@@ -73,8 +73,11 @@ pub(crate) fn do_restore(
     include: &[&str],
 ) -> (RestoreStats, Vec<String>) {
     let root = restore::resolve(repo, &r.snapshot.root, Path::new("/")).unwrap();
-    let opts =
-        RestoreOptions { target: target.to_path_buf(), include: include.iter().map(|s| s.to_string()).collect() };
+    let opts = RestoreOptions {
+        target: target.to_path_buf(),
+        include: include.iter().map(|s| s.to_string()).collect(),
+        sync: false,
+    };
     let c = Collect::default();
     let stats = restore::restore(repo, &root, Path::new("/"), &opts, &c, &AtomicBool::new(false)).unwrap();
     (stats, c.all())

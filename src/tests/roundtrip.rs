@@ -194,7 +194,7 @@ fn restore_a_subdirectory_and_ls() {
     let sub = src.join("dir");
     let e = restore::resolve(&t.repo, &r.snapshot.root, &sub).unwrap();
     let out = t.scratch("out");
-    let opts = RestoreOptions { target: out.clone(), include: vec![] };
+    let opts = RestoreOptions { target: out.clone(), ..Default::default() };
     restore::restore(&t.repo, &e, &sub, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
     assert_eq!(fs::read(out.join("sub/large.bin")).unwrap(), bytes(3, 3_000_000, false));
     let mut names = vec![];

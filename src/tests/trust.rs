@@ -464,3 +464,47 @@ fn r12_restore_include_that_matches_nothing_is_an_error() {
         super::cli::cairn(&repo, "pw", &["restore", "latest", "--target", out.to_str().unwrap(), "--include", "*.txt"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
 }
+
+/// See: issue 12 ("Restore by descriptors"). Another user who can write into the target
+/// swaps a directory being restored for a symlink to somewhere else, again and again,
+/// while the restore runs: nothing may be written outside the target. (With paths
+/// resolved by name, files went through the symlink.)
+#[test]
+fn r12_restore_cannot_be_redirected_by_swapping_directories_for_symlinks() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    for d in 0..4 {
+        for i in 0..400 {
+            write(&src.join(format!("d{d}/f{i:03}")), format!("{d}/{i}").as_bytes());
+        }
+    }
+    let r = do_backup(&t.repo, &[&src]);
+    let out = t.scratch("out");
+    let outside = t.scratch("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let base = out.join(src.strip_prefix("/").unwrap());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for d in 0..4 {
+                    let p = base.join(format!("d{d}"));
+                    if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                        n += 1;
+                        if fs::rename(&p, base.join(format!("moved-{n}"))).is_ok() {
+                            let _ = std::os::unix::fs::symlink(&outside, &p);
+                        }
+                    }
+                }
+                std::thread::yield_now();
+            }
+        });
+        let root = crate::restore::resolve(&t.repo, &r.snapshot.root, Path::new("/")).unwrap();
+        let opts = crate::restore::RestoreOptions { target: out.clone(), ..Default::default() };
+        let c = Collect::default();
+        let _ = crate::restore::restore(&t.repo, &root, Path::new("/"), &opts, &c, &AtomicBool::new(false));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "a file was written through a swapped-in symlink");
+}
