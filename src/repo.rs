@@ -75,7 +75,8 @@ pub struct Repository {
     index: Index,
     open_packs: Mutex<lru::LruCache<FileId, Arc<File>>>,
     /// Damaged files skipped so far (index files at open, snapshots when listing), with
-    /// why. Commands print them; `check` reports them as errors.
+    /// why, and other things the user should know (an unusable cache directory).
+    /// Commands print them as warnings.
     problems: Mutex<Vec<String>>,
     /// Some index file was skipped as damaged: the blobs it listed are unknown until
     /// their packs are indexed again ([`crate::repair`]).
@@ -138,18 +139,32 @@ impl Repository {
         let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
         let (keys, config) = unlock(&backend, password, sealed, limit)?;
         let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
-        let index = Index::open(IndexOptions::from_budget(cache, opts.budget.index_bytes()))?;
-        let repo = Repository {
+        let index_opts = |dir| IndexOptions::from_budget(dir, opts.budget.index_bytes());
+        let mut repo = Repository {
             backend,
             keys,
             config,
-            index,
+            index: Index::open(index_opts(cache.clone()))?,
             open_packs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))),
             problems: Mutex::new(Vec::new()),
             index_incomplete: std::sync::atomic::AtomicBool::new(false),
             budget: opts.budget,
         };
-        repo.refresh_index()?;
+        match repo.refresh_index() {
+            // The cache directory cannot take the index (full, read-only, gone): this
+            // process keeps it in a private temp directory instead, as a second process
+            // does when the cache is in use, rather than failing every command until
+            // someone frees space there.
+            Err(Error::Io { path, err }) if cache.as_ref().is_some_and(|c| path.starts_with(c)) => {
+                repo.warn(format!(
+                    "the index cache in {} cannot be written ({err}): using a temporary one for this command",
+                    cache.as_ref().map_or(String::new(), |c| c.display().to_string())
+                ));
+                repo.index = Index::open(index_opts(None))?;
+                repo.refresh_index()?;
+            }
+            r => r?,
+        }
         Ok(repo)
     }
 
@@ -204,7 +219,11 @@ impl Repository {
     }
 
     fn problem(&self, e: &Error) {
-        let msg = format!("skipped: {e}");
+        self.warn(format!("skipped: {e}"));
+    }
+
+    /// Record something the user should know (commands print it as a warning).
+    fn warn(&self, msg: String) {
         let mut p = self.problems.lock().unwrap_or_else(|p| p.into_inner());
         if !p.contains(&msg) {
             p.push(msg);
