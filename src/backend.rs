@@ -48,10 +48,12 @@ impl Dir {
 }
 
 /// What a listing says about one file, to notice that it changed without reading it: a
-/// hash of its length, modification and change times and inode. A file cairn wrote is
+/// hash of its length and its modification and change times. A file cairn wrote is
 /// never modified, so a different stamp means it was damaged, replaced or copied (the
 /// local index cache then checks its content again). ctime cannot be set back by
-/// `touch`, so an edit that restores the mtime still changes the stamp.
+/// `touch`, and a file replaced by a rename gets a new one, so an edit that restores
+/// the mtime still changes the stamp. The inode is left out: FAT and some network
+/// filesystems number files anew at every mount, which would re-read every index file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Stamp(pub u64);
 
@@ -59,7 +61,7 @@ impl Stamp {
     fn of(m: &fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
         let mut h = blake3::Hasher::new();
-        for v in [m.len(), m.mtime() as u64, m.mtime_nsec() as u64, m.ctime() as u64, m.ctime_nsec() as u64, m.ino()] {
+        for v in [m.len(), m.mtime() as u64, m.mtime_nsec() as u64, m.ctime() as u64, m.ctime_nsec() as u64] {
             h.update(&v.to_le_bytes());
         }
         Stamp(u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes")))
@@ -162,12 +164,19 @@ impl Local {
     /// locked (`flock`) for as long as it is open, so [`Local::remove_stale_temps`] can
     /// tell a file someone is writing from one a killed process left.
     pub fn temp_file(&self) -> Result<(PathBuf, File)> {
-        let name = format!("{}-{:016x}.tmp", host_tag(), crate::crypto::random_u64());
-        let tmp = self.root.join("tmp").join(name);
-        let f = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
-        // Best effort: a filesystem without locks leaves only the age rule.
-        let _ = crate::sys::try_lock(&f);
-        Ok((tmp, f))
+        loop {
+            let name = format!("{}-{:016x}.tmp", host_tag(), crate::crypto::random_u64());
+            let tmp = self.root.join("tmp").join(name);
+            let f = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
+            match crate::sys::try_lock(&f) {
+                Ok(true) => return Ok((tmp, f)),
+                // Someone locked it between its creation and ours (a remover of stale
+                // files, about to delete it): leave it to them and take another name.
+                Ok(false) => continue,
+                // A filesystem without locks: only the age rule protects the file.
+                Err(_) => return Ok((tmp, f)),
+            }
+        }
     }
 
     /// How many files `tmp/` holds, and their bytes (for `check`'s note on leftovers).
@@ -368,9 +377,21 @@ fn read_regular(path: &Path, max_len: u64, what: &'static str, id: &dyn std::fmt
     Ok(buf)
 }
 
-/// This host's part of temp file names: 8 hex digits of a hash of its name.
-fn host_tag() -> String {
-    crate::id::hex(&blake3::hash(crate::sys::hostname().as_bytes()).as_bytes()[..4])
+/// This machine's part of temp file names: 8 hex digits of a hash of its host name and
+/// machine id (`/etc/machine-id`, where there is one): cloned machines and Raspberry
+/// Pis often share a host name, and removing temp files relies on telling this machine
+/// from the others.
+fn host_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let mut h = blake3::Hasher::new();
+        h.update(crate::sys::hostname().as_bytes());
+        h.update(&[0]);
+        if let Ok(id) = fs::read("/etc/machine-id") {
+            h.update(&id[..id.len().min(64)]);
+        }
+        crate::id::hex(&h.finalize().as_bytes()[..4])
+    })
 }
 
 /// Read exactly `buf.len()` bytes at `offset` of an open file.

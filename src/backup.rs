@@ -182,10 +182,12 @@ pub fn backup(
             cancel,
             force: opts.force,
             atime: opts.atime,
-            // The parent's blobs are known to be indexed unless the index lost files
-            // since this cache last saw it whole (or this is a new cache): then every
-            // reused chunk must be found (one index lookup each).
-            verify_reuse: repo.index_incomplete() || repo.index().rebuilt(),
+            // The parent's blobs are known to be indexed unless the index may have lost
+            // entries since the parent was written (this cache was built afresh after
+            // it, or damaged index files are skipped now): then every reused chunk must
+            // be found (one index lookup each).
+            verify_reuse: repo.index_incomplete()
+                || parent.as_ref().is_some_and(|(_, p)| p.time_ns <= repo.index().lost_at()),
             summary: Summary::default(),
             xattr_classes: XattrClasses::NONE,
             buf: Vec::new(),
@@ -739,8 +741,9 @@ impl<'a> Walker<'a> {
 
     /// May an unchanged file's chunk list be reused? Always, unless the index may have
     /// lost entries the parent relies on: some index files were skipped as damaged at
-    /// open, or the cache was built afresh (a new machine, or index files removed by
-    /// `repair index` after packs were lost). Reusing missing chunks would make a snapshot
+    /// open, or the cache was built afresh after the parent was written (a new machine,
+    /// or index files removed by `repair index` after packs were lost; see
+    /// [`crate::index::Index::lost_at`]). Reusing missing chunks would make a snapshot
     /// that points at data the repository cannot find. In that case every reused chunk
     /// (and list node) must be in the index; a file whose chunks are not is read again
     /// and its data stored anew, which heals the repository.

@@ -176,7 +176,12 @@ pub enum Command {
 pub enum RepairWhat {
     /// Rebuild the index from the pack headers: index every blob no index file lists,
     /// remove damaged index files, drop entries of packs that no longer exist.
-    Index,
+    Index {
+        /// Drop the entries of missing packs even when most packs are missing (it
+        /// refuses by default: the data is then more likely unreachable than lost).
+        #[arg(long)]
+        force: bool,
+    },
     /// Save, for each damaged snapshot, a new one without the damage (unreadable
     /// directories emptied, damaged nodes and missing file content removed), tagged
     /// `repaired`. Run `repair index` first.
@@ -538,10 +543,10 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             Ok(EXIT_OK)
         }
         Command::Mount(args) => mount::run(cli, env, args, err),
-        Command::Repair { what: RepairWhat::Index } => {
+        Command::Repair { what: RepairWhat::Index { force } } => {
             let repo = open(cli, env)?;
             print_problems(&repo, err);
-            let stats = crate::repair::repair_index(&repo, &mut |m| {
+            let stats = crate::repair::repair_index(&repo, *force, &mut |m| {
                 let _ = writeln!(err, "{m}");
             })?;
             if cli.json {

@@ -163,9 +163,11 @@ impl KdfParams {
 
     /// Refuse parameters that would exhaust memory or time when read from an untrusted key file.
     pub fn validate(&self) -> Result<()> {
+        // Argon2 itself needs 8 KiB per lane: parameters it would refuse are refused here.
         let ok = (8..=4 * 1024 * 1024).contains(&self.mem_kib)
             && (1..=64).contains(&self.iterations)
-            && (1..=16).contains(&self.parallelism);
+            && (1..=16).contains(&self.parallelism)
+            && self.mem_kib >= 8 * self.parallelism;
         if ok {
             Ok(())
         } else {

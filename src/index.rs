@@ -85,9 +85,9 @@ const RECENT_PACKS: usize = 1 << 16;
 /// Pages per input buffered during a merge (64 KiB).
 const MERGE_BUF_PAGES: usize = 16;
 const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNMAN";
-/// Version 2 adds each incorporated index file's [`Stamp`]; a version-1 manifest is
-/// rebuilt once.
-const MANIFEST_VERSION: u8 = 2;
+/// Version 2 added each incorporated index file's [`Stamp`], version 3 the time the
+/// cache last lost entries ([`Index::lost_at`]); an older manifest is rebuilt once.
+const MANIFEST_VERSION: u8 = 3;
 /// Pack ids the journal holds at most (32 B each): it is cleared after every index file
 /// the packer writes, so it names a handful of packs at most.
 const JOURNAL_MAX: u64 = 1 << 15;
@@ -142,9 +142,9 @@ pub struct Index {
     /// Holds the cache directory's flock while open.
     _lock: Option<File>,
     opts: IndexOptions,
-    /// The cache was built afresh while open (new, damaged, or an index file it had read
-    /// was removed or damaged): see [`Index::rebuilt`].
-    rebuilt: std::sync::atomic::AtomicBool,
+    /// When (Unix ns) the cache was last built afresh: see [`Index::lost_at`]. Kept in
+    /// the manifest, so every later process using the cache knows it too.
+    lost_at: std::sync::atomic::AtomicI64,
     state: RwLock<State>,
 }
 
@@ -201,7 +201,7 @@ impl Index {
             _lock: lock,
             opts,
             state: RwLock::new(state),
-            rebuilt: std::sync::atomic::AtomicBool::new(false),
+            lost_at: std::sync::atomic::AtomicI64::new(0),
         };
         if ix.load_manifest().is_err() {
             ix.reset()?;
@@ -225,9 +225,18 @@ impl Index {
         self.dir.join(format!("run-{seq:08}"))
     }
 
+    /// Forget everything cached, so that the next [`Index::sync`] reads every index file
+    /// again (for `repair index`, which must not trust a cache of files it may remove).
+    pub fn clear(&self) -> Result<()> {
+        self.reset()
+    }
+
     /// Forget everything cached: no runs, an empty pack table.
     fn reset(&self) -> Result<()> {
-        self.rebuilt.store(true, std::sync::atomic::Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        self.lost_at.store(now, std::sync::atomic::Ordering::Relaxed);
         let mut s = self.write();
         for r in s.runs.drain(..) {
             let _ = fs::remove_file(&r.run.path);
@@ -256,6 +265,7 @@ impl Index {
             v.extend_from_slice(&stamp.0.to_le_bytes());
         }
         v.extend_from_slice(&s.pack_count.to_le_bytes());
+        v.extend_from_slice(&self.lost_at.load(std::sync::atomic::Ordering::Relaxed).to_le_bytes());
         let tmp = self.dir.join("manifest.tmp");
         let path = self.dir.join("manifest");
         let mut f = File::create(&tmp).at(&tmp)?;
@@ -287,6 +297,7 @@ impl Index {
             incorporated.push((FileId(r.id32()?), Stamp(r.u64()?)));
         }
         let pack_count = r.u32()?;
+        let lost_at = r.i64()?;
         r.finish()?;
         let mut s = self.write();
         if pack_count > s.pack_count {
@@ -319,6 +330,7 @@ impl Index {
         }
         s.next_seq = next_seq;
         s.incorporated = incorporated;
+        self.lost_at.store(lost_at, std::sync::atomic::Ordering::Relaxed);
         drop(s);
         // Leftovers of an interrupted spill or merge: runs the manifest does not name.
         self.remove_unlisted_runs();
@@ -724,12 +736,14 @@ impl Index {
         }
     }
 
-    /// Whether this cache was built afresh since it was opened, from the index files as
-    /// they are now: a new cache, a damaged one, or one some of whose index files were
-    /// removed (`repair index`, a prune) or damaged. Snapshots written before may then
-    /// name blobs no index file lists any more, so a backup verifies what it reuses.
-    pub fn rebuilt(&self) -> bool {
-        self.rebuilt.load(std::sync::atomic::Ordering::Relaxed)
+    /// When (Unix nanoseconds) this cache was last built afresh from the index files as
+    /// they were then: a new cache, a damaged one, or one some of whose index files had
+    /// been removed (`repair index`, a prune) or damaged. A snapshot written before that
+    /// may name blobs no index file lists any more, so a backup whose parent is that old
+    /// verifies what it reuses. Kept in the manifest: the process that rebuilt the cache
+    /// is often not the next backup (`snapshots`, `check` and the mount rebuild too).
+    pub fn lost_at(&self) -> i64 {
+        self.lost_at.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Blobs known (runs may count a blob more than once if stored twice).

@@ -177,21 +177,96 @@ pub fn recover(repo: &Repository, note: &mut dyn FnMut(&str)) -> Result<IndexSta
     Ok(stats)
 }
 
+/// A set of pack ids on disk: sorted 32-byte records in an unnamed temp file, looked up
+/// by binary search (~20 `pread`s at 10^6 packs). Memory: none beyond one record.
+struct PackSet {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl PackSet {
+    /// The set of `ids`, sorted and without repeats.
+    fn write(mut ids: crate::extsort::SortedNames) -> std::io::Result<PackSet> {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(tempfile::tempfile()?);
+        let mut len = 0u64;
+        while let Some(id) = ids.next_name()? {
+            w.write_all(&id)?;
+            len += 1;
+        }
+        Ok(PackSet { file: w.into_inner().map_err(|e| e.into_error())?, len })
+    }
+
+    fn contains(&self, id: &FileId) -> std::io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let (mut lo, mut hi) = (0u64, self.len);
+        let mut rec = [0u8; 32];
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            self.file.read_exact_at(&mut rec, mid * 32)?;
+            match rec.cmp(&id.0) {
+                std::cmp::Ordering::Equal => return Ok(true),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(false)
+    }
+}
+
 /// `cairn repair index`: index every blob of every pack that no index file lists, then
 /// remove the index files that are damaged (everything they could have listed is now
 /// listed again, from the packs) and rewrite those naming packs that no longer exist
 /// (their blobs are lost; without the entries the next backup stores them anew instead
 /// of deduplicating against nothing). `note` receives each finding.
-pub fn repair_index(repo: &Repository, note: &mut dyn FnMut(&str)) -> Result<IndexStats> {
+///
+/// Whether a pack exists is decided by this run's own listing of `data/`, never by a
+/// failed lookup, and entries are dropped only when the listing is plausible: if it
+/// holds no packs while index files name some, or if more than half the packs index
+/// files name are missing, the data is more likely unreachable (an unmounted disk, a
+/// dangling `data` symlink) than lost, and nothing is dropped unless `force`.
+pub fn repair_index(repo: &Repository, force: bool, note: &mut dyn FnMut(&str)) -> Result<IndexStats> {
     let (files, bytes) = repo.backend().remove_stale_temps()?;
+    // Start from the index files as they are: a damaged file whose stamp did not change
+    // would otherwise still be vouched for by the cache while it is removed below.
+    repo.index().clear()?;
+    repo.refresh_index()?;
+    let tmp = std::env::temp_dir();
+    let io = |e: std::io::Error| Error::Io { path: tmp.clone(), err: e };
+    let mut listed = NameSorter::new(KNOWN_PACKS_RAM);
     let mut ix = Indexer::new(repo);
-    repo.backend().for_each_pack(|id, _| ix.pack(&id, note))?;
+    repo.backend().for_each_pack(|id, _| {
+        listed.push(id.0.to_vec()).map_err(io)?;
+        ix.pack(&id, note)
+    })?;
+    let listed = PackSet::write(listed.finish().map_err(io)?).map_err(io)?;
     let mut stats = ix.finish()?;
     stats.temp_files_removed = files;
     stats.temp_bytes_removed = bytes;
+    // How many of the packs the index files name are missing (counted per file's pack
+    // table: a pack named by two files counts twice on both sides, the share holds).
+    let index_files = repo.backend().list(Dir::Index)?;
+    let (mut named, mut missing) = (0u64, 0u64);
+    for file in &index_files {
+        if let Ok(entries) = repo.read_index_file(file) {
+            let mut packs: Vec<FileId> = entries.iter().map(|e| e.loc.pack).collect();
+            packs.sort_unstable();
+            packs.dedup();
+            for p in packs {
+                named += 1;
+                missing += !listed.contains(&p).map_err(io)? as u64;
+            }
+        }
+    }
+    if missing > 0 && !force && (listed.len == 0 || missing * 2 > named) {
+        return Err(Error::InvalidInput(format!(
+            "{missing} of the {named} packs the index files name are not in {}: is the data on a disk that is \
+             not mounted? Nothing was dropped (--force drops their entries anyway)",
+            repo.backend().root().join("data").display()
+        )));
+    }
     // Index files: damaged ones go, those naming missing packs are rewritten.
-    let mut exists = crate::budget::lru_within(repo.budget().0 / 32);
-    for file in repo.backend().list(Dir::Index)? {
+    for file in index_files {
         let entries = match repo.read_index_file(&file) {
             Ok(e) => e,
             Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => {
@@ -206,24 +281,15 @@ pub fn repair_index(repo: &Repository, note: &mut dyn FnMut(&str)) -> Result<Ind
         let total = entries.len();
         let mut kept = Vec::with_capacity(total);
         for e in entries {
-            let present = match exists.get(&e.loc.pack) {
-                Some(p) => *p,
-                None => {
-                    let p = repo.backend().file_len(Dir::Data, &e.loc.pack)?.is_some();
-                    exists.put(e.loc.pack, p);
-                    p
-                }
-            };
-            if present {
+            if listed.contains(&e.loc.pack).map_err(io)? {
                 kept.push(e);
-            } else {
-                stats.entries_dropped += 1;
             }
         }
         let dropped = total - kept.len();
         if dropped == 0 {
             continue;
         }
+        stats.entries_dropped += dropped as u64;
         // The new file first, then the old one goes: a crash between leaves both, which
         // readers accept (duplicate entries).
         if !kept.is_empty() {
@@ -291,6 +357,27 @@ impl crate::tree::TreeSink for TreeStore<'_> {
     }
 }
 
+/// What salvaging one snapshot gave.
+enum Salvage {
+    /// Nothing damaged.
+    Whole,
+    /// Damage left out: the new root.
+    Repaired(crate::id::BlobId),
+    /// Its root directory cannot be read: nothing would be left.
+    Nothing,
+}
+
+/// Damage (the object is corrupt, fails authentication, or is missing) is what repair
+/// leaves out: its description. Anything else (an I/O error, a format from a newer cairn)
+/// says nothing about the snapshot and stops the repair, so that a disk that is merely
+/// unreachable or unreadable for this user never has its snapshots emptied.
+fn damage(e: Error) -> Result<String> {
+    match e {
+        Error::Corrupt { .. } | Error::Tampered { .. } | Error::NotFound { .. } => Ok(e.to_string()),
+        e => Err(e),
+    }
+}
+
 /// Walks snapshots and rewrites what is damaged.
 struct Repairer<'r, 'n> {
     repo: &'r Repository,
@@ -354,7 +441,8 @@ impl Repairer<'_, '_> {
                         whole &= self.chunk_ok(&c)?;
                     }
                     Ok(None) => break,
-                    Err(_) => {
+                    Err(e) => {
+                        damage(e)?;
                         whole = false;
                         break;
                     }
@@ -363,7 +451,10 @@ impl Repairer<'_, '_> {
                     break;
                 }
             },
-            Err(_) => whole = false,
+            Err(e) => {
+                damage(e)?;
+                whole = false;
+            }
         }
         if whole && total == e.size {
             return Ok(None);
@@ -371,8 +462,9 @@ impl Repairer<'_, '_> {
         // Pass two keeps what can be read.
         let mut w = ListWriter::new();
         let (mut kept, mut problem) = (0u64, None);
-        if let Ok(mut it) = ChunkIter::new(self.repo, content).map_err(|err| problem = Some(err.to_string())) {
-            loop {
+        match ChunkIter::new(self.repo, content) {
+            Err(err) => problem = Some(damage(err)?),
+            Ok(mut it) => loop {
                 match it.next_chunk() {
                     Ok(Some(c)) => {
                         if self.chunk_ok(&c)? {
@@ -382,13 +474,13 @@ impl Repairer<'_, '_> {
                     }
                     Ok(None) => break,
                     Err(err) => {
-                        problem.get_or_insert(err.to_string());
+                        problem.get_or_insert(damage(err)?);
                         if it.skip_failed().is_none() {
                             break;
                         }
                     }
                 }
-            }
+            },
         }
         let mut fixed = e.clone();
         fixed.kind = crate::format::tree::Kind::File(w.finish(store)?);
@@ -405,9 +497,8 @@ impl Repairer<'_, '_> {
         Ok(Some(fixed))
     }
 
-    /// Walk one snapshot, writing the trees anew with damage left out. Returns the new
-    /// root, or `None` if nothing was damaged.
-    fn snapshot(&mut self, root: &crate::id::BlobId, store: &mut TreeStore) -> Result<Option<crate::id::BlobId>> {
+    /// Walk one snapshot, writing the trees anew with damage left out.
+    fn snapshot(&mut self, root: &crate::id::BlobId, store: &mut TreeStore) -> Result<Salvage> {
         use crate::format::tree::{Entry, Kind};
         use crate::tree::{DirWriter, Step, Walk};
         /// A directory being rewritten: its writer, its own entry (none for the root),
@@ -450,6 +541,7 @@ impl Repairer<'_, '_> {
                     continue;
                 }
                 Step::Skipped(err, lost) => {
+                    let err = damage(err)?;
                     if let Some(top) = walk.top() {
                         top.damaged = true;
                         (self.note)(&format!(
@@ -462,6 +554,12 @@ impl Repairer<'_, '_> {
                 }
                 Step::Leave(l) => l,
                 Step::Failed(mut l, err) => {
+                    let err = damage(err)?;
+                    if l.entry.is_none() {
+                        // Nothing of the snapshot would be left: refused, not emptied.
+                        (self.note)(&format!("  the snapshot's root directory cannot be read ({err}): not repaired"));
+                        return Ok(Salvage::Nothing);
+                    }
                     (self.note)(&format!(
                         "  dir {:?}: replaced with an empty directory ({err})",
                         l.path.display().to_string()
@@ -487,7 +585,10 @@ impl Repairer<'_, '_> {
                 _ => new_root = Some(id),
             }
         }
-        Ok(if damaged_any { new_root } else { None })
+        Ok(match new_root {
+            Some(root) if damaged_any => Salvage::Repaired(root),
+            _ => Salvage::Whole,
+        })
     }
 }
 
@@ -537,14 +638,18 @@ pub fn repair_snapshots(
             packer: (!opts.dry_run).then(|| crate::repo::packer::Packer::new(repo)),
             compressor: if level > 0 { Some(crate::compress::Compressor::new(level)?) } else { None },
         };
-        let root = r.snapshot(&snap.root, &mut store)?;
+        let salvage = r.snapshot(&snap.root, &mut store)?;
         // The new trees are durable and indexed before the snapshot that names them.
         if let Some(p) = store.packer.take() {
             p.finish()?;
         }
-        let Some(root) = root else {
-            (r.note)("  nothing damaged");
-            continue;
+        let root = match salvage {
+            Salvage::Repaired(root) => root,
+            Salvage::Whole => {
+                (r.note)("  nothing damaged");
+                continue;
+            }
+            Salvage::Nothing => continue,
         };
         r.stats.snapshots_repaired += 1;
         if opts.dry_run {

@@ -179,7 +179,11 @@ impl Repository {
     pub fn key_files(&self) -> Result<Vec<(FileId, KeyFile)>> {
         let mut out = Vec::new();
         for id in self.backend.list(Dir::Keys)? {
-            if let Ok(kf) = read_key_file(&self.backend, &id) {
+            if let Ok((mut kf, _)) = read_key_file(&self.backend, &id) {
+                // What a listing shows, no more: planted key files must not cost memory.
+                kf.wrapped = Vec::new();
+                kf.host = kf.host.chars().take(255).collect();
+                kf.user = kf.user.chars().take(255).collect();
                 out.push((id, kf));
             }
         }
@@ -288,6 +292,11 @@ impl Repository {
         let sealed = kind.check_header(&bytes, id)?;
         // The file's own header is the associated data: an older version's, if it is one.
         let plain = self.keys.open(&bytes[..HEADER_LEN], sealed, kind.name(), id)?;
+        // A valid file under another file's name (moved or replayed there) is damage too:
+        // names are the hash of the bytes, and the index cache relies on it.
+        if FileId::of(&bytes) != *id {
+            return Err(Error::corrupt(kind.name(), id, "content does not match its name"));
+        }
         Ok((bytes[HEADER_LEN - 1], plain))
     }
 
@@ -373,11 +382,13 @@ impl Repository {
         let blobs_len = (len - (HEADER_LEN + TRAILER_LEN) as u64).checked_sub(hlen).ok_or_else(|| {
             Error::corrupt("pack", id, format!("header length {hlen} exceeds the file ({len} bytes)"))
         })?;
-        let mut tail = vec![0u8; hlen as usize + TRAILER_LEN];
-        read(&mut tail, HEADER_LEN as u64 + blobs_len)?;
-        let header = self.keys.open(&head, &tail[..hlen as usize], "pack header", id)?;
-        let blobs = decode_header(&header, id, blobs_len)?;
-        Ok(PackHeader { id: *id, head, blobs, tail })
+        // Decrypted where it was read: at most 64 MiB for a forged header, which then
+        // fails authentication; cairn writes headers of at most 2.75 MB.
+        let mut sealed = vec![0u8; hlen as usize];
+        read(&mut sealed, HEADER_LEN as u64 + blobs_len)?;
+        let header = self.keys.open_in_place(&head, &mut sealed, "pack header", id)?;
+        let blobs = decode_header(header, id, blobs_len)?;
+        Ok(PackHeader { id: *id, head, blobs, tail_len: hlen as usize + TRAILER_LEN })
     }
 
     /// Read pack `id` from start to end, handing each blob's sealed bytes (which `f` may
@@ -401,7 +412,10 @@ impl Repository {
             hasher.update(&buf);
             f(b, &h.location(b, *off), &mut buf)?;
         }
-        hasher.update(&h.tail);
+        // The sealed header and trailer follow the blobs: read on, for the hash.
+        buf.resize(h.tail_len, 0);
+        r.read_exact(&mut buf).at(&path)?;
+        hasher.update(&buf);
         Ok(FileId(*hasher.finalize().as_bytes()) == h.id)
     }
 
@@ -526,8 +540,8 @@ pub struct PackHeader {
     head: [u8; HEADER_LEN],
     /// Its blobs in file order, each with its offset.
     pub blobs: Vec<(PackBlob, u64)>,
-    /// The sealed header and trailer, as stored.
-    tail: Vec<u8>,
+    /// Bytes of the sealed header and trailer.
+    tail_len: usize,
 }
 
 impl PackHeader {
@@ -553,9 +567,14 @@ impl std::fmt::Display for BlobIn<'_> {
     }
 }
 
-/// Read and decode key file `id`.
-fn read_key_file(backend: &Local, id: &FileId) -> Result<KeyFile> {
-    KeyFile::decode(&backend.read_file(Dir::Keys, id, FileKind::Key.max_len().unwrap_or(0))?, id)
+/// Read and decode key file `id`, with its KDF parameters validated; also says whether
+/// its bytes no longer match its name (its clear fields are not authenticated, so such a
+/// key may still unwrap: it is tried, and named as damaged if it does not).
+fn read_key_file(backend: &Local, id: &FileId) -> Result<(KeyFile, bool)> {
+    let bytes = backend.read_file(Dir::Keys, id, FileKind::Key.max_len().unwrap_or(0))?;
+    let kf = KeyFile::decode(&bytes, id)?;
+    kf.kdf.validate().map_err(|e| Error::corrupt("key", id, e))?;
+    Ok((kf, FileId::of(&bytes) != *id))
 }
 
 fn write_key_file(backend: &Local, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<FileId> {
@@ -611,39 +630,58 @@ fn unlock(backend: &Local, password: &[u8], config_sealed: &[u8], limit: KdfLimi
     if ids.is_empty() {
         return Err(Error::corrupt("repository", backend.root().display(), "no key files in keys/"));
     }
+    // Only each key file's id, parameters and whether it still matches its name are kept
+    // while choosing the order (~50 B each; a file is read again when tried), and at most
+    // a few messages: planted key files must not cost memory by their number.
+    const NOTES: usize = 8;
     let (mut candidates, mut damaged, mut over, mut version_err) = (Vec::new(), Vec::new(), Vec::new(), None);
+    let note = |list: &mut Vec<String>, msg: String| {
+        if list.len() < NOTES {
+            list.push(msg);
+        }
+    };
     for id in ids {
-        let bytes = match backend.read_file(Dir::Keys, &id, FileKind::Key.max_len().unwrap_or(0)) {
-            Ok(b) => b,
-            Err(Error::NotFound { .. }) => continue,
+        let kf = read_key_file(backend, &id);
+        match kf {
+            Ok((kf, _)) if !limit.allows(&kf.kdf) => note(
+                &mut over,
+                format!(
+                    "key {} was not tried: its KDF asks for {} MiB x {} passes, more than --memory allows \
+                     (--max-kdf-memory raises the limit)",
+                    id.short(),
+                    kf.kdf.mem_kib / 1024,
+                    kf.kdf.iterations
+                ),
+            ),
+            Ok((kf, renamed)) => candidates.push((id, kf.kdf, renamed)),
+            Err(Error::NotFound { .. }) => {}
+            Err(e @ Error::UnsupportedVersion { .. }) => version_err = Some(e),
+            Err(e) => note(&mut damaged, e.to_string()),
+        }
+    }
+    candidates.sort_by_key(|(id, kdf, _)| (kdf.mem_kib as u64 * kdf.iterations as u64, *id));
+    let (mut config_refused, mut intact_refused) = (false, false);
+    for (id, _, renamed) in &candidates {
+        // Read again (it may have changed since: then it is judged as it is now).
+        let kf = match read_key_file(backend, id) {
+            Ok((kf, _)) if limit.allows(&kf.kdf) => kf,
+            Ok(_) => continue,
             Err(e) => {
-                damaged.push(e.to_string());
+                note(&mut damaged, e.to_string());
                 continue;
             }
         };
-        // The clear fields are not authenticated: a key whose name no longer matches may
-        // still unwrap (damage in its host field, say), so it is tried, and named if not.
-        let renamed = FileId::of(&bytes) != id;
-        match KeyFile::decode(&bytes, &id).and_then(|kf| kf.kdf.validate().map(|()| kf)) {
-            Ok(kf) if !limit.allows(&kf.kdf) => over.push(format!(
-                "key {} was not tried: its KDF asks for {} MiB x {} passes, more than --memory allows \
-                 (--max-kdf-memory raises the limit)",
-                id.short(),
-                kf.kdf.mem_kib / 1024,
-                kf.kdf.iterations
-            )),
-            Ok(kf) => candidates.push((id, kf, renamed)),
-            Err(e @ Error::UnsupportedVersion { .. }) => version_err = Some(e),
-            Err(e) => damaged.push(e.to_string()),
-        }
-    }
-    candidates.sort_by_key(|(id, kf, _)| (kf.kdf.mem_kib as u64 * kf.kdf.iterations as u64, *id));
-    let (mut config_refused, mut intact_refused) = (false, false);
-    for (id, kf, renamed) in &candidates {
-        let wk = WrappingKey::derive(password, &kf.salt, kf.kdf)?;
+        // Parameters Argon2 refuses make this key file unusable, not the repository.
+        let wk = match WrappingKey::derive(password, &kf.salt, kf.kdf) {
+            Ok(wk) => wk,
+            Err(e) => {
+                note(&mut damaged, format!("key {id}: {e}"));
+                continue;
+            }
+        };
         let Some(keys) = wk.unwrap(&KeyFile::aad(), &kf.wrapped) else {
             if *renamed {
-                damaged.push(format!("key {id}: content does not match its name (damaged)"));
+                note(&mut damaged, format!("key {id}: content does not match its name (damaged)"));
             } else {
                 intact_refused = true;
             }

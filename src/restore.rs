@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -217,7 +217,8 @@ pub fn restore(
     // The target directory itself keeps its own metadata: it is the user's, not the
     // snapshot's (and the snapshot root has none).
     if let Kind::Dir(id) = &root.kind {
-        ctx.dir_metadata(id);
+        let matched = ctx.filter.as_ref().is_none_or(|f| f.matches(snap_path));
+        ctx.dir_metadata(id, snap_path, matched);
     }
     if ctx.sync {
         ctx.target.sync_all().at(&opts.target)?;
@@ -228,9 +229,18 @@ pub fn restore(
     Ok(stats)
 }
 
-/// (dev, ino) of a hard-linked file in the snapshot -> where its first link was restored,
-/// relative to the target (`None` if that failed).
-type Links = lru::LruCache<(u64, u64), Option<PathBuf>>;
+/// Where the first link of a hard-linked file was restored: its path relative to the
+/// target, and the device and inode it got, by which later links are checked.
+#[derive(Clone)]
+struct FirstLink {
+    rel: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+/// (dev, ino) of a hard-linked file in the snapshot -> its first link (`None` if that
+/// failed).
+type Links = lru::LruCache<(u64, u64), Option<FirstLink>>;
 
 /// A directory being restored: its descriptor (`None` while a filter has not matched
 /// anything in it, so it is not created yet), its path relative to the target and in the
@@ -266,7 +276,9 @@ impl Ctx<'_> {
         let mut dir = self.target.clone();
         for c in rel.components() {
             let name = c.as_os_str().as_bytes();
-            let next = if create { make_dir_at(&dir, name)? } else { sys::open_dir_at(&dir, name)? };
+            // A directory made only on the way to a match gets the usual mode (umask
+            // applies), not the snapshot's: the second pass leaves it as it is.
+            let next = if create { make_dir_at(&dir, name, 0o777)? } else { sys::open_dir_at(&dir, name)? };
             dir = Arc::new(next);
         }
         Ok(dir)
@@ -321,7 +333,7 @@ impl Ctx<'_> {
             if let Kind::Dir(sub) = &e.kind {
                 let mut sub_dir = None;
                 if let (true, Some(parent)) = (m, &level.dir) {
-                    match make_dir_at(parent, &e.name) {
+                    match make_dir_at(parent, &e.name, 0o700) {
                         Ok(d) => {
                             stats.dirs += 1;
                             sub_dir = Some(Arc::new(d));
@@ -361,24 +373,33 @@ impl Ctx<'_> {
                 let key = (e.dev, e.ino);
                 match links.get(&key) {
                     Some(Some(first)) => {
-                        stats.others += 1;
                         let first = first.clone();
                         let _ = remove_at(&dir, name);
-                        self.link_first(&first, &dir, name)
+                        // The link shares the first one's inode, which already has its
+                        // metadata: nothing is set through the new name.
+                        match self.link_first(&first, &dir, name) {
+                            Ok(()) => stats.others += 1,
+                            Err(err) => self.fail(&path, err),
+                        }
+                        return Ok(());
                     }
                     Some(None) => {
                         self.fail(&path, "not restored: the first link to this file could not be restored");
                         return Ok(());
                     }
                     None => {
-                        let ok = match self.create(&dir, name) {
-                            Ok(file) => self.file(Job { file, dir, path: path.clone(), entry: e.clone() }),
+                        let first = match self.create(&dir, name) {
+                            Ok(file) => {
+                                let id = file.metadata().map(|m| (m.dev(), m.ino()));
+                                let ok = self.file(Job { file, dir, path: path.clone(), entry: e.clone() });
+                                id.ok().filter(|_| ok).map(|(dev, ino)| FirstLink { rel, dev, ino })
+                            }
                             Err(err) => {
                                 self.fail(&path, err);
-                                false
+                                None
                             }
                         };
-                        if let Some((old, _)) = links.push(key, ok.then_some(rel)) {
+                        if let Some((old, _)) = links.push(key, first) {
                             if old != key && !self.evicted.swap(true, Ordering::Relaxed) {
                                 self.report.warn(&path, &format!("more than {HARDLINK_MEMORY} hard-linked files: further links to the oldest are restored as copies"));
                             }
@@ -411,25 +432,44 @@ impl Ctx<'_> {
                 sys::mknod_at(&dir, name, t | 0o600, *d)
             }
         };
-        match r {
-            Ok(()) => {
-                if !matches!(e.kind, Kind::File(_)) {
-                    stats.others += 1;
-                }
-                self.metadata_at(e, &dir, &path);
+        match r.and_then(|()| self.created_node(&dir, name)) {
+            Ok(node) => {
+                stats.others += 1;
+                self.node_metadata(e, &dir, &node, &path);
             }
             Err(err) => self.fail(&path, err),
         }
         Ok(())
     }
 
-    /// Link `name` in `dir` to the first link of its group, at `first` (relative to the
-    /// target), found again from the target's descriptor without following symlinks.
-    fn link_first(&self, first: &Path, dir: &File, name: &[u8]) -> std::io::Result<()> {
+    /// A handle on the symlink, fifo or device node just created as `name` in `dir`,
+    /// checked to be the one this process made: one link, owned by this user. Another
+    /// user who swapped in something else (a hard link to a device or to a file
+    /// elsewhere) gets no owner, mode or xattr set on it.
+    fn created_node(&self, dir: &File, name: &[u8]) -> std::io::Result<File> {
+        let node = sys::open_path_at(dir, name)?;
+        let m = node.metadata()?;
+        if m.nlink() != 1 || m.uid() != sys::euid() {
+            return Err(std::io::Error::other("replaced by another user while being restored; left as it is"));
+        }
+        Ok(node)
+    }
+
+    /// Link `name` in `dir` to the first link of its group, found again from the target's
+    /// descriptor without following symlinks, and check that the new name holds the very
+    /// inode the first link got: a directory on the way swapped by another user (for one
+    /// holding a file of theirs under that name) is refused, and the link removed.
+    fn link_first(&self, first: &FirstLink, dir: &File, name: &[u8]) -> std::io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
-        let parent = self.open_beneath(first.parent().unwrap_or(Path::new("")), false)?;
-        let first_name = first.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-        sys::link_at(&parent, first_name, dir, name)
+        let parent = self.open_beneath(first.rel.parent().unwrap_or(Path::new("")), false)?;
+        let first_name = first.rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        sys::link_at(&parent, first_name, dir, name)?;
+        let m = sys::open_path_at(dir, name)?.metadata()?;
+        if (m.dev(), m.ino()) != (first.dev, first.ino) {
+            let _ = sys::unlink_at(dir, name, false);
+            return Err(std::io::Error::other("the first link was replaced by another user; not linked"));
+        }
+        Ok(())
     }
 
     /// Create regular file `name` in `dir`, replacing whatever is there (never writing
@@ -459,17 +499,17 @@ impl Ctx<'_> {
             Kind::File(content) => self.write_content(&mut file, &path, content, entry.size),
             _ => Ok(0),
         };
-        let written = written.and_then(|n| {
-            if self.sync {
-                file.sync_all().at(&path)?;
-            }
-            Ok(n)
-        });
         match written {
             Ok(n) => {
                 self.files.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(n, Ordering::Relaxed);
                 self.apply_metadata(&entry, &path, &file);
+                // After the metadata, so that it is on disk too.
+                if self.sync {
+                    if let Err(err) = file.sync_all() {
+                        self.fail(&path, err);
+                    }
+                }
                 true
             }
             Err(err) => {
@@ -555,26 +595,35 @@ impl Ctx<'_> {
         }
     }
 
-    /// [`Ctx::apply_metadata`] for a symlink, fifo or device `e` in directory `dir`,
-    /// which has no descriptor of its own: relative to `dir`, never following it.
-    fn metadata_at(&self, e: &Entry, dir: &File, path: &Path) {
+    /// [`Ctx::apply_metadata`] for a symlink, fifo or device `e` named in directory `dir`,
+    /// through `node`, a checked handle on it ([`Ctx::created_node`]). A symlink has no
+    /// mode, and its xattrs and times are set by name without following it: only the
+    /// owner, which matters, goes through the handle.
+    fn node_metadata(&self, e: &Entry, dir: &File, node: &File, path: &Path) {
+        let link = matches!(e.kind, Kind::Symlink(_));
         let name = &e.name[..];
         if self.root {
-            if let Err(err) = sys::chown_at(dir, name, self.uid(e), self.gid(e)) {
+            if let Err(err) = sys::chown_handle(node, self.uid(e), self.gid(e)) {
                 self.report.warn(path, &format!("setting owner: {err}"));
             }
         }
         for (n, v) in &e.xattrs {
-            if let Err(err) = sys::set_xattr_at(dir, name, n, v) {
+            let r = if link { sys::set_xattr_at(dir, name, n, v) } else { sys::set_xattr_handle(node, n, v) };
+            if let Err(err) = r {
                 self.report.warn(path, &format!("setting xattr {}: {err}", String::from_utf8_lossy(n)));
             }
         }
-        if !matches!(e.kind, Kind::Symlink(_)) {
-            if let Err(err) = sys::chmod_at(dir, name, e.mode) {
+        if !link {
+            if let Err(err) = sys::chmod_handle(node, e.mode) {
                 self.report.warn(path, &format!("setting mode: {err}"));
             }
         }
-        if let Err(err) = sys::set_times_at(dir, name, e.atime, e.mtime) {
+        let r = if link {
+            sys::set_times_at(dir, name, e.atime, e.mtime)
+        } else {
+            sys::set_times_handle(node, e.atime, e.mtime)
+        };
+        if let Err(err) = r {
             self.report.warn(path, &format!("setting times: {err}"));
         }
     }
@@ -582,15 +631,20 @@ impl Ctx<'_> {
     /// Second pass: set each restored directory's metadata after its contents exist (a
     /// directory's [`Step::Leave`] comes after everything under it), through its
     /// descriptor, opened from its parent's; with `sync`, fsync it then.
-    fn dir_metadata(&self, dir: &BlobId) {
-        /// A restored directory, open, and its entry (none for the target itself).
+    fn dir_metadata(&self, dir: &BlobId, snap: &Path, matched: bool) {
+        /// A directory of the target, open; its entry when the restore matched it (none
+        /// for the target itself, and for directories only on the way to a match: they
+        /// may be the user's own, and keep their metadata); where it is in the snapshot.
         struct Level {
             dir: File,
             rel: PathBuf,
+            snap: PathBuf,
+            matched: bool,
             entry: Option<Entry>,
         }
         let Ok(target) = self.target.try_clone() else { return };
-        let mut walk = Walk::new(self.repo, dir, Level { dir: target, rel: PathBuf::new(), entry: None });
+        let top = Level { dir: target, rel: PathBuf::new(), snap: snap.to_path_buf(), matched, entry: None };
+        let mut walk = Walk::new(self.repo, dir, top);
         while let Some(step) = walk.next() {
             match step {
                 Step::Entry(e) => {
@@ -599,10 +653,12 @@ impl Ctx<'_> {
                     // Not restored (filtered out, or it failed): nothing to set.
                     let Ok(d) = sys::open_dir_at(&level.dir, &e.name) else { continue };
                     let rel = level.rel.join(sys::os(&e.name));
+                    let snap = level.snap.join(sys::os(&e.name));
+                    let m = level.matched || self.filter.as_ref().is_none_or(|f| f.matches(&snap));
                     let sub = *sub;
-                    walk.enter(&sub, Level { dir: d, rel, entry: Some(e) });
+                    walk.enter(&sub, Level { dir: d, rel, snap, matched: m, entry: m.then_some(e) });
                 }
-                Step::Leave(Level { dir, rel, entry: Some(e) }) => {
+                Step::Leave(Level { dir, rel, entry: Some(e), .. }) => {
                     let path = self.shown(&rel);
                     self.apply_metadata(&e, &path, &dir);
                     if self.sync {
@@ -624,16 +680,18 @@ fn is_zero(b: &[u8]) -> bool {
         && blocks.into_iter().all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
 }
 
-/// Directory `name` in `dir`, made if missing, open: a non-directory in its way
-/// (whatever it is, a symlink included) is replaced, never followed.
-fn make_dir_at(dir: &File, name: &[u8]) -> std::io::Result<File> {
+/// Directory `name` in `dir`, made (with `mode`) if missing, open: a non-directory in
+/// its way (whatever it is, a symlink included) is replaced, never followed. Restored
+/// directories are made 0700 and get their mode in the second pass, so nobody else
+/// enters them while they fill.
+fn make_dir_at(dir: &File, name: &[u8], mode: u32) -> std::io::Result<File> {
     match sys::mode_at(dir, name)? {
         Some(m) if m & libc::S_IFMT == libc::S_IFDIR => {}
         Some(_) => {
             sys::unlink_at(dir, name, false)?;
-            sys::mkdir_at(dir, name, 0o700)?;
+            sys::mkdir_at(dir, name, mode)?;
         }
-        None => sys::mkdir_at(dir, name, 0o700)?,
+        None => sys::mkdir_at(dir, name, mode)?,
     }
     // Swapped for a symlink since: O_NOFOLLOW refuses it (ELOOP).
     sys::open_dir_at(dir, name)

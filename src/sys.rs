@@ -185,23 +185,6 @@ pub fn link_at(from_dir: &std::fs::File, from_name: &[u8], dir: &std::fs::File, 
     check(unsafe { libc::linkat(from_dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr(), 0) })
 }
 
-/// Set the owner of `name` in `dir` without following a symlink.
-pub fn chown_at(dir: &std::fs::File, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let c = cname(name)?;
-    // SAFETY: open descriptor, valid C string.
-    check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
-}
-
-/// Set the mode of `name` in `dir` without following a symlink (glibc refuses it for a
-/// symlink itself, which has no mode of its own).
-pub fn chmod_at(dir: &std::fs::File, name: &[u8], mode: u32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let c = cname(name)?;
-    // SAFETY: open descriptor, valid C string.
-    check(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, libc::AT_SYMLINK_NOFOLLOW) })
-}
-
 /// Set the times of `name` in `dir` without following a symlink.
 pub fn set_times_at(dir: &std::fs::File, name: &[u8], atime: Time, mtime: Time) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -222,6 +205,64 @@ pub fn set_xattr_at(dir: &std::fs::File, name: &[u8], xname: &[u8], value: &[u8]
     let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     p.extend_from_slice(name);
     set_xattr(Path::new(OsStr::from_bytes(&p)), xname, value)
+}
+
+/// Open `name` in `dir` as a path only (`O_PATH | O_NOFOLLOW`): a handle on that very
+/// inode, whatever it is (a symlink itself, a fifo without opening it, a device without
+/// touching the driver), for checking it and setting its metadata without looking the
+/// name up again.
+pub fn open_path_at(dir: &std::fs::File, name: &[u8]) -> io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = cname(name)?;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: open descriptor, valid C string; the result is a new descriptor we own.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// `/proc/self/fd/N` of an open file: a name the kernel resolves to that very inode
+/// (it works for `O_PATH` descriptors, which `fchmod` and friends refuse).
+fn proc_path(f: &std::fs::File) -> CString {
+    use std::os::fd::AsRawFd;
+    CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("no NUL in a number")
+}
+
+/// Set the owner of the inode `f` holds (an `O_PATH` handle of a symlink included: the
+/// link itself changes).
+pub fn chown_handle(f: &std::fs::File, uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: open descriptor; an empty path with AT_EMPTY_PATH names the descriptor itself.
+    check(unsafe { libc::fchownat(f.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })
+}
+
+/// Set the mode of the inode `f` holds (not a symlink: it has none).
+pub fn chmod_handle(f: &std::fs::File, mode: u32) -> io::Result<()> {
+    let p = proc_path(f);
+    // SAFETY: valid C string; the magic link resolves to the inode `f` holds.
+    check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) })
+}
+
+/// Set an extended attribute of the inode `f` holds (not a symlink).
+pub fn set_xattr_handle(f: &std::fs::File, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let p = proc_path(f);
+    let cname = cname(name)?;
+    // SAFETY: valid C strings, matching value pointer and length.
+    check(unsafe { libc::setxattr(p.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+}
+
+/// Set the times of the inode `f` holds (not a symlink).
+pub fn set_times_handle(f: &std::fs::File, atime: Time, mtime: Time) -> io::Result<()> {
+    let p = proc_path(f);
+    let ts = [
+        libc::timespec { tv_sec: atime.sec as libc::time_t, tv_nsec: atime.nsec as libc::c_long },
+        libc::timespec { tv_sec: mtime.sec as libc::time_t, tv_nsec: mtime.nsec as libc::c_long },
+    ];
+    // SAFETY: valid C string and a two-element timespec array.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) })
 }
 
 /// Raise this process's soft limit on open files towards `want` (at most the hard

@@ -109,13 +109,12 @@ fn open_log(p: &Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("log file {}", p.display()))
 }
 
-/// Where a background mount logs without `--log`: `mount.log` in the cache directory,
-/// else in the temp directory (named after the user).
-fn default_log(env: &Env) -> PathBuf {
-    match &env.cache_dir {
-        Some(d) => d.join("mount.log"),
-        None => std::env::temp_dir().join(format!("cairn-mount-{}.log", crate::sys::euid())),
-    }
+/// Where a background mount logs without `--log`: `mount.log` in the cache directory
+/// (`--cache-dir`, `CAIRN_CACHE_DIR` or the XDG one). Never a predictable name in a
+/// shared temp directory, where another user could have put a symlink.
+fn default_log(cli: &Cli, env: &Env) -> anyhow::Result<PathBuf> {
+    let dir = cli.cache_dir.as_ref().or(env.cache_dir.as_ref());
+    dir.map(|d| d.join("mount.log")).context("no cache directory to keep the mount's log in: give --log FILE")
 }
 
 /// `--daemon`: start the mount in a process of its own session and return once it says
@@ -126,7 +125,7 @@ fn in_background(cli: &Cli, env: &Env, args: &MountArgs, err: &mut dyn Write) ->
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
     let log_path = match &args.log {
         Some(p) => std::path::absolute(p).unwrap_or_else(|_| p.clone()),
-        None => default_log(env),
+        None => default_log(cli, env)?,
     };
     let mut log = open_log(&log_path)?;
     let start = log.seek(std::io::SeekFrom::End(0))?;
@@ -151,6 +150,8 @@ fn in_background(cli: &Cli, env: &Env, args: &MountArgs, err: &mut dyn Write) ->
     if args.nonempty {
         cmd.arg("--nonempty");
     }
+    // The daemon must not keep the caller's working directory (and its filesystem) busy.
+    cmd.current_dir("/");
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(log.try_clone().context("the mount's log")?);
@@ -177,11 +178,14 @@ fn in_background(cli: &Cli, env: &Env, args: &MountArgs, err: &mut dyn Write) ->
         }
         return Ok(EXIT_OK);
     }
-    // It ended without serving: its own messages say why, and its exit code stands.
+    // It ended without serving: its own messages say why (the last 64 KiB of what it
+    // logged: the fatal error comes last), and its exit code stands.
     let status = child.wait()?;
-    let mut msg = String::new();
-    log.seek(std::io::SeekFrom::Start(start))?;
-    log.take(64 << 10).read_to_string(&mut msg)?;
+    let end = log.seek(std::io::SeekFrom::End(0))?;
+    log.seek(std::io::SeekFrom::Start(start.max(end.saturating_sub(64 << 10))))?;
+    let mut bytes = Vec::new();
+    log.take(64 << 10).read_to_end(&mut bytes)?;
+    let msg = String::from_utf8_lossy(&bytes);
     let msg = msg.trim_end();
     let msg = msg.strip_prefix("error: ").unwrap_or(msg);
     writeln!(err, "error: the mount exited ({status}) before serving: {msg}")?;

@@ -129,18 +129,22 @@ fn a_lost_pack_is_dropped_from_the_index_so_the_next_backup_stores_its_data_agai
     let t = temp_repo();
     let src = t.scratch("src");
     write(&src.join("a"), &bytes(1, 300_000, false));
-    let r = do_backup(&t.repo, &[&src]);
+    // One persistent cache for every command, as on a user's machine (a private cache is
+    // new at every open, which hides whether the cache remembers what it lost).
+    let cached = crate::repo::OpenOptions { cache_dir: Some(t.scratch("cache")), ..Default::default() };
+    let open = || Repository::open_with(&t.path(), crate::testutil::PASSWORD, &cached).unwrap();
+    let r = do_backup(&open(), &[&src]);
+    do_backup(&open(), &[&src]);
     // Lose the data pack.
     crate::testutil::lose_data_packs(&t.repo);
-    let repo = t.reopen();
-    let s = crate::repair::repair_index(&repo, &mut |_| {}).unwrap();
+    let s = crate::repair::repair_index(&open(), false, &mut |_| {}).unwrap();
     assert!(s.entries_dropped > 0 && s.index_files_rewritten == 1, "{s:?}");
     // The index no longer vouches for the lost blobs: the snapshot is missing them...
-    let (cs, msgs) = do_check(&repo, false);
+    let (cs, msgs) = do_check(&open(), false);
     assert!(cs.errors > 0 && msgs.iter().any(|m| m.contains(&r.id.short()) && m.contains("missing")), "{msgs:?}");
-    // ...and a new backup stores the data again instead of deduplicating against nothing.
-    drop(repo);
-    let repo = t.reopen();
+    // ...and a new backup, in a later process than the one that rebuilt the cache,
+    // stores the data again instead of deduplicating against nothing.
+    let repo = open();
     let r2 = do_backup(&repo, &[&src]);
     assert!(r2.snapshot.summary.bytes_added > 300_000, "{:?}", r2.snapshot.summary);
     let (stats, msgs) = do_restore(&t.reopen(), &r2, &t.scratch("out"), &[]);
@@ -151,7 +155,59 @@ fn a_lost_pack_is_dropped_from_the_index_so_the_next_backup_stores_its_data_agai
     assert_eq!(stats.errors, 0, "{msgs:?}");
     let repo = t.reopen();
     let s = repair_snapshots(&repo, &RepairSnapshotsOptions::default(), &mut |_| {}).unwrap();
-    assert_eq!((s.snapshots_checked, s.snapshots_repaired), (2, 0));
+    assert_eq!((s.snapshots_checked, s.snapshots_repaired), (3, 0));
+    let (cs, msgs) = do_check(&t.reopen(), true);
+    assert_eq!(cs.errors, 0, "{msgs:?}");
+}
+
+#[test]
+fn repair_snapshots_stops_at_an_io_error_instead_of_emptying_anything() {
+    // An error that says nothing about the data (here ELOOP: the path of the pack holding
+    // a subdirectory's tree is a symlink loop; in life EACCES, EIO, an unmounted disk)
+    // must stop the repair, never be taken for damage: --forget would otherwise replace
+    // the snapshot by one with that directory emptied.
+    let t = temp_repo();
+    let data = b"data".to_vec();
+    let did = t.repo.keys().blob_id(crate::format::BlobKind::Data, &data);
+    let dblob = t.repo.seal_blob(crate::format::BlobKind::Data, did, &data, None);
+    let file = Kind::File(Content::Inline(vec![ChunkRef { id: did, size: 4 }]));
+    // The subdirectory's tree in a pack of its own (its snapshot is removed again).
+    let (sub, sb) = tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"f", file, 4)]));
+    let first = craft(&t.repo, vec![dblob, sb], sub);
+    t.repo.backend().remove(crate::backend::Dir::Snapshots, &first.id).unwrap();
+    let (root, rb) = tree_blob(&t.repo, &Node::DirLeaf(vec![entry(b"d", Kind::Dir(sub), 0)]));
+    let r = craft(&t.repo, vec![rb], root);
+    let p = t.repo.pack_path(&t.repo.index().get(&sub).unwrap().pack);
+    assert_ne!(t.repo.index().get(&sub).unwrap().pack, t.repo.index().get(&root).unwrap().pack);
+    fs::remove_file(&p).unwrap();
+    std::os::unix::fs::symlink(&p, &p).unwrap();
+    let repo = t.reopen();
+    let opts = RepairSnapshotsOptions { forget: true, ..Default::default() };
+    let e = repair_snapshots(&repo, &opts, &mut |_| {}).unwrap_err();
+    assert!(matches!(e, crate::Error::Io { .. }), "{e}");
+    assert_eq!(repo.backend().list(crate::backend::Dir::Snapshots).unwrap(), vec![r.id], "the original is kept");
+}
+
+#[test]
+fn repair_index_drops_nothing_when_the_data_looks_unreachable_rather_than_lost() {
+    // data/ renamed away (an unmounted disk, a dangling symlink): every pack is missing,
+    // which is far likelier an outage than a loss. Nothing is dropped without --force.
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("a"), &bytes(1, 100_000, false));
+    do_backup(&t.repo, &[&src]);
+    let files = t.repo.backend().list(crate::backend::Dir::Index).unwrap();
+    fs::rename(t.path().join("data"), t.scratch("data-elsewhere")).unwrap();
+    fs::create_dir(t.path().join("data")).unwrap();
+    let repo = t.reopen();
+    let e = crate::repair::repair_index(&repo, false, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("not mounted"), "{e}");
+    assert_eq!(repo.backend().list(crate::backend::Dir::Index).unwrap(), files, "nothing dropped");
+    // Put back, all is well; forced while away, the entries would have been dropped.
+    fs::remove_dir(t.path().join("data")).unwrap();
+    fs::rename(t.scratch("data-elsewhere"), t.path().join("data")).unwrap();
+    let s = crate::repair::repair_index(&t.reopen(), false, &mut |_| {}).unwrap();
+    assert_eq!((s.entries_dropped, s.index_files_removed, s.blobs_indexed), (0, 0, 0), "{s:?}");
     let (cs, msgs) = do_check(&t.reopen(), true);
     assert_eq!(cs.errors, 0, "{msgs:?}");
 }
