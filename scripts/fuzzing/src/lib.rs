@@ -103,12 +103,11 @@ pub fn open_fixture_copy(version: u8) -> (tempfile::TempDir, cairn::repo::Reposi
     (dir, repo)
 }
 
-/// How the targets open repositories: the smallest memory budget (`check` sizes its
-/// caches from the budget up front, which at the default costs more time per execution
-/// than the rest of a small repository's check), no cache directory (a private temp
-/// index), and a KDF cap of 64 KiB x 16 passes so that a mutated key file asking for
-/// more is refused as over the cap (as a real one over `--memory` is) instead of making
-/// every execution derive a key for seconds.
+/// How the targets open repositories: the smallest memory budget cairn accepts (the
+/// tightest limits; `check` also sizes its caches from the budget up front), no cache
+/// directory (a private temp index), and a KDF cap of 64 KiB x 16 passes so that a
+/// mutated key file asking for more is refused as over the cap (as a real one over
+/// `--memory` is) instead of making every execution derive a key for seconds.
 pub fn open_options() -> cairn::repo::OpenOptions {
     cairn::repo::OpenOptions {
         cache_dir: None,
