@@ -290,6 +290,11 @@ impl Index {
         for _ in 0..n {
             seqs.push(r.u64()?);
         }
+        // The next run takes `next_seq` and the one after `next_seq + 1`: a number that
+        // cannot be incremented, or one a listed run already has, is damage.
+        if next_seq == u64::MAX || seqs.iter().any(|s| *s >= next_seq) {
+            return Err(bad());
+        }
         let m = r.u64()?;
         let m = r.count(m, 40)?;
         let mut incorporated = Vec::with_capacity(m);
@@ -1031,6 +1036,31 @@ mod tests {
         assert_eq!(all(&[(fa, Stamp(3)), (fb, Stamp(1))], true, &ix), (2, 1));
         assert!(a.iter().all(|e| ix.get(&e.id).is_none()));
         assert!(b.iter().all(|e| ix.get(&e.id) == Some(e.loc)));
+    }
+
+    /// Found while writing the `index_manifest` fuzz target (a crafted manifest run
+    /// through it): a manifest whose next run number was u64::MAX made the next spill
+    /// overflow it (a panic with overflow checks on); one not above a listed run's number
+    /// would have a spill write over that run. Either means the cache is rebuilt.
+    #[test]
+    fn manifest_next_run_number_out_of_range_means_rebuild() {
+        let a: Vec<IndexEntry> = (0..50u32).map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), 1, i)).collect();
+        let b: Vec<IndexEntry> = (50..90u32).map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), 2, i)).collect();
+        for next in [u64::MAX, 0, 1] {
+            let t = tempfile::tempdir().unwrap();
+            let mut files = Files::default();
+            files.0.push((FileId([1; 32]), a.clone()));
+            drop(files.open(opts(t.path(), 10)));
+            // The manifest: magic (8), version (1), next run number (8), ...
+            let m = t.path().join("manifest");
+            let mut bytes = fs::read(&m).unwrap();
+            bytes[9..17].copy_from_slice(&next.to_le_bytes());
+            fs::write(&m, &bytes).unwrap();
+            // A new index file: its entries are spilled into a new run.
+            files.0.push((FileId([2; 32]), b.clone()));
+            let ix = files.open(opts(t.path(), 10));
+            assert!(a.iter().chain(&b).all(|e| ix.get(&e.id) == Some(e.loc)), "next run number {next}");
+        }
     }
 
     #[test]

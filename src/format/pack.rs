@@ -76,8 +76,10 @@ pub fn decode_header(bytes: &[u8], pack: &FileId, blobs_len: u64) -> Result<Vec<
         offset += stored_len as u64;
     }
     r.finish()?;
-    if offset != HEADER_LEN as u64 + blobs_len {
-        return Err(r.err(format!("blobs cover {} bytes, pack has {blobs_len}", offset - HEADER_LEN as u64)));
+    // `offset` starts at HEADER_LEN; compared this way round, no `blobs_len` can overflow.
+    let covered = offset - HEADER_LEN as u64;
+    if covered != blobs_len {
+        return Err(r.err(format!("blobs cover {covered} bytes, pack has {blobs_len}")));
     }
     Ok(out)
 }
@@ -125,6 +127,16 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), len in any::<u64>()) {
             let _ = decode_header(&bytes, &FileId::default(), len);
+        }
+    }
+
+    /// Found by the `pack_header` fuzz target: a blob area of nearly 2^64 bytes
+    /// overflowed the sum it was compared with (a panic with overflow checks on).
+    #[test]
+    fn fuzz_blobs_len_near_u64_max_is_corrupt_not_an_overflow() {
+        for len in [u64::MAX, u64::MAX - 1, u64::MAX - HEADER_LEN as u64 + 1] {
+            let r = decode_header(&0u32.to_le_bytes(), &FileId::default(), len);
+            assert!(matches!(r, Err(crate::error::Error::Corrupt { .. })), "{len}");
         }
     }
 
