@@ -102,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for (i, (_, snap)) in snapshots.iter().enumerate().take(2) {
         let Ok(top) = resolve(&repo, &snap.root, std::path::Path::new("/")) else { continue };
-        let opts = RestoreOptions { target: dir.path().join(format!("out{i}")), include: include.clone() };
+        let opts = RestoreOptions { target: dir.path().join(format!("out{i}")), include: include.clone(), ..Default::default() };
         let _ = restore(&repo, &top, std::path::Path::new("/"), &opts, &Quiet, &never);
     }
 });
