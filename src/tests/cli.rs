@@ -14,17 +14,33 @@ pub(crate) struct Out {
     pub stderr: String,
 }
 
+/// What the environment gives a command line run in process: never the real one.
+#[derive(Default)]
+pub(crate) struct TestEnv<'a> {
+    /// `CAIRN_PASSWORD`.
+    pub password: Option<&'a str>,
+    /// `CAIRN_PASSWORD_FILE`.
+    pub password_file: Option<&'a Path>,
+    /// `CAIRN_CACHE_DIR`; without it, private temp caches.
+    pub cache_dir: Option<&'a Path>,
+}
+
 /// Run the command line in process on `repo` with `password` (never the real
 /// environment: no prompts, no caches of the user's).
 pub(crate) fn cairn(repo: &Path, password: &str, args: &[&str]) -> Out {
+    cairn_in(repo, &TestEnv { password: Some(password), ..Default::default() }, args)
+}
+
+/// Run the command line in process on `repo` in the environment `test_env`.
+pub(crate) fn cairn_in(repo: &Path, test_env: &TestEnv, args: &[&str]) -> Out {
     let cancel = AtomicBool::new(false);
-    // Never the real environment: an explicit repository and password, no prompts.
+    // Never the real environment: an explicit repository, no prompts.
     let env = Env {
         repo: Some(repo.to_path_buf()),
-        password: Some(password.into()),
-        password_file: None,
+        password: test_env.password.map(String::from),
+        password_file: test_env.password_file.map(Path::to_path_buf),
         default_repo: None,
-        cache_dir: None,
+        cache_dir: test_env.cache_dir.map(Path::to_path_buf),
         memory: None,
         interactive: false,
         cancel: &cancel,
@@ -123,4 +139,39 @@ fn backup_init_creates_the_repository_once() {
         assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
     }
     assert!(cairn(&repo, "pw", &["snapshots"]).stdout.contains("2 snapshots"));
+}
+
+/// The JSON summary of `cairn --json backup ARGS`, which must succeed.
+fn backup_json(repo: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "backup"];
+    all.extend_from_slice(args);
+    let o = cairn(repo, "pw", &all);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    serde_json::from_str(o.stdout.trim()).unwrap()
+}
+
+#[test]
+fn check_names_a_deleted_pack_and_the_files_that_lose_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    write(&src.join("victim"), &bytes(5, 20_000, false));
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let snap = backup_json(&repo, &[src.to_str().unwrap()]);
+    let o = cairn(&repo, "pw", &["check"]);
+    assert_eq!(o.code, EXIT_OK, "{}{}", o.stdout, o.stderr);
+    // The pack holding victim's data.
+    let r = crate::repo::Repository::open(&repo, b"pw").unwrap();
+    let id = r.keys().blob_id(crate::format::BlobKind::Data, &bytes(5, 20_000, false));
+    let pack = r.index().get(&id).expect("victim's chunk is indexed").pack;
+    std::fs::remove_file(r.pack_path(&pack)).unwrap();
+    drop(r);
+    for args in [&["check"][..], &["check", "--read-data"]] {
+        let o = cairn(&repo, "pw", args);
+        assert_eq!(o.code, EXIT_ERROR, "{args:?}: {}{}", o.stdout, o.stderr);
+        let said = format!("{}{}", o.stdout, o.stderr);
+        assert!(said.contains(&pack.to_hex()), "{args:?} names the pack: {said}");
+        assert!(said.contains(&src.join("victim").display().to_string()), "{args:?} names the file: {said}");
+        assert!(said.contains(&snap["snapshot_id"].as_str().unwrap()[..8]), "{args:?} names the snapshot: {said}");
+    }
 }
