@@ -11,8 +11,11 @@ RAM); peak RSS of a backup
 of 10^4 small files into repositories holding ever more index entries (synthetic ones,
 injected with `cairn-indexbench --inject-repo`: ids no real chunk matches, in packs that
 do not exist). Then the memory-cgroup run: each tool backs up 10^6 (--quick: 10^5) small
-files inside a cgroup v1 memory limit of 160 MiB; cairn gets `--memory 128M` and a
-repository holding 10^7 (--quick: 10^6) injected entries, restic and borg an empty one.
+files inside a memory cgroup limited to 160 MiB (cgroup v1 `memory.limit_in_bytes` or
+v2 `memory.max`); cairn gets `--memory 128M` and a repository holding 10^7 (--quick: 10^6)
+injected entries, restic and borg an empty one. With `--verify` (the test suite's smoke
+run), every restored tree and copy out of a mount is compared with the source, and any
+exit code but 0 fails the run.
 
 Each step runs under GNU time: wall time, CPU time (user+sys) and peak RSS (the kernel's
 maximum resident set size of the process tree). Repository size is `du -sb` after the
@@ -41,6 +44,8 @@ PASSWORD = "bench-password"
 MIB = 1024 * 1024
 # Parts of the benchmark, in the order they run (--only picks some).
 SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount"]
+# --verify: compare what restores and mounts give back with the source, accept exit 0 only.
+VERIFY = False
 
 
 def sh(cmd, **kw):
@@ -123,8 +128,11 @@ class Tool:
         return {"cairn": [CAIRN, "restore", "latest", "--target", target],
                 "restic": ["restic", "restore", "latest", "--target", target]}[self.name], None
 
-    # Exit codes that mean "done, with warnings about some sources".
+    # Exit codes that mean "done, with warnings about some sources" (not with --verify:
+    # the corpus is readable, so a warning is a failure).
     def ok(self, code):
+        if VERIFY:
+            return code == 0
         return code == 0 or (code == 3 and self.name in ("cairn", "restic")) or (code == 1 and self.name == "borg")
 
 
@@ -147,19 +155,74 @@ def inject(tool, n):
     sh([INDEXBENCH, "--inject-repo", tool.repo, "--entries", str(n)], env=tool.env(), stdout=subprocess.DEVNULL)
 
 
-CGROOT = pathlib.Path("/sys/fs/cgroup/memory")
+def same_tree(source, copy, what):
+    """Fail the run unless `copy` has the same files, bytes and links as `source`."""
+    p = subprocess.run(["diff", "-r", "--no-dereference", source, copy], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"bench: {what} differs from the source:\n{(p.stdout + p.stderr)[-2000:]}")
+    print(f"bench: verified: {what} equals the source", file=sys.stderr, flush=True)
+
+
+def memory_cgroups():
+    """Where memory cgroups can be made: ("v1", the memory controller's root) or ("v2", the
+    root of a cgroup v2 hierarchy offering the memory controller); (None, None) if neither
+    is here and writable."""
+    v1 = pathlib.Path("/sys/fs/cgroup/memory")
+    if (v1 / "memory.limit_in_bytes").exists() and os.access(v1, os.W_OK):
+        return "v1", v1
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "cgroup2":
+                root = pathlib.Path(fields[1])
+                controllers = root / "cgroup.controllers"
+                if controllers.exists() and "memory" in controllers.read_text().split() and os.access(root, os.W_OK):
+                    return "v2", root
+    return None, None
+
+
+def make_cgroup(version, root, name, limit):
+    """A new memory cgroup under `root` limited to `limit` bytes, swap included."""
+    if version == "v2":
+        # Children of root get the memory controller only if root hands it down.
+        subtree = root / "cgroup.subtree_control"
+        if "memory" not in subtree.read_text().split():
+            subtree.write_text("+memory")
+    cg = root / name
+    cg.mkdir()
+    try:
+        if version == "v1":
+            (cg / "memory.limit_in_bytes").write_text(str(limit))
+            if (cg / "memory.memsw.limit_in_bytes").exists():
+                (cg / "memory.memsw.limit_in_bytes").write_text(str(limit))  # no swapping out of it
+        else:
+            (cg / "memory.max").write_text(str(limit))
+            if (cg / "memory.swap.max").exists():
+                (cg / "memory.swap.max").write_text("0")
+    except OSError:
+        cg.rmdir()
+        raise
+    return cg
+
+
+def oom_kills(version, cg):
+    """Processes of cgroup `cg` the kernel killed for want of memory."""
+    name = "memory.oom_control" if version == "v1" else "memory.events"
+    return int(next((l.split()[1] for l in (cg / name).read_text().splitlines() if l.startswith("oom_kill ")), "0"))
 
 
 def cgroup_run(a, work, tools):
     """Each tool's first backup inside a memory cgroup; returns table lines."""
-    if not (CGROOT / "memory.limit_in_bytes").exists() or not os.access(CGROOT, os.W_OK):
-        print("bench: no writable cgroup v1 memory controller; skipping the cgroup run", file=sys.stderr)
+    version, root = memory_cgroups()
+    if version is None:
+        print("bench: no memory cgroup controller here (a writable cgroup v1 memory controller, or cgroup v2 "
+              "with the memory controller); skipping the cgroup run", file=sys.stderr)
         return []
     n = int(a.cgroup_files or (1e5 if a.quick else 1e6))
     entries = int(a.cgroup_entries or (1e6 if a.quick else 1e7))
     s = corpus(work, f"series-{n}", ["--seed", "2", "--files", str(n), "--large-mib", "0", "--tiny"])
     warm(s)
-    lines = ["", f"### Backup of {n:,} small files under a {a.cgroup_mib} MiB memory cgroup (cgroup v1, enforced by the kernel)", "",
+    lines = ["", f"### Backup of {n:,} small files under a {a.cgroup_mib} MiB memory cgroup (cgroup {version}, enforced by the kernel)", "",
              "| tool | repository before | command | result | wall (s) | peak RSS (MiB) |", "|---|---|---|---|---|---|"]
     for t in tools:
         t.reset()
@@ -169,20 +232,19 @@ def cgroup_run(a, work, tools):
             inject(t, entries)
             before = f"{entries:,} index entries"
             cmd = [CAIRN, "--memory", f"{a.cgroup_mib * 4 // 5}M", "backup", s]
-        cg = CGROOT / f"cairn-bench-{os.getpid()}-{t.name}"
-        cg.mkdir()
         try:
-            (cg / "memory.limit_in_bytes").write_text(str(a.cgroup_mib << 20))
-            if (cg / "memory.memsw.limit_in_bytes").exists():
-                (cg / "memory.memsw.limit_in_bytes").write_text(str(a.cgroup_mib << 20))  # no swapping out of it
+            cg = make_cgroup(version, root, f"cairn-bench-{os.getpid()}-{t.name}", a.cgroup_mib << 20)
+        except OSError as e:
+            # A controller is here: not being able to use it is a failure, not a skip.
+            raise SystemExit(f"bench: cannot make a cgroup {version} memory cgroup under {root}: {e}")
+        try:
             sh(["sync"])
             with tempfile.NamedTemporaryFile("r") as tf:
                 p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name, "sh", "-c",
                                     f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", *map(str, cmd)],
                                    env=t.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 fields = tf.read().split()[-4:]
-            oom = int(next((l.split()[1] for l in (cg / "memory.oom_control").read_text().splitlines()
-                            if l.startswith("oom_kill ")), "0"))
+            oom = oom_kills(version, cg)
         finally:
             cg.rmdir()
         wall, rss = float(fields[0]), int(fields[3]) / 1024
@@ -247,8 +309,12 @@ def main():
     ap.add_argument("--cgroup-entries", type=float, help="entries injected into cairn's repository for the cgroup run")
     ap.add_argument("--cgroup-mib", type=int, default=160, help="the cgroup's memory limit")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--verify", action="store_true",
+                    help="compare restored trees and copies out of mounts with the source; fail on any exit code but 0")
     ap.add_argument("--only", help="comma-separated sections to run (default all): " + ",".join(SECTIONS))
     a = ap.parse_args()
+    global VERIFY
+    VERIFY = a.verify
     only = set(a.only.split(",")) if a.only else set(SECTIONS)
     if only - set(SECTIONS):
         ap.error(f"--only: unknown section(s) {','.join(sorted(only - set(SECTIONS)))}")
@@ -326,6 +392,10 @@ def main_section(work, tools, src, files, record):
     for t, target in zip(tools, targets):
         cmd, cwd = t.restore(target)
         record("main", "4 restore", t, files, data, measure(t, cmd, cwd), du(t.repo))
+    if VERIFY:
+        # Each tool restores the source's absolute path under its target.
+        for t, target in zip(tools, targets):
+            same_tree(run_src, target / str(run_src).lstrip("/"), f"{t.name}'s restore")
     for target in targets:
         shutil.rmtree(target, ignore_errors=True)
 
@@ -446,6 +516,8 @@ def mount_section(work, tools, src, files, record):
         with FreshFs(work, "restore", data) as restored:
             record("mount", "native restore", t, files, data,
                    measure(t, [CAIRN, "restore", "latest", "--target", restored]), du(t.repo))
+            if VERIFY:
+                same_tree(run_src, restored / str(run_src).lstrip("/"), "cairn's restore (mount section)")
             with FreshFs(work, "local-cp", data) as out:
                 m = measure(t, ["cp", "-a", restored, out / "tree"])
             record("mount", "cp -a from local disk", t, files, data, m, du(t.repo))
@@ -487,6 +559,8 @@ def mount_section(work, tools, src, files, record):
                     p = subprocess.run(list(map(str, client)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                        text=True)
                     wall = time.time() - start
+                    if writes and VERIFY and p.returncode == 0:
+                        same_tree(run_src, out / "tree", f"{t.name}: {step} out of the mount")
                 if p.returncode != 0:
                     raise SystemExit(f"{t.name}: {' '.join(map(str, client))} failed: {p.stderr[-2000:]}")
                 rss, cpu = proc_status(proc.pid)

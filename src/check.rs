@@ -250,16 +250,7 @@ impl Checker<'_> {
             };
             for e in entries {
                 self.stats.index_entries += 1;
-                let size = match self.pack_sizes.get(&e.loc.pack) {
-                    Some(s) => Some(*s),
-                    // Out of the cache, or written after the pack listing by a concurrent
-                    // backup: ask the filesystem.
-                    None => self.repo.backend().file_len(Dir::Data, &e.loc.pack).ok().flatten(),
-                };
-                if let Some(s) = size {
-                    self.pack_sizes.put(e.loc.pack, s);
-                }
-                match size {
+                match self.pack_size(&e.loc.pack) {
                     None => {
                         self.error(format!("index {ix}: blob {} is in pack {}, which does not exist", e.id, e.loc.pack))
                     }
@@ -274,8 +265,19 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// The size of pack `id`, `None` if it does not exist: from the listing, else (out of
+    /// the cache, or written since by a concurrent backup) from the filesystem.
+    fn pack_size(&mut self, id: &FileId) -> Option<u64> {
+        if let Some(s) = self.pack_sizes.get(id) {
+            return Some(*s);
+        }
+        let size = self.repo.backend().file_len(Dir::Data, id).ok().flatten()?;
+        self.pack_sizes.put(*id, size);
+        Some(size)
+    }
+
     /// A data chunk of a file: indexed as a data blob of the size the file's list gives,
-    /// and not among the copies found damaged.
+    /// in a pack that exists, and not among the copies found damaged.
     fn chunk(&mut self, c: &ChunkRef, path: &Path, snap: &FileId) {
         let id = c.id;
         let at = |what: String| format!("snapshot {}: {}: {what}", snap.short(), path.display());
@@ -289,6 +291,11 @@ impl Checker<'_> {
             }
             Some(loc) if self.damaged.contains(&(loc.pack, loc.offset)) => {
                 self.error(at(format!("data blob {id} is damaged (pack {})", loc.pack)))
+            }
+            // Reported for each file that needs it, not only once for the index entry: a
+            // deleted pack must say what it took with it.
+            Some(loc) if self.pack_size(&loc.pack).is_none() => {
+                self.error(at(format!("data blob {id} is in pack {}, which does not exist", loc.pack)))
             }
             Some(_) => {}
         }

@@ -263,8 +263,16 @@ mod tests {
 
     #[test]
     fn blob_ids_are_keyed() {
+        // As docs/format.md (2.3) defines them: BLAKE3 keyed with the id key (the master
+        // key's second half) for data, with the key derived from it for trees.
+        let mut raw = [0u8; MASTER_KEY_LEN];
+        raw.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        let k = Keys::from_bytes(&raw);
+        let id_key: [u8; 32] = raw[32..].try_into().unwrap();
+        let tree_key = blake3::derive_key("cairn 2026 tree blob id", &id_key);
+        assert_eq!(k.blob_id(BlobKind::Data, b"x").0, *blake3::keyed_hash(&id_key, b"x").as_bytes());
+        assert_eq!(k.blob_id(BlobKind::Tree, b"x").0, *blake3::keyed_hash(&tree_key, b"x").as_bytes());
         let (a, b) = (Keys::generate(), Keys::generate());
-        assert_eq!(a.blob_id(BlobKind::Data, b"x"), a.blob_id(BlobKind::Data, b"x"));
         assert_ne!(a.blob_id(BlobKind::Data, b"x"), b.blob_id(BlobKind::Data, b"x"));
         assert_ne!(a.blob_id(BlobKind::Data, b"x").0, *blake3::hash(b"x").as_bytes());
         assert_ne!(a.blob_id(BlobKind::Data, b"x"), a.blob_id(BlobKind::Tree, b"x"));

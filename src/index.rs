@@ -112,6 +112,20 @@ impl IndexOptions {
     }
 }
 
+/// The RAM of the index's bounded parts, in bytes, as [`Index::ram`] counts it (save an
+/// empty memtable, which allocates nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RamParts {
+    /// All runs' filters and fences: within [`IndexOptions::filter_bytes`].
+    pub runs: usize,
+    /// The memtable's table: within [`IndexOptions::memtable_bytes`], or one index
+    /// file's entries (they go into an empty memtable whole).
+    pub memtable: usize,
+    /// Entries of packs whose index file is not written yet, and ids claimed for
+    /// writing: bounded by the packer's index interval and the backup pipeline.
+    pub unindexed: usize,
+}
+
 struct RunEntry {
     seq: u64,
     run: Arc<Run>,
@@ -768,6 +782,17 @@ impl Index {
         (s.fresh.len() + s.pending.len()) * MEM_ENTRY_BYTES
             + table_bytes(s.mem.capacity())
             + s.runs.iter().map(|r| r.run.ram()).sum::<usize>()
+    }
+
+    /// [`Index::ram`] by part, each held to its own share of the budget.
+    pub fn ram_parts(&self) -> RamParts {
+        let s = self.read();
+        RamParts {
+            runs: s.runs.iter().map(|r| r.run.ram()).sum(),
+            // An empty table that never grew (or was shrunk) allocates nothing.
+            memtable: if s.mem.capacity() == 0 { 0 } else { table_bytes(s.mem.capacity()) },
+            unindexed: (s.fresh.len() + s.pending.len()) * MEM_ENTRY_BYTES,
+        }
     }
 
     /// Number of runs (for tests and reports).

@@ -5,6 +5,7 @@ mod budget;
 mod cli;
 mod compat;
 mod damage;
+mod decoders;
 mod regressions;
 mod repair;
 mod roundtrip;

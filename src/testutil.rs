@@ -103,3 +103,32 @@ pub fn lose_data_packs(repo: &Repository) {
         }
     }
 }
+
+/// Whether a test must fail rather than skip for lack of what it checks (FUSE, xattrs):
+/// on CI (`CI` set, not to "false" or "0"), or when `var` is set to 1. Elsewhere a
+/// test may skip, saying so.
+pub fn must_not_skip(var: &str) -> bool {
+    let set = |k: &str, off: &[&str]| std::env::var(k).is_ok_and(|v| !v.is_empty() && !off.contains(&v.as_str()));
+    set("CI", &["false", "0"]) || set(var, &["0"])
+}
+
+/// Set extended attribute `name` on `path` for a test; false (saying so) where the
+/// filesystem keeps none, a panic where tests must not skip (`CAIRN_REQUIRE_XATTRS`).
+pub fn set_test_xattr(path: &Path, name: &[u8], value: &[u8]) -> bool {
+    match crate::sys::set_xattr(path, name, value) {
+        Ok(()) => true,
+        Err(e) if must_not_skip("CAIRN_REQUIRE_XATTRS") => panic!("{}: xattrs unsupported: {e}", path.display()),
+        Err(e) => {
+            eprintln!("{}: xattrs unsupported ({e}); their checks are skipped", path.display());
+            false
+        }
+    }
+}
+
+/// The `user.` extended attributes of `path`: those tests set. Others (an SELinux label
+/// every new file gets, ACLs) belong to the host.
+pub fn user_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut x = crate::sys::xattrs(path).unwrap_or_default();
+    x.retain(|(n, _)| n.starts_with(b"user."));
+    x
+}

@@ -14,17 +14,33 @@ pub(crate) struct Out {
     pub stderr: String,
 }
 
+/// What the environment gives a command line run in process: never the real one.
+#[derive(Default)]
+pub(crate) struct TestEnv<'a> {
+    /// `CAIRN_PASSWORD`.
+    pub password: Option<&'a str>,
+    /// `CAIRN_PASSWORD_FILE`.
+    pub password_file: Option<&'a Path>,
+    /// `CAIRN_CACHE_DIR`; without it, private temp caches.
+    pub cache_dir: Option<&'a Path>,
+}
+
 /// Run the command line in process on `repo` with `password` (never the real
 /// environment: no prompts, no caches of the user's).
 pub(crate) fn cairn(repo: &Path, password: &str, args: &[&str]) -> Out {
+    cairn_in(repo, &TestEnv { password: Some(password), ..Default::default() }, args)
+}
+
+/// Run the command line in process on `repo` in the environment `test_env`.
+pub(crate) fn cairn_in(repo: &Path, test_env: &TestEnv, args: &[&str]) -> Out {
     let cancel = AtomicBool::new(false);
-    // Never the real environment: an explicit repository and password, no prompts.
+    // Never the real environment: an explicit repository, no prompts.
     let env = Env {
         repo: Some(repo.to_path_buf()),
-        password: Some(password.into()),
-        password_file: None,
+        password: test_env.password.map(String::from),
+        password_file: test_env.password_file.map(Path::to_path_buf),
         default_repo: None,
-        cache_dir: None,
+        cache_dir: test_env.cache_dir.map(Path::to_path_buf),
         memory: None,
         interactive: false,
         cancel: &cancel,
@@ -123,4 +139,200 @@ fn backup_init_creates_the_repository_once() {
         assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
     }
     assert!(cairn(&repo, "pw", &["snapshots"]).stdout.contains("2 snapshots"));
+}
+
+/// The JSON summary of `cairn --json backup ARGS`, which must succeed.
+fn backup_json(repo: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "backup"];
+    all.extend_from_slice(args);
+    let o = cairn(repo, "pw", &all);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    serde_json::from_str(o.stdout.trim()).unwrap()
+}
+
+#[test]
+fn password_file_and_cairn_password_file_come_before_cairn_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let (right, wrong) = (dir.path().join("right"), dir.path().join("wrong"));
+    // Only the first line is the password.
+    std::fs::write(&right, "pw\nnot part of it\n").unwrap();
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let run = |password: Option<&str>, file: Option<&Path>, flag: Option<&Path>| {
+        let mut args = vec![];
+        if let Some(f) = flag {
+            args.extend(["--password-file", f.to_str().unwrap()]);
+        }
+        args.push("snapshots");
+        cairn_in(&repo, &TestEnv { password, password_file: file, cache_dir: None }, &args)
+    };
+    assert_eq!(run(Some("wrong"), None, Some(&right)).code, EXIT_OK, "--password-file before CAIRN_PASSWORD");
+    assert_eq!(run(Some("wrong"), Some(&right), None).code, EXIT_OK, "CAIRN_PASSWORD_FILE before CAIRN_PASSWORD");
+    assert_eq!(run(None, Some(&wrong), Some(&right)).code, EXIT_OK, "--password-file before CAIRN_PASSWORD_FILE");
+    assert_eq!(run(Some("pw"), Some(&wrong), None).code, EXIT_WRONG_PASSWORD, "the file's password is the one tried");
+    assert_eq!(run(Some("pw"), None, Some(&wrong)).code, EXIT_WRONG_PASSWORD);
+    let missing = dir.path().join("missing");
+    let o = run(Some("pw"), None, Some(&missing));
+    assert_eq!(o.code, EXIT_ERROR);
+    assert!(o.stderr.contains(missing.to_str().unwrap()), "names the file: {}", o.stderr);
+    let o = run(None, None, None);
+    assert_eq!(o.code, EXIT_ERROR);
+    assert!(o.stderr.contains("no password given"), "{}", o.stderr);
+}
+
+#[test]
+fn parent_picks_the_snapshot_to_compare_with_and_no_parent_reads_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    write(&src.join("a"), &bytes(1, 50_000, false));
+    write(&src.join("b"), &bytes(2, 70_000, false));
+    let s = src.to_str().unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let first = backup_json(&repo, &[s]);
+    write(&src.join("a"), &bytes(3, 60_000, false));
+    let second = backup_json(&repo, &[s]);
+    assert_eq!(second["parent"], first["snapshot_id"]);
+    assert_eq!((&second["summary"]["files_changed"], &second["summary"]["files_unchanged"]), (&1.into(), &1.into()));
+
+    let none = backup_json(&repo, &["--no-parent", s]);
+    assert!(none["parent"].is_null(), "{none}");
+    assert_eq!(none["summary"]["files_new"], 2);
+    assert_eq!(none["summary"]["bytes_read"], 130_000);
+    // Against the first snapshot, a is changed again; the newest (the default) has it.
+    let short = &first["snapshot_id"].as_str().unwrap()[..8];
+    let older = backup_json(&repo, &["--parent", short, s]);
+    assert_eq!(older["parent"], first["snapshot_id"]);
+    assert_eq!((&older["summary"]["files_changed"], &older["summary"]["bytes_read"]), (&1.into(), &60_000.into()));
+    let newest = backup_json(&repo, &[s]);
+    assert_eq!(newest["summary"]["files_unchanged"], 2);
+
+    let o = cairn(&repo, "pw", &["backup", "--parent", "deadbeef", s]);
+    assert_eq!(o.code, EXIT_ERROR);
+    assert!(o.stderr.contains("deadbeef"), "{}", o.stderr);
+    assert_eq!(cairn(&repo, "pw", &["backup", "--parent", short, "--no-parent", s]).code, 2);
+}
+
+#[test]
+fn compression_level_is_what_the_new_blobs_are_stored_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let text = bytes(4, 1_000_000, true);
+    write(&src.join("text"), &text);
+    let mut added = vec![];
+    for (name, level) in [("none", Some("0")), ("default", None), ("strong", Some("19"))] {
+        let repo = dir.path().join(name);
+        assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+        let mut args = vec![];
+        if let Some(l) = level {
+            args.extend(["--compression", l]);
+        }
+        args.push(src.to_str().unwrap());
+        added.push(backup_json(&repo, &args)["summary"]["bytes_added"].as_u64().unwrap());
+        // The data blobs say how they are stored.
+        let r = crate::repo::Repository::open(&repo, b"pw").unwrap();
+        let kinds: std::collections::HashSet<_> = r
+            .backend()
+            .list(crate::backend::Dir::Index)
+            .unwrap()
+            .iter()
+            .flat_map(|f| r.read_index_file(f).unwrap())
+            .filter(|e| e.loc.kind == crate::format::BlobKind::Data)
+            .map(|e| e.loc.compression)
+            .collect();
+        let want = if level == Some("0") { crate::format::Compression::None } else { crate::format::Compression::Zstd };
+        assert_eq!(kinds, [want].into(), "{name}");
+        let out = dir.path().join(format!("out-{name}"));
+        assert_eq!(cairn(&repo, "pw", &["restore", "latest", "--target", out.to_str().unwrap()]).code, EXIT_OK);
+        assert!(std::fs::read(out.join(src.strip_prefix("/").unwrap()).join("text")).unwrap() == text);
+    }
+    // Stored whole without compression; smaller with it, and smaller still at 19.
+    assert!(added[0] > 1_000_000 && added[1] < added[0] / 3 && added[2] < added[1], "{added:?}");
+    let o = cairn(&dir.path().join("none"), "pw", &["backup", "--compression", "23", src.to_str().unwrap()]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+}
+
+#[test]
+fn atime_is_recorded_only_when_asked() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    write(&src.join("f"), b"content");
+    let (atime, mtime) = (1_000_000_000, 1_100_000_000);
+    let t = |sec| crate::format::tree::Time { sec, nsec: 0 };
+    crate::sys::set_times(&src.join("f"), t(atime), t(mtime)).unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let without = backup_json(&repo, &[src.to_str().unwrap()]);
+    let with = backup_json(&repo, &["--atime", src.to_str().unwrap()]);
+    // Backing up read the file without touching its atime.
+    assert_eq!(std::fs::metadata(src.join("f")).unwrap().atime(), atime);
+    for (snap, want) in [(&without, mtime), (&with, atime)] {
+        let id = snap["snapshot_id"].as_str().unwrap();
+        let out = dir.path().join(format!("out-{id}"));
+        let o = cairn(&repo, "pw", &["restore", id, "--target", out.to_str().unwrap()]);
+        assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+        let m = std::fs::metadata(out.join(src.strip_prefix("/").unwrap()).join("f")).unwrap();
+        assert_eq!((m.atime(), m.mtime()), (want, mtime), "snapshot {id}");
+    }
+}
+
+#[test]
+fn check_names_a_deleted_pack_and_the_files_that_lose_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    write(&src.join("victim"), &bytes(5, 20_000, false));
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let snap = backup_json(&repo, &[src.to_str().unwrap()]);
+    let o = cairn(&repo, "pw", &["check"]);
+    assert_eq!(o.code, EXIT_OK, "{}{}", o.stdout, o.stderr);
+    // The pack holding victim's data.
+    let r = crate::repo::Repository::open(&repo, b"pw").unwrap();
+    let id = r.keys().blob_id(crate::format::BlobKind::Data, &bytes(5, 20_000, false));
+    let pack = r.index().get(&id).expect("victim's chunk is indexed").pack;
+    std::fs::remove_file(r.pack_path(&pack)).unwrap();
+    drop(r);
+    for args in [&["check"][..], &["check", "--read-data"]] {
+        let o = cairn(&repo, "pw", args);
+        assert_eq!(o.code, EXIT_ERROR, "{args:?}: {}{}", o.stdout, o.stderr);
+        let said = format!("{}{}", o.stdout, o.stderr);
+        assert!(said.contains(&pack.to_hex()), "{args:?} names the pack: {said}");
+        assert!(said.contains(&src.join("victim").display().to_string()), "{args:?} names the file: {said}");
+        assert!(said.contains(&snap["snapshot_id"].as_str().unwrap()[..8]), "{args:?} names the snapshot: {said}");
+    }
+}
+
+#[test]
+fn deleting_the_cache_directory_between_commands_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, cache, src) = (dir.path().join("repo"), dir.path().join("cache"), dir.path().join("src"));
+    for i in 0..5 {
+        write(&src.join(format!("f{i}")), &bytes(10 + i, 100_000, false));
+    }
+    let env = TestEnv { password: Some("pw"), password_file: None, cache_dir: Some(&cache) };
+    let run = |args: &[&str]| {
+        let o = cairn_in(&repo, &env, args);
+        assert_eq!(o.code, EXIT_OK, "{args:?}: {}", o.stderr);
+        o.stdout
+    };
+    run(&["init", "--insecure-test-kdf"]);
+    run(&["backup", src.to_str().unwrap()]);
+    assert!(cache.exists(), "the backup made its cache");
+    std::fs::remove_dir_all(&cache).unwrap();
+    // The next backup rebuilds the cache from the repository: unchanged files are reused
+    // (their chunks found again), nothing is stored twice.
+    let v: serde_json::Value = serde_json::from_str(run(&["--json", "backup", src.to_str().unwrap()]).trim()).unwrap();
+    assert_eq!(v["summary"]["files_unchanged"], 5, "{v}");
+    assert!(v["summary"]["bytes_added"].as_u64().unwrap() < 10_000, "{v}");
+    std::fs::remove_dir_all(&cache).unwrap();
+    let out = dir.path().join("out");
+    run(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    for i in 0..5 {
+        let f = out.join(src.strip_prefix("/").unwrap()).join(format!("f{i}"));
+        assert!(std::fs::read(f).unwrap() == bytes(10 + i, 100_000, false), "f{i}");
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+    assert!(run(&["check", "--read-data"]).contains("no errors"));
 }

@@ -131,13 +131,16 @@ fn hostile_names_never_escape_the_target() {
     let (stats, msgs) = do_restore(&t.repo, &r, &out, &[]);
     assert_eq!(stats.files, 0);
     assert!(msgs.iter().any(|m| m.contains("invalid entry name")), "{msgs:?}");
-    for root in ids {
+    // Each name alone: refused, naming it, and nothing restored.
+    for (root, bad) in ids.into_iter().zip(["..", "../escape", "/etc/passwd"]) {
         let snap = crate::backup::BackupResult {
             id: r.id,
             snapshot: crate::format::snapshot::Snapshot { root, ..r.snapshot.clone() },
             parent: None,
         };
-        do_restore(&t.repo, &snap, &out, &[]);
+        let (stats, msgs) = do_restore(&t.repo, &snap, &out, &[]);
+        assert_eq!((stats.files, stats.errors), (0, 1), "{bad}: {msgs:?}");
+        assert!(msgs[0].contains("invalid entry name") && msgs[0].contains(bad), "{bad}: {msgs:?}");
     }
     // Nothing named escape or passwd anywhere under the temp dir, outside or inside.
     let listing =
@@ -200,7 +203,9 @@ fn source_that_does_not_exist_is_an_error() {
 fn several_keys_and_a_bad_key_file_does_not_lock_anyone_out() {
     let t = temp_repo();
     t.repo.add_key(b"second password", crate::crypto::KdfParams::INSECURE_FOR_TESTS).unwrap();
-    assert!(Repository::open(&t.path(), b"second password").is_ok());
+    // Either password opens this very repository (its config is sealed by the master key).
+    let same = |pw: &[u8]| assert_eq!(Repository::open(&t.path(), pw).unwrap().config(), t.repo.config());
+    same(b"second password");
     // A key file with absurd KDF parameters (it would ask for 4 TiB) and a truncated one.
     let kf = crate::format::key::KeyFile {
         kdf: crate::crypto::KdfParams { mem_kib: u32::MAX, iterations: 1, parallelism: 1 },
@@ -214,8 +219,8 @@ fn several_keys_and_a_bad_key_file_does_not_lock_anyone_out() {
     let id = crate::id::FileId::of(&bytes);
     fs::write(t.repo.backend().path(Dir::Keys, &id), &bytes).unwrap();
     fs::write(t.repo.backend().path(Dir::Keys, &crate::id::FileId([0; 32])), &bytes[..20]).unwrap();
-    assert!(Repository::open(&t.path(), PASSWORD).is_ok());
-    assert!(Repository::open(&t.path(), b"second password").is_ok());
+    same(PASSWORD);
+    same(b"second password");
     assert!(matches!(Repository::open(&t.path(), b"nope"), Err(Error::WrongPassword { .. })));
 }
 

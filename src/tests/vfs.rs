@@ -95,7 +95,7 @@ fn a_snapshot_reads_back_through_the_view() {
     }
     std::os::unix::fs::symlink("small", src.join("link")).unwrap();
     std::fs::hard_link(src.join("small"), src.join("small-again")).unwrap();
-    let has_xattr = crate::sys::set_xattr(&src.join("small"), b"user.cairn", b"v1").is_ok();
+    let has_xattr = crate::testutil::set_test_xattr(&src.join("small"), b"user.cairn", b"v1");
     do_backup(&t.repo, &[&src]);
 
     let cache = 64 << 10; // far smaller than the data: chunks are evicted and reloaded
@@ -239,6 +239,8 @@ fn small_files_ahead_of_a_reader_reach_the_sink_whole_under_their_inodes() {
     }
     write(&src.join("e/g"), b"in the next directory");
     std::fs::hard_link(src.join("d/f39"), src.join("e/link")).unwrap();
+    // After the link in listing order: once it arrives, the link was dealt with.
+    write(&src.join("e/m"), b"after the link");
     do_backup(&t.repo, &[&src]);
 
     let v = Vfs::new(Arc::new(t.reopen()), 8 << 20, 1 << 20, (0, 0)).unwrap();
@@ -248,32 +250,35 @@ fn small_files_ahead_of_a_reader_reach_the_sink_whole_under_their_inodes() {
     let snap = list(&v, walk(&v, ROOT, Path::new("snapshots")).ino, 10).pop().unwrap();
     let top = Path::new("snapshots").join(std::str::from_utf8(&snap).unwrap()).join(src.strip_prefix("/").unwrap());
     let d = walk(&v, ROOT, &top.join("d"));
-    // Listing alone loads nothing: a process that has read no file is not copying.
+    // Listing alone loads nothing: a process that has read no file is not copying. (Had
+    // it loaded d's files, f00 would be among them, ahead of f01: see below.)
     let fh = v.opendir(d.ino).unwrap();
     v.opened_by(d.ino, 42);
     v.releasedir(fh);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(got.lock().unwrap().is_empty());
 
-    // Reading f00 from its start loads the next files: each arrives whole, under the
-    // inode lookup gives it.
+    // Reading f00 from its start loads the files after it (not f00: its reader has it):
+    // each arrives whole, under the inode lookup gives it, in listing order.
     let f00 = walk(&v, d.ino, Path::new("f00"));
     v.note_reader(42);
     assert!(*v.read(f00.ino, 0, 1 << 20).unwrap() == files[0][..]);
     eventually("f01 to f32", || got.lock().unwrap().len() >= 32);
     for (ino, data) in got.lock().unwrap().iter() {
+        assert_ne!(*ino, f00.ino, "f00 was loaded ahead: the listing loaded d's files");
         let i = (1..40).find(|&i| walk(&v, d.ino, Path::new(&format!("f{i:02}"))).ino == *ino).expect("an inode of d");
         assert!(*data == files[i], "f{i:02}");
     }
     // A directory opened by that process (a reader now) gets its files loaded at once;
     // a hard link is left out (its inode is the first link's, which the view decides).
+    // Files of one request arrive in listing order: once m (after the link) is there,
+    // the link was passed over.
     got.lock().unwrap().clear();
     let e = walk(&v, ROOT, &top.join("e"));
     v.opened_by(e.ino, 42);
-    eventually("e/g", || !got.lock().unwrap().is_empty());
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    let m = walk(&v, e.ino, Path::new("m"));
+    eventually("e/m", || got.lock().unwrap().iter().any(|(ino, _)| *ino == m.ino));
     let g = walk(&v, e.ino, Path::new("g"));
-    assert_eq!(*got.lock().unwrap(), vec![(g.ino, b"in the next directory".to_vec())]);
+    let want = vec![(g.ino, b"in the next directory".to_vec()), (m.ino, b"after the link".to_vec())];
+    assert_eq!(*got.lock().unwrap(), want);
 }
 
 #[test]
