@@ -22,8 +22,9 @@ use crate::id::FileId;
 
 /// Write an index file after this many finished packs...
 const INDEX_EVERY_PACKS: usize = 4;
-/// ...or this many entries (each waits in RAM twice: here, ~84 B, and as a "fresh" entry
-/// of the index, ~80 B, until its index file is durable)...
+/// ...or this many entries, counting the open packs' blobs (each waits in RAM twice:
+/// here, ~84 B, and as a "fresh" entry of the index, ~80 B, until its index file is
+/// durable; an index file of this many then fits the smallest memtable share)...
 const INDEX_EVERY_ENTRIES: usize = 16_384;
 /// ...or when the oldest unindexed pack is this old.
 const INDEX_EVERY: Duration = Duration::from_secs(30);
@@ -117,6 +118,18 @@ impl<'r> Packer<'r> {
         self.stats.blobs += 1;
         if pack.len >= self.repo.config().pack_size as u64 || pack.blobs.len() >= MAX_PACK_BLOBS {
             self.finish_pack(blob.kind)?;
+        }
+        // Every blob waiting for its index file is held in RAM (here, and in the index's
+        // fresh entries, then its memtable when the file is durable): at most
+        // INDEX_EVERY_ENTRIES of them, however tiny the blobs and large the packs. A
+        // pack of tiny blobs ends early instead (16,384 one-byte files make ~0.7 MB).
+        let waiting = self.unindexed.len() + self.open.iter().flatten().map(|p| p.blobs.len()).sum::<usize>();
+        if waiting >= INDEX_EVERY_ENTRIES {
+            self.finish_pack(BlobKind::Data)?;
+            self.finish_pack(BlobKind::Tree)?;
+            if !self.unindexed.is_empty() {
+                self.write_index()?;
+            }
         }
         Ok(())
     }

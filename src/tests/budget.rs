@@ -230,3 +230,23 @@ fn index_ram_stays_within_its_shares_during_and_after_a_backup() {
     let (entries, distinct, _) = stored(&repo);
     assert_eq!(entries, distinct, "a blob was stored twice");
 }
+
+/// Tiny blobs (one per small file) must not make index files, and the entries waiting
+/// for them, larger than the packer's interval: a 32 MiB pack of 41-byte blobs would
+/// hold 800,000, and an index file of 65,536 entries overran the smallest memtable share.
+#[test]
+fn tiny_blobs_never_make_an_index_file_larger_than_the_interval() {
+    let t = crate::testutil::temp_repo();
+    let src = t.scratch("src");
+    for i in 0..20_000u32 {
+        write(&src.join(format!("d{}/f{i}", i % 50)), &i.to_le_bytes());
+    }
+    do_backup(&t.repo, &[&src]);
+    let mut entries = 0;
+    for ix in t.repo.backend().list(Dir::Index).unwrap() {
+        let n = t.repo.read_index_file(&ix).unwrap().len();
+        assert!(n <= 16_384, "an index file of {n} entries");
+        entries += n;
+    }
+    assert!(entries > 20_000, "every file's blob is indexed: {entries}");
+}
