@@ -346,7 +346,6 @@ impl Ctx<'_> {
                 }
                 walk.enter(sub, Level { dir: sub_dir, rel, snap: snap_path, matched: m });
             } else if m {
-                let level = walk.top().expect("the entry's directory");
                 self.entry(&e, level, tx, links, stats)?;
             }
         }
