@@ -22,6 +22,7 @@ use crate::repo::{InitOptions, Repository};
 use crate::restore::{self, RestoreOptions};
 
 mod mount;
+mod repair;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -165,40 +166,10 @@ pub enum Command {
     Repair {
         /// What to repair.
         #[command(subcommand)]
-        what: RepairWhat,
+        what: repair::RepairWhat,
     },
     /// Browse every snapshot read-only at MOUNTPOINT (until Ctrl-C, SIGTERM or `fusermount3 -u`).
     Mount(mount::MountArgs),
-}
-
-/// `cairn repair` subcommands.
-#[derive(Subcommand, Debug)]
-pub enum RepairWhat {
-    /// Rebuild the index from the pack headers: index every blob no index file lists,
-    /// remove damaged index files, drop entries of packs that no longer exist.
-    Index {
-        /// Drop the entries of missing packs even when most packs are missing (it
-        /// refuses by default: the data is then more likely unreachable than lost).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Save, for each damaged snapshot, a new one without the damage (unreadable
-    /// directories emptied, damaged nodes and missing file content removed), tagged
-    /// `repaired`. Run `repair index` first.
-    Snapshots {
-        /// Snapshots to repair (id prefixes or `latest`) [default: all].
-        #[arg(value_name = "SNAPSHOT")]
-        snapshots: Vec<String>,
-        /// Remove each repaired snapshot's original.
-        #[arg(long)]
-        forget: bool,
-        /// Report what would be done; write nothing.
-        #[arg(short = 'n', long)]
-        dry_run: bool,
-        /// Also read and verify every data blob the snapshots use.
-        #[arg(long)]
-        read_data: bool,
-    },
 }
 
 /// `cairn key` subcommands.
@@ -543,55 +514,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             Ok(EXIT_OK)
         }
         Command::Mount(args) => mount::run(cli, env, args, err),
-        Command::Repair { what: RepairWhat::Index { force } } => {
-            let repo = open(cli, env)?;
-            print_problems(&repo, err);
-            let stats = crate::repair::repair_index(&repo, *force, &mut |m| {
-                let _ = writeln!(err, "{m}");
-            })?;
-            if cli.json {
-                writeln!(out, "{}", serde_json::json!(stats))?;
-            } else if !cli.quiet {
-                writeln!(
-                    out,
-                    "read {} pack headers: indexed {} blobs of {} packs in {} new index files; removed {} \
-                     damaged index files, rewrote {} ({} entries of missing packs dropped); {} damaged packs",
-                    stats.packs_read,
-                    stats.blobs_indexed,
-                    stats.packs_indexed,
-                    stats.index_files_written,
-                    stats.index_files_removed,
-                    stats.index_files_rewritten,
-                    stats.entries_dropped,
-                    stats.packs_damaged
-                )?;
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Repair { what: RepairWhat::Snapshots { snapshots, forget, dry_run, read_data } } => {
-            let repo = open(cli, env)?;
-            print_problems(&repo, err);
-            let ids = snapshots.iter().map(|s| repo.resolve_snapshot(s).map(|(id, _)| id)).collect::<Result<_, _>>()?;
-            let opts = crate::repair::RepairSnapshotsOptions {
-                snapshots: ids,
-                forget: *forget,
-                dry_run: *dry_run,
-                read_data: *read_data,
-            };
-            let quiet = cli.quiet;
-            let stats = crate::repair::repair_snapshots(&repo, &opts, &mut |m| {
-                if !quiet {
-                    let _ = writeln!(err, "{m}");
-                }
-            })?;
-            if cli.json {
-                writeln!(out, "{}", serde_json::json!(stats))?;
-            } else if !cli.quiet {
-                let verb = if *dry_run { "would modify" } else { "modified" };
-                writeln!(out, "{verb} {} of {} snapshots", stats.snapshots_repaired, stats.snapshots_checked)?;
-            }
-            Ok(EXIT_OK)
-        }
+        Command::Repair { what } => repair::run(cli, env, what, out, err),
         Command::Check { read_data } => {
             let repo = open(cli, env)?;
             let reporter = CheckReporter { err: std::sync::Mutex::new(err), quiet: cli.quiet };

@@ -336,3 +336,19 @@ fn deleting_the_cache_directory_between_commands_loses_nothing() {
     std::fs::remove_dir_all(&cache).unwrap();
     assert!(run(&["check", "--read-data"]).contains("no errors"));
 }
+
+#[test]
+fn repair_commands_run_through_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    write(&src.join("a"), b"a");
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    assert_eq!(cairn(&repo, "pw", &["backup", src.to_str().unwrap()]).code, EXIT_OK);
+    let o = cairn(&repo, "pw", &["repair", "index"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert!(o.stdout.contains("indexed 0 blobs"), "{}", o.stdout);
+    let o = cairn(&repo, "pw", &["--json", "repair", "snapshots", "--dry-run", "latest"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!((v["snapshots_checked"].as_u64(), v["snapshots_repaired"].as_u64()), (Some(1), Some(0)));
+}
