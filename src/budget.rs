@@ -43,6 +43,12 @@ impl Budget {
         self.0 / 8
     }
 
+    /// An external sort's records held in RAM before they spill to temp files (`forget`'s
+    /// snapshot records): a sixteenth of the budget.
+    pub fn sort_bytes(&self) -> usize {
+        self.0 / 16
+    }
+
     /// The mount's cache of decoded inodes (tree entries): a sixteenth of the budget.
     pub fn node_cache_bytes(&self) -> usize {
         self.0 / 16

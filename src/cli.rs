@@ -21,6 +21,7 @@ use crate::id::FileId;
 use crate::repo::{InitOptions, Repository};
 use crate::restore::{self, RestoreOptions};
 
+mod forget;
 mod mount;
 mod repair;
 
@@ -162,6 +163,9 @@ pub enum Command {
         #[arg(long)]
         read_data: bool,
     },
+    /// Remove snapshots: by id, or those a retention policy does not keep (per group of
+    /// host and paths). Their data stays until `prune`.
+    Forget(Box<forget::ForgetArgs>),
     /// Repair a damaged repository.
     Repair {
         /// What to repair.
@@ -515,6 +519,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         }
         Command::Mount(args) => mount::run(cli, env, args, err),
         Command::Repair { what } => repair::run(cli, env, what, out, err),
+        Command::Forget(args) => forget::run(cli, env, args, out, err),
         Command::Check { read_data } => {
             let repo = open(cli, env)?;
             let reporter = CheckReporter { err: std::sync::Mutex::new(err), quiet: cli.quiet };
@@ -621,7 +626,7 @@ pub fn human(n: u64) -> String {
 }
 
 /// Local time of Unix nanoseconds (snapshot times).
-fn local_time(ns: i64) -> String {
+pub(crate) fn local_time(ns: i64) -> String {
     local_time_of(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
 }
 

@@ -488,17 +488,27 @@ impl Repository {
     /// [`Repository::problems`]. Memory: one decoded snapshot (~200 B + paths) each.
     pub fn snapshots(&self) -> Result<Vec<(FileId, Snapshot)>> {
         let mut out = Vec::new();
+        self.for_each_snapshot(&mut |id, s| {
+            out.push((id, s));
+            Ok(())
+        })?;
+        out.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(out)
+    }
+
+    /// Visit every readable snapshot, in id order, one at a time; damaged ones are
+    /// skipped and recorded in [`Repository::problems`].
+    pub fn for_each_snapshot(&self, f: &mut dyn FnMut(FileId, Snapshot) -> Result<()>) -> Result<()> {
         for id in self.backend.list(Dir::Snapshots)? {
             match self.load_snapshot(&id) {
-                Ok(s) => out.push((id, s)),
+                Ok(s) => f(id, s)?,
                 // Damage is skipped and reported; a newer format is fatal: this cairn must not
                 // write into a repository it only half understands.
                 Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => self.problem(&e),
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by_key(|(id, s)| (s.time_ns, *id));
-        Ok(out)
+        Ok(())
     }
 
     /// Find a snapshot by `latest` or a unique prefix of its id.

@@ -6,6 +6,7 @@ mod cli;
 mod compat;
 mod damage;
 mod decoders;
+mod forget;
 mod regressions;
 mod repair;
 mod roundtrip;

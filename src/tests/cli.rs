@@ -352,3 +352,59 @@ fn repair_commands_run_through_the_command_line() {
     let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
     assert_eq!((v["snapshots_checked"].as_u64(), v["snapshots_repaired"].as_u64()), (Some(1), Some(0)));
 }
+
+#[test]
+fn forget_prints_its_decisions_and_refuses_bad_rules_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let mut ids = vec![];
+    for i in 0..3 {
+        write(&src.join("a"), format!("version {i}").as_bytes());
+        ids.push(backup_json(&repo, &[src.to_str().unwrap()])["snapshot_id"].as_str().unwrap().to_string());
+    }
+    // Bad rules and ids: exit 1, a message naming the option or id, nothing removed.
+    for (args, says) in [
+        (&["forget", "--keep-daily", "0"][..], "--keep-daily 0"),
+        (&["forget", "--keep-last", "-2"], "--keep-last -2"),
+        (&["forget", "--keep-within", "2w"], "--keep-within 2w"),
+        (&["forget", "--keep-within-daily", "x"], "--keep-within-daily x"),
+        (&["forget", "--group-by", "user", "--keep-last", "1"], "user"),
+        (&["forget", "ffffffff"], "ffffffff"),
+        (&["forget"], "nothing to forget"),
+        (&["forget", "--keep-last", "1", &ids[0]], "not both"),
+    ] {
+        let o = cairn(&repo, "pw", args);
+        assert_eq!(o.code, EXIT_ERROR, "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains(says), "{args:?}: {}", o.stderr);
+    }
+    assert_eq!(cairn(&repo, "pw", &["snapshots", "--json"]).stdout.matches("\"id\"").count(), 3);
+
+    // A dry run as a table: every snapshot with its action and reason.
+    let o = cairn(&repo, "pw", &["forget", "--keep-last", "2", "--dry-run"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert!(o.stdout.contains("keep 2 latest snapshots"), "{}", o.stdout);
+    assert_eq!(o.stdout.matches("  keep    ").count(), 2, "{}", o.stdout);
+    assert_eq!(o.stdout.matches("  remove  ").count(), 1, "{}", o.stdout);
+    assert!(o.stdout.contains("would remove 1 snapshots, kept 2"), "{}", o.stdout);
+    // JSON lines: one object per snapshot, then the summary.
+    let o = cairn(&repo, "pw", &["--json", "forget", "--keep-last", "2"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let lines: Vec<serde_json::Value> = o.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "{}", o.stdout);
+    assert_eq!(lines[0]["id"], ids[2].as_str());
+    assert_eq!(lines[0]["reasons"][0], "last snapshot");
+    assert_eq!(lines[2]["id"], ids[0].as_str());
+    assert_eq!(lines[2]["action"], "remove");
+    assert_eq!(lines[3]["summary"]["removed"], 1);
+    let left = || {
+        let v: serde_json::Value = serde_json::from_str(&cairn(&repo, "pw", &["snapshots", "--json"]).stdout).unwrap();
+        v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(left(), [ids[1].clone(), ids[2].clone()]);
+    // By id prefix.
+    let o = cairn(&repo, "pw", &["forget", &ids[1][..10]]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert_eq!(left(), [ids[2].clone()]);
+}

@@ -1,0 +1,4 @@
+//! The commands' operations over a repository (L4): each takes a [`crate::repo::Repository`]
+//! and options, reports through a sink or returns a result, and never prints.
+
+pub mod forget;
