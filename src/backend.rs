@@ -24,6 +24,8 @@ pub enum Dir {
     Index,
     /// Snapshots.
     Snapshots,
+    /// Lock files (a repository made by cairn 0.1 has none until a lock is taken).
+    Locks,
 }
 
 impl Dir {
@@ -33,6 +35,7 @@ impl Dir {
             Dir::Data => "data",
             Dir::Index => "index",
             Dir::Snapshots => "snapshots",
+            Dir::Locks => "locks",
         }
     }
 
@@ -43,6 +46,7 @@ impl Dir {
             Dir::Data => "pack",
             Dir::Index => "index",
             Dir::Snapshots => "snapshot",
+            Dir::Locks => "lock",
         }
     }
 }
@@ -98,7 +102,7 @@ impl Local {
     pub fn create_layout(&self) -> Result<()> {
         // data/00..ff are created when their first pack is written: 256 empty
         // directories cost a small repository ~1 MiB.
-        for d in ["keys", "index", "snapshots", "tmp", "data"] {
+        for d in ["keys", "index", "snapshots", "tmp", "data", "locks"] {
             let p = self.root.join(d);
             fs::create_dir_all(&p).at(&p)?;
         }
@@ -167,7 +171,14 @@ impl Local {
         loop {
             let name = format!("{}-{:016x}.tmp", host_tag(), crate::crypto::random_u64());
             let tmp = self.root.join("tmp").join(name);
-            let f = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
+            let f = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                // A repository copied without its (empty) tmp/: make it again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.root.join("tmp").exists() => {
+                    self.ensure_dir(&self.root.join("tmp"))?;
+                    continue;
+                }
+                r => r.at(&tmp)?,
+            };
             match crate::sys::try_lock(&f) {
                 Ok(true) => return Ok((tmp, f)),
                 // Someone locked it between its creation and ours (a remover of stale
@@ -246,7 +257,8 @@ impl Local {
         sync_dir(path.parent().unwrap_or(&self.root))
     }
 
-    /// Create a subdirectory of `data/` on first use, durably.
+    /// Create a subdirectory of `data/` (or `locks/`, which a repository made by cairn
+    /// 0.1 lacks) on first use, durably.
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
         if dir.is_dir() {
             return Ok(());
@@ -295,7 +307,11 @@ impl Local {
         debug_assert!(dir != Dir::Data);
         let p = self.root.join(dir.name());
         let mut out = Vec::new();
-        for e in fs::read_dir(&p).at(&p)? {
+        let entries = match fs::read_dir(&p) {
+            Err(e) if dir == Dir::Locks && e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            r => r.at(&p)?,
+        };
+        for e in entries {
             let e = e.at(&p)?;
             if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<FileId>().ok()) {
                 out.push(id);
@@ -381,7 +397,7 @@ fn read_regular(path: &Path, max_len: u64, what: &'static str, id: &dyn std::fmt
 /// machine id (`/etc/machine-id`, where there is one): cloned machines and Raspberry
 /// Pis often share a host name, and removing temp files relies on telling this machine
 /// from the others.
-fn host_tag() -> &'static str {
+pub fn host_tag() -> &'static str {
     static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TAG.get_or_init(|| {
         let mut h = blake3::Hasher::new();

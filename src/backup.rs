@@ -36,6 +36,7 @@ use crate::format::snapshot::{Snapshot, Summary, XattrClasses};
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
 use crate::format::BlobKind;
 use crate::id::{BlobId, FileId};
+use crate::repo::lock::{LockGuard, LockKind, LockOptions};
 use crate::repo::packer::Packer;
 use crate::repo::{Repository, SealedBlob};
 use crate::tree::{lookup, ChunkIter, DirIter, DirWriter, ListWriter, TreeSink};
@@ -89,6 +90,8 @@ pub struct BackupOptions {
     /// backup changes its atime, so recording it would rewrite every directory's tree
     /// node in every backup. Without it the atime field holds the mtime.
     pub atime: bool,
+    /// How the shared lock is taken (how long to wait for a prune to finish).
+    pub lock: LockOptions,
 }
 
 /// Progress counters, reported periodically.
@@ -138,6 +141,22 @@ pub fn backup(
     opts: &BackupOptions,
     report: &dyn Report,
     cancel: &AtomicBool,
+) -> Result<BackupResult> {
+    // A shared lock: backups run side by side, never beside a prune.
+    repo.with_lock(LockKind::Shared, "backup", &opts.lock, |lock| {
+        // A prune may have finished between opening the repository and taking the
+        // lock: what the index says must be what is stored now.
+        repo.refresh_index()?;
+        locked_backup(repo, opts, report, cancel, lock)
+    })
+}
+
+fn locked_backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    report: &dyn Report,
+    cancel: &AtomicBool,
+    lock: &LockGuard,
 ) -> Result<BackupResult> {
     let start = Instant::now();
     let time_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
@@ -236,6 +255,8 @@ pub fn backup(
         summary,
         xattrs: Some(xattrs),
     };
+    // Only while the lock still holds can no prune have deleted what the snapshot names.
+    lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
     // Keep this backup's index entries in the local cache, so the next open need not
     // read its index files again. Failing to is not a failure of the backup.

@@ -44,6 +44,8 @@ use crate::tree::{self, Step, Walk};
 pub struct CheckOptions {
     /// Also decrypt and re-hash every blob.
     pub read_data: bool,
+    /// How the shared lock is taken (a prune must not delete packs under the check).
+    pub lock: crate::repo::lock::LockOptions,
 }
 
 /// Receives findings as they are made.
@@ -91,6 +93,14 @@ struct Checker<'a> {
 
 /// Check `repo`. Returns the counters; `errors > 0` means damage was found.
 pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel: &AtomicBool) -> Result<CheckStats> {
+    repo.with_lock(crate::repo::lock::LockKind::Shared, "check", &opts.lock, |_| {
+        // What a prune that finished before the lock removed is no longer expected.
+        repo.refresh_index()?;
+        locked_check(repo, opts, report, cancel)
+    })
+}
+
+fn locked_check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel: &AtomicBool) -> Result<CheckStats> {
     let mut c = Checker {
         repo,
         report,

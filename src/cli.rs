@@ -2,7 +2,7 @@
 //! print. The only module that reads the environment, prints or picks exit codes.
 //!
 //! Exit codes (restic's): 0 ok, 1 error, 3 backup done but some sources unreadable,
-//! 12 wrong password, 130 interrupted.
+//! 11 locked by another client, 12 wrong password, 130 interrupted.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -33,6 +33,8 @@ pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_PARTIAL: i32 = 3;
 /// Exit code: wrong password.
 pub const EXIT_WRONG_PASSWORD: i32 = 12;
+/// Exit code: the repository is locked by another client (restic's 11).
+pub const EXIT_LOCKED: i32 = 11;
 /// Exit code: interrupted by SIGINT or SIGTERM.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -48,7 +50,7 @@ Without -r or CAIRN_REPO, cairn uses $XDG_DATA_HOME/cairn/repo
 (~/.local/share/cairn/repo).
 
 Exit codes: 0 ok, 1 error, 3 backup finished but some sources could not be read,
-12 wrong password, 130 interrupted.";
+11 the repository is locked by another client, 12 wrong password, 130 interrupted.";
 
 /// cairn: deduplicating, encrypted backups whose memory stays inside a budget.
 #[derive(Parser, Debug)]
@@ -71,6 +73,14 @@ pub struct Cli {
     /// Directory for local caches (the chunk index) [default: $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn]
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// When another client holds a conflicting lock (a prune, while backing up), retry
+    /// for up to DURATION (e.g. 30s, 10m, 2h) instead of failing with exit code 11.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub retry_lock: Option<String>,
+    /// Take no lock when only reading (restore, check): for a repository on storage
+    /// this user cannot write. A prune could then delete data while it is read.
+    #[arg(long, global = true)]
+    pub no_lock: bool,
     /// Print results as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -166,6 +176,13 @@ pub enum Command {
     /// Remove snapshots: by id, or those a retention policy does not keep (per group of
     /// host and paths). Their data stays until `prune`.
     Forget(Box<forget::ForgetArgs>),
+    /// Remove stale locks: those not refreshed for 30 minutes, or left by a process of
+    /// this machine that no longer exists.
+    Unlock {
+        /// Remove every lock, also those of clients that may still be running.
+        #[arg(long)]
+        remove_all: bool,
+    },
     /// Repair a damaged repository.
     Repair {
         /// What to repair.
@@ -258,6 +275,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<Error>() {
         Some(Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
         Some(Error::Interrupted) => EXIT_INTERRUPTED,
+        Some(Error::Locked(_)) => EXIT_LOCKED,
         _ => EXIT_ERROR,
     }
 }
@@ -321,6 +339,29 @@ pub(crate) fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Reposi
         kdf_limit,
     };
     Ok(Repository::open_with(&path, pw.as_bytes(), &opts)?)
+}
+
+/// How this command takes repository locks (`--retry-lock`).
+pub(crate) fn lock_options(cli: &Cli) -> anyhow::Result<crate::repo::lock::LockOptions> {
+    let mut o = crate::repo::lock::LockOptions { skip_shared: cli.no_lock, ..Default::default() };
+    if let Some(s) = &cli.retry_lock {
+        o.retry = parse_duration(s).map_err(|e| anyhow::anyhow!("--retry-lock {e}"))?;
+    }
+    Ok(o)
+}
+
+/// Parse `90`, `90s`, `10m` or `2h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s}: not a duration (like 30s, 10m or 2h)"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => return Err(format!("{s}: unknown unit (use s, m or h)")),
+    };
+    secs.map(std::time::Duration::from_secs).ok_or_else(|| format!("{s}: too long"))
 }
 
 /// Tell the user about damaged files the command had to skip.
@@ -395,6 +436,8 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                 force: *force,
                 compression: *compression,
                 atime: *atime,
+                // A backup always locks: it must know no prune runs beside it.
+                lock: crate::repo::lock::LockOptions { skip_shared: false, ..lock_options(cli)? },
             };
             let reporter = BackupReporter {
                 err: std::sync::Mutex::new(err),
@@ -449,7 +492,12 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             let (id, s) = repo.resolve_snapshot(snap)?;
             print_problems(&repo, err);
             let root = restore::resolve(&repo, &s.root, Path::new(path))?;
-            let opts = RestoreOptions { target: target.clone(), include: include.clone(), sync: *sync };
+            let opts = RestoreOptions {
+                target: target.clone(),
+                include: include.clone(),
+                sync: *sync,
+                lock: lock_options(cli)?,
+            };
             let reporter = RestoreReporter { err: std::sync::Mutex::new(err) };
             let stats = restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?;
             if cli.json {
@@ -520,10 +568,25 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         Command::Mount(args) => mount::run(cli, env, args, err),
         Command::Repair { what } => repair::run(cli, env, what, out, err),
         Command::Forget(args) => forget::run(cli, env, args, out, err),
+        Command::Unlock { remove_all } => {
+            let repo = open(cli, env)?;
+            let n = repo.unlock(*remove_all, crate::repo::lock::LockOptions::default().stale)?;
+            if cli.json {
+                writeln!(out, "{}", serde_json::json!({ "removed": n }))?;
+            } else if !cli.quiet {
+                writeln!(out, "removed {n} locks")?;
+            }
+            Ok(EXIT_OK)
+        }
         Command::Check { read_data } => {
             let repo = open(cli, env)?;
             let reporter = CheckReporter { err: std::sync::Mutex::new(err), quiet: cli.quiet };
-            let stats = check::check(&repo, CheckOptions { read_data: *read_data }, &reporter, env.cancel)?;
+            let stats = check::check(
+                &repo,
+                CheckOptions { read_data: *read_data, lock: lock_options(cli)? },
+                &reporter,
+                env.cancel,
+            )?;
             if cli.json {
                 writeln!(out, "{}", serde_json::json!(stats))?;
             } else if !cli.quiet {

@@ -65,6 +65,9 @@ pub enum Error {
     /// The user asked for something invalid.
     #[error("{0}")]
     InvalidInput(String),
+    /// Another client holds a conflicting lock, or this command lost its own.
+    #[error("{0}")]
+    Locked(String),
     /// The operation was interrupted by a signal.
     #[error("interrupted")]
     Interrupted,

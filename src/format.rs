@@ -9,6 +9,7 @@
 pub mod config;
 pub mod index;
 pub mod key;
+pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
@@ -40,6 +41,8 @@ pub enum FileKind {
     Index,
     /// `snapshots/<id>`
     Snapshot,
+    /// `locks/<id>`
+    Lock,
 }
 
 impl FileKind {
@@ -51,6 +54,7 @@ impl FileKind {
             FileKind::Pack => b"CAIRNPAK",
             FileKind::Index => b"CAIRNIDX",
             FileKind::Snapshot => b"CAIRNSNP",
+            FileKind::Lock => b"CAIRNLCK",
         }
     }
 
@@ -62,15 +66,17 @@ impl FileKind {
             FileKind::Pack => "pack",
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshot",
+            FileKind::Lock => "lock",
         }
     }
 
     /// The version of this kind this build writes, and the newest it reads
-    /// (docs/format.md, section 15): snapshots are at version 2, everything else at 1.
+    /// (docs/format.md, section 15): snapshots and the config are at version 2 (a
+    /// version-2 config says "clients take locks"), everything else at 1.
     pub fn version(self) -> u8 {
         match self {
-            FileKind::Snapshot => 2,
-            FileKind::Config | FileKind::Key | FileKind::Pack | FileKind::Index => 1,
+            FileKind::Snapshot | FileKind::Config => 2,
+            FileKind::Key | FileKind::Pack | FileKind::Index | FileKind::Lock => 1,
         }
     }
 
@@ -87,6 +93,8 @@ impl FileKind {
             // 65,536 entries of 50 bytes and as many packs of 32: ~5.4 MiB.
             FileKind::Index => Some(8 << 20),
             FileKind::Snapshot => Some(MAX_SNAPSHOT_LEN),
+            // Three u16-prefixed strings at most: ~197 KiB.
+            FileKind::Lock => Some(256 << 10),
             FileKind::Pack => None,
         }
     }

@@ -25,6 +25,7 @@ use crate::extsort::NameSorter;
 use crate::format::index::{self as index_format, IndexEntry};
 use crate::format::FileKind;
 use crate::id::{BlobSet, FileId};
+use crate::repo::lock::{LockGuard, LockKind, LockOptions};
 use crate::repo::Repository;
 
 /// Entries per index file written here: the packer's interval, so the entries waiting
@@ -225,7 +226,17 @@ impl PackSet {
 /// holds no packs while index files name some, or if more than half the packs index
 /// files name are missing, the data is more likely unreachable (an unmounted disk, a
 /// dangling `data` symlink) than lost, and nothing is dropped unless `force`.
-pub fn repair_index(repo: &Repository, force: bool, note: &mut dyn FnMut(&str)) -> Result<IndexStats> {
+pub fn repair_index(
+    repo: &Repository,
+    force: bool,
+    lock: &LockOptions,
+    note: &mut dyn FnMut(&str),
+) -> Result<IndexStats> {
+    // Exclusive: it removes and rewrites index files that other clients rely on.
+    repo.with_lock(LockKind::Exclusive, "repair index", lock, |_| locked_repair_index(repo, force, note))
+}
+
+fn locked_repair_index(repo: &Repository, force: bool, note: &mut dyn FnMut(&str)) -> Result<IndexStats> {
     let (files, bytes) = repo.backend().remove_stale_temps()?;
     // Start from the index files as they are: a damaged file whose stamp did not change
     // would otherwise still be vouched for by the cache while it is removed below.
@@ -317,6 +328,8 @@ pub struct RepairSnapshotsOptions {
     /// counts as present when the index lists it, as a data blob of its size, in a
     /// pack that exists.
     pub read_data: bool,
+    /// How the shared lock is taken (like a backup, it writes snapshots naming data).
+    pub lock: LockOptions,
 }
 
 /// What `repair snapshots` found and did.
@@ -605,6 +618,18 @@ pub fn repair_snapshots(
     opts: &RepairSnapshotsOptions,
     note: &mut dyn FnMut(&str),
 ) -> Result<RepairSnapshotsStats> {
+    repo.with_lock(LockKind::Shared, "repair snapshots", &opts.lock, |lock| {
+        repo.refresh_index()?;
+        locked_repair_snapshots(repo, opts, note, lock)
+    })
+}
+
+fn locked_repair_snapshots(
+    repo: &Repository,
+    opts: &RepairSnapshotsOptions,
+    note: &mut dyn FnMut(&str),
+    lock: &LockGuard,
+) -> Result<RepairSnapshotsStats> {
     let mut r = Repairer {
         repo,
         opts,
@@ -662,6 +687,8 @@ pub fn repair_snapshots(
             fixed.tags.push("repaired".into());
         }
         fixed.program = format!("cairn {} (repair snapshots)", env!("CARGO_PKG_VERSION"));
+        // As a backup: only while the lock holds can no prune have deleted what it names.
+        lock.check()?;
         let new = repo.save_snapshot(&fixed)?;
         (r.note)(&format!("  saved new snapshot {}", new.short()));
         if opts.forget {

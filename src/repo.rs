@@ -6,6 +6,7 @@
 //! the snapshot is written. Every file is written by [`Local::write_atomic`] or
 //! [`Local::commit`]: temp file, fsync, rename, fsync the directory.
 
+pub mod lock;
 pub mod packer;
 
 use std::fs::File;
@@ -82,6 +83,9 @@ pub struct Repository {
     /// their packs are indexed again ([`crate::repair`]).
     index_incomplete: std::sync::atomic::AtomicBool,
     budget: crate::budget::Budget,
+    /// The config file's format version: 1 (made by cairn 0.1, whose clients take no
+    /// locks) or 2 (every client takes locks). It only goes up.
+    config_version: std::sync::atomic::AtomicU8,
 }
 
 /// A blob ready to go into a pack.
@@ -137,7 +141,8 @@ impl Repository {
             .ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
         let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
         let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
-        let (keys, config) = unlock(&backend, password, sealed, limit)?;
+        let (keys, config) = unlock(&backend, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
+        let config_version = cfg_bytes[HEADER_LEN - 1];
         let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
         let index_opts = |dir| IndexOptions::from_budget(dir, opts.budget.index_bytes());
         let mut repo = Repository {
@@ -149,6 +154,7 @@ impl Repository {
             problems: Mutex::new(Vec::new()),
             index_incomplete: std::sync::atomic::AtomicBool::new(false),
             budget: opts.budget,
+            config_version: config_version.into(),
         };
         match repo.refresh_index() {
             // The cache directory cannot take the index (full, read-only, gone): this
@@ -232,6 +238,27 @@ impl Repository {
         if !p.contains(&msg) {
             p.push(msg);
         }
+    }
+
+    /// The config's format version (1 or 2; see [`Repository::upgrade_config`]).
+    pub fn config_version(&self) -> u8 {
+        self.config_version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Rewrite a version-1 config as version 2 (the same settings, sealed under a new
+    /// header), so that cairn 0.1, which takes no locks, refuses the repository from now
+    /// on: a command that deletes data (prune) may only run where every client locks.
+    /// Returns whether it upgraded. Atomic: the config is one file, replaced by rename.
+    pub fn upgrade_config(&self) -> Result<bool> {
+        if self.config_version() >= 2 {
+            return Ok(false);
+        }
+        let header = FileKind::Config.header();
+        let mut bytes = header.to_vec();
+        self.keys.seal_into(&header, &self.config.encode(), &mut bytes);
+        self.backend.write_atomic(&self.backend.config_path(), &bytes)?;
+        self.config_version.store(header[HEADER_LEN - 1], std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
     }
 
     /// The memory budget the repository was opened with.
@@ -635,7 +662,13 @@ impl KdfLimit {
 /// be told: no key file well-formed at all, a key that unwraps but cannot open the config
 /// (the config is damaged), or no key matching, naming damaged key files and those whose
 /// KDF is over the limit (either may have been the password's).
-fn unlock(backend: &Local, password: &[u8], config_sealed: &[u8], limit: KdfLimit) -> Result<(Keys, Config)> {
+fn unlock(
+    backend: &Local,
+    password: &[u8],
+    config_header: &[u8],
+    config_sealed: &[u8],
+    limit: KdfLimit,
+) -> Result<(Keys, Config)> {
     let ids = backend.list(Dir::Keys)?;
     if ids.is_empty() {
         return Err(Error::corrupt("repository", backend.root().display(), "no key files in keys/"));
@@ -697,7 +730,8 @@ fn unlock(backend: &Local, password: &[u8], config_sealed: &[u8], limit: KdfLimi
             }
             continue;
         };
-        match keys.open(&FileKind::Config.header(), config_sealed, "config", &"config") {
+        // The file's own header is the associated data: version 1 or 2.
+        match keys.open(config_header, config_sealed, "config", &"config") {
             Ok(plain) => return Ok((keys, Config::decode(&plain)?)),
             Err(_) => config_refused = true,
         }
@@ -727,4 +761,11 @@ fn unlock(backend: &Local, password: &[u8], config_sealed: &[u8], limit: KdfLimi
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Now, Unix nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }

@@ -54,6 +54,8 @@ pub struct RestoreOptions {
     /// fsync every restored file and directory, so that all of it is on disk when the
     /// restore returns (otherwise the kernel writes it back in its own time).
     pub sync: bool,
+    /// How the shared lock is taken (a prune must not delete packs under the restore).
+    pub lock: crate::repo::lock::LockOptions,
 }
 
 /// Receives problems with single files; the restore goes on.
@@ -147,6 +149,19 @@ struct Ctx<'a> {
 /// Restore the directory tree `root` (a snapshot's root or a subdirectory of it, found at
 /// `snap_path` inside the snapshot) into `opts.target`.
 pub fn restore(
+    repo: &Repository,
+    root: &Entry,
+    snap_path: &Path,
+    opts: &RestoreOptions,
+    report: &dyn Report,
+    cancel: &AtomicBool,
+) -> Result<RestoreStats> {
+    repo.with_lock(crate::repo::lock::LockKind::Shared, "restore", &opts.lock, |_| {
+        locked_restore(repo, root, snap_path, opts, report, cancel)
+    })
+}
+
+fn locked_restore(
     repo: &Repository,
     root: &Entry,
     snap_path: &Path,

@@ -401,6 +401,17 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Whether a process with id `pid` exists (it may belong to another user).
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// The effective group id.
 pub fn egid() -> u32 {
     // SAFETY: getegid has no preconditions and cannot fail.

@@ -7,6 +7,7 @@ mod compat;
 mod damage;
 mod decoders;
 mod forget;
+mod locks;
 mod regressions;
 mod repair;
 mod roundtrip;
@@ -79,6 +80,7 @@ pub(crate) fn do_restore(
         target: target.to_path_buf(),
         include: include.iter().map(|s| s.to_string()).collect(),
         sync: false,
+        ..Default::default()
     };
     let c = Collect::default();
     let stats = restore::restore(repo, &root, Path::new("/"), &opts, &c, &AtomicBool::new(false)).unwrap();
@@ -87,7 +89,13 @@ pub(crate) fn do_restore(
 
 pub(crate) fn do_check(repo: &Repository, read_data: bool) -> (crate::check::CheckStats, Vec<String>) {
     let c = Collect::default();
-    let s = crate::check::check(repo, crate::check::CheckOptions { read_data }, &c, &AtomicBool::new(false)).unwrap();
+    let s = crate::check::check(
+        repo,
+        crate::check::CheckOptions { read_data, ..Default::default() },
+        &c,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
     (s, c.all())
 }
 

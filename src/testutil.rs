@@ -132,3 +132,12 @@ pub fn user_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     x.retain(|(n, _)| n.starts_with(b"user."));
     x
 }
+
+/// `repo`'s config as cairn 0.1 wrote it: the same settings under a version-1 header.
+pub fn config_v1(repo: &Repository) -> Vec<u8> {
+    let mut header = crate::format::FileKind::Config.header();
+    header[8] = 1;
+    let mut bytes = header.to_vec();
+    repo.keys().seal_into(&header, &repo.config().encode(), &mut bytes);
+    bytes
+}

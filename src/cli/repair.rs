@@ -46,7 +46,7 @@ pub(super) fn run(
         RepairWhat::Index { force } => {
             let repo = open(cli, env)?;
             print_problems(&repo, err);
-            let stats = crate::repair::repair_index(&repo, *force, &mut |m| {
+            let stats = crate::repair::repair_index(&repo, *force, &super::lock_options(cli)?, &mut |m| {
                 let _ = writeln!(err, "{m}");
             })?;
             if cli.json {
@@ -77,6 +77,7 @@ pub(super) fn run(
                 forget: *forget,
                 dry_run: *dry_run,
                 read_data: *read_data,
+                lock: crate::repo::lock::LockOptions { skip_shared: false, ..super::lock_options(cli)? },
             };
             let quiet = cli.quiet;
             let stats = crate::repair::repair_snapshots(&repo, &opts, &mut |m| {

@@ -408,3 +408,48 @@ fn forget_prints_its_decisions_and_refuses_bad_rules_with_exit_1() {
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
     assert_eq!(left(), [ids[2].clone()]);
 }
+
+#[test]
+fn a_lock_held_elsewhere_gives_exit_11_until_unlock_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    write(&src.join("a"), b"alpha");
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    assert_eq!(cairn(&repo, "pw", &["backup", src.to_str().unwrap()]).code, EXIT_OK);
+    // A prune on another machine holds the repository.
+    let r = crate::repo::Repository::open(&repo, b"pw").unwrap();
+    let plant = |age_s: i64| {
+        let info = crate::format::lock::LockInfo {
+            time_ns: crate::repo::now_ns() - age_s * 1_000_000_000,
+            exclusive: true,
+            pid: 1,
+            machine: b"elsewhere".to_vec(),
+            host: "other".into(),
+            user: "u".into(),
+            command: "prune".into(),
+        };
+        r.write_sealed_file(crate::format::FileKind::Lock, crate::backend::Dir::Locks, &info.encode()).unwrap()
+    };
+    let live = plant(0);
+    let o = cairn(&repo, "pw", &["backup", src.to_str().unwrap()]);
+    assert_eq!(o.code, crate::cli::EXIT_LOCKED, "{}", o.stderr);
+    assert!(o.stderr.contains("exclusively by prune on other"), "{}", o.stderr);
+    let target = dir.path().join("out");
+    let o = cairn(&repo, "pw", &["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(o.code, crate::cli::EXIT_LOCKED, "{}", o.stderr);
+    // Reading without a lock is the user's choice; writing never is.
+    let o = cairn(&repo, "pw", &["--no-lock", "restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["--no-lock", "backup", src.to_str().unwrap()]);
+    assert_eq!(o.code, crate::cli::EXIT_LOCKED, "{}", o.stderr);
+    // `unlock` leaves a live lock alone, removes a stale one, and --remove-all the rest.
+    plant(31 * 60);
+    let o = cairn(&repo, "pw", &["unlock"]);
+    assert!(o.code == EXIT_OK && o.stdout.contains("removed 1 locks"), "{} {}", o.stdout, o.stderr);
+    assert_eq!(r.locks().unwrap().into_iter().map(|(id, _)| id).collect::<Vec<_>>(), [live]);
+    let o = cairn(&repo, "pw", &["unlock", "--remove-all"]);
+    assert!(o.code == EXIT_OK && o.stdout.contains("removed 1 locks"), "{}", o.stdout);
+    assert_eq!(cairn(&repo, "pw", &["backup", src.to_str().unwrap()]).code, EXIT_OK);
+    assert!(r.locks().unwrap().is_empty());
+}

@@ -198,7 +198,7 @@ fn r12_1_a_damaged_index_file_is_noticed_through_a_warm_cache_and_healed() {
     let (cs, msgs) = do_check(&cold, true);
     assert_eq!(cs.errors, 1, "only the damaged index file itself: {msgs:?}");
 
-    let stats = crate::repair::repair_index(&cold, false, &mut |_| {}).unwrap();
+    let stats = crate::repair::repair_index(&cold, false, &Default::default(), &mut |_| {}).unwrap();
     assert_eq!(stats.index_files_removed, 1);
     let (cs, msgs) = do_check(&t.reopen(), true);
     assert_eq!(cs.errors, 0, "{msgs:?}");
