@@ -95,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
     let never = AtomicBool::new(false);
     let snapshots = repo.snapshots().unwrap_or_default();
     let _ = repo.problems();
-    let _ = check(&repo, CheckOptions { read_data: which & 2 != 0 }, &Quiet, &never);
+    let _ = check(&repo, CheckOptions { read_data: which & 2 != 0, ..Default::default() }, &Quiet, &never);
     let include: Vec<String> = match which & 4 {
         0 => ["hello.txt", "hard.txt", "empty", "random.bin", "link", "fifo"].map(String::from).to_vec(),
         _ => vec![],

@@ -50,6 +50,17 @@ fn repository_seeds(out: &mut Out, version: u8) {
     config.extend_from_slice(&repo.config().encode());
     out.seed("config", &v, &config);
 
+    let lock = cairn::format::lock::LockInfo {
+        time_ns: 1_780_000_000_000_000_000,
+        exclusive: version % 2 == 0,
+        pid: 4242,
+        machine: b"0123abcd".to_vec(),
+        host: "fixture".into(),
+        user: "me".into(),
+        command: "backup".into(),
+    };
+    out.seed("lock_file", &v, &[&FileKind::Lock.header()[..], &lock.encode()].concat());
+
     for id in b.list(Dir::Keys).unwrap() {
         out.seed("key_file", &format!("{v}-{}", id.short()), &std::fs::read(b.path(Dir::Keys, &id)).unwrap());
     }
