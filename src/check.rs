@@ -12,7 +12,8 @@
 //!    data blob of the size its list gives.
 //! 5. With `read_data`, every blob of every pack is decrypted, decompressed and re-hashed,
 //!    and each damaged copy that the index uses is reported with the snapshot paths
-//!    that need it.
+//!    that need it; with `read_data_subset`, only the packs of one part (`n/m`, by pack
+//!    id) or a random fraction (`P%`) are.
 //!
 //! A backup may run at the same time: the snapshot list is taken first, index files
 //! written since the repository was opened are loaded before snapshots are checked, and
@@ -39,11 +40,65 @@ use crate::repo::Repository;
 use crate::sys;
 use crate::tree::{self, Step, Walk};
 
+/// Which packs `check` reads whole (restic's `--read-data-subset`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// Part `n` (from 1) of `m`: the packs whose id, as a number, is `n - 1` modulo `m`.
+    /// Checking parts 1 to m on m days reads every pack once.
+    Part {
+        /// Which part, 1 to `m`.
+        n: u64,
+        /// Into how many parts.
+        m: u64,
+    },
+    /// Each pack with this probability (0 to 1), drawn anew on every run.
+    Fraction(f64),
+}
+
+impl Subset {
+    /// Parse `n/m` (1 <= n <= m) or `P%` (0 < P <= 100, decimals allowed).
+    pub fn parse(s: &str) -> Result<Subset> {
+        let bad = |why: &str| {
+            Error::InvalidInput(format!("--read-data-subset {s}: {why} (use n/m, e.g. 2/7, or P%, e.g. 10%)"))
+        };
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad("not a percentage"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad("the percentage must be above 0 and at most 100"));
+            }
+            return Ok(Subset::Fraction(p / 100.0));
+        }
+        let (n, m) = t.split_once('/').ok_or_else(|| bad("not a subset"))?;
+        let (n, m): (u64, u64) = match (n.trim().parse(), m.trim().parse()) {
+            (Ok(n), Ok(m)) => (n, m),
+            _ => return Err(bad("not a subset")),
+        };
+        if n == 0 || m == 0 || n > m {
+            return Err(bad("n must be from 1 to m"));
+        }
+        Ok(Subset::Part { n, m })
+    }
+
+    /// Whether pack `id` is in the subset.
+    pub fn selects(&self, id: &FileId) -> bool {
+        match *self {
+            Subset::Part { n, m } => {
+                let x = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+                x % m == n - 1
+            }
+            Subset::Fraction(f) => (crate::crypto::random_u64() >> 11) as f64 / (1u64 << 53) as f64 <= f,
+        }
+    }
+}
+
 /// What to check.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CheckOptions {
     /// Also decrypt and re-hash every blob.
     pub read_data: bool,
+    /// Decrypt and re-hash the blobs of these packs only (ignored with `read_data`).
+    pub read_data_subset: Option<Subset>,
     /// How the shared lock is taken (a prune must not delete packs under the check).
     pub lock: crate::repo::lock::LockOptions,
 }
@@ -67,8 +122,10 @@ pub struct CheckStats {
     pub index_entries: u64,
     /// Distinct tree nodes read.
     pub trees: u64,
-    /// Blobs decrypted and re-hashed (with `read_data`).
+    /// Blobs decrypted and re-hashed (with `read_data` or a subset).
     pub blobs_read: u64,
+    /// Packs read whole (with `read_data` or a subset).
+    pub packs_read: u64,
     /// Errors found.
     pub errors: u64,
 }
@@ -117,7 +174,7 @@ fn locked_check(repo: &Repository, opts: CheckOptions, report: &dyn Report, canc
     let snapshots = repo.backend().list(Dir::Snapshots)?;
     c.files()?;
     repo.refresh_index()?;
-    c.packs(opts.read_data)?;
+    c.packs(&|id| opts.read_data || opts.read_data_subset.is_some_and(|s| s.selects(id)))?;
     let (temps, bytes) = repo.backend().temp_usage()?;
     if temps > 0 {
         report.note(&format!(
@@ -185,14 +242,14 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Every pack's header; with `read_data` every blob. Remembers pack sizes.
-    fn packs(&mut self, read_data: bool) -> Result<()> {
+    /// Every pack's header; every blob of those `read_data` selects. Remembers pack sizes.
+    fn packs(&mut self, read_data: &dyn Fn(&FileId) -> bool) -> Result<()> {
         let repo = self.repo;
         repo.backend().for_each_pack(|id, len| {
             self.cancelled()?;
             self.pack_sizes.put(id, len);
             self.stats.packs += 1;
-            if let Err(e) = self.pack(&id, read_data) {
+            if let Err(e) = self.pack(&id, read_data(&id)) {
                 self.error(e);
             }
             Ok(())
@@ -222,6 +279,7 @@ impl Checker<'_> {
             }
         }
         if read_data {
+            self.stats.packs_read += 1;
             // Streamed blob by blob: a pack is never held whole.
             let mut plain = Vec::new();
             let intact = repo.stream_pack(&h, &mut |b, loc, sealed| {

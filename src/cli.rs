@@ -172,6 +172,10 @@ pub enum Command {
         /// Also decrypt and verify every blob.
         #[arg(long)]
         read_data: bool,
+        /// Read and verify only a subset of the packs: part n of m (`2/7`: on day k of a
+        /// week, check part k and all packs are read once a week), or a random P% (`5%`).
+        #[arg(long, value_name = "n/m|P%", conflicts_with = "read_data")]
+        read_data_subset: Option<String>,
     },
     /// Remove snapshots: by id, or those a retention policy does not keep (per group of
     /// host and paths). Their data stays until `prune`.
@@ -578,12 +582,13 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             }
             Ok(EXIT_OK)
         }
-        Command::Check { read_data } => {
+        Command::Check { read_data, read_data_subset } => {
+            let subset = read_data_subset.as_deref().map(check::Subset::parse).transpose()?;
             let repo = open(cli, env)?;
             let reporter = CheckReporter { err: std::sync::Mutex::new(err), quiet: cli.quiet };
             let stats = check::check(
                 &repo,
-                CheckOptions { read_data: *read_data, lock: lock_options(cli)? },
+                CheckOptions { read_data: *read_data, read_data_subset: subset, lock: lock_options(cli)? },
                 &reporter,
                 env.cancel,
             )?;
@@ -597,7 +602,11 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                     stats.packs,
                     stats.index_entries,
                     stats.trees,
-                    if *read_data { format!(", {} blobs read", stats.blobs_read) } else { String::new() },
+                    if *read_data || subset.is_some() {
+                        format!(", {} blobs of {} packs read", stats.blobs_read, stats.packs_read)
+                    } else {
+                        String::new()
+                    },
                     if stats.errors == 0 { "no errors".to_string() } else { format!("{} errors", stats.errors) }
                 )?;
             }

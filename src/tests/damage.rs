@@ -260,3 +260,66 @@ fn files_from_a_newer_format_refuse_to_open() {
     fs::write(&p, b).unwrap();
     assert!(matches!(Repository::open(&t.path(), PASSWORD), Err(Error::UnsupportedVersion { found: 2, .. })));
 }
+
+#[test]
+fn read_data_subsets_partition_the_packs_and_find_damage_in_their_part() {
+    use crate::check::{check, CheckOptions, Subset};
+    let t = temp_repo();
+    let src = t.scratch("src");
+    // ~5 MiB that does not compress: several 1 MiB packs.
+    for i in 0..5 {
+        write(&src.join(format!("f{i}")), &bytes(900 + i, 1 << 20, false));
+    }
+    let r = do_backup(&t.repo, &[&src]);
+    let mut packs = vec![];
+    t.repo.backend().for_each_pack(|id, _| Ok(packs.push(id))).unwrap();
+    assert!(packs.len() >= 4, "{} packs", packs.len());
+    // Damage one blob of the pack holding f3's first chunk.
+    let victim = t.repo.index().get(&first_chunk(&t.repo, &r.snapshot.root, &src.join("f3"))).unwrap();
+    flip_byte(&t.repo.pack_path(&victim.pack), victim.offset as u64 + 30);
+    let run = |subset| {
+        let c = Collect::default();
+        let opts = CheckOptions { read_data_subset: Some(subset), ..Default::default() };
+        let s = check(&t.repo, opts, &c, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+        (s, c.all())
+    };
+    // Parts 1..3 of 3: each pack is read in exactly one part, and the damage is found
+    // in the part of its pack only.
+    let m = 3;
+    let mut read = 0;
+    let mut found_in = vec![];
+    for n in 1..=m {
+        let (s, msgs) = run(Subset::Part { n, m });
+        let want: Vec<_> = packs.iter().filter(|p| Subset::Part { n, m }.selects(p)).collect();
+        assert_eq!(s.packs_read, want.len() as u64);
+        read += s.packs_read;
+        if s.errors > 0 {
+            assert!(want.contains(&&victim.pack), "part {n}/{m} reported damage it did not read: {msgs:?}");
+            assert!(msgs.iter().any(|m| m.contains(&victim.pack.to_string())), "{msgs:?}");
+            found_in.push(n);
+        }
+    }
+    assert_eq!(read, packs.len() as u64);
+    assert_eq!(found_in.len(), 1, "the damage was found in parts {found_in:?}");
+    // 100% reads every pack and finds it; a small fraction reads some.
+    let (all, _) = run(Subset::Fraction(1.0));
+    assert_eq!((all.packs_read, all.errors > 0), (packs.len() as u64, true));
+    let (none, _) = run(Subset::Fraction(1e-12));
+    assert_eq!(none.packs_read, 0);
+}
+
+#[test]
+fn read_data_subset_arguments_are_checked() {
+    use crate::check::Subset;
+    assert_eq!(Subset::parse("2/7").unwrap(), Subset::Part { n: 2, m: 7 });
+    assert_eq!(Subset::parse("12.5%").unwrap(), Subset::Fraction(0.125));
+    for bad in ["0/3", "4/3", "1/0", "x/3", "0%", "101%", "-5%", "", "3", "1/2/3"] {
+        let e = Subset::parse(bad).unwrap_err();
+        assert!(e.to_string().contains(bad), "{bad}: {e}");
+    }
+    // Every id is in exactly one part.
+    for i in 0..200u64 {
+        let id = crate::id::FileId::of(&i.to_le_bytes());
+        assert_eq!((1..=5).filter(|&n| Subset::Part { n, m: 5 }.selects(&id)).count(), 1);
+    }
+}
