@@ -272,7 +272,13 @@ fn read_data_subsets_partition_the_packs_and_find_damage_in_their_part() {
     }
     let r = do_backup(&t.repo, &[&src]);
     let mut packs = vec![];
-    t.repo.backend().for_each_pack(|id, _| Ok(packs.push(id))).unwrap();
+    t.repo
+        .backend()
+        .for_each_pack(|id, _| {
+            packs.push(id);
+            Ok(())
+        })
+        .unwrap();
     assert!(packs.len() >= 4, "{} packs", packs.len());
     // Damage one blob of the pack holding f3's first chunk.
     let victim = t.repo.index().get(&first_chunk(&t.repo, &r.snapshot.root, &src.join("f3"))).unwrap();
