@@ -8,6 +8,7 @@ mod damage;
 mod decoders;
 mod forget;
 mod locks;
+mod prune;
 mod regressions;
 mod repair;
 mod roundtrip;

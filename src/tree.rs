@@ -830,3 +830,76 @@ impl<R: Deref<Target = Repository>> Iterator for ChunkIter<R> {
         self.next_chunk().transpose()
     }
 }
+
+/// Every blob under tree node `root`, for reachability (prune): each tree node's id
+/// (directory and chunk-list nodes alike) and each data chunk's id is passed to `emit`,
+/// `root` first. A subtree whose root is in `done` is not read again (its id is still
+/// emitted), and every subtree walked to its end is added to `done`. `done` may forget
+/// (an LRU): a forgotten subtree is walked again, which only emits ids again; it must
+/// never hold a node whose subtree was not walked whole, and it does not: a node goes in
+/// only after its last child.
+///
+/// Unlike [`Walk`], this reads nodes, not entries: it checks what reading a node checks
+/// (authentication, kind, decoding), not the invariants between a node and its parent,
+/// which concern readers of entries. Any node that cannot be read fails the traversal.
+/// Memory: one decoded node's children per level (levels of directories and of node
+/// trees: at most [`MAX_DIR_NESTING`] x [`MAX_DEPTH`]).
+pub fn for_each_blob(
+    repo: &Repository,
+    root: &BlobId,
+    done: &mut lru::LruCache<BlobId, ()>,
+    emit: &mut dyn FnMut(&BlobId, crate::format::BlobKind) -> Result<()>,
+) -> Result<()> {
+    use crate::format::tree::Kind;
+    use crate::format::BlobKind;
+    /// A node being walked: its id and the children not visited yet (`true`: a tree node).
+    struct Frame {
+        id: BlobId,
+        children: std::vec::IntoIter<(BlobId, bool)>,
+    }
+    let children = |node: Node| -> Vec<(BlobId, bool)> {
+        match node {
+            Node::DirLeaf(es) => {
+                let mut out = vec![];
+                for e in es {
+                    match e.kind {
+                        Kind::Dir(sub) => out.push((sub, true)),
+                        Kind::File(Content::List(list)) => out.push((list, true)),
+                        Kind::File(Content::Inline(cs)) => out.extend(cs.iter().map(|c| (c.id, false))),
+                        _ => {}
+                    }
+                }
+                out
+            }
+            Node::DirInterior(cs) => cs.into_iter().map(|c| (c.id, true)).collect(),
+            Node::ListLeaf(cs) => cs.into_iter().map(|c| (c.id, false)).collect(),
+            Node::ListInterior(cs) => cs.into_iter().map(|c| (c.id, true)).collect(),
+        }
+    };
+    emit(root, BlobKind::Tree)?;
+    if done.get(root).is_some() {
+        return Ok(());
+    }
+    let mut stack = vec![Frame { id: *root, children: children(repo.read_tree(root)?).into_iter() }];
+    while let Some(top) = stack.last_mut() {
+        match top.children.next() {
+            None => {
+                done.put(top.id, ());
+                stack.pop();
+            }
+            Some((id, false)) => emit(&id, BlobKind::Data)?,
+            Some((id, true)) => {
+                emit(&id, BlobKind::Tree)?;
+                if done.get(&id).is_some() {
+                    continue;
+                }
+                if stack.len() >= MAX_DIR_NESTING * MAX_DEPTH {
+                    return Err(too_deep(&id));
+                }
+                let node = repo.read_tree(&id)?;
+                stack.push(Frame { id, children: children(node).into_iter() });
+            }
+        }
+    }
+    Ok(())
+}

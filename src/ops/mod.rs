@@ -2,3 +2,4 @@
 //! and options, reports through a sink or returns a result, and never prints.
 
 pub mod forget;
+pub mod prune;
