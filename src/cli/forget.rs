@@ -261,7 +261,7 @@ pub(super) fn run(
             let verb = if args.dry_run { "would remove" } else { "removed" };
             writeln!(out, "\n{verb} {} snapshots, kept {} (in {} groups)", stats.removed, stats.kept, stats.groups)?;
             if stats.removed > 0 && !args.dry_run {
-                writeln!(out, "the data only they used stays in the repository until `cairn prune`")?;
+                writeln!(out, "the data only they used stays in the repository: cairn has no prune command yet")?;
             }
         }
     }
