@@ -159,7 +159,7 @@ fn locked_backup(
     lock: &LockGuard,
 ) -> Result<BackupResult> {
     let start = Instant::now();
-    let time_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let time_ns = crate::sys::now_ns();
     let sources = absolute_sources(&opts.paths)?;
     let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
     check_snapshot_fields(&host, &opts.tags, &sources)?;

@@ -150,9 +150,9 @@ struct Checker<'a> {
 
 /// Check `repo`. Returns the counters; `errors > 0` means damage was found.
 pub fn check(repo: &Repository, opts: CheckOptions, report: &dyn Report, cancel: &AtomicBool) -> Result<CheckStats> {
+    // Under the lock, `locked_check` refreshes the index (after listing snapshots), so
+    // what a prune that finished before the lock removed is no longer expected.
     repo.with_lock(crate::repo::lock::LockKind::Shared, "check", &opts.lock, |_| {
-        // What a prune that finished before the lock removed is no longer expected.
-        repo.refresh_index()?;
         locked_check(repo, opts, report, cancel)
     })
 }

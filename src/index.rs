@@ -247,9 +247,11 @@ impl Index {
 
     /// Forget everything cached: no runs, an empty pack table.
     fn reset(&self) -> Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(i64::MAX, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        // A clock before 1970 reads 0: then count every snapshot as older than the loss.
+        let now = match crate::sys::now_ns() {
+            n if n > 0 => n,
+            _ => i64::MAX,
+        };
         self.lost_at.store(now, std::sync::atomic::Ordering::Relaxed);
         let mut s = self.write();
         for r in s.runs.drain(..) {

@@ -122,10 +122,7 @@ impl Repository {
         let keys = Keys::generate();
         write_key_file(&backend, &keys, password, opts.kdf)?;
         // The config is written last: its presence is what makes a directory a repository.
-        let header = FileKind::Config.header();
-        let mut bytes = header.to_vec();
-        keys.seal_into(&header, &config.encode(), &mut bytes);
-        backend.write_atomic(&backend.config_path(), &bytes)
+        backend.write_atomic(&backend.config_path(), &seal_config(&keys, &config, FileKind::Config.header()))
     }
 
     /// Unlock the repository at `path` with `password` and load its index.
@@ -254,9 +251,7 @@ impl Repository {
             return Ok(false);
         }
         let header = FileKind::Config.header();
-        let mut bytes = header.to_vec();
-        self.keys.seal_into(&header, &self.config.encode(), &mut bytes);
-        self.backend.write_atomic(&self.backend.config_path(), &bytes)?;
+        self.backend.write_atomic(&self.backend.config_path(), &seal_config(&self.keys, &self.config, header))?;
         self.config_version.store(header[HEADER_LEN - 1], std::sync::atomic::Ordering::Relaxed);
         Ok(true)
     }
@@ -763,9 +758,11 @@ pub fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Now, Unix nanoseconds.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
+pub use crate::sys::now_ns;
+
+/// The config file: `header` (the version it is written at) and the sealed payload.
+pub fn seal_config(keys: &Keys, config: &Config, header: [u8; HEADER_LEN]) -> Vec<u8> {
+    let mut bytes = header.to_vec();
+    keys.seal_into(&header, &config.encode(), &mut bytes);
+    bytes
 }

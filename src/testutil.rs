@@ -137,7 +137,5 @@ pub fn user_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 pub fn config_v1(repo: &Repository) -> Vec<u8> {
     let mut header = crate::format::FileKind::Config.header();
     header[8] = 1;
-    let mut bytes = header.to_vec();
-    repo.keys().seal_into(&header, &repo.config().encode(), &mut bytes);
-    bytes
+    crate::repo::seal_config(repo.keys(), repo.config(), header)
 }

@@ -238,7 +238,7 @@ pub(super) fn run(
         selection,
         dry_run: args.dry_run,
         force: args.force,
-        now_ns: crate::repo::now_secs().saturating_mul(1_000_000_000),
+        now_ns: crate::sys::now_ns(),
         sort_memory: repo.budget().sort_bytes(),
     };
     let style = match (cli.json, cli.quiet) {

@@ -296,13 +296,22 @@ fn group_key(g: &Group) -> Vec<u8> {
     k
 }
 
+/// Written by this process a moment ago: a record that does not split is a bug or a bad disk.
+fn bad_record() -> Error {
+    Error::InvalidInput("forget: a temporary sort file is damaged".into())
+}
+
+/// A record's group key bytes (all the lookahead needs).
+fn record_key(r: &[u8]) -> Result<&[u8]> {
+    let klen = u32::from_be_bytes(r.get(..4).ok_or_else(bad_record)?.try_into().map_err(|_| bad_record())?) as usize;
+    r.get(4..4 + klen).ok_or_else(bad_record)
+}
+
 /// A record split back: its group key bytes, the snapshot id and the snapshot.
 fn parse_record(r: &[u8]) -> Result<(&[u8], FileId, Snapshot)> {
-    // Written by this process a moment ago: a failure here is a bug or a bad disk.
-    let bad = || Error::InvalidInput("forget: a temporary sort file is damaged".into());
-    let klen = u32::from_be_bytes(r.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
-    let key = r.get(4..4 + klen).ok_or_else(bad)?;
-    let rest = r.get(4 + klen + 8..).ok_or_else(bad)?;
+    let bad = bad_record;
+    let key = record_key(r)?;
+    let rest = r.get(4 + key.len() + 8..).ok_or_else(bad)?;
     let id = FileId(rest.get(..32).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
     let snap = Snapshot::decode(&rest[32..], 2, &id)?;
     Ok((key, id, snap))
@@ -344,7 +353,7 @@ fn by_policy(
             // One record of lookahead: the rules need to know the group's oldest.
             next = sorted.next_name().at(&tmp)?;
             let oldest = match &next {
-                Some(n) => parse_record(n)?.0 != key.as_slice(),
+                Some(n) => record_key(n)? != key.as_slice(),
                 None => true,
             };
             let (_, id, snap) = parse_record(&rec)?;

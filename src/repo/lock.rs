@@ -141,15 +141,27 @@ impl Repository {
     /// Every lock file with what it says (`Err` for one that cannot be read).
     pub fn locks(&self) -> Result<Vec<(FileId, Result<LockInfo>)>> {
         let mut out = vec![];
+        self.for_each_lock(&mut |id, info| {
+            out.push((id, info));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Visit the lock files one at a time (a planted crowd of large ones costs time,
+    /// not memory) until `f` returns `false`. Files removed since the listing are
+    /// released locks and skipped.
+    fn for_each_lock(&self, f: &mut dyn FnMut(FileId, Result<LockInfo>) -> Result<bool>) -> Result<()> {
         for id in self.backend.list(Dir::Locks)? {
             let info = self.read_sealed_file(FileKind::Lock, Dir::Locks, &id).and_then(|p| LockInfo::decode(&p, &id));
-            match info {
-                // Removed since the listing: released.
-                Err(Error::NotFound { .. }) => {}
-                info => out.push((id, info)),
+            if matches!(info, Err(Error::NotFound { .. })) {
+                continue;
+            }
+            if !f(id, info)? {
+                break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Whether a lock is stale: older than `stale`, or taken on this machine by a
@@ -165,7 +177,7 @@ impl Repository {
     /// Remove stale locks (all locks with `all`); returns how many were removed.
     pub fn unlock(&self, all: bool, stale: Duration) -> Result<usize> {
         let mut n = 0;
-        for (id, info) in self.locks()? {
+        self.for_each_lock(&mut |id, info| {
             let remove = all
                 || match &info {
                     Ok(info) => Repository::lock_is_stale(info, stale),
@@ -176,7 +188,8 @@ impl Repository {
                 self.backend.remove(Dir::Locks, &id)?;
                 n += 1;
             }
-        }
+            Ok(true)
+        })?;
         Ok(n)
     }
 
@@ -229,35 +242,39 @@ impl Repository {
 
     /// The first lock other than `ours` that conflicts with a lock of `kind`, described.
     fn conflict(&self, ours: &FileId, kind: LockKind, stale: Duration) -> Result<Option<String>> {
-        for (id, info) in self.locks()? {
+        let mut found = None;
+        self.for_each_lock(&mut |id, info| {
             if id == *ours {
-                continue;
+                return Ok(true);
             }
-            match info {
-                Ok(info) => {
-                    if (kind == LockKind::Exclusive || info.exclusive) && !Repository::lock_is_stale(&info, stale) {
-                        let what = if info.exclusive { "exclusively by" } else { "by" };
-                        return Ok(Some(format!(
-                            "{what} {} on {} (pid {}, user {}), written {} s ago (lock {})",
-                            info.command,
-                            info.host,
-                            info.pid,
-                            info.user,
-                            crate::repo::now_ns().saturating_sub(info.time_ns) / 1_000_000_000,
-                            id.short()
-                        )));
-                    }
+            found = match info {
+                Ok(info)
+                    if (kind == LockKind::Exclusive || info.exclusive) && !Repository::lock_is_stale(&info, stale) =>
+                {
+                    let what = if info.exclusive { "exclusively by" } else { "by" };
+                    Some(format!(
+                        "{what} {} on {} (pid {}, user {}), written {} s ago (lock {})",
+                        info.command,
+                        info.host,
+                        info.pid,
+                        info.user,
+                        crate::repo::now_ns().saturating_sub(info.time_ns) / 1_000_000_000,
+                        id.short()
+                    ))
                 }
+                Ok(_) => None,
                 // A damaged or foreign lock file: it may be a real lock. Honoured until it
                 // is as old as a stale lock; `cairn unlock` removes it then.
                 Err(Error::Tampered { .. } | Error::Corrupt { .. } | Error::UnsupportedVersion { .. })
-                    if self.lock_file_age(&id).is_some_and(|age| age > stale) => {}
-                Err(e) => {
-                    return Ok(Some(format!("by an unreadable lock ({e}); `cairn unlock` removes it once stale")))
+                    if self.lock_file_age(&id).is_some_and(|age| age > stale) =>
+                {
+                    None
                 }
-            }
-        }
-        Ok(None)
+                Err(e) => Some(format!("by an unreadable lock ({e}); `cairn unlock` removes it once stale")),
+            };
+            Ok(found.is_none())
+        })?;
+        Ok(found)
     }
 
     fn refresh_loop(&self, guard: &LockGuard, kind: LockKind, command: &str, opts: &LockOptions) {
