@@ -23,6 +23,7 @@ use crate::restore::{self, RestoreOptions};
 
 mod forget;
 mod mount;
+mod prune;
 mod repair;
 
 /// Exit code: success.
@@ -178,8 +179,11 @@ pub enum Command {
         read_data_subset: Option<String>,
     },
     /// Remove snapshots: by id, or those a retention policy does not keep (per group of
-    /// host and paths). Their data stays until `prune`.
+    /// host and paths). Their data stays until `prune` (or `--prune`).
     Forget(Box<forget::ForgetArgs>),
+    /// Delete the data no snapshot uses: packs with nothing used go, packs mostly
+    /// unused are repacked (until at most --max-unused is left), the index is rewritten.
+    Prune(prune::PruneArgs),
     /// Remove stale locks: those not refreshed for 30 minutes, or left by a process of
     /// this machine that no longer exists.
     Unlock {
@@ -572,6 +576,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         Command::Mount(args) => mount::run(cli, env, args, err),
         Command::Repair { what } => repair::run(cli, env, what, out, err),
         Command::Forget(args) => forget::run(cli, env, args, out, err),
+        Command::Prune(args) => prune::run(cli, env, args, out, err),
         Command::Unlock { remove_all } => {
             let repo = open(cli, env)?;
             let n = repo.unlock(*remove_all, crate::repo::lock::LockOptions::default().stale)?;

@@ -134,6 +134,102 @@ impl SortedNames {
     }
 }
 
+/// A set of 32-byte ids, sorted, in an unnamed temp file: 32 B per id on disk, nothing
+/// in RAM. Membership is a binary search of positional reads (answered from the page
+/// cache once warm), for sets too large to hold: the packs a repository lists.
+pub struct IdSet {
+    file: File,
+    len: u64,
+}
+
+/// Writes an [`IdSet`] from ids in ascending order (a repeat is kept once).
+pub struct IdSetWriter {
+    out: BufWriter<File>,
+    len: u64,
+    last: Option<[u8; 32]>,
+}
+
+impl IdSetWriter {
+    /// Add `id`, which must not be smaller than the last one added.
+    pub fn push(&mut self, id: &[u8; 32]) -> io::Result<()> {
+        if self.last.as_ref() == Some(id) {
+            return Ok(());
+        }
+        if self.last.is_some_and(|l| l > *id) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "ids out of order"));
+        }
+        self.out.write_all(id)?;
+        self.last = Some(*id);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The set.
+    pub fn finish(self) -> io::Result<IdSet> {
+        Ok(IdSet { file: self.out.into_inner().map_err(|e| e.into_error())?, len: self.len })
+    }
+}
+
+impl IdSet {
+    /// A writer for a new set.
+    pub fn writer() -> io::Result<IdSetWriter> {
+        Ok(IdSetWriter { out: BufWriter::with_capacity(1 << 16, tempfile::tempfile()?), len: 0, last: None })
+    }
+
+    /// The set of `names` (each 32 bytes; others are refused).
+    pub fn of_sorted(mut names: SortedNames) -> io::Result<IdSet> {
+        let mut w = IdSet::writer()?;
+        while let Some(n) = names.next_name()? {
+            let id: [u8; 32] = n.as_slice().try_into().map_err(|_| io::Error::other("not a 32-byte id"))?;
+            w.push(&id)?;
+        }
+        w.finish()
+    }
+
+    /// Number of ids.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True if the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether `id` is in the set: about log2(len) reads of 32 bytes.
+    pub fn contains(&self, id: &[u8; 32]) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let (mut lo, mut hi) = (0u64, self.len);
+        let mut rec = [0u8; 32];
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            self.file.read_exact_at(&mut rec, mid * 32)?;
+            match rec.cmp(id) {
+                std::cmp::Ordering::Equal => return Ok(true),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(false)
+    }
+
+    /// Visit the ids in order, reading 64 KiB at a time.
+    pub fn for_each(&self, f: &mut dyn FnMut(&[u8; 32]) -> io::Result<()>) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut at = 0u64;
+        while at < self.len {
+            let n = ((self.len - at) as usize).min(buf.len() / 32);
+            self.file.read_exact_at(&mut buf[..n * 32], at * 32)?;
+            for c in buf[..n * 32].chunks_exact(32) {
+                f(c.try_into().expect("32 bytes"))?;
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +255,25 @@ mod tests {
             prop_assert_eq!(got, want);
             let bytes: usize = names.iter().map(|n| n.len() + PER_NAME).sum();
             prop_assert_eq!(spilled, bytes > limit.max(4096));
+        }
+
+        #[test]
+        fn id_set_finds_exactly_its_ids(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..300), probes in proptest::collection::vec(any::<[u8; 32]>(), 0..50)) {
+            let mut sorted = ids.clone();
+            sorted.sort();
+            let mut w = IdSet::writer().unwrap();
+            for id in &sorted {
+                w.push(id).unwrap();
+            }
+            let set = w.finish().unwrap();
+            sorted.dedup();
+            prop_assert_eq!(set.len(), sorted.len() as u64);
+            for id in sorted.iter().chain(&probes) {
+                prop_assert_eq!(set.contains(id).unwrap(), sorted.binary_search(id).is_ok());
+            }
+            let mut back = Vec::new();
+            set.for_each(&mut |id| { back.push(*id); Ok(()) }).unwrap();
+            prop_assert_eq!(back, sorted);
         }
     }
 }

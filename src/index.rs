@@ -36,7 +36,8 @@ use crate::backend::Stamp;
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::{IndexEntry, Location};
 use crate::id::{BlobId, BlobMap, BlobSet, FileId};
-use run::{Record, Run, RunWriter, PAGE};
+pub use run::Record;
+use run::{Run, RunWriter, PAGE};
 
 /// RAM charged per fresh or pending entry: 32 B id + 16 B value + 1 control byte, at 7/8
 /// load and up to 2x growth slack (56-112 B). The memtable is charged exactly instead
@@ -701,7 +702,7 @@ impl Index {
             let others: usize = s.runs[..n - 2].iter().map(|r| r.run.ram()).sum();
             let bits = self.new_filter_bits(a.count + b.count, others, Self::run_entries(s));
             let out = RunWriter::create(path.with_extension("tmp"), a.count + b.count, bits)?;
-            run::merge(&[&a, &b], MERGE_BUF_PAGES, out, &path)?;
+            run::merge(&[&a, &b], MERGE_BUF_PAGES, out, &path, &|_| true)?;
             let merged = Run::open(&path, usize::MAX)?;
             s.runs.truncate(n - 2);
             s.runs.push(RunEntry { seq, run: Arc::new(merged) });
@@ -800,6 +801,69 @@ impl Index {
     /// Number of runs (for tests and reports).
     pub fn runs(&self) -> usize {
         self.read().runs.len()
+    }
+
+    /// Packs in the pack table: ordinals `0..pack_count()` (a pack may hold several).
+    pub fn pack_count(&self) -> u32 {
+        self.read().pack_count
+    }
+
+    /// Visit every record of the index files the cache holds, in id order, each with
+    /// whether it is the first of its id: the location a lookup answers with (an id
+    /// stored twice may come twice). The memtable is spilled first, so the runs hold
+    /// everything; entries whose index file is not written yet are not visited.
+    /// Memory: 64 KiB of read buffer per run.
+    pub fn for_each_record(&self, f: &mut dyn FnMut(&Record, bool) -> Result<()>) -> Result<()> {
+        self.spill()?;
+        let runs: Vec<Arc<Run>> = self.read().runs.iter().map(|r| r.run.clone()).collect();
+        let refs: Vec<&Run> = runs.iter().map(|r| &**r).collect();
+        run::merged(&refs, MERGE_BUF_PAGES, f)
+    }
+
+    /// After a prune rewrote the index files: drop every record of the packs `gone`
+    /// names (by ordinal), stop counting the index files `removed` as incorporated, and
+    /// count `added` (files whose entries the runs already hold: rewritten copies of
+    /// removed files without the gone packs, or files this process wrote) instead. One
+    /// pass over the runs writes a single filtered run; no index file is read. A crash
+    /// before the manifest is saved leaves the old manifest, whose removed files make
+    /// the next [`Index::sync`] rebuild.
+    pub fn forget_packs(
+        &self,
+        gone: &dyn Fn(u32) -> bool,
+        removed: &HashSet<FileId>,
+        added: &[(FileId, Stamp)],
+    ) -> Result<()> {
+        self.spill()?;
+        let mut s = self.write();
+        if !s.runs.is_empty() {
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            let path = self.run_path(seq);
+            // The inputs' filters go first: the new run's is built while they are read.
+            for r in &mut s.runs {
+                if let Some(run) = Arc::get_mut(&mut r.run) {
+                    run.drop_filter();
+                }
+            }
+            let inputs: Vec<Arc<Run>> = s.runs.iter().map(|r| r.run.clone()).collect();
+            let total: u64 = inputs.iter().map(|r| r.count).sum();
+            let bits = self.new_filter_bits(total, 0, total);
+            let out = RunWriter::create(path.with_extension("tmp"), total, bits)?;
+            let refs: Vec<&Run> = inputs.iter().map(|r| &**r).collect();
+            run::merge(&refs, MERGE_BUF_PAGES, out, &path, &|r| !gone(r.pack))?;
+            drop(refs);
+            drop(inputs);
+            let merged = Run::open(&path, usize::MAX)?;
+            s.runs.clear();
+            s.runs.push(RunEntry { seq, run: Arc::new(merged) });
+        }
+        s.incorporated.retain(|(f, _)| !removed.contains(f));
+        s.incorporated.extend_from_slice(added);
+        self.fit_filters(&mut s)?;
+        self.save_manifest(&s)?;
+        drop(s);
+        self.remove_unlisted_runs();
+        Ok(())
     }
 }
 

@@ -21,12 +21,12 @@
 
 use crate::backend::Dir;
 use crate::error::{Error, Result};
-use crate::extsort::NameSorter;
+use crate::extsort::{IdSet, NameSorter};
 use crate::format::index::{self as index_format, IndexEntry};
 use crate::format::FileKind;
 use crate::id::{BlobSet, FileId};
 use crate::repo::lock::{LockGuard, LockKind, LockOptions};
-use crate::repo::Repository;
+use crate::repo::{IndexNote, Repository};
 
 /// Entries per index file written here: the packer's interval, so the entries waiting
 /// for their file cost what the packer's do.
@@ -178,43 +178,6 @@ pub fn recover(repo: &Repository, note: &mut dyn FnMut(&str)) -> Result<IndexSta
     Ok(stats)
 }
 
-/// A set of pack ids on disk: sorted 32-byte records in an unnamed temp file, looked up
-/// by binary search (~20 `pread`s at 10^6 packs). Memory: none beyond one record.
-struct PackSet {
-    file: std::fs::File,
-    len: u64,
-}
-
-impl PackSet {
-    /// The set of `ids`, sorted and without repeats.
-    fn write(mut ids: crate::extsort::SortedNames) -> std::io::Result<PackSet> {
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(tempfile::tempfile()?);
-        let mut len = 0u64;
-        while let Some(id) = ids.next_name()? {
-            w.write_all(&id)?;
-            len += 1;
-        }
-        Ok(PackSet { file: w.into_inner().map_err(|e| e.into_error())?, len })
-    }
-
-    fn contains(&self, id: &FileId) -> std::io::Result<bool> {
-        use std::os::unix::fs::FileExt;
-        let (mut lo, mut hi) = (0u64, self.len);
-        let mut rec = [0u8; 32];
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            self.file.read_exact_at(&mut rec, mid * 32)?;
-            match rec.cmp(&id.0) {
-                std::cmp::Ordering::Equal => return Ok(true),
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-            }
-        }
-        Ok(false)
-    }
-}
-
 /// `cairn repair index`: index every blob of every pack that no index file lists, then
 /// remove the index files that are damaged (everything they could have listed is now
 /// listed again, from the packs) and rewrite those naming packs that no longer exist
@@ -250,7 +213,7 @@ fn locked_repair_index(repo: &Repository, force: bool, note: &mut dyn FnMut(&str
         listed.push(id.0.to_vec()).map_err(io)?;
         ix.pack(&id, note)
     })?;
-    let listed = PackSet::write(listed.finish().map_err(io)?).map_err(io)?;
+    let listed = IdSet::of_sorted(listed.finish().map_err(io)?).map_err(io)?;
     let mut stats = ix.finish()?;
     stats.temp_files_removed = files;
     stats.temp_bytes_removed = bytes;
@@ -265,11 +228,11 @@ fn locked_repair_index(repo: &Repository, force: bool, note: &mut dyn FnMut(&str
             packs.dedup();
             for p in packs {
                 named += 1;
-                missing += !listed.contains(&p).map_err(io)? as u64;
+                missing += !listed.contains(&p.0).map_err(io)? as u64;
             }
         }
     }
-    if missing > 0 && !force && (listed.len == 0 || missing * 2 > named) {
+    if missing > 0 && !force && (listed.is_empty() || missing * 2 > named) {
         return Err(Error::InvalidInput(format!(
             "{missing} of the {named} packs the index files name are not in {}: is the data on a disk that is \
              not mounted? Nothing was dropped (--force drops their entries anyway)",
@@ -277,39 +240,16 @@ fn locked_repair_index(repo: &Repository, force: bool, note: &mut dyn FnMut(&str
         )));
     }
     // Index files: damaged ones go, those naming missing packs are rewritten.
-    for file in index_files {
-        let entries = match repo.read_index_file(&file) {
-            Ok(e) => e,
-            Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => {
-                note(&format!("{e}: removed (its packs are indexed from their headers)"));
-                repo.backend().remove(Dir::Index, &file)?;
-                stats.index_files_removed += 1;
-                continue;
-            }
-            Err(Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        let total = entries.len();
-        let mut kept = Vec::with_capacity(total);
-        for e in entries {
-            if listed.contains(&e.loc.pack).map_err(io)? {
-                kept.push(e);
-            }
+    let mut keep = |e: &IndexEntry| listed.contains(&e.loc.pack.0).map_err(io);
+    let done = repo.rewrite_index_files(&Default::default(), true, &mut keep, &mut |n| match n {
+        IndexNote::Damaged(_, e) => note(&format!("{e}: removed (its packs are indexed from their headers)")),
+        IndexNote::Rewritten(file, dropped) => {
+            note(&format!("index {file}: {dropped} entries name packs that do not exist; rewritten without them"))
         }
-        let dropped = total - kept.len();
-        if dropped == 0 {
-            continue;
-        }
-        stats.entries_dropped += dropped as u64;
-        // The new file first, then the old one goes: a crash between leaves both, which
-        // readers accept (duplicate entries).
-        if !kept.is_empty() {
-            repo.write_sealed_file(FileKind::Index, Dir::Index, &index_format::encode(&mut kept))?;
-        }
-        repo.backend().remove(Dir::Index, &file)?;
-        stats.index_files_rewritten += 1;
-        note(&format!("index {file}: {dropped} entries name packs that do not exist; rewritten without them"));
-    }
+    })?;
+    stats.index_files_removed += done.damaged_removed;
+    stats.entries_dropped += done.entries_dropped;
+    stats.index_files_rewritten += done.files;
     // The local cache notices the removed files and rebuilds.
     repo.refresh_index()?;
     Ok(stats)

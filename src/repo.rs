@@ -88,6 +88,30 @@ pub struct Repository {
     config_version: std::sync::atomic::AtomicU8,
 }
 
+/// What [`Repository::rewrite_index_files`] met, as it goes.
+pub enum IndexNote<'a> {
+    /// A damaged index file, removed.
+    Damaged(&'a FileId, &'a Error),
+    /// An index file rewritten without this many entries.
+    Rewritten(&'a FileId, u64),
+}
+
+/// What [`Repository::rewrite_index_files`] did. (The file lists hold 32 B per index
+/// file touched: one per 16,384-65,536 entries.)
+#[derive(Clone, Debug, Default)]
+pub struct RewrittenIndex {
+    /// Index files rewritten (or removed, left empty).
+    pub files: u64,
+    /// Entries left out.
+    pub entries_dropped: u64,
+    /// Damaged index files removed.
+    pub damaged_removed: u64,
+    /// Index files removed.
+    pub removed: Vec<FileId>,
+    /// Index files written.
+    pub added: Vec<FileId>,
+}
+
 /// A blob ready to go into a pack.
 pub struct SealedBlob {
     /// Its id.
@@ -270,6 +294,61 @@ impl Repository {
     pub fn read_index_file(&self, id: &FileId) -> Result<Vec<IndexEntry>> {
         let payload = self.read_sealed_file(FileKind::Index, Dir::Index, id)?;
         index_format::decode(&payload, id)
+    }
+
+    /// Rewrite every index file but those in `skip` that lists an entry `keep` refuses,
+    /// without those entries: the new file first, durable, then the old one goes, so a
+    /// crash between leaves both (duplicate entries, which readers accept), never
+    /// neither. A file left with no entries is just removed. A damaged file is removed
+    /// when `remove_damaged` (`repair index`, which indexed its packs from their headers
+    /// first) and stops the rewrite otherwise. Memory: one index file's entries.
+    pub fn rewrite_index_files(
+        &self,
+        skip: &std::collections::HashSet<FileId>,
+        remove_damaged: bool,
+        keep: &mut dyn FnMut(&IndexEntry) -> Result<bool>,
+        note: &mut dyn FnMut(IndexNote<'_>),
+    ) -> Result<RewrittenIndex> {
+        let mut done = RewrittenIndex::default();
+        for file in self.backend.list(Dir::Index)? {
+            if skip.contains(&file) {
+                continue;
+            }
+            let entries = match self.read_index_file(&file) {
+                Ok(e) => e,
+                Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) if remove_damaged => {
+                    note(IndexNote::Damaged(&file, &e));
+                    self.backend.remove(Dir::Index, &file)?;
+                    done.damaged_removed += 1;
+                    done.removed.push(file);
+                    continue;
+                }
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let total = entries.len();
+            let mut kept = Vec::with_capacity(total);
+            for e in entries {
+                if keep(&e)? {
+                    kept.push(e);
+                }
+            }
+            let dropped = total - kept.len();
+            if dropped == 0 {
+                continue;
+            }
+            if !kept.is_empty() {
+                let id =
+                    self.write_sealed_file(FileKind::Index, Dir::Index, &crate::format::index::encode(&mut kept))?;
+                done.added.push(id);
+            }
+            self.backend.remove(Dir::Index, &file)?;
+            done.removed.push(file);
+            done.files += 1;
+            done.entries_dropped += dropped as u64;
+            note(IndexNote::Rewritten(&file, dropped as u64));
+        }
+        Ok(done)
     }
 
     /// The storage backend.

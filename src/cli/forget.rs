@@ -73,6 +73,12 @@ pub struct ForgetArgs {
     /// Remove even when the policy keeps no snapshot of a group.
     #[arg(long)]
     force: bool,
+    /// Then run `prune`. (With --dry-run, prune shows its plan for the repository as it
+    /// is: the snapshots forget would remove still count as kept.)
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_flags: super::prune::PruneFlags,
 }
 
 fn tag_sets(v: &[String]) -> Vec<Vec<String>> {
@@ -229,6 +235,7 @@ pub(super) fn run(
     err: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let selection = args.selection()?;
+    let prune_opts = args.prune.then(|| args.prune_flags.options(cli, args.dry_run)).transpose()?;
     let repo = open(cli, env)?;
     let policy = match &selection {
         Selection::Policy { policy, .. } => policy.describe(),
@@ -260,10 +267,18 @@ pub(super) fn run(
         Style::Table => {
             let verb = if args.dry_run { "would remove" } else { "removed" };
             writeln!(out, "\n{verb} {} snapshots, kept {} (in {} groups)", stats.removed, stats.kept, stats.groups)?;
-            if stats.removed > 0 && !args.dry_run {
-                writeln!(out, "the data only they used stays in the repository: cairn has no prune command yet")?;
+            if stats.removed > 0 && !args.dry_run && prune_opts.is_none() {
+                writeln!(out, "the data only they used stays in the repository until `cairn prune`")?;
             }
         }
     }
-    Ok(EXIT_OK)
+    match prune_opts {
+        Some(opts) => {
+            if style == Style::Table {
+                writeln!(out)?;
+            }
+            super::prune::run_on(cli, env, &repo, &opts, out, err)
+        }
+        None => Ok(EXIT_OK),
+    }
 }

@@ -421,10 +421,11 @@ impl RunIter<'_> {
     }
 }
 
-/// Merge `runs` (oldest first) into `out`: a k-way merge holding `buf_pages` pages per
-/// input. An id present in several runs keeps the record of the newest. Returns the
-/// number of records written.
-pub fn merge(runs: &[&Run], buf_pages: usize, mut out: RunWriter, path: &Path) -> Result<u64> {
+/// Visit every record of `runs` (oldest first) in id order: a k-way merge holding
+/// `buf_pages` pages per input. An id present in several runs comes once per run, newest
+/// run first; `f` is told whether the record is the first of its id (the one a lookup,
+/// which searches newest first, answers with).
+pub fn merged(runs: &[&Run], buf_pages: usize, f: &mut dyn FnMut(&Record, bool) -> Result<()>) -> Result<()> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let mut iters: Vec<RunIter<'_>> = runs.iter().map(|r| r.iter(buf_pages)).collect();
@@ -437,14 +438,34 @@ pub fn merge(runs: &[&Run], buf_pages: usize, mut out: RunWriter, path: &Path) -
     }
     let mut last: Option<[u8; 32]> = None;
     while let Some(Reverse((id, Reverse(i), r))) = heap.pop() {
-        if last != Some(id) {
-            out.push(&r)?;
-            last = Some(id);
-        }
+        let first = last != Some(id);
+        last = Some(id);
+        f(&r, first)?;
         if let Some(n) = iters[i].next_record()? {
             heap.push(Reverse((n.id, Reverse(i), n)));
         }
     }
+    Ok(())
+}
+
+/// Merge `runs` (oldest first) into `out`, keeping only records `keep` accepts: an id
+/// present in several runs keeps the newest record kept. Returns the number of records
+/// written.
+pub fn merge(
+    runs: &[&Run],
+    buf_pages: usize,
+    mut out: RunWriter,
+    path: &Path,
+    keep: &dyn Fn(&Record) -> bool,
+) -> Result<u64> {
+    let mut last: Option<[u8; 32]> = None;
+    merged(runs, buf_pages, &mut |r, _| {
+        if last != Some(r.id) && keep(r) {
+            out.push(r)?;
+            last = Some(r.id);
+        }
+        Ok(())
+    })?;
     out.finish(path)
 }
 
@@ -569,7 +590,7 @@ mod tests {
         let new: BTreeMap<_, _> = ids[1000..].iter().map(|id| (*id, rec(*id, 2))).collect();
         let (a, b) = (write_run(t.path(), "a", &old, 10.0), write_run(t.path(), "b", &new, 10.0));
         let out = RunWriter::create(t.path().join("m.tmp"), 2500, 10.0).unwrap();
-        assert_eq!(merge(&[&a, &b], 2, out, &t.path().join("m")).unwrap(), 2000);
+        assert_eq!(merge(&[&a, &b], 2, out, &t.path().join("m"), &|_| true).unwrap(), 2000);
         // A budget far below the filter's size: no filter; a quarter: folded while read;
         // then halved in place. Every lookup stays exact.
         let full = Run::stored_filter_bytes(&t.path().join("m")).unwrap();

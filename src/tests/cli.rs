@@ -410,6 +410,45 @@ fn forget_prints_its_decisions_and_refuses_bad_rules_with_exit_1() {
 }
 
 #[test]
+fn forget_prune_and_prune_report_their_plan_and_refuse_bad_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let src = dir.path().join("src");
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    for i in 0..3u64 {
+        write(&src.join("a"), &crate::testutil::bytes(i, 300_000, false));
+        backup_json(&repo, &[src.to_str().unwrap()]);
+    }
+    for (args, says) in [
+        (&["prune", "--max-unused", "5x"][..], "--max-unused 5x"),
+        (&["prune", "--max-unused", "-5%"], "--max-unused -5%"),
+        (&["prune", "--max-repack-size", "lots"], "--max-repack-size lots"),
+        (&["forget", "--keep-last", "1", "--prune", "--max-unused", "200%"], "--max-unused 200%"),
+    ] {
+        let o = cairn(&repo, "pw", args);
+        assert_eq!(o.code, EXIT_ERROR, "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains(says), "{args:?}: {}", o.stderr);
+    }
+    assert_eq!(cairn(&repo, "pw", &["snapshots", "--json"]).stdout.matches("\"id\"").count(), 3);
+    // forget --prune: the decisions, then prune's report (each backup left a data and a
+    // tree pack).
+    let o = cairn(&repo, "pw", &["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert!(o.stdout.contains("removed 2 snapshots"), "{}", o.stdout);
+    assert!(o.stdout.contains("deleted 4 packs with nothing used"), "{}", o.stdout);
+    assert!(o.stderr.contains("finding the blobs the snapshots use"), "{}", o.stderr);
+    // Now nothing is left to do; the dry run as JSON says so.
+    let o = cairn(&repo, "pw", &["--json", "prune", "--dry-run"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["dry_run"], true);
+    assert_eq!((v["summary"]["packs_deleted"].as_u64(), v["summary"]["unused_bytes"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(v["summary"]["snapshots"], 1);
+    let o = cairn(&repo, "pw", &["check", "--read-data"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+}
+
+#[test]
 fn a_lock_held_elsewhere_gives_exit_11_until_unlock_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
