@@ -92,6 +92,10 @@ pub struct BackupOptions {
     pub atime: bool,
     /// How the shared lock is taken (how long to wait for a prune to finish).
     pub lock: LockOptions,
+    /// The snapshot's time (Unix ns) instead of now (restic's `--time`: importing old
+    /// backups, tests of retention). A backdated parent counts as older than the local
+    /// cache, so what the backup reuses from it is verified first: slower, never wrong.
+    pub time_ns: Option<i64>,
 }
 
 /// Progress counters, reported periodically.
@@ -159,7 +163,7 @@ fn locked_backup(
     lock: &LockGuard,
 ) -> Result<BackupResult> {
     let start = Instant::now();
-    let time_ns = crate::sys::now_ns();
+    let time_ns = opts.time_ns.unwrap_or_else(crate::sys::now_ns);
     let sources = absolute_sources(&opts.paths)?;
     let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
     check_snapshot_fields(&host, &opts.tags, &sources)?;

@@ -129,6 +129,10 @@ pub enum Command {
         /// every backup would store new directory listings).
         #[arg(long)]
         atime: bool,
+        /// The snapshot's time instead of now: `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD`,
+        /// local time (as restic's --time).
+        #[arg(long, value_name = "TIME")]
+        time: Option<String>,
         /// Create the repository first if it does not exist.
         #[arg(long)]
         init: bool,
@@ -419,9 +423,11 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             force,
             compression,
             atime,
+            time,
             init: do_init,
             insecure_test_kdf,
         } => {
+            let time_ns = time.as_deref().map(parse_local_time).transpose()?;
             let path = repo_path(cli, env)?;
             let create = *do_init && !path.join("config").exists();
             // Asked once, even when the repository is created first.
@@ -444,6 +450,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                 force: *force,
                 compression: *compression,
                 atime: *atime,
+                time_ns,
                 // A backup always locks: it must know no prune runs beside it.
                 lock: crate::repo::lock::LockOptions { skip_shared: false, ..lock_options(cli)? },
             };
@@ -700,6 +707,20 @@ pub fn human(n: u64) -> String {
     } else {
         format!("{v:.1} {}", U[i])
     }
+}
+
+/// Parse `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD` as local time, to Unix nanoseconds.
+fn parse_local_time(s: &str) -> anyhow::Result<i64> {
+    use chrono::TimeZone;
+    let t = s.trim();
+    let naive = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
+        .or_else(|_| chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").map(|d| d.and_time(chrono::NaiveTime::MIN)))
+        .map_err(|_| anyhow::anyhow!("--time {s}: not a time (use YYYY-MM-DD HH:MM:SS or YYYY-MM-DD)"))?;
+    let local = chrono::Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .ok_or_else(|| anyhow::anyhow!("--time {s}: no such local time (a clock change skips it)"))?;
+    local.timestamp_nanos_opt().ok_or_else(|| anyhow::anyhow!("--time {s}: out of range"))
 }
 
 /// Local time of Unix nanoseconds (snapshot times).

@@ -410,6 +410,21 @@ fn forget_prints_its_decisions_and_refuses_bad_rules_with_exit_1() {
 }
 
 #[test]
+fn backup_time_sets_the_snapshot_time_and_refuses_nonsense() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    write(&src.join("a"), b"a");
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let o = cairn(&repo, "pw", &["backup", "--time", "2020-13-02", src.to_str().unwrap()]);
+    assert_eq!(o.code, EXIT_ERROR, "{}", o.stderr);
+    assert!(o.stderr.contains("--time 2020-13-02"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["backup", "--time", "2020-01-02 03:04:05", src.to_str().unwrap()]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["snapshots"]);
+    assert!(o.stdout.contains("2020-01-02 03:04:05"), "{}", o.stdout);
+}
+
+#[test]
 fn forget_prune_and_prune_report_their_plan_and_refuse_bad_limits() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
