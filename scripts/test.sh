@@ -66,6 +66,10 @@ counted() {
     passed=0
 }
 
+echo "== layers (scripts/check-layers.sh: no module uses one of a higher layer)"
+check "scripts/check-layers.sh" scripts/check-layers.sh
+counted "layers" 1
+
 cargo test --lib
 
 echo "== mount tests (a real FUSE filesystem; they skip where /dev/fuse is absent, and fail instead with CI=true or CAIRN_REQUIRE_FUSE=1)"

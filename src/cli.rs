@@ -12,14 +12,14 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::backup::{self, BackupOptions, ParentChoice};
-use crate::check::{self, CheckOptions};
 use crate::crypto::KdfParams;
 use crate::error::Error;
 use crate::format::tree::{Entry, Kind};
 use crate::id::FileId;
+use crate::ops::backup::{self, BackupOptions, ParentChoice};
+use crate::ops::check::{self, CheckOptions};
+use crate::ops::restore::{self, RestoreOptions};
 use crate::repo::{InitOptions, Repository};
-use crate::restore::{self, RestoreOptions};
 
 mod forget;
 mod mount;
@@ -478,7 +478,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             let (_, s) = repo.resolve_snapshot(snap)?;
             print_problems(&repo, err);
             let mut io_err = None;
-            let failed = crate::ls::list(
+            let failed = crate::ops::ls::list(
                 &repo,
                 &s.root,
                 Path::new(path),
@@ -853,7 +853,7 @@ fn owner(name: &[u8], id: u32) -> String {
 fn ls_line(p: &Path, e: &Entry) -> String {
     let mut s = format!(
         "{} {:>8} {:>8} {:>12} {} {}",
-        crate::ls::mode_string(e),
+        crate::ops::ls::mode_string(e),
         owner(&e.user, e.uid),
         owner(&e.group, e.gid),
         e.size,

@@ -1,20 +1,13 @@
 //! cairn: deduplicating, encrypted backups whose memory stays inside a budget.
 //!
-//! Layers, each using only those below it (see docs/design.md):
-//! - L0 [`error`], [`id`]
-//! - L1 [`format`], [`crypto`], [`compress`], [`chunker`]: pure, bytes in and out
-//! - L2 [`backend`], [`index`], [`sys`]
-//! - L3 [`repo`] (with its pack writer), [`tree`] (building and reading tree nodes)
-//! - L4 [`backup`], [`restore`], [`check`], [`ls`], [`repair`]
-//! - L6 [`cli`]: the only module that prints, reads the environment or picks exit codes
+//! Modules are layered; the table is in docs/design.md ("Layers") and
+//! `scripts/check-layers.sh` enforces it.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backend;
-pub mod backup;
 pub mod budget;
-pub mod check;
 pub mod chunker;
 pub mod cli;
 pub mod compress;
@@ -24,12 +17,9 @@ pub mod extsort;
 pub mod format;
 pub mod id;
 pub mod index;
-pub mod ls;
 pub mod mount;
 pub mod ops;
-pub mod repair;
 pub mod repo;
-pub mod restore;
 pub mod retention;
 pub mod sys;
 pub mod tree;
@@ -41,3 +31,5 @@ mod tests;
 pub(crate) mod testutil;
 
 pub use error::{Error, Result};
+// Old paths, while callers move to `ops::` (removed once they have).
+pub use ops::{backup, check, ls, repair, restore};

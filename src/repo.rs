@@ -80,7 +80,7 @@ pub struct Repository {
     /// Commands print them as warnings.
     problems: Mutex<Vec<String>>,
     /// Some index file was skipped as damaged: the blobs it listed are unknown until
-    /// their packs are indexed again ([`crate::repair`]).
+    /// their packs are indexed again ([`crate::ops::repair`]).
     index_incomplete: std::sync::atomic::AtomicBool,
     budget: crate::budget::Budget,
     /// The config file's format version: 1 (made by cairn 0.1, whose clients take no

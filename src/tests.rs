@@ -20,13 +20,13 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
-use crate::backup::{self, BackupOptions, BackupResult};
 use crate::format::tree::{self, Entry, Kind, Node, Time};
 use crate::format::BlobKind;
 use crate::id::BlobId;
+use crate::ops::backup::{self, BackupOptions, BackupResult};
+use crate::ops::restore::{self, RestoreOptions, RestoreStats};
 use crate::repo::Repository;
 use crate::repo::SealedBlob;
-use crate::restore::{self, RestoreOptions, RestoreStats};
 
 /// Collects warnings and errors from backup, restore and check.
 #[derive(Default)]
@@ -52,7 +52,7 @@ impl restore::Report for Collect {
     }
 }
 
-impl crate::check::Report for Collect {
+impl crate::ops::check::Report for Collect {
     fn error(&self, message: &str) {
         self.msgs.lock().unwrap().push(format!("error {message}"));
     }
@@ -88,11 +88,11 @@ pub(crate) fn do_restore(
     (stats, c.all())
 }
 
-pub(crate) fn do_check(repo: &Repository, read_data: bool) -> (crate::check::CheckStats, Vec<String>) {
+pub(crate) fn do_check(repo: &Repository, read_data: bool) -> (crate::ops::check::CheckStats, Vec<String>) {
     let c = Collect::default();
-    let s = crate::check::check(
+    let s = crate::ops::check::check(
         repo,
-        crate::check::CheckOptions { read_data, ..Default::default() },
+        crate::ops::check::CheckOptions { read_data, ..Default::default() },
         &c,
         &AtomicBool::new(false),
     )
@@ -101,7 +101,7 @@ pub(crate) fn do_check(repo: &Repository, read_data: bool) -> (crate::check::Che
 }
 
 /// Store crafted blobs and a snapshot pointing at `root`.
-pub(crate) fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> crate::backup::BackupResult {
+pub(crate) fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> crate::ops::backup::BackupResult {
     let mut p = crate::repo::packer::Packer::new(repo);
     for b in blobs {
         p.add(b).unwrap();
@@ -120,7 +120,7 @@ pub(crate) fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> 
         xattrs: None,
     };
     let id = repo.save_snapshot(&snapshot).unwrap();
-    crate::backup::BackupResult { id, snapshot, parent: None }
+    crate::ops::backup::BackupResult { id, snapshot, parent: None }
 }
 
 pub(crate) fn entry(name: &[u8], kind: Kind, size: u64) -> Entry {

@@ -1,4 +1,4 @@
-//! `cairn repair index` and `cairn repair snapshots`: thin over [`crate::repair`].
+//! `cairn repair index` and `cairn repair snapshots`: thin over [`crate::ops::repair`].
 
 use std::io::Write;
 
@@ -46,7 +46,7 @@ pub(super) fn run(
         RepairWhat::Index { force } => {
             let repo = open(cli, env)?;
             print_problems(&repo, err);
-            let stats = crate::repair::repair_index(&repo, *force, &super::lock_options(cli)?, &mut |m| {
+            let stats = crate::ops::repair::repair_index(&repo, *force, &super::lock_options(cli)?, &mut |m| {
                 let _ = writeln!(err, "{m}");
             })?;
             if cli.json {
@@ -72,7 +72,7 @@ pub(super) fn run(
             let repo = open(cli, env)?;
             print_problems(&repo, err);
             let ids = snapshots.iter().map(|s| repo.resolve_snapshot(s).map(|(id, _)| id)).collect::<Result<_, _>>()?;
-            let opts = crate::repair::RepairSnapshotsOptions {
+            let opts = crate::ops::repair::RepairSnapshotsOptions {
                 snapshots: ids,
                 forget: *forget,
                 dry_run: *dry_run,
@@ -80,7 +80,7 @@ pub(super) fn run(
                 lock: crate::repo::lock::LockOptions { skip_shared: false, ..super::lock_options(cli)? },
             };
             let quiet = cli.quiet;
-            let stats = crate::repair::repair_snapshots(&repo, &opts, &mut |m| {
+            let stats = crate::ops::repair::repair_snapshots(&repo, &opts, &mut |m| {
                 if !quiet {
                     let _ = writeln!(err, "{m}");
                 }

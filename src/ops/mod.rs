@@ -1,5 +1,10 @@
 //! The commands' operations over a repository (L4): each takes a [`crate::repo::Repository`]
 //! and options, reports through a sink or returns a result, and never prints.
 
+pub mod backup;
+pub mod check;
 pub mod forget;
+pub mod ls;
 pub mod prune;
+pub mod repair;
+pub mod restore;

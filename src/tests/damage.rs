@@ -133,7 +133,7 @@ fn hostile_names_never_escape_the_target() {
     assert!(msgs.iter().any(|m| m.contains("invalid entry name")), "{msgs:?}");
     // Each name alone: refused, naming it, and nothing restored.
     for (root, bad) in ids.into_iter().zip(["..", "../escape", "/etc/passwd"]) {
-        let snap = crate::backup::BackupResult {
+        let snap = crate::ops::backup::BackupResult {
             id: r.id,
             snapshot: crate::format::snapshot::Snapshot { root, ..r.snapshot.clone() },
             parent: None,
@@ -191,8 +191,8 @@ fn decompression_bomb_and_lying_sizes_are_refused() {
 #[test]
 fn source_that_does_not_exist_is_an_error() {
     let t = temp_repo();
-    let opts = crate::backup::BackupOptions { paths: vec![t.scratch("missing")], ..Default::default() };
-    let e = crate::backup::backup(&t.repo, &opts, &Collect::default(), &std::sync::atomic::AtomicBool::new(false))
+    let opts = crate::ops::backup::BackupOptions { paths: vec![t.scratch("missing")], ..Default::default() };
+    let e = crate::ops::backup::backup(&t.repo, &opts, &Collect::default(), &std::sync::atomic::AtomicBool::new(false))
         .err()
         .unwrap();
     assert!(e.to_string().contains("does not exist"), "{e}");
@@ -263,7 +263,7 @@ fn files_from_a_newer_format_refuse_to_open() {
 
 #[test]
 fn read_data_subsets_partition_the_packs_and_find_damage_in_their_part() {
-    use crate::check::{check, CheckOptions, Subset};
+    use crate::ops::check::{check, CheckOptions, Subset};
     let t = temp_repo();
     let src = t.scratch("src");
     // ~5 MiB that does not compress: several 1 MiB packs.
@@ -316,7 +316,7 @@ fn read_data_subsets_partition_the_packs_and_find_damage_in_their_part() {
 
 #[test]
 fn read_data_subset_arguments_are_checked() {
-    use crate::check::Subset;
+    use crate::ops::check::Subset;
     assert_eq!(Subset::parse("2/7").unwrap(), Subset::Part { n: 2, m: 7 });
     assert_eq!(Subset::parse("12.5%").unwrap(), Subset::Fraction(0.125));
     for bad in ["0/3", "4/3", "1/0", "x/3", "0%", "101%", "-5%", "", "3", "1/2/3"] {

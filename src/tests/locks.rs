@@ -71,7 +71,7 @@ fn a_backup_waits_for_a_prune_with_retry_lock_and_fails_without() {
     let src = t.scratch("src");
     write(&src.join("f"), b"data");
     let other = t.reopen();
-    let opts = |retry| crate::backup::BackupOptions {
+    let opts = |retry| crate::ops::backup::BackupOptions {
         paths: vec![src.clone()],
         lock: LockOptions { retry, ..LockOptions::default() },
         ..Default::default()
@@ -90,10 +90,11 @@ fn a_backup_waits_for_a_prune_with_retry_lock_and_fails_without() {
                 .unwrap();
         });
         rx.recv().unwrap();
-        let e = crate::backup::backup(&t.repo, &opts(Duration::ZERO), &Collect::default(), &AtomicBool::new(false));
+        let e =
+            crate::ops::backup::backup(&t.repo, &opts(Duration::ZERO), &Collect::default(), &AtomicBool::new(false));
         assert!(matches!(e, Err(Error::Locked(_))), "{:?}", e.err());
         assert!(t.repo.snapshots().unwrap().is_empty());
-        let r = crate::backup::backup(
+        let r = crate::ops::backup::backup(
             &t.repo,
             &opts(Duration::from_secs(30)),
             &Collect::default(),

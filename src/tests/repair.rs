@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::*;
 use crate::format::tree::{ChunkRef, Content, DirChild, ListChild};
-use crate::repair::{repair_snapshots, RepairSnapshotsOptions};
+use crate::ops::repair::{repair_snapshots, RepairSnapshotsOptions};
 use crate::testutil::{bytes, flip_byte, temp_repo, write};
 
 /// Damage the stored copy of blob `id` (one byte inside its seal).
@@ -138,7 +138,7 @@ fn a_lost_pack_is_dropped_from_the_index_so_the_next_backup_stores_its_data_agai
     do_backup(&open(), &[&src]);
     // Lose the data pack.
     crate::testutil::lose_data_packs(&t.repo);
-    let s = crate::repair::repair_index(&open(), false, &Default::default(), &mut |_| {}).unwrap();
+    let s = crate::ops::repair::repair_index(&open(), false, &Default::default(), &mut |_| {}).unwrap();
     assert!(s.entries_dropped > 0 && s.index_files_rewritten == 1, "{s:?}");
     // The index no longer vouches for the lost blobs: the snapshot is missing them...
     let (cs, msgs) = do_check(&open(), false);
@@ -201,13 +201,13 @@ fn repair_index_drops_nothing_when_the_data_looks_unreachable_rather_than_lost()
     fs::rename(t.path().join("data"), t.scratch("data-elsewhere")).unwrap();
     fs::create_dir(t.path().join("data")).unwrap();
     let repo = t.reopen();
-    let e = crate::repair::repair_index(&repo, false, &Default::default(), &mut |_| {}).unwrap_err();
+    let e = crate::ops::repair::repair_index(&repo, false, &Default::default(), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("not mounted"), "{e}");
     assert_eq!(repo.backend().list(crate::backend::Dir::Index).unwrap(), files, "nothing dropped");
     // Put back, all is well; forced while away, the entries would have been dropped.
     fs::remove_dir(t.path().join("data")).unwrap();
     fs::rename(t.scratch("data-elsewhere"), t.path().join("data")).unwrap();
-    let s = crate::repair::repair_index(&t.reopen(), false, &Default::default(), &mut |_| {}).unwrap();
+    let s = crate::ops::repair::repair_index(&t.reopen(), false, &Default::default(), &mut |_| {}).unwrap();
     assert_eq!((s.entries_dropped, s.index_files_removed, s.blobs_indexed), (0, 0, 0), "{s:?}");
     let (cs, msgs) = do_check(&t.reopen(), true);
     assert_eq!(cs.errors, 0, "{msgs:?}");

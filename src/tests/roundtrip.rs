@@ -220,7 +220,7 @@ fn restore_a_subdirectory_and_ls() {
     restore::restore(&t.repo, &e, &sub, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
     assert_eq!(fs::read(out.join("sub/large.bin")).unwrap(), bytes(3, 3_000_000, false));
     let mut names = vec![];
-    let failed = crate::ls::list(
+    let failed = crate::ops::ls::list(
         &t.repo,
         &r.snapshot.root,
         &sub,

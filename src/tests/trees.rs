@@ -236,11 +236,15 @@ fn a_snapshot_nested_deeper_than_any_path_is_refused_not_a_stack_overflow() {
             let (_, msgs) = do_check(&t.repo, false);
             assert!(msgs.iter().any(|m| m.contains("nested more than")), "{msgs:?}");
             let (mut n, mut errs) = (0, vec![]);
-            let failed =
-                crate::ls::list(&t.repo, &r.snapshot.root, Path::new("/"), true, &mut |_, _| n += 1, &mut |_, e| {
-                    errs.push(e.to_string())
-                })
-                .unwrap();
+            let failed = crate::ops::ls::list(
+                &t.repo,
+                &r.snapshot.root,
+                Path::new("/"),
+                true,
+                &mut |_, _| n += 1,
+                &mut |_, e| errs.push(e.to_string()),
+            )
+            .unwrap();
             assert_eq!(failed, 1);
             assert!(errs[0].contains("nested more than"), "{errs:?}");
             assert!(n >= 4096, "the levels above the limit are listed: {n}");

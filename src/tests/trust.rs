@@ -198,7 +198,7 @@ fn r12_1_a_damaged_index_file_is_noticed_through_a_warm_cache_and_healed() {
     let (cs, msgs) = do_check(&cold, true);
     assert_eq!(cs.errors, 1, "only the damaged index file itself: {msgs:?}");
 
-    let stats = crate::repair::repair_index(&cold, false, &Default::default(), &mut |_| {}).unwrap();
+    let stats = crate::ops::repair::repair_index(&cold, false, &Default::default(), &mut |_| {}).unwrap();
     assert_eq!(stats.index_files_removed, 1);
     let (cs, msgs) = do_check(&t.reopen(), true);
     assert_eq!(cs.errors, 0, "{msgs:?}");
@@ -548,10 +548,10 @@ fn r12_restore_cannot_be_redirected_by_swapping_directories_for_symlinks() {
                 std::thread::yield_now();
             }
         });
-        let root = crate::restore::resolve(&t.repo, &r.snapshot.root, Path::new("/")).unwrap();
-        let opts = crate::restore::RestoreOptions { target: out.clone(), ..Default::default() };
+        let root = crate::ops::restore::resolve(&t.repo, &r.snapshot.root, Path::new("/")).unwrap();
+        let opts = crate::ops::restore::RestoreOptions { target: out.clone(), ..Default::default() };
         let c = Collect::default();
-        let _ = crate::restore::restore(&t.repo, &root, Path::new("/"), &opts, &c, &AtomicBool::new(false));
+        let _ = crate::ops::restore::restore(&t.repo, &root, Path::new("/"), &opts, &c, &AtomicBool::new(false));
         done.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     assert!(swaps.load(std::sync::atomic::Ordering::Relaxed) > 0, "the race never happened: the test proves nothing");

@@ -326,13 +326,14 @@ fn hosts_and_tags_that_are_not_file_names_are_listed_escaped_one_to_one() {
         ("%", vec![long.as_str(), &long[..299]]),
     ];
     for (host, tags) in runs {
-        let opts = crate::backup::BackupOptions {
+        let opts = crate::ops::backup::BackupOptions {
             paths: vec![src.clone()],
             tags: tags.into_iter().map(String::from).collect(),
             host: Some(host.into()),
             ..Default::default()
         };
-        crate::backup::backup(&t.repo, &opts, &Collect::default(), &std::sync::atomic::AtomicBool::new(false)).unwrap();
+        crate::ops::backup::backup(&t.repo, &opts, &Collect::default(), &std::sync::atomic::AtomicBool::new(false))
+            .unwrap();
     }
     let v = Vfs::new(Arc::new(t.reopen()), 1 << 20, 1 << 20, (0, 0)).unwrap();
     let names = |dir: &str| -> Vec<String> {

@@ -20,10 +20,10 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
-use cairn::check::{check, CheckOptions};
+use cairn::ops::check::{check, CheckOptions};
 use cairn::id::FileId;
 use cairn::repo::Repository;
-use cairn::restore::{resolve, restore, RestoreOptions};
+use cairn::ops::restore::{resolve, restore, RestoreOptions};
 use cairn_fuzz::{fixture_password, fixture_repo, open_options, read_tree, records, Quiet};
 use libfuzzer_sys::fuzz_target;
 

@@ -79,11 +79,11 @@ pub fn read_tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// and allocations, not for the messages).
 pub struct Quiet;
 
-impl cairn::check::Report for Quiet {
+impl cairn::ops::check::Report for Quiet {
     fn error(&self, _message: &str) {}
 }
 
-impl cairn::restore::Report for Quiet {
+impl cairn::ops::restore::Report for Quiet {
     fn error(&self, _path: &Path, _message: &str) {}
 }
 

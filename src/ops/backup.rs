@@ -169,7 +169,7 @@ fn locked_backup(
     check_snapshot_fields(&host, &opts.tags, &sources)?;
     // Packs an interrupted backup left unindexed, or that a damaged index file listed,
     // are indexed from their headers first: their blobs are reused, not stored again.
-    crate::repair::recover(repo, &mut |m| report.note(repo.path(), m))?;
+    crate::ops::repair::recover(repo, &mut |m| report.note(repo.path(), m))?;
     let parent = match &opts.parent {
         ParentChoice::None => None,
         ParentChoice::Id(id) => Some((*id, repo.load_snapshot(id)?)),

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::tree::{Entry, Kind};
+use crate::ops::restore::resolve;
 use crate::repo::Repository;
-use crate::restore::resolve;
 use crate::sys;
 use crate::tree::{Step, Walk};
 
