@@ -3,7 +3,7 @@
 //! threads that load chunks ahead of sequential readers ([`Prefetcher`]).
 //!
 //! Memory: the cache's bytes (`--cache-size`), the pool's (a quarter of that), and per
-//! prefetch thread one ranged read of at most [`COALESCE_MAX`] and the chunk being decoded.
+//! prefetch thread one ranged read of at most [`crate::repo::COALESCE_MAX`] and the chunk being decoded.
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -326,12 +326,6 @@ const PREFETCH_SLICE: u64 = 10_000_000;
 /// Jobs waiting for the prefetch threads.
 const PREFETCH_QUEUE: usize = 16;
 
-/// Largest gap between two blobs of a pack that one ranged read spans.
-const COALESCE_GAP: u64 = 64 << 10;
-
-/// Most bytes one ranged read spans (it is held while its blobs are opened).
-const COALESCE_MAX: u64 = 4 << 20;
-
 impl Prefetcher {
     pub(super) fn start(
         repo: Arc<Repository>,
@@ -482,28 +476,11 @@ fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef], done: &
         .filter(|(_, c)| !cache.has(&c.id))
         .filter_map(|(k, c)| Some((k, *c, repo.index().get(&c.id)?)))
         .collect();
-    let mut i = 0;
-    while i < todo.len() {
-        let first = todo[i].2;
-        let mut end = first.offset as u64 + first.stored_len as u64;
-        let mut j = i + 1;
-        while let Some((_, _, next)) = todo.get(j) {
-            let next_end = next.offset as u64 + next.stored_len as u64;
-            if next.pack != first.pack
-                || (next.offset as u64) < end
-                || next.offset as u64 - end > COALESCE_GAP
-                || next_end - first.offset as u64 > COALESCE_MAX
-            {
-                break;
-            }
-            end = next_end;
-            j += 1;
-        }
-        let group = &todo[i..j];
-        i = j;
-        let (from, to) = (first.offset as u64, end);
+    let _ = crate::repo::coalesce(&todo, |(_, _, loc)| loc, |range, from, to| {
+        let group = &todo[range];
+        let pack = group[0].2.pack;
         let mut sealed = cache.pool().take_transient((to - from) as usize);
-        let read = repo.read_pack_range_into(&first.pack, from, to, &mut sealed);
+        let read = repo.read_pack_range_into(&pack, from, to, &mut sealed);
         for (k, c, loc) in group {
             // Claimed one at a time, just before it is opened: a reader never waits for
             // more than the one chunk this thread is working on.
@@ -518,7 +495,8 @@ fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef], done: &
             done(k + 1);
         }
         cache.pool().give(sealed);
-    }
+        Ok(())
+    });
     done(run.len());
 }
 

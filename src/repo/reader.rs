@@ -1,0 +1,258 @@
+//! The one pack reader: every blob, pack header and pack range cairn reads (check,
+//! restore, prune's repack, the mount) comes through here, so length checks, error
+//! names and the open-file cache live in one place. Also the plan for reading
+//! neighbouring blobs of a pack with one `pread` ([`coalesce`]).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::Repository;
+use crate::backend::{read_exact_at, Dir};
+use crate::compress;
+use crate::error::{Error, IoContext, Result};
+use crate::format::index::Location;
+use crate::format::pack::{decode_header, PackBlob, TRAILER_LEN};
+use crate::format::tree::{self, Node};
+use crate::format::{blob_aad, BlobKind, Compression, FileKind, HEADER_LEN};
+use crate::id::{BlobId, FileId};
+
+/// Two blobs of a pack at most this far apart are read with one `pread` (the bytes
+/// between are read and dropped: cheaper than a second request).
+pub const COALESCE_GAP: u64 = 64 << 10;
+/// One coalesced read covers at most this many bytes (its buffer's size).
+pub const COALESCE_MAX: u64 = 4 << 20;
+
+/// Split `locs` (blobs in the order they are wanted) into runs read with one `pread`
+/// each: consecutive blobs of one pack, in ascending offsets, at most [`COALESCE_GAP`]
+/// apart and [`COALESCE_MAX`] in all. Calls `read(range of locs, from, to)` per run.
+pub fn coalesce<T>(
+    items: &[T],
+    loc: impl Fn(&T) -> &Location,
+    mut read: impl FnMut(std::ops::Range<usize>, u64, u64) -> Result<()>,
+) -> Result<()> {
+    let mut i = 0;
+    while i < items.len() {
+        let first = loc(&items[i]);
+        let mut end = first.offset as u64 + first.stored_len as u64;
+        let mut j = i + 1;
+        while let Some(next) = items.get(j).map(&loc) {
+            let next_end = next.offset as u64 + next.stored_len as u64;
+            if next.pack != first.pack
+                || (next.offset as u64) < end
+                || next.offset as u64 - end > COALESCE_GAP
+                || next_end - first.offset as u64 > COALESCE_MAX
+            {
+                break;
+            }
+            end = next_end;
+            j += 1;
+        }
+        read(i..j, first.offset as u64, end)?;
+        i = j;
+    }
+    Ok(())
+}
+
+impl Repository {
+    fn pack_file(&self, pack: &FileId) -> Result<Arc<File>> {
+        let mut cache = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = cache.get(pack) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(self.backend.open_pack(pack)?.0);
+        cache.put(*pack, f.clone());
+        Ok(f)
+    }
+
+    /// Path of a pack file.
+    pub fn pack_path(&self, pack: &FileId) -> PathBuf {
+        self.backend.path(Dir::Data, pack)
+    }
+
+    /// Read the sealed bytes of a blob.
+    pub fn read_sealed_blob(&self, loc: &Location) -> Result<Vec<u8>> {
+        self.read_pack_range(&loc.pack, loc.offset as u64, loc.offset as u64 + loc.stored_len as u64)
+    }
+
+    /// Read bytes `from..to` of a pack (one or more neighbouring sealed blobs).
+    pub fn read_pack_range(&self, pack: &FileId, from: u64, to: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_pack_range_into(pack, from, to, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Repository::read_pack_range`] into `buf`, reusing its allocation: `buf` ends up
+    /// holding exactly the bytes read (only bytes past its old length are zeroed first).
+    pub fn read_pack_range_into(&self, pack: &FileId, from: u64, to: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let f = self.pack_file(pack)?;
+        let n = to.saturating_sub(from) as usize;
+        buf.truncate(n);
+        buf.resize(n, 0);
+        read_exact_at(&f, &self.pack_path(pack), buf, from).map_err(|e| match e {
+            Error::Io { err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
+            }
+            e => e,
+        })
+    }
+
+    /// Read and decrypt the header of pack `id`: its blobs with their offsets. The file
+    /// header, the trailer and the sealed header are checked against the file's length
+    /// (docs/format.md, section 10); the blobs must exactly fill the space before the
+    /// header. Memory: the sealed header (42 B per blob) and the list (~56 B per blob).
+    pub fn read_pack_header(&self, id: &FileId) -> Result<PackHeader> {
+        let f = self.pack_file(id)?;
+        let len = f.metadata().at(self.pack_path(id))?.len();
+        let path = self.pack_path(id);
+        let read = |buf: &mut [u8], off: u64| read_exact_at(&f, &path, buf, off);
+        if len < (HEADER_LEN + TRAILER_LEN) as u64 {
+            return Err(Error::corrupt("pack", id, format!("{len} bytes is too short for a pack")));
+        }
+        let mut head = [0u8; HEADER_LEN];
+        read(&mut head, 0)?;
+        FileKind::Pack.check_header(&head, id)?;
+        let mut trailer = [0u8; TRAILER_LEN];
+        read(&mut trailer, len - TRAILER_LEN as u64)?;
+        let hlen = u32::from_le_bytes(trailer) as u64;
+        if hlen > MAX_PACK_HEADER {
+            return Err(Error::corrupt("pack", id, format!("header length {hlen} is absurd")));
+        }
+        let blobs_len = (len - (HEADER_LEN + TRAILER_LEN) as u64).checked_sub(hlen).ok_or_else(|| {
+            Error::corrupt("pack", id, format!("header length {hlen} exceeds the file ({len} bytes)"))
+        })?;
+        // Decrypted where it was read: at most 64 MiB for a forged header, which then
+        // fails authentication; cairn writes headers of at most 2.75 MB.
+        let mut sealed = vec![0u8; hlen as usize];
+        read(&mut sealed, HEADER_LEN as u64 + blobs_len)?;
+        let header = self.keys.open_in_place(&head, &mut sealed, "pack header", id)?;
+        let blobs = decode_header(header, id, blobs_len)?;
+        Ok(PackHeader { id: *id, head, blobs, tail_len: hlen as usize + TRAILER_LEN })
+    }
+
+    /// Read pack `id` from start to end, handing each blob's sealed bytes (which `f` may
+    /// garble: they are not used again) with its location to `f`, and hashing every byte
+    /// on the way. Returns whether the file's content matches its name. Memory: one
+    /// read buffer (1 MiB) and one blob (at most 16 MiB), whatever the pack's size.
+    pub fn stream_pack(&self, h: &PackHeader, f: BlobVisitor<'_>) -> Result<bool> {
+        use std::io::{BufReader, Read, Seek, SeekFrom};
+        let path = self.pack_path(&h.id);
+        let mut r = BufReader::with_capacity(1 << 20, self.backend.open_pack(&h.id)?.0);
+        r.seek(SeekFrom::Start(HEADER_LEN as u64)).at(&path)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&h.head);
+        let mut buf = Vec::new();
+        for (b, off) in &h.blobs {
+            buf.resize(b.stored_len as usize, 0);
+            r.read_exact(&mut buf).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::corrupt("pack", h.id, "truncated while read"),
+                _ => Error::Io { path: path.clone(), err: e },
+            })?;
+            hasher.update(&buf);
+            f(b, &h.location(b, *off), &mut buf)?;
+        }
+        // The sealed header and trailer follow the blobs: read on, for the hash.
+        buf.resize(h.tail_len, 0);
+        r.read_exact(&mut buf).at(&path)?;
+        hasher.update(&buf);
+        Ok(FileId(*hasher.finalize().as_bytes()) == h.id)
+    }
+
+    /// Open, decompress and verify a blob's sealed bytes without copying them: decrypts
+    /// `sealed` where it lies (it is garbage afterwards) and leaves the plaintext in
+    /// `plain`, reusing its allocation. The blob must be of `kind`, the kind its reader
+    /// expects: a chunk list naming a tree blob (or a directory naming a data blob) is
+    /// damage, never content. Every blob read in cairn goes through here.
+    pub fn open_blob_into(
+        &self,
+        id: &BlobId,
+        kind: BlobKind,
+        loc: &Location,
+        sealed: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<()> {
+        let what = kind.name();
+        let named = BlobIn(id, &loc.pack);
+        if loc.kind != kind {
+            return Err(Error::corrupt(what, &named, format!("the index lists it as a {}", loc.kind.name())));
+        }
+        let body = self.keys.open_in_place(&blob_aad(loc.kind, loc.compression), sealed, what, &named)?;
+        match loc.compression {
+            Compression::None => {
+                plain.clear();
+                plain.extend_from_slice(body);
+            }
+            Compression::Zstd => compress::decompress_into(body, loc.raw_len as usize, what, &named, plain)?,
+        }
+        if plain.len() != loc.raw_len as usize {
+            return Err(Error::corrupt(
+                what,
+                &named,
+                format!("length {} differs from the index's {}", plain.len(), loc.raw_len),
+            ));
+        }
+        if self.keys.blob_id(loc.kind, plain) != *id {
+            return Err(Error::corrupt(what, &named, "content does not match its id"));
+        }
+        Ok(())
+    }
+
+    /// Read a blob of `kind`: look it up, read it, decrypt, decompress and verify its id
+    /// and kind.
+    pub fn read_blob(&self, id: &BlobId, kind: BlobKind) -> Result<Vec<u8>> {
+        let loc = self.index.try_get(id)?.ok_or_else(|| Error::NotFound { what: kind.name(), id: id.to_hex() })?;
+        let mut sealed = self.read_sealed_blob(&loc)?;
+        let mut plain = Vec::new();
+        self.open_blob_into(id, kind, &loc, &mut sealed, &mut plain)?;
+        Ok(plain)
+    }
+
+    /// Read and decode a tree node.
+    pub fn read_tree(&self, id: &BlobId) -> Result<Node> {
+        tree::decode(&self.read_blob(id, BlobKind::Tree)?, id)
+    }
+
+}
+
+/// Longest sealed pack header a reader accepts: 64 MiB is 1.6 M blob records, far past
+/// any pack cairn writes (at most [`packer::MAX_PACK_BLOBS`] blobs). The limit keeps a
+/// forged trailer from driving a huge allocation.
+const MAX_PACK_HEADER: u64 = 64 << 20;
+
+/// Receives each blob of a streamed pack: its record, where it is, and its sealed bytes.
+pub type BlobVisitor<'a> = &'a mut dyn FnMut(&PackBlob, &Location, &mut [u8]) -> Result<()>;
+
+/// A pack's decrypted header (see [`Repository::read_pack_header`]).
+pub struct PackHeader {
+    /// The pack.
+    pub id: FileId,
+    head: [u8; HEADER_LEN],
+    /// Its blobs in file order, each with its offset.
+    pub blobs: Vec<(PackBlob, u64)>,
+    /// Bytes of the sealed header and trailer.
+    tail_len: usize,
+}
+
+impl PackHeader {
+    /// Where blob `b`, at offset `offset` of this pack, is stored.
+    pub fn location(&self, b: &PackBlob, offset: u64) -> Location {
+        Location {
+            pack: self.id,
+            offset: offset as u32,
+            stored_len: b.stored_len,
+            raw_len: b.raw_len,
+            kind: b.kind,
+            compression: b.compression,
+        }
+    }
+}
+
+/// Names a blob together with its pack in messages.
+struct BlobIn<'a>(&'a BlobId, &'a FileId);
+
+impl std::fmt::Display for BlobIn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (in pack {})", self.0, self.1)
+    }
+}
+
