@@ -31,5 +31,3 @@ mod tests;
 pub(crate) mod testutil;
 
 pub use error::{Error, Result};
-// Old paths, while callers move to `ops::` (removed once they have).
-pub use ops::{backup, check, ls, repair, restore};

@@ -240,7 +240,8 @@ fn change(o: &Opts) {
                 let mut extra = Vec::new();
                 let n = 1024 + r.below(100 << 10) as usize;
                 text.fill(&mut r, &mut extra, n);
-                let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+                // Created if an earlier change deleted it (changes are applied day after day).
+                let mut f = fs::OpenOptions::new().append(true).create(true).open(&p).unwrap();
                 f.write_all(&extra).unwrap();
             }
             13..=15 => {
