@@ -20,7 +20,7 @@ use crate::backend::Dir;
 use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, IoContext, Result};
 use crate::extsort::{IdSet, NameSorter, SortedNames};
-use crate::format::index::{IndexEntry, Location};
+use crate::format::index::Location;
 use crate::format::pack::{RECORD_LEN, TRAILER_LEN};
 use crate::format::HEADER_LEN;
 use crate::id::{BlobId, FileId};
@@ -708,7 +708,7 @@ fn execute(
     // Past here things are removed: only while this lock still holds.
     guard.check()?;
     progress(Progress { phase: "index", done: 0 });
-    let mut keep = |e: &IndexEntry| kept.contains(&e.loc.pack.0).map_err(io_err);
+    let mut keep = |p: &FileId| kept.contains(&p.0).map_err(io_err);
     let rewritten = repo.rewrite_index_files(&new_files, false, &mut keep, &mut |_| {})?;
     stats.index_files_rewritten = rewritten.files;
     stats.index_entries_dropped = rewritten.entries_dropped;

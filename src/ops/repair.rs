@@ -240,7 +240,7 @@ fn locked_repair_index(repo: &Repository, force: bool, note: &mut dyn FnMut(&str
         )));
     }
     // Index files: damaged ones go, those naming missing packs are rewritten.
-    let mut keep = |e: &IndexEntry| listed.contains(&e.loc.pack.0).map_err(io);
+    let mut keep = |p: &FileId| listed.contains(&p.0).map_err(io);
     let done = repo.rewrite_index_files(&Default::default(), true, &mut keep, &mut |n| match n {
         IndexNote::Damaged(_, e) => note(&format!("{e}: removed (its packs are indexed from their headers)")),
         IndexNote::Rewritten(file, dropped) => {
