@@ -17,6 +17,10 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 
 /// Bytes charged per name besides its own bytes.
 const PER_NAME: usize = 32;
+/// Batches kept on disk at most: at this many, they are merged into one. Bounds the
+/// open files (a sort of 10^8 ids in 8 MiB made 460 batches, near the usual limit of
+/// 1,024 descriptors at a smaller budget) and the merge's buffers (4 KiB or more each).
+const MAX_BATCHES: usize = 64;
 
 /// Collects names; [`NameSorter::finish`] gives them back sorted, each once.
 pub struct NameSorter {
@@ -24,12 +28,13 @@ pub struct NameSorter {
     mem_bytes: usize,
     limit: usize,
     batches: Vec<File>,
+    compactions: usize,
 }
 
 impl NameSorter {
     /// A sorter holding at most about `limit` bytes of names in RAM.
     pub fn new(limit: usize) -> NameSorter {
-        NameSorter { mem: Vec::new(), mem_bytes: 0, limit: limit.max(4096), batches: Vec::new() }
+        NameSorter { mem: Vec::new(), mem_bytes: 0, limit: limit.max(4096), batches: Vec::new(), compactions: 0 }
     }
 
     /// Add a name.
@@ -63,6 +68,29 @@ impl NameSorter {
         self.mem = Vec::new();
         self.mem_bytes = 0;
         self.batches.push(f);
+        if self.batches.len() >= MAX_BATCHES {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Merge every batch into one (sorted, without repeats), with one small buffer per
+    /// batch.
+    fn compact(&mut self) -> io::Result<()> {
+        let batches = std::mem::take(&mut self.batches);
+        let mut merged = merge_batches(batches, 4096)?;
+        let mut f = tempfile::tempfile()?;
+        {
+            let mut w = BufWriter::with_capacity(1 << 16, &mut f);
+            while let Some(n) = merged.next_name()? {
+                w.write_all(&(n.len() as u32).to_le_bytes())?;
+                w.write_all(&n)?;
+            }
+            w.flush()?;
+        }
+        f.rewind()?;
+        self.batches.push(f);
+        self.compactions += 1;
         Ok(())
     }
 
@@ -82,16 +110,25 @@ impl NameSorter {
             self.spill()?;
         }
         let buf = (self.limit / self.batches.len()).clamp(4096, 1 << 16);
-        let mut batches: Vec<BufReader<File>> =
-            self.batches.into_iter().map(|f| BufReader::with_capacity(buf, f)).collect();
-        let mut heap = BinaryHeap::new();
-        for (i, b) in batches.iter_mut().enumerate() {
-            if let Some(n) = read_name(b)? {
-                heap.push(Reverse((n, i)));
-            }
-        }
-        Ok(SortedNames { mem: Vec::new().into_iter(), batches, heap, last: None })
+        merge_batches(self.batches, buf)
     }
+
+    /// Times the batches were merged into one to stay under [`MAX_BATCHES`] (for tests).
+    pub fn compactions(&self) -> usize {
+        self.compactions
+    }
+}
+
+/// The names of sorted `batches`, merged, each once; `buf` bytes of read buffer each.
+fn merge_batches(batches: Vec<File>, buf: usize) -> io::Result<SortedNames> {
+    let mut batches: Vec<BufReader<File>> = batches.into_iter().map(|f| BufReader::with_capacity(buf, f)).collect();
+    let mut heap = BinaryHeap::new();
+    for (i, b) in batches.iter_mut().enumerate() {
+        if let Some(n) = read_name(b)? {
+            heap.push(Reverse((n, i)));
+        }
+    }
+    Ok(SortedNames { mem: Vec::new().into_iter(), batches, heap, last: None })
 }
 
 fn read_name(r: &mut BufReader<File>) -> io::Result<Option<Vec<u8>>> {
@@ -255,6 +292,35 @@ mod tests {
             prop_assert_eq!(got, want);
             let bytes: usize = names.iter().map(|n| n.len() + PER_NAME).sum();
             prop_assert_eq!(spilled, bytes > limit.max(4096));
+        }
+
+        #[test]
+        fn many_batches_are_merged_as_they_come(names in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 100..120), 0..6000)) {
+            // 4 KiB of names per batch (~29 names): up to ~210 batches, merged every
+            // MAX_BATCHES.
+            let mut s = NameSorter::new(0);
+            for n in &names {
+                s.push(n.clone()).unwrap();
+            }
+            prop_assert!(s.batches() < MAX_BATCHES);
+            let compacted = s.compactions() > 0;
+            let mut it = s.finish().unwrap();
+            let mut got = Vec::new();
+            while let Some(n) = it.next_name().unwrap() {
+                got.push(n);
+            }
+            let mut want = names.clone();
+            want.sort();
+            want.dedup();
+            prop_assert_eq!(got, want);
+            // Every 4 KiB spills one batch: at 64 x 4 KiB the batches were merged.
+            let bytes: usize = names.iter().map(|n| n.len() + PER_NAME).sum();
+            if bytes > 80 * 4096 {
+                prop_assert!(compacted, "{} bytes in batches of 4 KiB, never merged", bytes);
+            }
+            if bytes < 60 * 4096 {
+                prop_assert!(!compacted);
+            }
         }
 
         #[test]

@@ -707,9 +707,15 @@ fn execute(
     cancelled()?;
     // Past here things are removed: only while this lock still holds.
     guard.check()?;
-    progress(Progress { phase: "index", done: 0 });
-    let mut keep = |p: &FileId| kept.contains(&p.0).map_err(io_err);
-    let rewritten = repo.rewrite_index_files(&new_files, false, &mut keep, &mut |_| {})?;
+    // Index files name only packs that stay unless some pack goes (deleted, repacked,
+    // or named but missing): otherwise there is nothing to rewrite, and no file is read.
+    let rewritten = if stats.packs_deleted + stats.packs_repacked + stats.missing_unused_packs == 0 {
+        Default::default()
+    } else {
+        progress(Progress { phase: "index", done: 0 });
+        let mut keep = |p: &FileId| kept.contains(&p.0).map_err(io_err);
+        repo.rewrite_index_files(&new_files, false, &mut keep, &mut |_| {})?
+    };
     stats.index_files_rewritten = rewritten.files;
     stats.index_entries_dropped = rewritten.entries_dropped;
 
@@ -740,6 +746,9 @@ fn execute(
     // The local cache: the runs lose the gone packs' records, the manifest the removed
     // index files; the rewritten ones hold nothing the runs lack. (If this fails, the
     // next command finds removed files and rebuilds.)
+    if stats.packs_deleted + stats.packs_repacked + stats.missing_unused_packs == 0 {
+        return Ok(stats); // nothing went: the cache holds exactly what it did
+    }
     progress(Progress { phase: "cache", done: 0 });
     let mut gone = vec![0u64; (pack_count as usize).div_ceil(64)]; // 1 bit per pack ordinal
     let mut ordinal = 0u32;
