@@ -17,6 +17,32 @@ injected entries, restic and borg an empty one. With `--verify` (the test suite'
 run), every restored tree and copy out of a mount is compared with the source, and any
 exit code but 0 fails the run.
 
+Lifecycle (--only lifecycle): every tool backs up a copy of the main corpus (--quick:
+10^3 small files and 16 MiB of large ones) once a day for 30 days (--lifecycle-days;
+snapshot times set with `--time`/`--timestamp`, a seeded change set applied before each
+day), then forgets all but 7 daily and 2 weekly snapshots and prunes (cairn and restic
+`forget --prune`, borg `prune` then `compact`): that step is measured, each tool's kept
+snapshots are listed beside what its retention rules keep, and cairn's repository after
+prune is compared with a fresh cairn repository holding only the kept snapshots and with
+the smallest peer's. With --verify, `cairn check --read-data` after the prune and a
+restore of the newest snapshot compared with the corpus.
+
+Prune at scale (--only prune-scale): cairn alone prunes synthetic repositories of 10^6,
+10^7 and 10^8 blobs (--prune-series; --quick: 10^5, 10^6) with `--memory 128M` (4/5 of
+--cgroup-mib). Each is made by `cairn-synth --blobs N` (src/bin/cairn-synth.rs): N
+distinct 16-byte data blobs, sealed by cairn and written by its packer into real packs
+and index files (and the local index cache), in files of 1000 chunks whose chunk lists
+and directories (1000 files each) are written by cairn's tree writers, and two
+snapshots: A of blobs [0, 0.6N) and B of [0.4N, N). `cairn forget A` then leaves packs
+only A used (deleted) and mixed ones (repacked or kept). Generation and forget are not
+measured (generation time is reported); the prune is, with the stats and phase times it
+prints, and its peak RSS is checked against the budget + 32 MiB. Then, inside a memory
+cgroup of --cgroup-mib (160 MiB): cairn's prune of a fresh synthetic repository of 10^7
+blobs (--prune-cgroup-blobs; --quick: the largest of the series), and restic's and
+cairn's prunes of 10^6 (--prune-cgroup-files; --quick: 10^5) small files backed up twice
+(`cairn-corpus --tiny`, the change set applied between), the first snapshot forgotten:
+completed or OOM-killed, wall time and peak RSS.
+
 Each step runs under GNU time: wall time, CPU time (user+sys) and peak RSS (the kernel's
 maximum resident set size of the process tree). Repository size is `du -sb` after the
 step. Every peer figure is also shown as a ratio peer/cairn: above 1 means cairn is
@@ -43,7 +69,7 @@ INDEXBENCH = ROOT / "target/release/cairn-indexbench"
 PASSWORD = "bench-password"
 MIB = 1024 * 1024
 # Parts of the benchmark, in the order they run (--only picks some).
-SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount"]
+SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount", "lifecycle", "prune-scale"]
 # --verify: compare what restores and mounts give back with the source, accept exit 0 only.
 VERIFY = False
 
@@ -308,6 +334,11 @@ def main():
     ap.add_argument("--cgroup-files", type=float, help="files backed up under the memory cgroup")
     ap.add_argument("--cgroup-entries", type=float, help="entries injected into cairn's repository for the cgroup run")
     ap.add_argument("--cgroup-mib", type=int, default=160, help="the cgroup's memory limit")
+    ap.add_argument("--lifecycle-days", type=int, default=30,
+                    help="daily backups before the lifecycle section's forget and prune")
+    ap.add_argument("--prune-series", help="comma-separated blob counts for prune-scale's synthetic repositories")
+    ap.add_argument("--prune-cgroup-blobs", type=float, help="blobs of the synthetic repository pruned under the cgroup")
+    ap.add_argument("--prune-cgroup-files", type=float, help="small files of the restic/cairn prune under the cgroup")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--verify", action="store_true",
                     help="compare restored trees and copies out of mounts with the source; fail on any exit code but 0")
@@ -352,6 +383,10 @@ def main():
     index_rows = index_section(a, work) if "index" in only and "cairn" in tools_wanted else []
     if "mount" in only:
         mount_section(work, tools, src, files, record)
+    if "lifecycle" in only:
+        cg_lines += lifecycle_section(a, work, tools, files, large, record)
+    if "prune-scale" in only and "cairn" in tools_wanted:
+        cg_lines += prune_scale_section(a, work, out, tools, record)
     finish(a, out, rows, tools, files, large, cg_lines, index_rows)
 
 
@@ -619,6 +654,303 @@ def index_section(a, work):
     return index_rows
 
 
+# The lifecycle section: day 0's snapshot time (local), and the retention policy applied.
+LIFECYCLE_START = datetime.datetime(2026, 1, 1, 12, 0, 0)
+LIFECYCLE_KEEP_DAILY, LIFECYCLE_KEEP_WEEKLY = 7, 2
+
+
+def lifecycle_section(a, work, tools, files, large, record):
+    """A month of daily backups, then retention: forget and prune, against a fresh backup.
+
+    Every tool backs up a fresh copy of the main corpus once a day for --lifecycle-days
+    days (default 30): day k's snapshot gets the time 2026-01-01 12:00 + k days (local
+    time: cairn's and restic's `backup --time`; borg's `create --timestamp`, given the
+    same instant in UTC). Before day k (k >= 1) the change set with seed 1000 + k is
+    applied once, and every tool backs up day k before the next change, so all see the
+    same data on every day. Every snapshot has the same host and path: cairn's and
+    restic's policies (per group of host and paths) see one group, borg's the whole
+    repository; the section checks this before it forgets.
+
+    The measured step is forget --keep-daily 7 --keep-weekly 2, then prune, each tool's
+    repository read into the page cache first: cairn as one process (`cairn forget
+    --keep-daily 7 --keep-weekly 2 --prune`), restic as one (`restic forget ... --prune`),
+    borg as `borg prune ...` then `borg compact` (times summed, peak RSS the larger).
+    Rows: "N daily backups" (times summed over the days, the largest peak RSS, the
+    repository after the last), "forget+prune" (the repository after it) and, for cairn,
+    "fresh backup of kept": a new cairn repository holding only the kept snapshots. It is
+    made by restoring each kept snapshot, oldest first, and rsyncing it by content
+    (`--checksum`) into the corpus directory, so that files unchanged from one kept
+    snapshot to the next keep their inode and ctime as in the daily run (a tree entry
+    holds both: a fresh restore of every snapshot would make every tree new), then backing
+    it up with the snapshot's original time. Chunk boundaries depend on a secret of each
+    repository, so the fresh repository's chunks are not the original's, and its size
+    varies from one fresh repository to the next: measured, within 1% of each other for
+    three fresh repositories of the same 7 snapshots of the --quick main corpus (10^4
+    files, 256 MiB), but 6-14% apart from the original on a corpus of a few MiB (the test
+    suite's), even with nothing forgotten, where the ~1 MiB chunk the day's log edit adds
+    is most of what changes.
+
+    The report (table.md) lists what each tool kept beside what its documented rules keep:
+    restic's, which cairn follows (a snapshot kept for one rule also fills the period of
+    every other rule it opens, so with 30 days the 2 weekly ones are among the 7 daily
+    ones), and borg 1.2's (a rule skips archives an earlier rule kept, so borg keeps 2
+    more). A difference is reported, never hidden. Then the targets, reported as they
+    are: cairn's forget+prune at least 3x faster than each peer's and with lower peak RSS
+    than both; its repository after prune within 3% of the smallest peer's and within 2%
+    of the fresh backup of the kept snapshots (smaller counts as within). With --verify, cairn must keep exactly the
+    snapshots restic's rules keep, `cairn check --read-data` must pass after the prune,
+    and the newest snapshot, restored, must equal the corpus.
+
+    The change set is applied day after day to one tree (an append to a file an earlier
+    day deleted creates it).
+
+    --quick: a corpus of 10^3 small files and 16 MiB of large ones (unless --files or
+    --large-mib say otherwise), still 30 days: 2-3 minutes for the three tools here,
+    most of it each tool's fixed cost per backup (key derivation, locks, start-up); its
+    repository sizes are too small for the size comparisons to mean much. Without
+    --quick it is the main corpus.
+    """
+    days = a.lifecycle_days
+    if days < 1:
+        raise SystemExit("bench: --lifecycle-days must be at least 1")
+    policy = ["--keep-daily", str(LIFECYCLE_KEEP_DAILY), "--keep-weekly", str(LIFECYCLE_KEEP_WEEKLY)]
+    name = "corpus"
+    if a.quick and (a.files is None or a.large_mib is None):
+        # 30 days of the quick main corpus take ~4 minutes of backups for the three tools.
+        files, large, name = a.files or 1000, large if a.large_mib is not None else 16, "corpus-lifecycle"
+    src = corpus(work, name, ["--seed", "1", "--files", str(files), "--large-mib", str(large), "--xattrs", "10"])
+    # A copy of its own: the change sets of 30 days mutate it.
+    run_src = work / "lifecycle"
+    sh(["rsync", "-aHX", "--delete", f"{src}/", f"{run_src}/"])
+    stamps = [LIFECYCLE_START + datetime.timedelta(days=k) for k in range(days)]
+    for t in tools:
+        t.reset()
+    warm(run_src)
+    backups = {t.name: [] for t in tools}
+    for k, when in enumerate(stamps):
+        if k:
+            sh([CORPUS, "change", run_src, "--seed", str(1000 + k), "--files", str(files)])
+        for t in tools:
+            backups[t.name].append(measure(t, lifecycle_backup(t, k, when, run_src)))
+        print(f"lifecycle day {k + 1}/{days} ({when:%Y-%m-%d}) backed up by {','.join(t.name for t in tools)}",
+              file=sys.stderr, flush=True)
+    data = du(run_src)
+    before, after, kept, prune = {}, {}, {}, {}
+    for t in tools:
+        before[t.name] = du(t.repo)
+        record("lifecycle", f"{days} daily backups", t, files, data, lifecycle_total(backups[t.name]), before[t.name])
+    for t in tools:
+        snaps = lifecycle_snapshots(t)
+        if len(snaps) != days:
+            raise SystemExit(f"bench: {t.name} holds {len(snaps)} snapshots after {days} daily backups")
+        groups = {(s["host"], s["paths"]) for s in snaps}
+        if len(groups) != 1:
+            raise SystemExit(f"bench: {t.name}'s snapshots fall into {len(groups)} groups of host and paths, not one: {groups}")
+    for t in tools:
+        warm(t.repo)
+        if t.name == "borg":
+            m = lifecycle_total([measure(t, ["borg", "prune", *policy]), measure(t, ["borg", "compact"])])
+        else:
+            m = measure(t, [CAIRN if t.name == "cairn" else "restic", "forget", *policy, "--prune"])
+        after[t.name] = du(t.repo)
+        prune[t.name] = m
+        record("lifecycle", "forget+prune", t, files, data, m, after[t.name])
+        kept[t.name] = sorted(s["date"] for s in lifecycle_snapshots(t))
+    dates = [w.date() for w in stamps]
+    rules = {"restic": lifecycle_keep_restic(dates, LIFECYCLE_KEEP_DAILY, LIFECYCLE_KEEP_WEEKLY),
+             "borg": lifecycle_keep_borg(dates, LIFECYCLE_KEEP_DAILY, LIFECYCLE_KEEP_WEEKLY)}
+    rules["cairn"] = rules["restic"]
+    c = next((t for t in tools if t.name == "cairn"), None)
+    fresh_size, unused = None, None
+    if c:
+        if VERIFY and kept["cairn"] != rules["cairn"]:
+            raise SystemExit(f"bench: cairn kept {lifecycle_dates(kept['cairn'])}, restic's rules keep "
+                             f"{lifecycle_dates(rules['cairn'])}")
+        target = work / "lifecycle-restore"
+        if VERIFY:
+            lifecycle_run(c, [CAIRN, "check", "--read-data"])
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            lifecycle_run(c, [CAIRN, "restore", "latest", "--target", target])
+            same_tree(run_src, target / str(run_src).lstrip("/"), "cairn's restore of the newest snapshot after prune")
+        # What prune left unused (it stops repacking once at most --max-unused, 5%, is left).
+        plan = __import__("json").loads(lifecycle_run(c, [CAIRN, "prune", "--dry-run", "--json"]).strip().splitlines()[-1])
+        unused = plan["summary"]["unused_bytes"]
+        # A fresh repository of the kept snapshots, oldest first, at their own times.
+        fresh = Tool("cairn", work)
+        fresh.repo, fresh.base = work / "repo-cairn-fresh", work / "home-cairn-fresh"
+        fresh.reset()
+        ms = []
+        for s in sorted(lifecycle_snapshots(c), key=lambda s: s["time"]):
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            lifecycle_run(c, [CAIRN, "restore", s["id"], "--target", target])
+            sh(["rsync", "-aHX", "--delete", "--checksum", f"{target / str(run_src).lstrip('/')}/", f"{run_src}/"])
+            ms.append(measure(fresh, [CAIRN, "backup", "--time", s["time"], run_src]))
+        fresh_size = du(fresh.repo)
+        record("lifecycle", "fresh backup of kept", fresh, files, data, lifecycle_total(ms), fresh_size)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(fresh.repo, ignore_errors=True)
+        shutil.rmtree(fresh.base, ignore_errors=True)
+    return lifecycle_report(days, files, large, tools, before, after, kept, prune, rules, fresh_size, unused)
+
+
+def lifecycle_report(days, files, large, tools, before, after, kept, prune, rules, fresh_size, unused):
+    """The lifecycle section's table and verdicts, for table.md."""
+    names = [t.name for t in tools]
+    lines = ["", f"### Lifecycle: {days} daily backups of {files:,} small files + {large} MiB of large files, then "
+             f"forget --keep-daily {LIFECYCLE_KEEP_DAILY} --keep-weekly {LIFECYCLE_KEEP_WEEKLY} and prune", "",
+             "cairn: `forget --prune` (one process); restic: `forget --prune`; borg: `prune` + `compact` (times summed, "
+             "peak RSS the larger). Ratios are peer / cairn.", "",
+             "| tool | snapshots kept | kept (dates) | its rules keep | repository before (MiB) | after prune (MiB) "
+             "| forget+prune wall (s) | CPU (s) | peak RSS (MiB) |", "|---" * 9 + "|"]
+
+    def cell(n, value, base):
+        if n == "cairn" or base is None:
+            return f"{value:.1f}"
+        return f"{value:.1f} ({ratio(value, base):.2f}x)"
+
+    has_c = "cairn" in names
+    for n in names:
+        same = "same" if kept[n] == rules[n] else f"**{len(rules[n])}: {lifecycle_dates(rules[n])}**"
+        lines.append(f"| {n} | {len(kept[n])} | {lifecycle_dates(kept[n])} | {same} | "
+                     f"{cell(n, before[n] / MIB, before['cairn'] / MIB if has_c else None)} | "
+                     f"{cell(n, after[n] / MIB, after['cairn'] / MIB if has_c else None)} | "
+                     + " | ".join(cell(n, prune[n][k], prune["cairn"][k] if has_c else None)
+                                  for k in ("wall_s", "cpu_s", "rss_mib")) + " |")
+    if fresh_size is not None:
+        lines.append(f"| cairn, fresh backup of the kept snapshots | {len(kept['cairn'])} | same as cairn | – | – | "
+                     f"{fresh_size / MIB:.1f} | – | – | – |")
+    lines.append("")
+    counts = {n: len(kept[n]) for n in names}
+    if len(set(counts.values())) == 1:
+        lines.append(f"Every tool kept {counts[names[0]]} snapshots.")
+    else:
+        lines.append("The tools kept different numbers of snapshots: "
+                     + ", ".join(f"{n} {c}" for n, c in counts.items()) + ".")
+    said = [f"restic's rules (cairn follows them: a snapshot kept as daily also fills its week's weekly slot) keep "
+            f"{len(rules['restic'])}: {lifecycle_dates(rules['restic'])}"]
+    if "borg" in names:
+        said.append(f"borg 1.2's (a rule skips what an earlier rule kept) keep {len(rules['borg'])}: "
+                    f"{lifecycle_dates(rules['borg'])}")
+    lines.append("; ".join(said) + ".")
+    for n in names:
+        if kept[n] != rules[n]:
+            lines.append(f"**{n} kept {lifecycle_dates(kept[n])}, not what its rules keep.**")
+    if not has_c:
+        return lines
+    c_after = after["cairn"]
+    if fresh_size:
+        pct = (c_after / fresh_size - 1) * 100
+        lines.append(f"After prune cairn's repository ({c_after / MIB:.1f} MiB) is {pct:+.1f}% against a fresh cairn "
+                     f"backup of the kept snapshots ({fresh_size / MIB:.1f} MiB): target within 2%, "
+                     f"{'met' if pct <= 2 else 'not met'}. Prune left {unused / MIB:.1f} MiB unused in the packs it "
+                     f"kept ({unused / c_after * 100:.1f}% of the repository; `--max-unused` default 5%).")
+    peers = [n for n in names if n != "cairn"]
+    if peers:
+        small = min(peers, key=lambda n: after[n])
+        pct = (c_after / after[small] - 1) * 100
+        like = "" if counts[small] == counts["cairn"] else \
+            f" ({small} kept {counts[small]} snapshots against cairn's {counts['cairn']}: not like for like)"
+        lines.append(f"Against the smallest peer repository after prune, {small}'s ({after[small] / MIB:.1f} MiB), "
+                     f"cairn's is {pct:+.1f}%{like}: target within 3%, {'met' if pct <= 3 else 'not met'}.")
+        speed = [f"{n} {ratio(prune[n]['wall_s'], prune['cairn']['wall_s']):.2f}x" for n in peers]
+        fast = all(ratio(prune[n]["wall_s"], prune["cairn"]["wall_s"]) >= 3 for n in peers)
+        lean = all(prune["cairn"]["rss_mib"] < prune[n]["rss_mib"] for n in peers)
+        lines.append(f"forget+prune wall time, peer / cairn: {', '.join(speed)}: target at least 3x, "
+                     f"{'met' if fast else 'not met'}. Peak RSS: cairn {prune['cairn']['rss_mib']:.1f} MiB, "
+                     + ", ".join(f"{n} {prune[n]['rss_mib']:.1f} MiB" for n in peers)
+                     + f": target lower than every peer, {'met' if lean else 'not met'}.")
+    return lines
+
+
+def lifecycle_backup(t, k, when, src):
+    """Day k's backup command, with the snapshot time `when` (naive, local)."""
+    if t.name == "borg":
+        utc = when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")  # borg takes UTC
+        return ["borg", "create", "--compression", "zstd,3", "--timestamp", utc, f"::day-{k}", src]
+    return [CAIRN if t.name == "cairn" else "restic", "backup", "--time", f"{when:%Y-%m-%d %H:%M:%S}", src]
+
+
+def lifecycle_run(t, cmd):
+    """Run an unmeasured command of tool t; its stdout, or stop the run if it fails."""
+    p = subprocess.run(list(map(str, cmd)), env=t.env(), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{t.name}: {' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return p.stdout
+
+
+def lifecycle_snapshots(t):
+    """Tool t's snapshots: id, local date, local time (YYYY-MM-DD HH:MM:SS), host and paths
+    (borg: None, None; its prune does not group)."""
+    json = __import__("json")
+    if t.name == "cairn":
+        out = []
+        for s in json.loads(lifecycle_run(t, [CAIRN, "snapshots", "--json"])):
+            when = datetime.datetime.fromtimestamp(s["time_ns"] / 1e9)
+            out.append({"id": s["id"], "date": when.date(), "time": f"{when:%Y-%m-%d %H:%M:%S}", "host": s["host"],
+                        "paths": tuple(s["paths"])})
+        return out
+    if t.name == "restic":
+        # Times are local with an offset: the first 19 characters are the local time.
+        return [{"id": s["id"], "date": datetime.date.fromisoformat(s["time"][:10]),
+                 "time": s["time"][:19].replace("T", " "), "host": s["hostname"], "paths": tuple(s["paths"])}
+                for s in json.loads(lifecycle_run(t, ["restic", "snapshots", "--json"]))]
+    return [{"id": s["name"], "date": datetime.date.fromisoformat(s["time"][:10]), "time": s["time"][:19].replace("T", " "),
+             "host": None, "paths": None} for s in json.loads(lifecycle_run(t, ["borg", "list", "--json"]))["archives"]]
+
+
+def lifecycle_total(ms):
+    """Several measured runs as one: times summed, the largest peak RSS."""
+    return {"wall_s": sum(m["wall_s"] for m in ms), "cpu_s": sum(m["cpu_s"] for m in ms),
+            "rss_mib": max(m["rss_mib"] for m in ms), "exit": max(m["exit"] for m in ms)}
+
+
+def lifecycle_keep_restic(dates, daily, weekly):
+    """The dates (one snapshot each) restic's rules keep: newest first, a snapshot is kept if
+    it opens a new period of some rule with count left, and uses up one of the count of
+    every such rule."""
+    kept, last, left = [], {}, {"daily": daily, "weekly": weekly}
+    for d in sorted(dates, reverse=True):
+        keep = False
+        for rule, period in (("daily", d), ("weekly", d.isocalendar()[:2])):
+            if left[rule] > 0 and last.get(rule) != period:
+                last[rule], left[rule], keep = period, left[rule] - 1, True
+        if keep:
+            kept.append(d)
+    return sorted(kept)
+
+
+def lifecycle_keep_borg(dates, daily, weekly):
+    """The dates borg 1.2's prune keeps: rule by rule (daily, then weekly), newest first, the
+    first archive of each new period is kept unless an earlier rule kept it, in which case
+    the period is used up without counting."""
+    kept = set()
+    for n, period in ((daily, lambda d: d), (weekly, lambda d: d.isocalendar()[:2])):
+        last, count = None, 0
+        for d in sorted(dates, reverse=True):
+            if count == n:
+                break
+            if period(d) != last:
+                last = period(d)
+                if d not in kept:
+                    kept.add(d)
+                    count += 1
+    return sorted(kept)
+
+
+def lifecycle_dates(dates):
+    """Dates as MM-DD, runs of consecutive days shortened: 01-11, 01-18, 01-24..01-30."""
+    parts, i = [], 0
+    while i < len(dates):
+        j = i
+        while j + 1 < len(dates) and dates[j + 1] - dates[j] == datetime.timedelta(days=1):
+            j += 1
+        parts.append(f"{dates[i]:%m-%d}" + (f"..{dates[j]:%m-%d}" if j > i else ""))
+        i = j + 1
+    return ", ".join(parts) if parts else "none"
+
+
 def finish(a, out, rows, tools, files, large, cg_lines, index_rows):
     """Write results.tsv, index.tsv, table.md and the plots."""
     write_outputs(out, rows, [t.name for t in tools], {t.name: t.version() for t in tools}, a, files, large)
@@ -733,6 +1065,216 @@ def plot_main(plt, out, rows, names):
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
+
+
+# The prune-scale section: cairn-synth's binary, and the budget it generates with (the
+# index cache's memtable; bigger means fewer spills and merges while generating).
+SYNTH = ROOT / "target/release/cairn-synth"
+PRUNE_SCALE_SYNTH_MEMORY = "1G"
+
+
+def prune_scale_section(a, work, out, tools, record):
+    """cairn's prune at 10^6, 10^7, 10^8 blobs (--prune-series; --quick: 10^5, 10^6), then
+    under a memory cgroup beside restic's; returns table lines.
+
+    Each repository is made by `cairn-synth --blobs N` (src/bin/cairn-synth.rs): N
+    distinct 16-byte data blobs sealed by cairn and written by its packer (real packs,
+    index files and local index cache), files of 1000 chunks whose chunk lists and
+    directories (1000 files each) are written by cairn's tree writers, and two
+    snapshots: A of blobs [0, 0.6N), B of [0.4N, N). Then `cairn forget A` and the
+    measured `cairn --memory M prune` (M = 4/5 of --cgroup-mib: 128M), which deletes the
+    packs only A used and repacks the mixed ones. Generation, forget and the stats and
+    phase times prune prints are reported beside it, not measured.
+    """
+    t = next(t for t in tools if t.name == "cairn")
+    series = [int(float(x)) for x in (a.prune_series or ("1e5,1e6" if a.quick else "1e6,1e7,1e8")).split(",") if x]
+    budget_mib = a.cgroup_mib * 4 // 5
+    lines = ["", f"### Prune of synthetic repositories (cairn-synth: tiny blobs in real packs, snapshot A of blobs "
+             f"[0, 0.6N) forgotten, B of [0.4N, N) kept), `--memory {budget_mib}M`", "",
+             "| blobs | generated in (s) | repository | prune wall (s) | CPU (s) | peak RSS (MiB) | within budget + 32 MiB | "
+             "packs deleted | packs repacked | blobs repacked | index files rewritten | after | phases (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n in series:
+        gen = prune_scale_generate(t, n)
+        before = du(t.repo)
+        m, p = prune_scale_run(t, [CAIRN, "--memory", f"{budget_mib}M", "prune"], None)
+        if not t.ok(m["exit"]):
+            raise SystemExit(f"cairn: prune of {n:,} blobs failed ({m['exit']}):\n{p.stderr[-2000:]}")
+        record("prune-scale", f"prune {prune_scale_n(n)} blobs", t, n, before, m, du(t.repo))
+        (out / f"prune-scale-{n}.log").write_text(f"{gen}\n\n{p.stdout}\n{p.stderr}")
+        s = prune_scale_stats(p.stdout)
+        phases = prune_scale_phases(p.stderr, m["wall_s"])
+        ok = "yes" if m["rss_mib"] <= budget_mib + 32 else "**no**"
+        lines.append(f"| {n:,} | {gen['elapsed_s']:.0f} | {before / MIB:,.0f} MiB, {gen['packs']:,} packs | {m['wall_s']:.1f} | "
+                     f"{m['cpu_s']:.1f} | {m['rss_mib']:.1f} | {ok} | {s.get('deleted', '?')} | {s.get('repacked', '?')} | "
+                     f"{s.get('blobs_repacked', '?')} | {s.get('index_files', '?')} | {s.get('after', '?')} | "
+                     f"{', '.join(f'{k} {v:.1f}' for k, v in phases)} |")
+        print(f"prune-scale {n:>11,} blobs: generated in {gen['elapsed_s']:.0f} s; prune {m['wall_s']:.1f} s, "
+              f"cpu {m['cpu_s']:.1f} s, rss {m['rss_mib']:.1f} MiB; {s}; phases {phases}", file=sys.stderr, flush=True)
+        prune_scale_clean(t)
+    lines += prune_scale_cgroups(a, work, out, tools, series, budget_mib, record)
+    return lines
+
+
+def prune_scale_n(n):
+    """10^k for a power of ten, else n with separators."""
+    k = len(str(n)) - 1
+    return f"10^{k}" if n == 10 ** k else f"{n:,}"
+
+
+def prune_scale_generate(t, n):
+    """A fresh synthetic repository of n blobs for tool t (cairn), snapshot A forgotten;
+    returns cairn-synth's JSON."""
+    prune_scale_clean(t)
+    t.base.mkdir(parents=True)
+    print(f"bench: generating a repository of {n:,} blobs (cairn-synth)", file=sys.stderr, flush=True)
+    p = subprocess.run([SYNTH, "--repo", t.repo, "--blobs", str(n), "--memory", PRUNE_SCALE_SYNTH_MEMORY,
+                        "--cache-dir", t.base / "cache" / "cairn"], env=t.env(), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"cairn-synth --blobs {n} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    gen = __import__("json").loads(p.stdout.strip().splitlines()[-1])
+    sh([CAIRN, "forget", gen["snapshot_a"]], env=t.env(), stdout=subprocess.DEVNULL)
+    return gen
+
+
+def prune_scale_clean(t):
+    shutil.rmtree(t.repo, ignore_errors=True)
+    shutil.rmtree(t.base, ignore_errors=True)
+
+
+def prune_scale_run(t, cmd, cg):
+    """Run cmd under GNU time (inside memory cgroup `cg` if given), keeping its output:
+    (measure()'s dict, the CompletedProcess)."""
+    sh(["sync"])
+    if cg is not None:
+        cmd = ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", *cmd]
+    with tempfile.NamedTemporaryFile("r") as tf:
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf.name, *map(str, cmd)], env=t.env(),
+                           capture_output=True, text=True)
+        fields = tf.read().split()[-4:]
+    wall, user, sys_, rss = float(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
+    return {"wall_s": wall, "cpu_s": user + sys_, "rss_mib": rss / 1024, "exit": p.returncode}, p
+
+
+def prune_scale_stats(text):
+    """The figures of cairn prune's printed summary."""
+    import re
+    s = {}
+    for key, pat in [("deleted", r"deleted (\d+) packs with nothing used, ([^\n(]+)"),
+                     ("repacked", r"repacked (\d+) packs, ([^:\n]+)"),
+                     ("blobs_repacked", r"repacked \d+ packs, [^:\n]+: (\d+) blobs into ([^\n]+)"),
+                     ("index_files", r"rewrote (\d+) index files \((\d+) entries dropped\)"),
+                     ("after", r"repository now: ([^\n]+)"),
+                     ("use", r"(\d+) snapshots use (\d+) blobs; (\d+) packs, ([^:]+):")]:
+        mt = re.search(pat, text)
+        if mt:
+            g = mt.groups()
+            s[key] = {"deleted": lambda: f"{g[0]} ({g[1].strip()})", "repacked": lambda: f"{g[0]} ({g[1].strip()})",
+                      "blobs_repacked": lambda: f"{g[0]} into {g[1].strip()}",
+                      "index_files": lambda: f"{g[0]} ({g[1]} entries dropped)", "after": lambda: g[0].strip(),
+                      "use": lambda: f"{g[1]} blobs used, {g[2]} packs of {g[3]}"}[key]()
+    return s
+
+
+def prune_scale_phases(stderr, wall):
+    """(phase, seconds) from prune's progress lines: a phase runs from its first line to
+    the next phase's (the last one to the end of the process)."""
+    import re
+    starts = []
+    for line in stderr.splitlines():
+        mt = re.match(r"\[\s*([\d.]+)s\] ([^:]+)$", line)
+        if mt:
+            starts.append((mt.group(2), float(mt.group(1))))
+    short = {"finding the blobs the snapshots use": "mark", "adding up used and unused bytes per pack": "account",
+             "deciding which packs to delete and repack": "plan", "repacking used blobs": "repack",
+             "rewriting index files": "index", "deleting packs": "delete",
+             "updating the local index cache": "cache"}
+    return [(short.get(name, name), (starts[i + 1][1] if i + 1 < len(starts) else wall) - at)
+            for i, (name, at) in enumerate(starts)]
+
+
+def prune_scale_cgroups(a, work, out, tools, series, budget_mib, record):
+    """Prune inside a memory cgroup of --cgroup-mib: cairn on a synthetic repository of
+    --prune-cgroup-blobs (10^7; --quick: the largest of the series), then restic and
+    cairn on the same 10^6 (--quick: 10^5) small files backed up twice (the change set
+    applied between), the first snapshot forgotten."""
+    version, root = memory_cgroups()
+    if version is None:
+        print("bench: no memory cgroup controller here; skipping prune-scale's cgroup runs", file=sys.stderr)
+        return []
+    limit = a.cgroup_mib << 20
+    t = next(t for t in tools if t.name == "cairn")
+    lines = ["", f"### Prune under a {a.cgroup_mib} MiB memory cgroup (cgroup {version}, enforced by the kernel)", "",
+             "| tool | repository | command | result | wall (s) | CPU (s) | peak RSS (MiB) |", "|---|---|---|---|---|---|---|"]
+
+    def in_cgroup(tool, what, cmd, shown):
+        cg = make_cgroup(version, root, f"cairn-bench-{os.getpid()}-prune-{tool.name}", limit)
+        try:
+            m, p = prune_scale_run(tool, cmd, cg)
+            oom = oom_kills(version, cg)
+        finally:
+            cg.rmdir()
+        if oom or m["exit"] in (137, -9):
+            result = f"OOM-killed (exit {m['exit']})"
+        elif m["exit"] == 0:
+            result = "completed (exit 0)"
+        else:
+            last = p.stderr.strip().splitlines()[-1][:120] if p.stderr.strip() else ""
+            result = f"failed (exit {m['exit']}): {last}"
+        lines.append(f"| {tool.name} | {what} | `{shown}` | {result} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | {m['rss_mib']:.1f} |")
+        print(f"prune-scale cgroup {tool.name:7} {what}: {result}, {m['wall_s']:.1f} s, rss {m['rss_mib']:.1f} MiB",
+              file=sys.stderr, flush=True)
+        (out / f"prune-scale-cgroup-{tool.name}-{len(lines)}.log").write_text(f"{p.stdout}\n{p.stderr}")
+        return m, p
+
+    # cairn, synthetic repository.
+    n = int(a.prune_cgroup_blobs or (max(series) if a.quick else 1e7))
+    gen = prune_scale_generate(t, n)
+    cmd = [CAIRN, "--memory", f"{budget_mib}M", "prune"]
+    m, p = in_cgroup(t, f"{n:,} blobs (cairn-synth), {gen['packs']:,} packs", cmd, f"cairn --memory {budget_mib}M prune")
+    if m["exit"] == 0:
+        print(f"prune-scale cgroup cairn stats: {prune_scale_stats(p.stdout)}; phases "
+              f"{prune_scale_phases(p.stderr, m['wall_s'])}", file=sys.stderr, flush=True)
+    prune_scale_clean(t)
+
+    # restic and cairn on the same small files: backup, change, backup, forget the first.
+    files = int(a.prune_cgroup_files or (1e5 if a.quick else 1e6))
+    peers = [x for x in tools if x.name in ("cairn", "restic")]
+    src = work / "prune-scale-src"  # changed below: made afresh every run
+    shutil.rmtree(src, ignore_errors=True)
+    args = ["--seed", "2", "--files", str(files), "--large-mib", "0", "--tiny"]
+    print(f"bench: generating {files:,} small files for the prune cgroup run", file=sys.stderr, flush=True)
+    sh([CORPUS, "generate", src, *args])
+    data = du(src)
+    warm(src)
+    for x in peers:
+        x.reset()
+        record("prune-scale", f"backup 1 of {prune_scale_n(files)} files", x, files, data, measure(x, x.backup(src)), du(x.repo))
+    sh([CORPUS, "change", src, *args])
+    data = du(src)
+    warm(src)
+    for x in peers:
+        record("prune-scale", f"backup 2 of {prune_scale_n(files)} files", x, files, data, measure(x, x.backup(src)), du(x.repo))
+    json = __import__("json")
+    for x in peers:
+        if x.name == "restic":
+            snaps = json.loads(subprocess.run(["restic", "snapshots", "--json"], env=x.env(), capture_output=True,
+                                              text=True, check=True).stdout)
+            first = min(snaps, key=lambda s: s["time"])["id"]
+            sh(["restic", "forget", first], env=x.env(), stdout=subprocess.DEVNULL)
+            cmd, shown = ["restic", "prune"], "restic prune"
+        else:
+            snaps = json.loads(subprocess.run([CAIRN, "snapshots", "--json"], env=x.env(), capture_output=True,
+                                              text=True, check=True).stdout)
+            first = min(snaps, key=lambda s: s["time_ns"])["id"]
+            sh([CAIRN, "forget", first], env=x.env(), stdout=subprocess.DEVNULL)
+            cmd, shown = [CAIRN, "--memory", f"{budget_mib}M", "prune"], f"cairn --memory {budget_mib}M prune"
+        before = du(x.repo)
+        in_cgroup(x, f"{files:,} small files, 2 snapshots, first forgotten ({before / MIB:,.0f} MiB)", cmd, shown)
+    for x in peers:
+        shutil.rmtree(x.repo, ignore_errors=True)
+    shutil.rmtree(src, ignore_errors=True)
+    return lines
 
 
 if __name__ == "__main__":
