@@ -27,6 +27,10 @@ prune is compared with a fresh cairn repository holding only the kept snapshots 
 the smallest peer's. With --verify, `cairn check --read-data` after the prune and a
 restore of the newest snapshot compared with the corpus.
 
+Crash trials (--only crash): scripts/faults' prune trials (SIGKILL of prune at random
+moments, backups racing prunes, each followed by check --read-data and restores of every
+remaining snapshot) on large sources (--quick or --crash-size small: the test suite's size); pass or fail.
+
 Prune at scale (--only prune-scale): cairn alone prunes synthetic repositories of 10^6,
 10^7 and 10^8 blobs (--prune-series; --quick: 10^5, 10^6) with `--memory 128M` (4/5 of
 --cgroup-mib). Each is made by `cairn-synth --blobs N` (src/bin/cairn-synth.rs): N
@@ -69,7 +73,7 @@ INDEXBENCH = ROOT / "target/release/cairn-indexbench"
 PASSWORD = "bench-password"
 MIB = 1024 * 1024
 # Parts of the benchmark, in the order they run (--only picks some).
-SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount", "lifecycle", "prune-scale"]
+SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount", "lifecycle", "prune-scale", "crash"]
 # --verify: compare what restores and mounts give back with the source, accept exit 0 only.
 VERIFY = False
 
@@ -336,6 +340,7 @@ def main():
     ap.add_argument("--cgroup-mib", type=int, default=160, help="the cgroup's memory limit")
     ap.add_argument("--lifecycle-days", type=int, default=30,
                     help="daily backups before the lifecycle section's forget and prune")
+    ap.add_argument("--crash-size", choices=["small", "big"], default="big", help="the crash section's sources")
     ap.add_argument("--prune-series", help="comma-separated blob counts for prune-scale's synthetic repositories")
     ap.add_argument("--prune-cgroup-blobs", type=float, help="blobs of the synthetic repository pruned under the cgroup")
     ap.add_argument("--prune-cgroup-files", type=float, help="small files of the restic/cairn prune under the cgroup")
@@ -387,6 +392,8 @@ def main():
         cg_lines += lifecycle_section(a, work, tools, files, large, record)
     if "prune-scale" in only and "cairn" in tools_wanted:
         cg_lines += prune_scale_section(a, work, out, tools, record)
+    if "crash" in only and "cairn" in tools_wanted:
+        cg_lines += crash_section(a, work, out)
     finish(a, out, rows, tools, files, large, cg_lines, index_rows)
 
 
@@ -1114,6 +1121,27 @@ def prune_scale_section(a, work, out, tools, record):
         prune_scale_clean(t)
     lines += prune_scale_cgroups(a, work, out, tools, series, budget_mib, record)
     return lines
+
+
+def crash_section(a, work, out):
+    """scripts/faults' prune trials at a large size (--quick: the test suite's size):
+    SIGKILL of prune at 20 random moments and 20 backups racing prunes, each followed by
+    `check --read-data` and a restore of every remaining snapshot compared with its
+    source; a failure fails the run. Not a measurement: the time is reported only."""
+    args = ["--only", "prune", "--bin", str(CAIRN), "--work", str(work / "crash")]
+    small = a.quick or a.crash_size == "small"
+    args += ["--short"] if small else ["--big"]
+    shutil.rmtree(work / "crash", ignore_errors=True)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, str(ROOT / "scripts/faults"), *args], capture_output=True, text=True)
+    took = time.monotonic() - t0
+    (out / "crash.log").write_text(p.stdout + p.stderr)
+    if p.returncode != 0:
+        raise SystemExit(f"bench: the crash trials failed:\n{p.stdout[-2000:]}{p.stderr[-4000:]}")
+    summary = next((l for l in p.stdout.splitlines() if l.startswith("prune:")), p.stdout.strip()[-300:])
+    print(f"bench: crash trials passed in {took:.0f} s: {summary}", file=sys.stderr, flush=True)
+    size = "the test suite's size (--short)" if small else "sources ten times the test suite's (--big)"
+    return ["", f"### Crash trials (scripts/faults --only prune, {size})", "", f"Passed in {took:.0f} s: {summary}"]
 
 
 def prune_scale_n(n):
