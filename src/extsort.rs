@@ -55,17 +55,8 @@ impl NameSorter {
     fn spill(&mut self) -> io::Result<()> {
         self.mem.sort_unstable();
         self.mem.dedup();
-        let mut f = tempfile::tempfile()?;
-        {
-            let mut w = BufWriter::with_capacity(1 << 16, &mut f);
-            for n in self.mem.drain(..) {
-                w.write_all(&(n.len() as u32).to_le_bytes())?;
-                w.write_all(&n)?;
-            }
-            w.flush()?;
-        }
-        f.rewind()?;
-        self.mem = Vec::new();
+        let mut names = std::mem::take(&mut self.mem).into_iter();
+        let f = write_batch(&mut || Ok(names.next()))?;
         self.mem_bytes = 0;
         self.batches.push(f);
         if self.batches.len() >= MAX_BATCHES {
@@ -79,17 +70,7 @@ impl NameSorter {
     fn compact(&mut self) -> io::Result<()> {
         let batches = std::mem::take(&mut self.batches);
         let mut merged = merge_batches(batches, 4096)?;
-        let mut f = tempfile::tempfile()?;
-        {
-            let mut w = BufWriter::with_capacity(1 << 16, &mut f);
-            while let Some(n) = merged.next_name()? {
-                w.write_all(&(n.len() as u32).to_le_bytes())?;
-                w.write_all(&n)?;
-            }
-            w.flush()?;
-        }
-        f.rewind()?;
-        self.batches.push(f);
+        self.batches.push(write_batch(&mut || merged.next_name())?);
         self.compactions += 1;
         Ok(())
     }
@@ -129,6 +110,21 @@ fn merge_batches(batches: Vec<File>, buf: usize) -> io::Result<SortedNames> {
         }
     }
     Ok(SortedNames { mem: Vec::new().into_iter(), batches, heap, last: None })
+}
+
+/// A batch file of the names `next` gives (length-prefixed), rewound for reading.
+fn write_batch(next: &mut dyn FnMut() -> io::Result<Option<Vec<u8>>>) -> io::Result<File> {
+    let mut f = tempfile::tempfile()?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 16, &mut f);
+        while let Some(n) = next()? {
+            w.write_all(&(n.len() as u32).to_le_bytes())?;
+            w.write_all(&n)?;
+        }
+        w.flush()?;
+    }
+    f.rewind()?;
+    Ok(f)
 }
 
 fn read_name(r: &mut BufReader<File>) -> io::Result<Option<Vec<u8>>> {
@@ -250,20 +246,42 @@ impl IdSet {
         Ok(false)
     }
 
-    /// Visit the ids in order, reading 64 KiB at a time.
-    pub fn for_each(&self, f: &mut dyn FnMut(&[u8; 32]) -> io::Result<()>) -> io::Result<()> {
+    /// The ids in order, read 64 KiB at a time.
+    pub fn iter(&self) -> IdIter<'_> {
+        IdIter { set: self, buf: Vec::new(), pos: 0, next: 0 }
+    }
+}
+
+/// The ids of an [`IdSet`] in order ([`IdSet::iter`]).
+pub struct IdIter<'a> {
+    set: &'a IdSet,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Index of the next id to read from the file.
+    next: u64,
+}
+
+impl Iterator for IdIter<'_> {
+    type Item = io::Result<[u8; 32]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
         use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut at = 0u64;
-        while at < self.len {
-            let n = ((self.len - at) as usize).min(buf.len() / 32);
-            self.file.read_exact_at(&mut buf[..n * 32], at * 32)?;
-            for c in buf[..n * 32].chunks_exact(32) {
-                f(c.try_into().expect("32 bytes"))?;
+        if self.pos == self.buf.len() {
+            if self.next == self.set.len {
+                return None;
             }
-            at += n as u64;
+            let n = ((self.set.len - self.next) as usize).min(2048);
+            self.buf.resize(n * 32, 0);
+            if let Err(e) = self.set.file.read_exact_at(&mut self.buf, self.next * 32) {
+                self.next = self.set.len; // stop after the error
+                self.buf.clear();
+                return Some(Err(e));
+            }
+            self.next += n as u64;
+            self.pos = 0;
         }
-        Ok(())
+        self.pos += 32;
+        Some(Ok(self.buf[self.pos - 32..self.pos].try_into().expect("32 bytes")))
     }
 }
 
@@ -271,6 +289,19 @@ impl IdSet {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// What a sorter gives back, and what it should: `names` sorted, each once.
+    fn back_and_want(s: NameSorter, names: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut it = s.finish().unwrap();
+        let mut got = Vec::new();
+        while let Some(n) = it.next_name().unwrap() {
+            got.push(n);
+        }
+        let mut want = names.to_vec();
+        want.sort();
+        want.dedup();
+        (got, want)
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
@@ -281,14 +312,7 @@ mod tests {
                 s.push(n.clone()).unwrap();
             }
             let spilled = s.batches() > 0;
-            let mut it = s.finish().unwrap();
-            let mut got = Vec::new();
-            while let Some(n) = it.next_name().unwrap() {
-                got.push(n);
-            }
-            let mut want = names.clone();
-            want.sort();
-            want.dedup();
+            let (got, want) = back_and_want(s, &names);
             prop_assert_eq!(got, want);
             let bytes: usize = names.iter().map(|n| n.len() + PER_NAME).sum();
             prop_assert_eq!(spilled, bytes > limit.max(4096));
@@ -304,14 +328,7 @@ mod tests {
             }
             prop_assert!(s.batches() < MAX_BATCHES);
             let compacted = s.compactions() > 0;
-            let mut it = s.finish().unwrap();
-            let mut got = Vec::new();
-            while let Some(n) = it.next_name().unwrap() {
-                got.push(n);
-            }
-            let mut want = names.clone();
-            want.sort();
-            want.dedup();
+            let (got, want) = back_and_want(s, &names);
             prop_assert_eq!(got, want);
             // Every 4 KiB spills one batch: at 64 x 4 KiB the batches were merged.
             let bytes: usize = names.iter().map(|n| n.len() + PER_NAME).sum();
@@ -337,8 +354,7 @@ mod tests {
             for id in sorted.iter().chain(&probes) {
                 prop_assert_eq!(set.contains(id).unwrap(), sorted.binary_search(id).is_ok());
             }
-            let mut back = Vec::new();
-            set.for_each(&mut |id| { back.push(*id); Ok(()) }).unwrap();
+            let back: Vec<[u8; 32]> = set.iter().map(Result::unwrap).collect();
             prop_assert_eq!(back, sorted);
         }
     }

@@ -66,17 +66,17 @@ pub(super) fn run_on(
     err: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let start = Instant::now();
-    let mut last = (String::new(), Instant::now());
+    let mut last = Instant::now();
     let talk = !cli.quiet && !cli.json;
     let mut progress = |p: Progress| {
         if !talk {
             return;
         }
         // A line per phase, and a count at most every 2 s within one.
-        if p.done == 0 || last.1.elapsed().as_secs() >= 2 {
+        if p.done == 0 || last.elapsed().as_secs() >= 2 {
             let count = if p.done == 0 { String::new() } else { format!(": {}", p.done) };
             let _ = writeln!(err, "[{:6.1}s] {}{count}", start.elapsed().as_secs_f64(), phase_name(p.phase));
-            last = (p.phase.to_string(), Instant::now());
+            last = Instant::now();
         }
     };
     let result = prune::prune(repo, opts, env.cancel, &mut progress);

@@ -340,6 +340,11 @@ fn id32(b: &[u8]) -> [u8; 32] {
     b[..32].try_into().expect("32 bytes")
 }
 
+/// The next id of a sorted stream of 32-byte names.
+fn next_id(names: &mut SortedNames) -> Result<Option<[u8; 32]>> {
+    Ok(names.next_name().map_err(io_err)?.map(|n| id32(&n)))
+}
+
 /// `cairn prune`: delete what no snapshot references, repack packs that are mostly
 /// garbage, rewrite the index. Holds the exclusive lock (a shared one for `dry_run`,
 /// which changes nothing) and upgrades a version-1 config first (docs/design.md).
@@ -373,6 +378,7 @@ fn locked_prune(
     if !opts.dry_run {
         repo.backend().remove_stale_temps()?;
     }
+    repo.refresh_index()?;
     let plan = plan(repo, opts, cancel, progress)?;
     if opts.dry_run {
         return Ok(plan.stats);
@@ -381,7 +387,7 @@ fn locked_prune(
 }
 
 /// What no snapshot uses, as a dry-run prune with the default `--max-unused` finds it,
-/// for `check`'s warnings. The caller holds a lock.
+/// for `check`'s warnings. The caller holds a lock and has refreshed the index.
 pub fn unused(repo: &Repository, cancel: &AtomicBool) -> Result<PruneStats> {
     let opts = PruneOptions { dry_run: true, ..Default::default() };
     Ok(plan(repo, &opts, cancel, &mut |_| {})?.stats)
@@ -407,7 +413,8 @@ struct Plan {
     chosen: HashSet<FileId>,
 }
 
-/// Mark, account and choose: everything but writing. Stops at damage.
+/// Mark, account and choose against the index as last refreshed: everything but
+/// writing. Stops at damage.
 fn plan(
     repo: &Repository,
     opts: &PruneOptions,
@@ -417,7 +424,6 @@ fn plan(
     let budget = repo.budget().0;
     let sort_memory = budget / 16;
     let cancelled = || cancelled(cancel);
-    repo.refresh_index()?;
     if repo.index_incomplete() {
         return Err(Error::corrupt(
             "index",
@@ -439,7 +445,7 @@ fn plan(
     // copied to a file for the repack pass on the way.
     progress(Progress { phase: "account", done: 0 });
     let mut reach_set = IdSet::writer().map_err(io_err)?;
-    let mut next_r = reach.next_name().map_err(io_err)?.map(|n| id32(&n));
+    let mut next_r = next_id(&mut reach)?;
     let (mut missing, mut first_missing) = (0u64, Vec::new());
     let mut sums = PackSums::new(budget / 32, sort_memory);
     let mut note_missing = |id: [u8; 32], set: &mut crate::extsort::IdSetWriter| -> Result<()> {
@@ -452,12 +458,12 @@ fn plan(
     repo.index().for_each_record(&mut |r, first| {
         while let Some(x) = next_r.filter(|x| *x < r.id) {
             note_missing(x, &mut reach_set)?;
-            next_r = reach.next_name().map_err(io_err)?.map(|n| id32(&n));
+            next_r = next_id(&mut reach)?;
         }
         let used = first && next_r == Some(r.id);
         if used {
             reach_set.push(&r.id).map_err(io_err)?;
-            next_r = reach.next_name().map_err(io_err)?.map(|n| id32(&n));
+            next_r = next_id(&mut reach)?;
             stats.reachable_blobs += 1;
         }
         stats.index_entries += 1;
@@ -471,7 +477,7 @@ fn plan(
     })?;
     while let Some(x) = next_r {
         note_missing(x, &mut reach_set)?;
-        next_r = reach.next_name().map_err(io_err)?.map(|n| id32(&n));
+        next_r = next_id(&mut reach)?;
     }
     if missing > 0 {
         let names: Vec<String> = first_missing.iter().map(|b| b.to_hex()).collect();
@@ -696,9 +702,12 @@ fn execute(
     // The packs that stay: used ones not repacked. Index files keep only their entries
     // (and the files the repack wrote, which name only new packs).
     let mut kept = IdSet::writer().map_err(io_err)?;
-    used_packs
-        .for_each(&mut |id| if chosen.contains(&FileId(*id)) { Ok(()) } else { kept.push(id) })
-        .map_err(io_err)?;
+    for id in used_packs.iter() {
+        let id = id.map_err(io_err)?;
+        if !chosen.contains(&FileId(id)) {
+            kept.push(&id).map_err(io_err)?;
+        }
+    }
     let kept = kept.finish().map_err(io_err)?;
     drop(used_packs);
     let new_files: HashSet<FileId> =
@@ -730,15 +739,9 @@ fn execute(
         }
         Ok(())
     };
-    let mut failed = None;
-    deleted
-        .for_each(&mut |id| {
-            remove(&FileId(*id)).map_err(|e| {
-                failed = Some(e);
-                std::io::Error::other("stop")
-            })
-        })
-        .or_else(|e| failed.take().map_or(Err(io_err(e)), Err))?;
+    for id in deleted.iter() {
+        remove(&FileId(id.map_err(io_err)?))?;
+    }
     for id in &chosen {
         remove(id)?;
     }

@@ -211,7 +211,6 @@ impl Repository {
     pub fn read_tree(&self, id: &BlobId) -> Result<Node> {
         tree::decode(&self.read_blob(id, BlobKind::Tree)?, id)
     }
-
 }
 
 /// Longest sealed pack header a reader accepts: 64 MiB is 1.6 M blob records, far past
@@ -255,4 +254,3 @@ impl std::fmt::Display for BlobIn<'_> {
         write!(f, "{} (in pack {})", self.0, self.1)
     }
 }
-

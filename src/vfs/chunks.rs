@@ -476,27 +476,32 @@ fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef], done: &
         .filter(|(_, c)| !cache.has(&c.id))
         .filter_map(|(k, c)| Some((k, *c, repo.index().get(&c.id)?)))
         .collect();
-    let _ = crate::repo::coalesce(&todo, |(_, _, loc)| loc, |range, from, to| {
-        let group = &todo[range];
-        let pack = group[0].2.pack;
-        let mut sealed = cache.pool().take_transient((to - from) as usize);
-        let read = repo.read_pack_range_into(&pack, from, to, &mut sealed);
-        for (k, c, loc) in group {
-            // Claimed one at a time, just before it is opened: a reader never waits for
-            // more than the one chunk this thread is working on.
-            if cache.claim(&c.id) {
-                let at = (loc.offset as u64 - from) as usize;
-                let _ = cache.load_claimed(&c.id, || match (&read, sealed.get_mut(at..at + loc.stored_len as usize)) {
-                    (Ok(()), Some(b)) => open_chunk(repo, cache.pool(), c, loc, b),
-                    // The ranged read failed: each chunk on its own, so the error names it.
-                    _ => load_chunk(repo, cache.pool(), c),
-                });
+    let _ = crate::repo::coalesce(
+        &todo,
+        |(_, _, loc)| loc,
+        |range, from, to| {
+            let group = &todo[range];
+            let pack = group[0].2.pack;
+            let mut sealed = cache.pool().take_transient((to - from) as usize);
+            let read = repo.read_pack_range_into(&pack, from, to, &mut sealed);
+            for (k, c, loc) in group {
+                // Claimed one at a time, just before it is opened: a reader never waits for
+                // more than the one chunk this thread is working on.
+                if cache.claim(&c.id) {
+                    let at = (loc.offset as u64 - from) as usize;
+                    let _ =
+                        cache.load_claimed(&c.id, || match (&read, sealed.get_mut(at..at + loc.stored_len as usize)) {
+                            (Ok(()), Some(b)) => open_chunk(repo, cache.pool(), c, loc, b),
+                            // The ranged read failed: each chunk on its own, so the error names it.
+                            _ => load_chunk(repo, cache.pool(), c),
+                        });
+                }
+                done(k + 1);
             }
-            done(k + 1);
-        }
-        cache.pool().give(sealed);
-        Ok(())
-    });
+            cache.pool().give(sealed);
+            Ok(())
+        },
+    );
     done(run.len());
 }
 
