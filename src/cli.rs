@@ -349,6 +349,8 @@ pub(crate) fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Reposi
         cache_dir: cli.cache_dir.clone().or_else(|| env.cache_dir.clone()),
         budget,
         kdf_limit,
+        // Forget and prune look up only trees: filters would hold their budget for nothing.
+        few_lookups: matches!(cli.command, Command::Forget(_) | Command::Prune(_)),
     };
     Ok(Repository::open_with(&path, pw.as_bytes(), &opts)?)
 }

@@ -103,13 +103,15 @@ pub struct IndexOptions {
     pub memtable_bytes: usize,
     /// Bytes for all runs' filters and fences.
     pub filter_bytes: usize,
+    /// Keep no filter in RAM from the start (see [`Index::drop_filters`]).
+    pub no_filters: bool,
 }
 
 impl IndexOptions {
     /// Split an index share of the memory budget: 1/8 memtable, the rest
     /// filters and fences.
     pub fn from_budget(dir: Option<PathBuf>, bytes: usize) -> IndexOptions {
-        IndexOptions { dir, memtable_bytes: bytes / 8, filter_bytes: bytes - bytes / 8 }
+        IndexOptions { dir, memtable_bytes: bytes / 8, filter_bytes: bytes - bytes / 8, no_filters: false }
     }
 }
 
@@ -160,6 +162,8 @@ pub struct Index {
     /// When (Unix ns) the cache was last built afresh: see [`Index::lost_at`]. Kept in
     /// the manifest, so every later process using the cache knows it too.
     lost_at: std::sync::atomic::AtomicI64,
+    /// Set by [`Index::drop_filters`]: runs opened later keep no filter either.
+    no_filters: std::sync::atomic::AtomicBool,
     state: RwLock<State>,
 }
 
@@ -210,6 +214,7 @@ impl Index {
             pack_count,
             recent_packs: HashMap::new(),
         };
+        let no_filters = opts.no_filters;
         let ix = Index {
             dir,
             _temp: temp,
@@ -217,6 +222,7 @@ impl Index {
             opts,
             state: RwLock::new(state),
             lost_at: std::sync::atomic::AtomicI64::new(0),
+            no_filters: std::sync::atomic::AtomicBool::new(no_filters),
         };
         if ix.load_manifest().is_err() {
             ix.reset()?;
@@ -327,29 +333,7 @@ impl Index {
         }
         s.pack_count = pack_count;
         s.packs.set_len(pack_count as u64 * 32).at(self.dir.join("packs"))?;
-        // Share the filter budget out smallest filter first: each run keeps its stored
-        // filter if its fair share of what is left allows, else a folded one.
-        let mut sized = Vec::with_capacity(seqs.len());
-        let mut fences = 0usize;
-        for seq in &seqs {
-            let p = self.run_path(*seq);
-            sized.push((Run::stored_filter_bytes(&p)?, *seq));
-            fences += (fs::metadata(&p).at(&p)?.len() as usize / PAGE).saturating_sub(1) * 8;
-        }
-        sized.sort_unstable();
-        let mut left = self.opts.filter_bytes.saturating_sub(fences);
-        let mut opened = Vec::with_capacity(sized.len());
-        for (i, (_, seq)) in sized.iter().enumerate() {
-            let run = Run::open(&self.run_path(*seq), left / (sized.len() - i))?;
-            left = left.saturating_sub(run.filter_bytes());
-            opened.push((*seq, run));
-        }
-        // Back in manifest order (oldest first: lookups go newest first).
-        for seq in seqs {
-            let i = opened.iter().position(|(s, _)| *s == seq).expect("opened");
-            let (_, run) = opened.swap_remove(i);
-            s.runs.push(RunEntry { seq, run: Arc::new(run) });
-        }
+        s.runs = self.open_runs(&seqs)?;
         s.next_seq = next_seq;
         s.incorporated = incorporated;
         self.lost_at.store(lost_at, std::sync::atomic::Ordering::Relaxed);
@@ -361,6 +345,65 @@ impl Index {
 }
 
 impl Index {
+    /// Open the runs `seqs` (oldest first: lookups go newest first), sharing the filter
+    /// budget out smallest filter first: each run keeps its stored filter if its fair
+    /// share of what is left allows, else a folded one (none after
+    /// [`Index::drop_filters`]).
+    fn open_runs(&self, seqs: &[u64]) -> Result<Vec<RunEntry>> {
+        let mut sized = Vec::with_capacity(seqs.len());
+        let mut fences = 0usize;
+        for seq in seqs {
+            let p = self.run_path(*seq);
+            sized.push((Run::stored_filter_bytes(&p)?, *seq));
+            fences += (fs::metadata(&p).at(&p)?.len() as usize / PAGE).saturating_sub(1) * 8;
+        }
+        sized.sort_unstable();
+        let mut left = if self.no_filters.load(std::sync::atomic::Ordering::Relaxed) {
+            0
+        } else {
+            self.opts.filter_bytes.saturating_sub(fences)
+        };
+        let mut opened = Vec::with_capacity(sized.len());
+        for (i, (_, seq)) in sized.iter().enumerate() {
+            let run = Run::open(&self.run_path(*seq), left / (sized.len() - i))?;
+            left = left.saturating_sub(run.filter_bytes());
+            opened.push((*seq, run));
+        }
+        let mut runs = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let i = opened.iter().position(|(s, _)| s == seq).expect("opened");
+            let (_, run) = opened.swap_remove(i);
+            runs.push(RunEntry { seq: *seq, run: Arc::new(run) });
+        }
+        Ok(runs)
+    }
+
+    /// Free every run's filter, and open later runs without one, for the rest of this
+    /// process: for a caller that looks up few ids, all of them present (prune's mark
+    /// reads only trees), so that filters sized for a backup's many misses do not hold
+    /// its budget (docs/design.md, "Prune"). Lookups stay exact; each reads a page per
+    /// run. Runs written later by this process still store a filter for the next one.
+    pub fn drop_filters(&self) {
+        self.no_filters.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut s = self.write();
+        // A run shared with a reader right now keeps its filter until it is reopened.
+        for r in &mut s.runs {
+            if let Some(run) = Arc::get_mut(&mut r.run) {
+                run.drop_filter();
+            }
+        }
+    }
+
+    /// How much of a run this process just wrote it keeps the filter of: all of it
+    /// (built within the budget), or none after [`Index::drop_filters`].
+    fn new_run_filter_budget(&self) -> usize {
+        if self.no_filters.load(std::sync::atomic::Ordering::Relaxed) {
+            0
+        } else {
+            usize::MAX
+        }
+    }
+
     fn remove_unlisted_runs(&self) {
         let s = self.read();
         let listed: HashSet<PathBuf> = s.runs.iter().map(|r| r.run.path.clone()).collect();
@@ -489,7 +532,7 @@ impl Index {
         p.drain_sorted(self.opts.memtable_bytes, &mut |r| w.push(r))?;
         s.packs.sync_all().at(self.dir.join("packs"))?;
         w.finish(&path)?;
-        let run = Run::open(&path, usize::MAX)?;
+        let run = Run::open(&path, self.new_run_filter_budget())?;
         s.runs.push(RunEntry { seq, run: Arc::new(run) });
         let sources = std::mem::take(&mut s.mem_sources);
         s.incorporated.extend(sources);
@@ -663,7 +706,7 @@ impl Index {
             drop(recs);
             s.packs.sync_all().at(self.dir.join("packs"))?;
             w.finish(&path)?;
-            let run = Run::open(&path, usize::MAX)?;
+            let run = Run::open(&path, self.new_run_filter_budget())?;
             s.runs.push(RunEntry { seq, run: Arc::new(run) });
             s.mem.clear();
             s.mem.shrink_to_fit();
@@ -703,7 +746,7 @@ impl Index {
             let bits = self.new_filter_bits(a.count + b.count, others, Self::run_entries(s));
             let out = RunWriter::create(path.with_extension("tmp"), a.count + b.count, bits)?;
             run::merge(&[&a, &b], MERGE_BUF_PAGES, out, &path, &|_| true)?;
-            let merged = Run::open(&path, usize::MAX)?;
+            let merged = Run::open(&path, self.new_run_filter_budget())?;
             s.runs.truncate(n - 2);
             s.runs.push(RunEntry { seq, run: Arc::new(merged) });
         }
@@ -824,9 +867,9 @@ impl Index {
     /// names (by ordinal), stop counting the index files `removed` as incorporated, and
     /// count `added` (files whose entries the runs already hold: rewritten copies of
     /// removed files without the gone packs, or files this process wrote) instead. One
-    /// pass over the runs writes a single filtered run; no index file is read. A crash
-    /// before the manifest is saved leaves the old manifest, whose removed files make
-    /// the next [`Index::sync`] rebuild.
+    /// pass over each run writes its filtered copy, with the same stored filter; no
+    /// index file is read. A crash before the manifest is saved leaves the old
+    /// manifest, whose removed files make the next [`Index::sync`] rebuild.
     pub fn forget_packs(
         &self,
         gone: &dyn Fn(u32) -> bool,
@@ -835,28 +878,25 @@ impl Index {
     ) -> Result<()> {
         self.spill()?;
         let mut s = self.write();
-        if !s.runs.is_empty() {
-            let seq = s.next_seq;
-            s.next_seq += 1;
+        // Each run is filtered on its own and keeps its stored filter (the old run's ids
+        // are a superset of the new one's), copied file to file: nothing grows in RAM
+        // with the runs, and the next backup finds filters as good as before.
+        let mut seqs = Vec::with_capacity(s.runs.len());
+        let mut next_seq = s.next_seq;
+        for r in &s.runs {
+            let seq = next_seq;
+            next_seq += 1;
             let path = self.run_path(seq);
-            // The inputs' filters go first: the new run's is built while they are read.
-            for r in &mut s.runs {
-                if let Some(run) = Arc::get_mut(&mut r.run) {
-                    run.drop_filter();
-                }
+            let out = RunWriter::keeping_filter(path.with_extension("tmp"), &r.run)?;
+            if run::merge(&[&r.run], MERGE_BUF_PAGES, out, &path, &|r| !gone(r.pack))? == 0 {
+                fs::remove_file(&path).at(&path)?;
+            } else {
+                seqs.push(seq);
             }
-            let inputs: Vec<Arc<Run>> = s.runs.iter().map(|r| r.run.clone()).collect();
-            let total: u64 = inputs.iter().map(|r| r.count).sum();
-            let bits = self.new_filter_bits(total, 0, total);
-            let out = RunWriter::create(path.with_extension("tmp"), total, bits)?;
-            let refs: Vec<&Run> = inputs.iter().map(|r| &**r).collect();
-            run::merge(&refs, MERGE_BUF_PAGES, out, &path, &|r| !gone(r.pack))?;
-            drop(refs);
-            drop(inputs);
-            let merged = Run::open(&path, usize::MAX)?;
-            s.runs.clear();
-            s.runs.push(RunEntry { seq, run: Arc::new(merged) });
         }
+        s.next_seq = next_seq;
+        s.runs.clear(); // before the new runs' filters are read
+        s.runs = self.open_runs(&seqs)?;
         s.incorporated.retain(|(f, _)| !removed.contains(f));
         s.incorporated.extend_from_slice(added);
         self.fit_filters(&mut s)?;
@@ -963,6 +1003,7 @@ mod tests {
             dir: Some(dir.to_path_buf()),
             memtable_bytes: memtable_bytes(memtable_entries, 0),
             filter_bytes: 1 << 20,
+            no_filters: false,
         }
     }
 
@@ -1086,6 +1127,71 @@ mod tests {
         assert!(a.iter().all(|e| ix.get(&e.id).is_none()));
         assert!(b.iter().all(|e| ix.get(&e.id) == Some(e.loc)));
         assert!(!t.path().join("run-99999999").exists() && !t.path().join("run-00000042.tmp").exists());
+    }
+
+    /// Forgetting packs filters each run on its own and keeps its stored filter (no filter
+    /// is built in RAM), with or without filters held; lookups stay exact, before and
+    /// after a reopen.
+    #[test]
+    fn forget_packs_keeps_stored_filters_and_lookups_exact() {
+        for no_filters in [false, true] {
+            let t = tempfile::tempdir().unwrap();
+            let mut files = Files::default();
+            let o = IndexOptions { no_filters, ..opts(t.path(), 40) };
+            let ix = files.open(o.clone());
+            // Index files of falling sizes, each spilled to a run (not merged: each older
+            // run holds more than twice the next).
+            for (f, range) in [(0u32, 0..240u32), (1, 240..330), (2, 330..360)] {
+                let batch: Vec<IndexEntry> = range
+                    .map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), (i % 3) as u8 + 1, i))
+                    .collect();
+                for e in &batch {
+                    assert!(ix.claim(&e.id));
+                    ix.insert(e);
+                }
+                let file = FileId(*blake3::hash(&f.to_le_bytes()).as_bytes());
+                ix.indexed(file, Stamp::default(), &batch).unwrap();
+                ix.spill().unwrap();
+                files.0.push((file, batch));
+            }
+            let stored = |ix: &Index| {
+                let mut v: Vec<usize> =
+                    ix.read().runs.iter().map(|r| Run::stored_filter_bytes(&r.run.path).unwrap()).collect();
+                v.sort_unstable();
+                v
+            };
+            let before = stored(&ix);
+            assert!(before.len() >= 2, "several runs: {before:?}");
+            // Fences and, without filters, one saturated block per run.
+            let fences =
+                |ix: &Index| ix.read().runs.iter().map(|r| r.run.pages() * 8 + filter::BLOCK).sum::<usize>();
+            assert_eq!(ix.ram_parts().runs <= fences(&ix), no_filters);
+            // Pack [2; 32]'s ordinals, as the records carry them (one per spill).
+            let mut gone = HashSet::new();
+            ix.for_each_record(&mut |r, _| {
+                if ix.get(&BlobId(r.id)).unwrap().pack == FileId([2; 32]) {
+                    gone.insert(r.pack);
+                }
+                Ok(())
+            })
+            .unwrap();
+            ix.forget_packs(&|o| gone.contains(&o), &HashSet::new(), &[]).unwrap();
+            assert_eq!(stored(&ix), before, "each run keeps its stored filter");
+            assert_eq!(ix.ram_parts().runs <= fences(&ix), no_filters);
+            let check = |ix: &Index| {
+                for (_, batch) in &files.0 {
+                    for e in batch {
+                        let want = (e.loc.pack != FileId([2; 32])).then_some(e.loc);
+                        assert_eq!(ix.get(&e.id), want);
+                    }
+                }
+            };
+            check(&ix);
+            drop(ix);
+            let ix = files.open(opts(t.path(), 40));
+            assert!(ix.ram_parts().runs > fences(&ix), "a later process loads the kept filters");
+            check(&ix);
+        }
     }
 
     #[test]

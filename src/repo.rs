@@ -44,6 +44,9 @@ pub struct OpenOptions {
     /// The most a key file's KDF may cost to be tried; `None`: what the budget allows
     /// ([`KdfLimit::of_budget`]).
     pub kdf_limit: Option<KdfLimit>,
+    /// The command looks up few blob ids, all of them present (forget, prune): the
+    /// index holds no filters in RAM ([`crate::index::Index::drop_filters`]).
+    pub few_lookups: bool,
 }
 
 /// Settings for `init`.
@@ -166,7 +169,8 @@ impl Repository {
         let (keys, config) = unlock(&backend, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
         let config_version = cfg_bytes[HEADER_LEN - 1];
         let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
-        let index_opts = |dir| IndexOptions::from_budget(dir, opts.budget.index_bytes());
+        let index_opts =
+            |dir| IndexOptions { no_filters: opts.few_lookups, ..IndexOptions::from_budget(dir, opts.budget.index_bytes()) };
         let mut repo = Repository {
             backend,
             keys,

@@ -117,7 +117,19 @@ pub struct RunWriter {
     count: u64,
     fence: Vec<u64>,
     filter: Filter,
+    /// A stored filter to copy instead of `filter` (see [`RunWriter::keeping_filter`]).
+    copy: Option<StoredFilter>,
     last: Option<[u8; 32]>,
+}
+
+/// Where a run file keeps its filter, to copy it into another run without reading it
+/// into RAM.
+#[derive(Clone)]
+struct StoredFilter {
+    path: PathBuf,
+    at: u64,
+    words: u64,
+    k: u8,
 }
 
 impl RunWriter {
@@ -129,7 +141,27 @@ impl RunWriter {
         out.write_all(&[0u8; PAGE]).at(&tmp)?; // header, rewritten at the end
         let filter =
             if bits_per_entry > 0.0 { Filter::with_capacity(expected, bits_per_entry) } else { Filter::saturated() };
-        Ok(RunWriter { tmp, out, page: vec![0u8; PAGE], in_page: 0, count: 0, fence: Vec::new(), filter, last: None })
+        Ok(RunWriter {
+            tmp,
+            out,
+            page: vec![0u8; PAGE],
+            in_page: 0,
+            count: 0,
+            fence: Vec::new(),
+            filter,
+            copy: None,
+            last: None,
+        })
+    }
+
+    /// Start a run at `tmp` that will hold a subset of `from`'s records and takes
+    /// `from`'s stored filter as its own: a filter of a superset answers "maybe" for
+    /// every id the subset holds, so it stays exact. It is copied file to file at
+    /// [`RunWriter::finish`] (64 KiB at a time): no filter is built or held in RAM.
+    pub fn keeping_filter(tmp: PathBuf, from: &Run) -> Result<RunWriter> {
+        let mut w = RunWriter::create(tmp, 0, 0.0)?;
+        w.copy = Some(from.stored.clone());
+        Ok(w)
     }
 
     /// Append the next record.
@@ -166,16 +198,33 @@ impl RunWriter {
         for f in &self.fence {
             self.out.write_all(&f.to_le_bytes()).at(&self.tmp)?;
         }
-        for w in self.filter.words() {
-            self.out.write_all(&w.to_le_bytes()).at(&self.tmp)?;
-        }
+        let (k, words) = match &self.copy {
+            None => {
+                for w in self.filter.words() {
+                    self.out.write_all(&w.to_le_bytes()).at(&self.tmp)?;
+                }
+                (self.filter.k() as u8, self.filter.words().len() as u64)
+            }
+            Some(from) => {
+                let src = File::open(&from.path).at(&from.path)?;
+                let mut buf = vec![0u8; 1 << 16];
+                let (mut at, end) = (from.at, from.at + from.words * 8);
+                while at < end {
+                    let n = ((end - at) as usize).min(buf.len());
+                    src.read_exact_at(&mut buf[..n], at).at(&from.path)?;
+                    self.out.write_all(&buf[..n]).at(&self.tmp)?;
+                    at += n as u64;
+                }
+                (from.k, from.words)
+            }
+        };
         let mut header = vec![0u8; PAGE];
         header[..8].copy_from_slice(MAGIC);
         header[8] = VERSION;
-        header[9] = self.filter.k() as u8;
+        header[9] = k;
         header[16..24].copy_from_slice(&self.count.to_le_bytes());
         header[24..32].copy_from_slice(&(self.fence.len() as u64).to_le_bytes());
-        header[32..40].copy_from_slice(&(self.filter.words().len() as u64).to_le_bytes());
+        header[32..40].copy_from_slice(&words.to_le_bytes());
         let f = self.out.into_inner().map_err(|e| e.into_error()).at(&self.tmp)?;
         f.write_all_at(&header, 0).at(&self.tmp)?;
         f.sync_all().at(&self.tmp)?;
@@ -193,6 +242,8 @@ pub struct Run {
     pub count: u64,
     fence: Vec<u64>,
     filter: Filter,
+    /// The filter as stored in the file (whatever RAM holds of it).
+    stored: StoredFilter,
 }
 
 impl Run {
@@ -262,7 +313,8 @@ impl Run {
                 Filter::from_words(folded, k).ok_or_else(|| bad(path, "bad filter"))?
             }
         };
-        Ok(Run { path: path.to_path_buf(), file, count, fence, filter })
+        let stored = StoredFilter { path: path.to_path_buf(), at: fence_at + pages * 8, words, k: k as u8 };
+        Ok(Run { path: path.to_path_buf(), file, count, fence, filter, stored })
     }
 
     /// Bytes of RAM this run holds (fence + filter).

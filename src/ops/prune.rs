@@ -379,6 +379,9 @@ fn locked_prune(
         repo.backend().remove_stale_temps()?;
     }
     repo.refresh_index()?;
+    // Prune looks up only trees, all present: the filters would hold its budget for
+    // nothing (the runs it writes still store theirs).
+    repo.index().drop_filters();
     let plan = plan(repo, opts, cancel, progress)?;
     if opts.dry_run {
         return Ok(plan.stats);
