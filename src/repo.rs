@@ -3,8 +3,8 @@
 //!
 //! Write ordering (docs/format.md, "Read and write ordering"): a pack is durable before
 //! an index file names it, and every index file a snapshot depends on is durable before
-//! the snapshot is written. Every file is written by [`Local::write_atomic`] or
-//! [`Local::commit`]: temp file, fsync, rename, fsync the directory.
+//! the snapshot is written. Every file is written whole and atomically by the backend
+//! ([`Backend::store`]; locally: temp file, fsync, rename, fsync the directory).
 
 pub mod lock;
 pub mod packer;
@@ -12,12 +12,10 @@ mod reader;
 
 pub use reader::{coalesce, BlobVisitor, PackHeader, COALESCE_GAP, COALESCE_MAX};
 
-use std::fs::File;
-use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use crate::backend::{Dir, Local};
+use crate::backend::{Backend, Dir, Local};
 use crate::chunker::ChunkerParams;
 use crate::compress::Compressor;
 use crate::crypto::{self, KdfParams, Keys, WrappingKey};
@@ -30,8 +28,6 @@ use crate::format::{blob_aad, BlobKind, Compression, FileKind, HEADER_LEN};
 use crate::id::{BlobId, FileId};
 use crate::index::{Index, IndexOptions};
 
-/// Open pack files kept for reads. File descriptors, not memory: 64 of them.
-const OPEN_PACKS: usize = 64;
 
 /// How to open a repository.
 #[derive(Clone, Debug, Default)]
@@ -74,11 +70,10 @@ impl Default for InitOptions {
 
 /// An unlocked repository.
 pub struct Repository {
-    backend: Local,
+    backend: Box<dyn Backend>,
     keys: Keys,
     config: Config,
     index: Index,
-    open_packs: Mutex<lru::LruCache<FileId, Arc<File>>>,
     /// Damaged files skipped so far (index files at open, snapshots when listing), with
     /// why, and other things the user should know (an unusable cache directory).
     /// Commands print them as warnings.
@@ -133,8 +128,8 @@ pub struct SealedBlob {
 impl Repository {
     /// Create a repository at `path` (which may exist but must not hold a repository).
     pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<()> {
-        let backend = Local::new(path);
-        if backend.config_path().exists() {
+        let backend: Box<dyn Backend> = Box::new(Local::new(path));
+        if backend.has_config()? {
             return Err(Error::InvalidInput(format!("{}: a repository already exists here", path.display())));
         }
         let mut chunker = opts.chunker;
@@ -148,9 +143,9 @@ impl Repository {
         Config::decode(&config.encode())?;
         backend.create_layout()?;
         let keys = Keys::generate();
-        write_key_file(&backend, &keys, password, opts.kdf)?;
+        write_key_file(&*backend, &keys, password, opts.kdf)?;
         // The config is written last: its presence is what makes a directory a repository.
-        backend.write_atomic(&backend.config_path(), &seal_config(&keys, &config, FileKind::Config.header()))
+        backend.write_config(&seal_config(&keys, &config, FileKind::Config.header()))
     }
 
     /// Unlock the repository at `path` with `password` and load its index.
@@ -160,13 +155,13 @@ impl Repository {
 
     /// [`Repository::open`] with a cache directory and a memory budget.
     pub fn open_with(path: &Path, password: &[u8], opts: &OpenOptions) -> Result<Repository> {
-        let backend = Local::new(path);
+        let backend: Box<dyn Backend> = Box::new(Local::new(path));
         let cfg_bytes = backend
             .read_config(FileKind::Config.max_len().unwrap_or(0))?
             .ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
         let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
         let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
-        let (keys, config) = unlock(&backend, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
+        let (keys, config) = unlock(&*backend, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
         let config_version = cfg_bytes[HEADER_LEN - 1];
         let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
         let index_opts =
@@ -176,7 +171,6 @@ impl Repository {
             keys,
             config,
             index: Index::open(index_opts(cache.clone()))?,
-            open_packs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))),
             problems: Mutex::new(Vec::new()),
             index_incomplete: std::sync::atomic::AtomicBool::new(false),
             budget: opts.budget,
@@ -202,7 +196,7 @@ impl Repository {
 
     /// Add a key file wrapping the same master key under another password.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<FileId> {
-        write_key_file(&self.backend, &self.keys, password, kdf)
+        write_key_file(self.backend(), &self.keys, password, kdf)
     }
 
     /// Load every index file. A damaged one is skipped and recorded, not fatal: the blobs
@@ -211,7 +205,7 @@ impl Repository {
     pub fn key_files(&self) -> Result<Vec<(FileId, KeyFile)>> {
         let mut out = Vec::new();
         for id in self.backend.list(Dir::Keys)? {
-            if let Ok((mut kf, _)) = read_key_file(&self.backend, &id) {
+            if let Ok((mut kf, _)) = read_key_file(self.backend(), &id) {
                 // What a listing shows, no more: planted key files must not cost memory.
                 kf.wrapped = Vec::new();
                 kf.host = kf.host.chars().take(255).collect();
@@ -247,7 +241,7 @@ impl Repository {
     /// Check that file `id` of `dir` still holds the bytes it was named after (its name
     /// is the hash of its content).
     pub fn verify_file(&self, kind: FileKind, dir: Dir, id: &FileId) -> Result<()> {
-        let bytes = self.backend.read_file(dir, id, kind.max_len().unwrap_or(u64::MAX))?;
+        let bytes = self.backend.read(dir, id, kind.max_len().unwrap_or(u64::MAX))?;
         if FileId::of(&bytes) != *id {
             return Err(Error::corrupt(kind.name(), id, "content does not match its name"));
         }
@@ -280,7 +274,7 @@ impl Repository {
             return Ok(false);
         }
         let header = FileKind::Config.header();
-        self.backend.write_atomic(&self.backend.config_path(), &seal_config(&self.keys, &self.config, header))?;
+        self.backend.write_config(&seal_config(&self.keys, &self.config, header))?;
         self.config_version.store(header[HEADER_LEN - 1], std::sync::atomic::Ordering::Relaxed);
         Ok(true)
     }
@@ -366,8 +360,8 @@ impl Repository {
     }
 
     /// The storage backend.
-    pub fn backend(&self) -> &Local {
-        &self.backend
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
     }
     /// The repository directory.
     pub fn path(&self) -> &Path {
@@ -392,7 +386,7 @@ impl Repository {
         let mut bytes = header.to_vec();
         self.keys.seal_into(&header, payload, &mut bytes);
         let id = FileId::of(&bytes);
-        self.backend.write_atomic(&self.backend.path(dir, &id), &bytes)?;
+        self.backend().write(dir, &id, &bytes)?;
         Ok(id)
     }
 
@@ -403,7 +397,7 @@ impl Repository {
 
     /// [`Repository::read_sealed_file`] with the file's version (`FileKind::check_header`).
     pub fn read_versioned_file(&self, kind: FileKind, dir: Dir, id: &FileId) -> Result<(u8, Vec<u8>)> {
-        let bytes = self.backend.read_file(dir, id, kind.max_len().unwrap_or(0))?;
+        let bytes = self.backend.read(dir, id, kind.max_len().unwrap_or(0))?;
         let sealed = kind.check_header(&bytes, id)?;
         // The file's own header is the associated data: an older version's, if it is one.
         let plain = self.keys.open(&bytes[..HEADER_LEN], sealed, kind.name(), id)?;
@@ -496,14 +490,14 @@ impl Repository {
 /// Read and decode key file `id`, with its KDF parameters validated; also says whether
 /// its bytes no longer match its name (its clear fields are not authenticated, so such a
 /// key may still unwrap: it is tried, and named as damaged if it does not).
-fn read_key_file(backend: &Local, id: &FileId) -> Result<(KeyFile, bool)> {
-    let bytes = backend.read_file(Dir::Keys, id, FileKind::Key.max_len().unwrap_or(0))?;
+fn read_key_file(backend: &dyn Backend, id: &FileId) -> Result<(KeyFile, bool)> {
+    let bytes = backend.read(Dir::Keys, id, FileKind::Key.max_len().unwrap_or(0))?;
     let kf = KeyFile::decode(&bytes, id)?;
     kf.kdf.validate().map_err(|e| Error::corrupt("key", id, e))?;
     Ok((kf, FileId::of(&bytes) != *id))
 }
 
-fn write_key_file(backend: &Local, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<FileId> {
+fn write_key_file(backend: &dyn Backend, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<FileId> {
     let mut salt = vec![0u8; 32];
     crypto::random_bytes(&mut salt);
     let wk = WrappingKey::derive(password, &salt, kdf)?;
@@ -517,7 +511,7 @@ fn write_key_file(backend: &Local, keys: &Keys, password: &[u8], kdf: KdfParams)
     };
     let bytes = kf.encode();
     let id = FileId::of(&bytes);
-    backend.write_atomic(&backend.path(Dir::Keys, &id), &bytes)?;
+    backend.write(Dir::Keys, &id, &bytes)?;
     Ok(id)
 }
 
@@ -552,7 +546,7 @@ impl KdfLimit {
 /// (the config is damaged), or no key matching, naming damaged key files and those whose
 /// KDF is over the limit (either may have been the password's).
 fn unlock(
-    backend: &Local,
+    backend: &dyn Backend,
     password: &[u8],
     config_header: &[u8],
     config_sealed: &[u8],
@@ -628,7 +622,7 @@ fn unlock(
     if config_refused {
         return Err(Error::corrupt(
             "config",
-            backend.config_path().display(),
+            backend.root().join("config").display(),
             "the password unlocks a key, but the config does not open with it (the config is damaged, \
              or the key file belongs to another repository)",
         ));

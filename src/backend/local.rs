@@ -1,76 +1,35 @@
-//! Storage: named files in a local directory. Every write is crash-safe by one helper
-//! ([`Local::write_atomic`]): temp file, fsync, rename, fsync the directory. Nothing here
-//! knows about encryption or formats.
-//!
-//! Layout (docs/format.md, "Repository layout"):
-//! `config`, `keys/<id>`, `data/<xx>/<id>`, `index/<id>`, `snapshots/<id>`, `tmp/`.
+//! A repository in a local (or mounted) directory. Every write is crash-safe: temp
+//! file in `tmp/`, fsync, rename, fsync the directory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use super::{Backend, Dir, Meta, Stamp, TempFile};
 use crate::error::{Error, IoContext, Result};
 use crate::id::FileId;
 
-/// The directories of a repository that hold named files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dir {
-    /// Key files.
-    Keys,
-    /// Packs (in 256 subdirectories by the first byte of the id).
-    Data,
-    /// Index files.
-    Index,
-    /// Snapshots.
-    Snapshots,
-    /// Lock files (a repository made by cairn 0.1 has none until a lock is taken).
-    Locks,
+/// A file's [`Stamp`]: a hash of its length and its modification and change times.
+/// ctime cannot be set back by `touch`, and a file replaced by a rename gets a new one,
+/// so an edit that restores the mtime still changes the stamp. The inode is left out:
+/// FAT and some network filesystems number files anew at every mount, which would
+/// re-read every index file.
+fn stamp_of(m: &fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    Stamp::of_values(&[m.len(), m.mtime() as u64, m.mtime_nsec() as u64, m.ctime() as u64, m.ctime_nsec() as u64])
 }
 
-impl Dir {
-    fn name(self) -> &'static str {
-        match self {
-            Dir::Keys => "keys",
-            Dir::Data => "data",
-            Dir::Index => "index",
-            Dir::Snapshots => "snapshots",
-            Dir::Locks => "locks",
-        }
-    }
-
-    /// What one file of this directory is called in messages.
-    pub fn what(self) -> &'static str {
-        match self {
-            Dir::Keys => "key",
-            Dir::Data => "pack",
-            Dir::Index => "index",
-            Dir::Snapshots => "snapshot",
-            Dir::Locks => "lock",
-        }
-    }
+fn meta_of(m: &fs::Metadata) -> Meta {
+    Meta { len: m.len(), stamp: stamp_of(m), modified: m.modified().ok() }
 }
 
-/// What a listing says about one file, to notice that it changed without reading it: a
-/// hash of its length and its modification and change times. A file cairn wrote is
-/// never modified, so a different stamp means it was damaged, replaced or copied (the
-/// local index cache then checks its content again). ctime cannot be set back by
-/// `touch`, and a file replaced by a rename gets a new one, so an edit that restores
-/// the mtime still changes the stamp. The inode is left out: FAT and some network
-/// filesystems number files anew at every mount, which would re-read every index file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Stamp(pub u64);
+/// One directory's files: ids, with their metadata where asked (~80 B each).
+type Listing = Vec<(FileId, Option<Meta>)>;
 
-impl Stamp {
-    fn of(m: &fs::Metadata) -> Stamp {
-        use std::os::unix::fs::MetadataExt;
-        let mut h = blake3::Hasher::new();
-        for v in [m.len(), m.mtime() as u64, m.mtime_nsec() as u64, m.ctime() as u64, m.ctime_nsec() as u64] {
-            h.update(&v.to_le_bytes());
-        }
-        Stamp(u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes")))
-    }
-}
+/// Packs kept open for ranged reads (one descriptor each).
+const OPEN_PACKS: usize = 64;
 
 /// Temp files unlocked and untouched this long are stale even when written from another
 /// host (whose lock this kernel may not see, on a network filesystem): a pack being
@@ -82,24 +41,97 @@ const STALE_FOREIGN_TEMP: std::time::Duration = std::time::Duration::from_secs(2
 const STALE_OWN_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A repository directory on a local (or mounted) filesystem.
-#[derive(Clone, Debug)]
 pub struct Local {
     root: PathBuf,
+    /// Files open for ranged reads, by directory and id.
+    open: Mutex<lru::LruCache<(u8, FileId), Arc<File>>>,
 }
 
 impl Local {
     /// A backend rooted at `root` (not checked).
     pub fn new(root: impl Into<PathBuf>) -> Local {
-        Local { root: root.into() }
+        Local { root: root.into(), open: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))) }
     }
 
-    /// The repository directory.
-    pub fn root(&self) -> &Path {
+    /// Path of the config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config")
+    }
+
+    /// An open descriptor of file `id` of `dir`, from the cache of open files.
+    fn open_file(&self, dir: Dir, id: &FileId) -> Result<Arc<File>> {
+        let key = (dir as u8, *id);
+        if let Some(f) = self.open.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(open_regular(&self.path(dir, id), dir.what(), id)?.0);
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).put(key, f.clone());
+        Ok(f)
+    }
+
+    /// Make a finished temp file durable and give it its final name `path`.
+    fn commit(&self, tmp: TempFile, path: &Path) -> Result<()> {
+        let dir = path.parent().unwrap_or(&self.root);
+        let tmp = tmp.finish()?;
+        let r = self.ensure_dir(dir).and_then(|()| fs::rename(&tmp, path).at(path));
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r?;
+        sync_dir(dir)
+    }
+
+    /// Create a subdirectory of `data/` (or `locks/`, which a repository made by cairn
+    /// 0.1 lacks) on first use, durably.
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(dir.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()), // a concurrent writer
+            Err(e) => Err(e).at(dir),
+        }
+    }
+
+    /// Ids in one directory, with their metadata if `meta`, sorted (`None`: no such
+    /// directory).
+    fn read_ids(&self, p: &Path, meta: bool) -> Result<Option<Listing>> {
+        let rd = match fs::read_dir(p) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).at(p),
+        };
+        let mut ids = Vec::new();
+        for e in rd {
+            let e = e.at(p)?;
+            let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<FileId>().ok()) else { continue };
+            if !meta {
+                ids.push((id, None));
+                continue;
+            }
+            // Symlinks are followed, as reads follow them.
+            match fs::metadata(e.path()) {
+                Ok(m) => ids.push((id, Some(meta_of(&m)))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // removed meanwhile
+                Err(err) => return Err(err).at(e.path()),
+            }
+        }
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        Ok(Some(ids))
+    }
+}
+
+impl Backend for Local {
+    fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Create the directory skeleton (for `init`).
-    pub fn create_layout(&self) -> Result<()> {
+    fn path(&self, dir: Dir, id: &FileId) -> PathBuf {
+        self.root.join(dir.key(id))
+    }
+
+    fn create_layout(&self) -> Result<()> {
         // data/00..ff are created when their first pack is written: 256 empty
         // directories cost a small repository ~1 MiB.
         for d in ["keys", "index", "snapshots", "tmp", "data", "locks"] {
@@ -109,65 +141,63 @@ impl Local {
         sync_dir(&self.root)
     }
 
-    /// Path of the config file.
-    pub fn config_path(&self) -> PathBuf {
-        self.root.join("config")
-    }
-
-    /// Path of a named file.
-    pub fn path(&self, dir: Dir, id: &FileId) -> PathBuf {
-        match dir {
-            Dir::Data => self.root.join("data").join(crate::id::hex(&id.0[..1])).join(id.to_hex()),
-            _ => self.root.join(dir.name()).join(id.to_hex()),
+    fn has_config(&self) -> Result<bool> {
+        let p = self.config_path();
+        match fs::symlink_metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).at(&p),
         }
     }
 
-    /// Read the whole file `id` of `dir`, refusing one larger than `max_len` bytes (the
-    /// format's limit for its kind) or one that is not a regular file, before reading it.
-    /// A missing file is [`Error::NotFound`].
-    pub fn read_file(&self, dir: Dir, id: &FileId, max_len: u64) -> Result<Vec<u8>> {
-        read_regular(&self.path(dir, id), max_len, dir.what(), id)
-    }
-
-    /// Read the config file; `None` if there is none (not a repository).
-    pub fn read_config(&self, max_len: u64) -> Result<Option<Vec<u8>>> {
+    fn read_config(&self, max_len: u64) -> Result<Option<Vec<u8>>> {
         match read_regular(&self.config_path(), max_len, "config", &"config") {
             Err(Error::NotFound { .. }) => Ok(None),
             r => r.map(Some),
         }
     }
 
-    /// Open pack `id` for ranged reads; returns the file and its length. It must be a
-    /// regular file (see [`open_regular`]).
-    pub fn open_pack(&self, id: &FileId) -> Result<(File, u64)> {
-        open_regular(&self.path(Dir::Data, id), "pack", id)
+    fn write_config(&self, bytes: &[u8]) -> Result<()> {
+        let mut t = self.temp_file()?;
+        t.write_all(bytes)?;
+        self.commit(t, &self.config_path())
     }
 
-    /// The length of file `id` of `dir`, `None` if it does not exist.
-    pub fn file_len(&self, dir: Dir, id: &FileId) -> Result<Option<u64>> {
+    /// The file must be regular (see [`open_regular`]).
+    fn read(&self, dir: Dir, id: &FileId, max_len: u64) -> Result<Vec<u8>> {
+        read_regular(&self.path(dir, id), max_len, dir.what(), id)
+    }
+
+    fn read_at(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        // The path is made only for an error: this is every blob read's path.
+        self.open_file(dir, id)?.read_exact_at(buf, offset).map_err(|err| Error::Io { path: self.path(dir, id), err })
+    }
+
+    fn reader(&self, dir: Dir, id: &FileId, offset: u64) -> Result<Box<dyn std::io::Read + Send>> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.path(dir, id);
+        let (mut f, _) = open_regular(&path, dir.what(), id)?;
+        f.seek(SeekFrom::Start(offset)).at(&path)?;
+        Ok(Box::new(f))
+    }
+
+    /// A file that is not regular (a FIFO, a directory planted under a file's name) is
+    /// damage, named.
+    fn stat(&self, dir: Dir, id: &FileId) -> Result<Option<Meta>> {
         let p = self.path(dir, id);
         match fs::metadata(&p) {
-            Ok(m) => Ok(Some(m.len())),
+            Ok(m) if m.is_file() => Ok(Some(meta_of(&m))),
+            Ok(_) => Err(Error::corrupt(dir.what(), id, format!("{} is not a regular file", p.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).at(&p),
         }
     }
 
-    /// Write `bytes` to `path` crash-safely: temp file in `tmp/`, fsync, rename, fsync dir.
-    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let (tmp, mut f) = self.temp_file()?;
-        if let Err(e) = f.write_all(bytes) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e).at(&tmp);
-        }
-        self.commit(tmp, f, path)
-    }
-
-    /// A new temp file under `tmp/`, for writers that stream. It is named
-    /// `<host>-<random>.tmp` (the first 8 hex digits of a hash of the host name) and
-    /// locked (`flock`) for as long as it is open, so [`Local::remove_stale_temps`] can
-    /// tell a file someone is writing from one a killed process left.
-    pub fn temp_file(&self) -> Result<(PathBuf, File)> {
+    /// A new temp file under `tmp/`. It is named `<host>-<random>.tmp` (the first 8 hex
+    /// digits of a hash of the host name) and locked (`flock`) for as long as it is
+    /// open, so `remove_stale_temps` can tell a file someone is writing from one a
+    /// killed process left.
+    fn temp_file(&self) -> Result<TempFile> {
         loop {
             let name = format!("{}-{:016x}.tmp", host_tag(), crate::crypto::random_u64());
             let tmp = self.root.join("tmp").join(name);
@@ -180,18 +210,21 @@ impl Local {
                 r => r.at(&tmp)?,
             };
             match crate::sys::try_lock(&f) {
-                Ok(true) => return Ok((tmp, f)),
                 // Someone locked it between its creation and ours (a remover of stale
                 // files, about to delete it): leave it to them and take another name.
                 Ok(false) => continue,
-                // A filesystem without locks: only the age rule protects the file.
-                Err(_) => return Ok((tmp, f)),
+                // Err: a filesystem without locks; only the age rule protects the file.
+                Ok(true) | Err(_) => return Ok(TempFile::new(tmp, f)),
             }
         }
     }
 
-    /// How many files `tmp/` holds, and their bytes (for `check`'s note on leftovers).
-    pub fn temp_usage(&self) -> Result<(u64, u64)> {
+    fn store(&self, dir: Dir, id: &FileId, tmp: TempFile) -> Result<()> {
+        self.commit(tmp, &self.path(dir, id))
+    }
+
+    /// How many files `tmp/` holds, and their bytes.
+    fn temp_usage(&self) -> Result<(u64, u64)> {
         let dir = self.root.join("tmp");
         let mut n = (0, 0);
         match fs::read_dir(&dir) {
@@ -207,11 +240,11 @@ impl Local {
         }
     }
 
-    /// Remove temp files no running writer owns: those of this host whose lock is free
-    /// (their writer ended: a kill -9, a crash) and that are a minute old, and those of
-    /// other hosts (or names of older cairns) that are unlocked and untouched for a day. Returns how many files
-    /// and bytes were removed. Errors on single files are ignored: a leftover is harmless.
-    pub fn remove_stale_temps(&self) -> Result<(u64, u64)> {
+    /// Those of this host whose lock is free (their writer ended: a kill -9, a crash)
+    /// and that are a minute old, and those of other hosts (or names of older cairns)
+    /// that are unlocked and untouched for a day. Errors on single files are ignored: a
+    /// leftover is harmless.
+    fn remove_stale_temps(&self) -> Result<(u64, u64)> {
         let dir = self.root.join("tmp");
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -240,60 +273,9 @@ impl Local {
         Ok((files, bytes))
     }
 
-    /// Make a finished temp file durable and give it its final name. If the target already
-    /// exists it is replaced; names are content hashes, so its content is the same.
-    /// On failure the temp file is removed.
-    pub fn commit(&self, tmp: PathBuf, f: File, path: &Path) -> Result<()> {
-        let dir = path.parent().unwrap_or(&self.root);
-        let r = f.sync_all().at(&tmp).and_then(|()| {
-            drop(f);
-            self.ensure_dir(dir)?;
-            fs::rename(&tmp, path).at(path)
-        });
-        if r.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        r?;
-        sync_dir(path.parent().unwrap_or(&self.root))
-    }
-
-    /// Create a subdirectory of `data/` (or `locks/`, which a repository made by cairn
-    /// 0.1 lacks) on first use, durably.
-    fn ensure_dir(&self, dir: &Path) -> Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        match fs::create_dir(dir) {
-            Ok(()) => sync_dir(dir.parent().unwrap_or(&self.root)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()), // a concurrent writer
-            Err(e) => Err(e).at(dir),
-        }
-    }
-
-    /// [`Local::list`] with each file's [`Stamp`] (one `stat` per file). A file removed
-    /// between the listing and its `stat` is left out.
-    pub fn list_stamped(&self, dir: Dir) -> Result<Vec<(FileId, Stamp)>> {
-        let mut out = Vec::new();
-        for id in self.list(dir)? {
-            let p = self.path(dir, &id);
-            match fs::metadata(&p) {
-                Ok(m) => out.push((id, Stamp::of(&m))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).at(&p),
-            }
-        }
-        Ok(out)
-    }
-
-    /// The [`Stamp`] of file `id` of `dir`.
-    pub fn stamp(&self, dir: Dir, id: &FileId) -> Result<Stamp> {
-        let p = self.path(dir, id);
-        Ok(Stamp::of(&fs::metadata(&p).at(&p)?))
-    }
-
-    /// Remove file `id` of `dir`; a missing file is not an error. The directory is
-    /// fsynced so the removal is durable.
-    pub fn remove(&self, dir: Dir, id: &FileId) -> Result<()> {
+    /// The directory is fsynced so the removal is durable.
+    fn remove(&self, dir: Dir, id: &FileId) -> Result<()> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).pop(&(dir as u8, *id));
         let p = self.path(dir, id);
         match fs::remove_file(&p) {
             Ok(()) => sync_dir(p.parent().unwrap_or(&self.root)),
@@ -302,45 +284,43 @@ impl Local {
         }
     }
 
-    /// Ids of the files in `dir` (not `data`), skipping names that are not ids.
-    pub fn list(&self, dir: Dir) -> Result<Vec<FileId>> {
-        debug_assert!(dir != Dir::Data);
-        let p = self.root.join(dir.name());
+    fn list(&self, dir: Dir) -> Result<Vec<FileId>> {
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&p) {
-            Err(e) if dir == Dir::Locks && e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            r => r.at(&p)?,
-        };
-        for e in entries {
-            let e = e.at(&p)?;
-            if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<FileId>().ok()) {
+        if dir == Dir::Data {
+            self.for_each(dir, &mut |id, _| {
                 out.push(id);
-            }
+                Ok(())
+            })?;
+            return Ok(out);
         }
-        out.sort_unstable();
+        let p = self.root.join(dir.name());
+        match self.read_ids(&p, false)? {
+            Some(ids) => out.extend(ids.into_iter().map(|(id, _)| id)),
+            // A repository made by cairn 0.1 has no locks/ until a lock is taken.
+            None if dir == Dir::Locks => {}
+            None => return Err(std::io::Error::from(std::io::ErrorKind::NotFound)).at(&p),
+        }
         Ok(out)
     }
 
-    /// Visit every pack with its size, one subdirectory at a time.
-    pub fn for_each_pack(&self, mut f: impl FnMut(FileId, u64) -> Result<()>) -> Result<()> {
-        for b in 0..=255u8 {
-            let p = self.root.join("data").join(crate::id::hex(&[b]));
-            let rd = match fs::read_dir(&p) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).at(&p),
+    fn for_each(&self, dir: Dir, f: &mut dyn FnMut(FileId, Meta) -> Result<()>) -> Result<()> {
+        let visit = |p: &Path, f: &mut dyn FnMut(FileId, Meta) -> Result<()>| -> Result<Option<()>> {
+            let Some(ids) = self.read_ids(p, true)? else { return Ok(None) };
+            for (id, m) in ids {
+                f(id, m.expect("asked for"))?;
+            }
+            Ok(Some(()))
+        };
+        if dir != Dir::Data {
+            let p = self.root.join(dir.name());
+            return match visit(&p, f)? {
+                Some(()) => Ok(()),
+                None if dir == Dir::Locks => Ok(()),
+                None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)).at(&p),
             };
-            let mut ids = Vec::new();
-            for e in rd {
-                let e = e.at(&p)?;
-                if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<FileId>().ok()) {
-                    ids.push((id, e.metadata().at(e.path())?.len()));
-                }
-            }
-            ids.sort_unstable();
-            for (id, len) in ids {
-                f(id, len)?;
-            }
+        }
+        for b in 0..=255u8 {
+            visit(&self.root.join("data").join(crate::id::hex(&[b])), f)?;
         }
         Ok(())
     }
@@ -410,11 +390,6 @@ pub fn host_tag() -> &'static str {
     })
 }
 
-/// Read exactly `buf.len()` bytes at `offset` of an open file.
-pub fn read_exact_at(f: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
-    f.read_exact_at(buf, offset).at(path)
-}
-
 /// fsync a directory so a rename in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
@@ -427,18 +402,19 @@ mod tests {
     #[test]
     fn atomic_write_and_list() {
         let t = tempfile::tempdir().unwrap();
-        let b = Local::new(t.path());
+        let local = Local::new(t.path());
+        let b: &dyn Backend = &local;
         b.create_layout().unwrap();
         let id = FileId::of(b"hello");
-        b.write_atomic(&b.path(Dir::Snapshots, &id), b"hello").unwrap();
+        b.write(Dir::Snapshots, &id, b"hello").unwrap();
         assert_eq!(b.list(Dir::Snapshots).unwrap(), vec![id]);
-        assert_eq!(b.read_file(Dir::Snapshots, &id, 5).unwrap(), b"hello");
-        assert!(matches!(b.read_file(Dir::Snapshots, &id, 4), Err(Error::Corrupt { .. })));
-        assert!(matches!(b.read_file(Dir::Index, &id, 5), Err(Error::NotFound { .. })));
+        assert_eq!(b.read(Dir::Snapshots, &id, 5).unwrap(), b"hello");
+        assert!(matches!(b.read(Dir::Snapshots, &id, 4), Err(Error::Corrupt { .. })));
+        assert!(matches!(b.read(Dir::Index, &id, 5), Err(Error::NotFound { .. })));
         // Nothing is left in tmp/.
         assert_eq!(fs::read_dir(t.path().join("tmp")).unwrap().count(), 0);
         let pid = FileId::of(b"pack");
-        b.write_atomic(&b.path(Dir::Data, &pid), b"pack").unwrap();
+        b.write(Dir::Data, &pid, b"pack").unwrap();
         let mut seen = vec![];
         b.for_each_pack(|id, len| {
             seen.push((id, len));
@@ -446,5 +422,21 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![(pid, 4)]);
+        let mut buf = [0u8; 2];
+        b.read_at(Dir::Data, &pid, 2, &mut buf).unwrap();
+        assert_eq!(&buf, b"ck");
+        let e = b.read_at(Dir::Data, &pid, 3, &mut buf).unwrap_err();
+        assert!(matches!(e, Error::Io { ref err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof), "{e}");
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut b.reader(Dir::Data, &pid, 1).unwrap(), &mut rest).unwrap();
+        assert_eq!(rest, b"ack");
+        // A temp file dropped unstored is gone.
+        let mut tmp = b.temp_file().unwrap();
+        tmp.write_all(b"half").unwrap();
+        let p = tmp.path().to_path_buf();
+        drop(tmp);
+        assert!(!p.exists());
+        b.remove(Dir::Data, &pid).unwrap();
+        assert_eq!(b.stat(Dir::Data, &pid).unwrap().map(|m| m.len), None);
     }
 }

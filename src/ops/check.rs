@@ -245,7 +245,7 @@ impl Checker<'_> {
             [(Dir::Keys, FileKind::Key), (Dir::Index, FileKind::Index), (Dir::Snapshots, FileKind::Snapshot)]
         {
             for id in b.list(dir)? {
-                match b.read_file(dir, &id, kind.max_len().unwrap_or(0)) {
+                match b.read(dir, &id, kind.max_len().unwrap_or(0)) {
                     Ok(bytes) if FileId::of(&bytes) != id => {
                         self.bad_files.insert(id);
                         self.error(format!(

@@ -194,7 +194,7 @@ impl Repository {
     }
 
     fn lock_file_age(&self, id: &FileId) -> Option<Duration> {
-        std::fs::metadata(self.backend.path(Dir::Locks, id)).ok()?.modified().ok()?.elapsed().ok()
+        self.backend.stat(Dir::Locks, id).ok()??.modified?.elapsed().ok()
     }
 
     fn write_lock(&self, kind: LockKind, command: &str) -> Result<FileId> {
@@ -296,7 +296,14 @@ impl Repository {
             drop(s);
             // Our file must still be there: if someone removed it, a prune may have run
             // meanwhile, and nothing we do now can tell.
-            let present = self.backend.path(Dir::Locks, &old).exists();
+            // (An error asking is not an answer: try again next time, as for a write.)
+            let present = match self.backend.stat(Dir::Locks, &old) {
+                Ok(m) => m.is_some(),
+                Err(_) => {
+                    s = guard.state.lock().unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+            };
             let written = if present { self.write_lock(kind, command).ok() } else { None };
             s = guard.state.lock().unwrap_or_else(|p| p.into_inner());
             match (present, written) {

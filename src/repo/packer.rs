@@ -7,14 +7,11 @@
 //! the next index file, which is written every few packs so an interrupted backup leaves
 //! most of what it stored reusable.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{Repository, SealedBlob};
-use crate::backend::Dir;
-use crate::error::{IoContext, Result};
+use crate::backend::{Dir, TempFile};
+use crate::error::Result;
 use crate::format::index::{self as index_format, IndexEntry, Location};
 use crate::format::pack::{encode_header, PackBlob};
 use crate::format::{BlobKind, FileKind, HEADER_LEN};
@@ -35,8 +32,7 @@ const INDEX_EVERY: Duration = Duration::from_secs(30);
 pub const MAX_PACK_BLOBS: usize = 65_536;
 
 struct OpenPack {
-    tmp: PathBuf,
-    out: BufWriter<File>,
+    out: TempFile,
     hasher: blake3::Hasher,
     blobs: Vec<PackBlob>,
     len: u64,
@@ -44,10 +40,8 @@ struct OpenPack {
 
 impl OpenPack {
     fn new(repo: &Repository) -> Result<OpenPack> {
-        let (tmp, f) = repo.backend().temp_file()?;
         let mut p = OpenPack {
-            tmp,
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: repo.backend().temp_file()?,
             hasher: blake3::Hasher::new(),
             blobs: Vec::new(),
             len: 0,
@@ -57,7 +51,7 @@ impl OpenPack {
     }
 
     fn write(&mut self, b: &[u8]) -> Result<()> {
-        self.out.write_all(b).at(&self.tmp)?;
+        self.out.write_all(b)?;
         self.hasher.update(b);
         self.len += b.len() as u64;
         Ok(())
@@ -142,19 +136,12 @@ impl<'r> Packer<'r> {
         pack.write(&header)?;
         pack.write(&(header.len() as u32).to_le_bytes())?;
         let id = FileId(*pack.hasher.finalize().as_bytes());
-        let f = match pack.out.into_inner() {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = std::fs::remove_file(&pack.tmp);
-                return Err(e.into_error()).at(&pack.tmp);
-            }
-        };
         // Recorded before the pack appears: if this process dies before the pack's index
         // file is written, the next one indexes it from its header instead of storing its
         // blobs again. Best effort (a full cache disk must not fail the backup): without
         // it the pack is a leftover that `check` notes and `repair index` indexes.
         let _ = self.repo.index().journal_pack(&id);
-        self.repo.backend().commit(pack.tmp, f, &self.repo.backend().path(Dir::Data, &id))?;
+        self.repo.backend().store(Dir::Data, &id, pack.out)?;
         self.stats.packs += 1;
         self.stats.bytes += pack.len;
         let mut offset = HEADER_LEN as u64;
@@ -210,15 +197,5 @@ impl<'r> Packer<'r> {
             self.write_index()?;
         }
         Ok(self.stats)
-    }
-}
-
-impl Drop for Packer<'_> {
-    fn drop(&mut self) {
-        // A packer dropped without finish (an error elsewhere) leaves temp files, which
-        // hold nothing indexed; remove them.
-        for p in self.open.iter_mut().filter_map(Option::take) {
-            let _ = std::fs::remove_file(&p.tmp);
-        }
     }
 }

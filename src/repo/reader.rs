@@ -3,12 +3,10 @@
 //! names and the open-file cache live in one place. Also the plan for reading
 //! neighbouring blobs of a pack with one `pread` ([`coalesce`]).
 
-use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::Repository;
-use crate::backend::{read_exact_at, Dir};
+use crate::backend::Dir;
 use crate::compress;
 use crate::error::{Error, IoContext, Result};
 use crate::format::index::Location;
@@ -55,16 +53,6 @@ pub fn coalesce<T>(
 }
 
 impl Repository {
-    fn pack_file(&self, pack: &FileId) -> Result<Arc<File>> {
-        let mut cache = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = cache.get(pack) {
-            return Ok(f.clone());
-        }
-        let f = Arc::new(self.backend.open_pack(pack)?.0);
-        cache.put(*pack, f.clone());
-        Ok(f)
-    }
-
     /// Path of a pack file.
     pub fn pack_path(&self, pack: &FileId) -> PathBuf {
         self.backend.path(Dir::Data, pack)
@@ -85,11 +73,10 @@ impl Repository {
     /// [`Repository::read_pack_range`] into `buf`, reusing its allocation: `buf` ends up
     /// holding exactly the bytes read (only bytes past its old length are zeroed first).
     pub fn read_pack_range_into(&self, pack: &FileId, from: u64, to: u64, buf: &mut Vec<u8>) -> Result<()> {
-        let f = self.pack_file(pack)?;
         let n = to.saturating_sub(from) as usize;
         buf.truncate(n);
         buf.resize(n, 0);
-        read_exact_at(&f, &self.pack_path(pack), buf, from).map_err(|e| match e {
+        self.backend.read_at(Dir::Data, pack, from, buf).map_err(|e| match e {
             Error::Io { err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
             }
@@ -102,10 +89,8 @@ impl Repository {
     /// (docs/format.md, section 10); the blobs must exactly fill the space before the
     /// header. Memory: the sealed header (42 B per blob) and the list (~56 B per blob).
     pub fn read_pack_header(&self, id: &FileId) -> Result<PackHeader> {
-        let f = self.pack_file(id)?;
-        let len = f.metadata().at(self.pack_path(id))?.len();
-        let path = self.pack_path(id);
-        let read = |buf: &mut [u8], off: u64| read_exact_at(&f, &path, buf, off);
+        let len = self.backend.stat(Dir::Data, id)?.ok_or(Error::NotFound { what: "pack", id: id.to_string() })?.len;
+        let read = |buf: &mut [u8], off: u64| self.backend.read_at(Dir::Data, id, off, buf);
         if len < (HEADER_LEN + TRAILER_LEN) as u64 {
             return Err(Error::corrupt("pack", id, format!("{len} bytes is too short for a pack")));
         }
@@ -135,10 +120,9 @@ impl Repository {
     /// on the way. Returns whether the file's content matches its name. Memory: one
     /// read buffer (1 MiB) and one blob (at most 16 MiB), whatever the pack's size.
     pub fn stream_pack(&self, h: &PackHeader, f: BlobVisitor<'_>) -> Result<bool> {
-        use std::io::{BufReader, Read, Seek, SeekFrom};
+        use std::io::{BufReader, Read};
         let path = self.pack_path(&h.id);
-        let mut r = BufReader::with_capacity(1 << 20, self.backend.open_pack(&h.id)?.0);
-        r.seek(SeekFrom::Start(HEADER_LEN as u64)).at(&path)?;
+        let mut r = BufReader::with_capacity(1 << 20, self.backend.reader(Dir::Data, &h.id, HEADER_LEN as u64)?);
         let mut hasher = blake3::Hasher::new();
         hasher.update(&h.head);
         let mut buf = Vec::new();

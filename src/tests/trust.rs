@@ -229,12 +229,12 @@ fn r12_13_leftovers_of_a_killed_backup_are_reused_and_removed() {
     for p in &crate::testutil::packs(&repo) {
         repo.index().journal_pack(p).unwrap();
     }
-    let (tmp, f) = repo.backend().temp_file().unwrap();
-    drop(f);
+    let tmp = repo.backend().temp_file().unwrap().abandon();
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     fs::File::options().write(true).open(&tmp).unwrap().set_modified(old).unwrap();
     // A temp file another writer is still writing (it holds the lock), idle as long.
-    let (busy, busy_file) = repo.backend().temp_file().unwrap();
+    let busy_file = repo.backend().temp_file().unwrap();
+    let busy = busy_file.path().to_path_buf();
     fs::File::options().write(true).open(&busy).unwrap().set_modified(old).unwrap();
     // Another machine's, unlocked but idle only an hour: it may still be written.
     let foreign = repo.path().join("tmp/00000000-0123456789abcdef.tmp");
@@ -251,6 +251,7 @@ fn r12_13_leftovers_of_a_killed_backup_are_reused_and_removed() {
     assert!(busy.exists(), "a temp file whose writer holds its lock is kept");
     assert!(foreign.exists(), "another machine's temp file idle for an hour is kept");
     drop(busy_file);
+    assert!(!busy.exists(), "a temp file dropped unstored is removed");
     let (stats, msgs) = do_restore(&t.reopen(), &r2, &t.scratch("out"), &[]);
     assert_eq!((stats.errors, stats.files), (0, 10), "{msgs:?}");
     let _ = r;
