@@ -15,8 +15,19 @@ use crate::error::{Error, Result};
 use crate::id::FileId;
 
 mod local;
+pub mod s3;
 
 pub use local::{host_tag, sync_dir, Local};
+pub use s3::{S3Env, S3Url, S3};
+
+/// The backend for a repository location: an `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`
+/// URL (credentials from `s3`; files being written wait in `spool`) or a local path.
+pub fn open(location: &Path, s3: &S3Env, spool: Option<&Path>) -> Result<Box<dyn Backend>> {
+    match location.to_str().and_then(S3Url::parse) {
+        Some(url) => Ok(Box::new(S3::new(&url?, s3, spool)?)),
+        None => Ok(Box::new(Local::new(location))),
+    }
+}
 
 /// The directories of a repository that hold named files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,11 +166,14 @@ impl Drop for TempFile {
 /// Every write is atomic: a file is either absent or complete under its name, and a
 /// stored file stays stored after a crash.
 pub trait Backend: Send + Sync {
-    /// The repository's location as the user gave it (a path), for messages.
+    /// The repository's location as the user gave it (a path or URL), for messages.
     fn root(&self) -> &Path;
 
-    /// Where file `id` of `dir` is, for messages and tests (a path).
-    fn path(&self, dir: Dir, id: &FileId) -> PathBuf;
+    /// Where file `id` of `dir` is, for messages and tests: the root joined with the
+    /// file's key (a path, or the object's URL).
+    fn path(&self, dir: Dir, id: &FileId) -> PathBuf {
+        self.root().join(dir.key(id))
+    }
 
     /// Create the layout (for `init`).
     fn create_layout(&self) -> Result<()>;

@@ -239,6 +239,10 @@ pub struct Env<'a> {
     pub interactive: bool,
     /// Set by SIGINT/SIGTERM.
     pub cancel: &'a AtomicBool,
+    /// S3 credentials and settings (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION` or `AWS_REGION`, `AWS_PROFILE`,
+    /// `CAIRN_S3_VIRTUAL_HOST=1`).
+    pub s3: crate::backend::S3Env,
 }
 
 impl<'a> Env<'a> {
@@ -259,6 +263,17 @@ impl<'a> Env<'a> {
             memory: var("CAIRN_MEMORY").map(|m| m.to_string_lossy().into_owned()),
             interactive: std::io::stdin().is_terminal(),
             cancel,
+            s3: {
+                let s = |k: &str| var(k).map(|v| v.to_string_lossy().into_owned());
+                crate::backend::S3Env {
+                    access_key_id: s("AWS_ACCESS_KEY_ID"),
+                    secret_access_key: s("AWS_SECRET_ACCESS_KEY").map(zeroize::Zeroizing::new),
+                    session_token: s("AWS_SESSION_TOKEN").map(zeroize::Zeroizing::new),
+                    region: s("AWS_DEFAULT_REGION").or_else(|| s("AWS_REGION")),
+                    profile: s("AWS_PROFILE"),
+                    virtual_host: s("CAIRN_S3_VIRTUAL_HOST").is_some_and(|v| v == "1"),
+                }
+            },
         }
     }
 }
@@ -351,6 +366,7 @@ pub(crate) fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Reposi
         kdf_limit,
         // Forget and prune look up only trees: filters would hold their budget for nothing.
         few_lookups: matches!(cli.command, Command::Forget(_) | Command::Prune(_)),
+        s3: env.s3.clone(),
     };
     Ok(Repository::open_with(&path, pw.as_bytes(), &opts)?)
 }
@@ -395,6 +411,7 @@ fn init(cli: &Cli, env: &Env, cheap: bool, pw: &str, out: &mut dyn Write) -> any
     }
     let opts = InitOptions {
         kdf: if cheap { KdfParams::INSECURE_FOR_TESTS } else { KdfParams::DEFAULT },
+        s3: env.s3.clone(),
         ..InitOptions::default()
     };
     Repository::init(&path, pw.as_bytes(), &opts)?;

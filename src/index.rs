@@ -1142,9 +1142,8 @@ mod tests {
             // Index files of falling sizes, each spilled to a run (not merged: each older
             // run holds more than twice the next).
             for (f, range) in [(0u32, 0..240u32), (1, 240..330), (2, 330..360)] {
-                let batch: Vec<IndexEntry> = range
-                    .map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), (i % 3) as u8 + 1, i))
-                    .collect();
+                let batch: Vec<IndexEntry> =
+                    range.map(|i| entry(*blake3::hash(&i.to_le_bytes()).as_bytes(), (i % 3) as u8 + 1, i)).collect();
                 for e in &batch {
                     assert!(ix.claim(&e.id));
                     ix.insert(e);
@@ -1163,8 +1162,7 @@ mod tests {
             let before = stored(&ix);
             assert!(before.len() >= 2, "several runs: {before:?}");
             // Fences and, without filters, one saturated block per run.
-            let fences =
-                |ix: &Index| ix.read().runs.iter().map(|r| r.run.pages() * 8 + filter::BLOCK).sum::<usize>();
+            let fences = |ix: &Index| ix.read().runs.iter().map(|r| r.run.pages() * 8 + filter::BLOCK).sum::<usize>();
             assert_eq!(ix.ram_parts().runs <= fences(&ix), no_filters);
             // Pack [2; 32]'s ordinals, as the records carry them (one per spill).
             let mut gone = HashSet::new();

@@ -15,7 +15,7 @@ pub use reader::{coalesce, BlobVisitor, PackHeader, COALESCE_GAP, COALESCE_MAX};
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::backend::{Backend, Dir, Local};
+use crate::backend::{Backend, Dir};
 use crate::chunker::ChunkerParams;
 use crate::compress::Compressor;
 use crate::crypto::{self, KdfParams, Keys, WrappingKey};
@@ -27,7 +27,6 @@ use crate::format::snapshot::Snapshot;
 use crate::format::{blob_aad, BlobKind, Compression, FileKind, HEADER_LEN};
 use crate::id::{BlobId, FileId};
 use crate::index::{Index, IndexOptions};
-
 
 /// How to open a repository.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +42,8 @@ pub struct OpenOptions {
     /// The command looks up few blob ids, all of them present (forget, prune): the
     /// index holds no filters in RAM ([`crate::index::Index::drop_filters`]).
     pub few_lookups: bool,
+    /// Credentials and settings for an S3 location.
+    pub s3: crate::backend::S3Env,
 }
 
 /// Settings for `init`.
@@ -55,6 +56,8 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Default zstd level.
     pub compression: i32,
+    /// Credentials and settings for an S3 location.
+    pub s3: crate::backend::S3Env,
 }
 
 impl Default for InitOptions {
@@ -64,6 +67,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default_with_seed(0),
             pack_size: DEFAULT_PACK_SIZE,
             compression: 3,
+            s3: Default::default(),
         }
     }
 }
@@ -128,7 +132,7 @@ pub struct SealedBlob {
 impl Repository {
     /// Create a repository at `path` (which may exist but must not hold a repository).
     pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<()> {
-        let backend: Box<dyn Backend> = Box::new(Local::new(path));
+        let backend = crate::backend::open(path, &opts.s3, None)?;
         if backend.has_config()? {
             return Err(Error::InvalidInput(format!("{}: a repository already exists here", path.display())));
         }
@@ -155,7 +159,8 @@ impl Repository {
 
     /// [`Repository::open`] with a cache directory and a memory budget.
     pub fn open_with(path: &Path, password: &[u8], opts: &OpenOptions) -> Result<Repository> {
-        let backend: Box<dyn Backend> = Box::new(Local::new(path));
+        let spool = opts.cache_dir.as_ref().map(|d| d.join("upload"));
+        let backend = crate::backend::open(path, &opts.s3, spool.as_deref())?;
         let cfg_bytes = backend
             .read_config(FileKind::Config.max_len().unwrap_or(0))?
             .ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
@@ -164,8 +169,10 @@ impl Repository {
         let (keys, config) = unlock(&*backend, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
         let config_version = cfg_bytes[HEADER_LEN - 1];
         let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
-        let index_opts =
-            |dir| IndexOptions { no_filters: opts.few_lookups, ..IndexOptions::from_budget(dir, opts.budget.index_bytes()) };
+        let index_opts = |dir| IndexOptions {
+            no_filters: opts.few_lookups,
+            ..IndexOptions::from_budget(dir, opts.budget.index_bytes())
+        };
         let mut repo = Repository {
             backend,
             keys,

@@ -12,6 +12,7 @@ mod prune;
 mod regressions;
 mod repair;
 mod roundtrip;
+mod s3;
 mod trees;
 mod trust;
 mod vfs;

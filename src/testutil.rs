@@ -39,6 +39,7 @@ pub fn cheap_options() -> InitOptions {
         chunker: crate::chunker::ChunkerParams { min: 4096, avg: 16384, max: 65536, seed: 0 },
         pack_size: DEFAULT_PACK_SIZE.min(1 << 20),
         compression: 3,
+        ..InitOptions::default()
     }
 }
 
@@ -59,7 +60,7 @@ pub fn bytes(seed: u64, len: usize, compressible: bool) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if compressible && x % 4 != 0 {
+        if compressible && !x.is_multiple_of(4) {
             out.extend_from_slice(b"the quick brown fox jumps over the lazy dog ");
         } else {
             out.extend_from_slice(&x.to_le_bytes());

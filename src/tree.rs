@@ -111,7 +111,7 @@ impl Levels {
         // fire again at every level above, forever. A node of one child is never closed
         // early (`l.n >= 1` counts the children before this one), so each level has at
         // most half the nodes of the level below.
-        let split = l.n >= 1 && (id_hash(&c.id) >> 32) % INTERIOR_SPLIT == 0;
+        let split = l.n >= 1 && (id_hash(&c.id) >> 32).is_multiple_of(INTERIOR_SPLIT);
         if l.n == 0 {
             l.first = c.first;
         }
@@ -210,7 +210,7 @@ impl DirWriter {
         put_entry(&mut self.leaf, e);
         self.n += 1;
         self.entries += 1;
-        if name_hash(&e.name) % DIR_LEAF_SPLIT == 0 || self.leaf.len() >= NODE_MAX {
+        if name_hash(&e.name).is_multiple_of(DIR_LEAF_SPLIT) || self.leaf.len() >= NODE_MAX {
             self.flush_leaf(sink)?;
         }
         Ok(())
@@ -287,7 +287,7 @@ impl ListWriter {
         put_chunk_ref(&mut self.leaf, &c);
         self.n += 1;
         self.leaf_bytes += c.size as u64;
-        if id_hash(&c.id) % LIST_LEAF_SPLIT == 0 || self.leaf.len() >= NODE_MAX {
+        if id_hash(&c.id).is_multiple_of(LIST_LEAF_SPLIT) || self.leaf.len() >= NODE_MAX {
             self.flush_leaf(sink)?;
         }
         Ok(())

@@ -50,7 +50,10 @@ pub struct Local {
 impl Local {
     /// A backend rooted at `root` (not checked).
     pub fn new(root: impl Into<PathBuf>) -> Local {
-        Local { root: root.into(), open: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))) }
+        Local {
+            root: root.into(),
+            open: Mutex::new(lru::LruCache::new(NonZeroUsize::new(OPEN_PACKS).expect("non-zero"))),
+        }
     }
 
     /// Path of the config file.
@@ -125,10 +128,6 @@ impl Local {
 impl Backend for Local {
     fn root(&self) -> &Path {
         &self.root
-    }
-
-    fn path(&self, dir: Dir, id: &FileId) -> PathBuf {
-        self.root.join(dir.key(id))
     }
 
     fn create_layout(&self) -> Result<()> {

@@ -197,7 +197,7 @@ fn run(
     let start = Instant::now();
     let init = InitOptions { kdf: KdfParams::INSECURE_FOR_TESTS, ..InitOptions::default() };
     Repository::init(repo_dir, password, &init)?;
-    let repo = Repository::open_with(repo_dir, password, &OpenOptions { cache_dir, budget, kdf_limit: None, few_lookups: false })?;
+    let repo = Repository::open_with(repo_dir, password, &OpenOptions { cache_dir, budget, ..Default::default() })?;
     let repo = &repo;
     let mut salt = [0u8; 8];
     cairn::crypto::random_bytes(&mut salt);

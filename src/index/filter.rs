@@ -64,7 +64,7 @@ impl Filter {
     /// Rebuild from serialized words (whole blocks).
     pub fn from_words(bits: Vec<u64>, k: u32) -> Option<Filter> {
         let blocks = (bits.len() * 8 / BLOCK) as u64;
-        if blocks == 0 || bits.len() * 8 % BLOCK != 0 || !(1..=MAX_K).contains(&k) {
+        if blocks == 0 || !(bits.len() * 8).is_multiple_of(BLOCK) || !(1..=MAX_K).contains(&k) {
             return None;
         }
         Some(Filter { bits, blocks, k })
@@ -76,7 +76,7 @@ impl Filter {
         let mut f = 1u64;
         while blocks / f * BLOCK as u64 > budget as u64 {
             f *= 2;
-            if blocks % f != 0 {
+            if !blocks.is_multiple_of(f) {
                 return None;
             }
         }
@@ -94,7 +94,7 @@ impl Filter {
 
     /// Halve the filter in place (see the module's notes); false if its block count is odd.
     pub fn fold_in_half(&mut self) -> bool {
-        if self.blocks % 2 != 0 {
+        if !self.blocks.is_multiple_of(2) {
             return false;
         }
         let half = (self.bits.len() / 2) / (BLOCK / 8);

@@ -552,7 +552,7 @@ mod tests {
             n * 3,
             100 + n % 1000,
             n,
-            if n % 2 == 0 { BlobKind::Data } else { BlobKind::Tree },
+            if n.is_multiple_of(2) { BlobKind::Data } else { BlobKind::Tree },
             Compression::Zstd,
         )
     }

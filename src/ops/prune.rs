@@ -737,7 +737,7 @@ fn execute(
     let mut remove = |id: &FileId| -> Result<()> {
         repo.backend().remove(Dir::Data, id)?;
         removed += 1;
-        if removed % 1024 == 0 {
+        if removed.is_multiple_of(1024) {
             progress(Progress { phase: "delete", done: removed });
         }
         Ok(())

@@ -40,12 +40,8 @@ struct OpenPack {
 
 impl OpenPack {
     fn new(repo: &Repository) -> Result<OpenPack> {
-        let mut p = OpenPack {
-            out: repo.backend().temp_file()?,
-            hasher: blake3::Hasher::new(),
-            blobs: Vec::new(),
-            len: 0,
-        };
+        let mut p =
+            OpenPack { out: repo.backend().temp_file()?, hasher: blake3::Hasher::new(), blobs: Vec::new(), len: 0 };
         p.write(&FileKind::Pack.header())?;
         Ok(p)
     }

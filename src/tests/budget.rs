@@ -73,7 +73,8 @@ fn tiny_budget_spills_and_dedup_stays_exact() {
     for (name, budget) in [("tiny", Budget(1 << 20)), ("large", Budget(256 << 20))] {
         let path = t.path().join(name);
         Repository::init(&path, PASSWORD, &cheap_options()).unwrap();
-        let opts = OpenOptions { cache_dir: Some(t.path().join(format!("cache-{name}"))), budget, kdf_limit: None, few_lookups: false };
+        let opts =
+            OpenOptions { cache_dir: Some(t.path().join(format!("cache-{name}"))), budget, ..Default::default() };
         let repo = Repository::open_with(&path, PASSWORD, &opts).unwrap();
         let r1 = do_backup(&repo, &[&src]);
         // The first backup into an empty repository added exactly what the index holds.
@@ -176,7 +177,7 @@ fn index_ram_stays_within_its_shares_during_and_after_a_backup() {
     let cache = Some(t.scratch("cache"));
     let large = OpenOptions { cache_dir: cache.clone(), ..Default::default() };
     drop(Repository::open_with(&t.path(), PASSWORD, &large).unwrap());
-    let opts = OpenOptions { cache_dir: cache, budget, kdf_limit: None, few_lookups: false };
+    let opts = OpenOptions { cache_dir: cache, budget, ..Default::default() };
     let repo = Repository::open_with(&t.path(), PASSWORD, &opts).unwrap();
     let opened = repo.index().ram_parts();
     assert_eq!((opened.memtable, opened.unindexed), (0, 0), "{opened:?}");

@@ -23,6 +23,8 @@ pub(crate) struct TestEnv<'a> {
     pub password_file: Option<&'a Path>,
     /// `CAIRN_CACHE_DIR`; without it, private temp caches.
     pub cache_dir: Option<&'a Path>,
+    /// The `AWS_*` variables.
+    pub s3: crate::backend::S3Env,
 }
 
 /// Run the command line in process on `repo` with `password` (never the real
@@ -44,6 +46,7 @@ pub(crate) fn cairn_in(repo: &Path, test_env: &TestEnv, args: &[&str]) -> Out {
         memory: None,
         interactive: false,
         cancel: &cancel,
+        s3: test_env.s3.clone(),
     };
     let mut argv: Vec<OsString> = vec!["cairn".into()];
     argv.extend(args.iter().map(OsString::from));
@@ -165,7 +168,7 @@ fn password_file_and_cairn_password_file_come_before_cairn_password() {
             args.extend(["--password-file", f.to_str().unwrap()]);
         }
         args.push("snapshots");
-        cairn_in(&repo, &TestEnv { password, password_file: file, cache_dir: None }, &args)
+        cairn_in(&repo, &TestEnv { password, password_file: file, ..Default::default() }, &args)
     };
     assert_eq!(run(Some("wrong"), None, Some(&right)).code, EXIT_OK, "--password-file before CAIRN_PASSWORD");
     assert_eq!(run(Some("wrong"), Some(&right), None).code, EXIT_OK, "CAIRN_PASSWORD_FILE before CAIRN_PASSWORD");
@@ -311,7 +314,7 @@ fn deleting_the_cache_directory_between_commands_loses_nothing() {
     for i in 0..5 {
         write(&src.join(format!("f{i}")), &bytes(10 + i, 100_000, false));
     }
-    let env = TestEnv { password: Some("pw"), password_file: None, cache_dir: Some(&cache) };
+    let env = TestEnv { password: Some("pw"), cache_dir: Some(&cache), ..Default::default() };
     let run = |args: &[&str]| {
         let o = cairn_in(&repo, &env, args);
         assert_eq!(o.code, EXIT_OK, "{args:?}: {}", o.stderr);

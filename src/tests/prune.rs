@@ -158,7 +158,7 @@ fn open_cached(t: &TestRepo, budget: usize) -> Repository {
         cache_dir: Some(t.scratch("cache")),
         budget: crate::budget::Budget(budget),
         kdf_limit: Some(crate::repo::KdfLimit::of_budget(crate::budget::Budget::default())),
-        few_lookups: false,
+        ..Default::default()
     };
     Repository::open_with(&t.path(), PASSWORD, &opts).unwrap()
 }

@@ -319,7 +319,7 @@ fn interrupted_backup_leaves_a_usable_repository_and_reuses_data() {
 }
 
 /// Restore `r` and compare the restored copy of `src` with it, entry by entry.
-fn assert_restores_equal(repo: &Repository, r: &BackupResult, src: &Path, out: &Path) {
+pub(super) fn assert_restores_equal(repo: &Repository, r: &BackupResult, src: &Path, out: &Path) {
     let (stats, msgs) = do_restore(repo, r, out, &[]);
     assert!(stats.errors == 0 && msgs.is_empty(), "{msgs:?}");
     let (a, b) = (describe(src), describe(&out.join(src.strip_prefix("/").unwrap())));
