@@ -237,7 +237,7 @@ check "s3: wrong credentials are named" grep -q "access denied (403)" "$work/s3-
 pid=$!
 stored=0
 for _ in $(seq 600); do
-    stored=$(find "$s3dir/root/cairn/e2e/data" -type f 2>/dev/null | wc -l)
+    stored=$( (find "$s3dir/root/cairn/e2e/data" -type f 2>/dev/null || true) | wc -l)
     [ "$stored" -gt 0 ] && break
     sleep 0.1
 done
