@@ -215,15 +215,16 @@ impl S3 {
     }
 }
 
-/// A stamp from what the store says identifies a version of an object: its length,
-/// ETag and time.
+/// An object's length and time, and a stamp from both. A listing and a HEAD must stamp
+/// an object alike (or the index cache would check every index file again at each
+/// command), and servers differ in what they give where: s3s-fs lists no ETag, and a
+/// listing's times carry milliseconds where a HEAD's are whole seconds. So the stamp is
+/// the length and the time in whole seconds (cairn never rewrites an object: a
+/// different stamp means damage or a replaced file, as for a local file's).
 fn meta_of(m: &opendal::Metadata) -> Meta {
     let modified: Option<std::time::SystemTime> = m.last_modified().map(Into::into);
-    let secs = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64);
-    let etag = m
-        .etag()
-        .map_or(0, |e| u64::from_le_bytes(blake3::hash(e.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes")));
-    Meta { len: m.content_length(), stamp: Stamp::of_values(&[m.content_length(), etag, secs]), modified }
+    let secs = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+    Meta { len: m.content_length(), stamp: Stamp::of_values(&[m.content_length(), secs]), modified }
 }
 
 impl Backend for S3 {

@@ -94,6 +94,12 @@ fn s3_lists_past_1000_keys_reads_ranges_and_refuses_oversized_objects() {
     })
     .unwrap();
     assert_eq!(n, 1100);
+    // A listing and a HEAD stamp an object alike (or the index cache would check every
+    // index file again at each command).
+    let listed = b.list_stamped(Dir::Snapshots).unwrap();
+    for (id, stamp) in listed.iter().take(20) {
+        assert_eq!(b.stamp(Dir::Snapshots, id).unwrap(), *stamp);
+    }
     // Packs live under data/<xx>/ and come back in id order.
     let pack = bytes(7, 100_000, false);
     let pid = FileId::of(&pack);
