@@ -48,6 +48,16 @@ cairn's prunes of 10^6 (--prune-cgroup-files; --quick: 10^5) small files backed 
 (`cairn-corpus --tiny`, the change set applied between), the first snapshot forgotten:
 completed or OOM-killed, wall time and peak RSS.
 
+Remote (--only remote): cairn and restic against one real S3 server (s3s-fs, installed
+by scripts/s3-server) on the loopback, reached directly (0 ms) or through cairn-delay, a
+TCP proxy that delivers every byte half the round trip late in each direction (this
+kernel has no tc netem), at each round-trip time of --rtts (default 0,20 ms): first backup of the main corpus,
+unchanged second backup, restore, and through each tool's mount `cat` of the largest
+file (and for cairn `cp -a` of the tree: restic's, out of its S3 mount, had not finished
+after 3 minutes at 0 ms for 10,000 files); then cairn alone at `--memory 64M` (first backup into a
+new repository, restore, mount cat). cairn's own count of what it exchanged (requests,
+bytes read) is printed beside its steps.
+
 Each step runs under GNU time: wall time, CPU time (user+sys) and peak RSS (the kernel's
 maximum resident set size of the process tree). Repository size is `du -sb` after the
 step. Every peer figure is also shown as a ratio peer/cairn: above 1 means cairn is
@@ -74,7 +84,8 @@ INDEXBENCH = ROOT / "target/release/cairn-indexbench"
 PASSWORD = "bench-password"
 MIB = 1024 * 1024
 # Parts of the benchmark, in the order they run (--only picks some).
-SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount", "lifecycle", "prune-scale", "crash"]
+SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount", "lifecycle", "prune-scale", "crash",
+            "remote"]
 # --verify: compare what restores and mounts give back with the source, accept exit 0 only.
 VERIFY = False
 
@@ -348,6 +359,7 @@ def main():
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--verify", action="store_true",
                     help="compare restored trees and copies out of mounts with the source; fail on any exit code but 0")
+    ap.add_argument("--rtts", default="0,20", help="round-trip times (ms) for the remote section")
     ap.add_argument("--only", help="comma-separated sections to run (default all): " + ",".join(SECTIONS))
     a = ap.parse_args()
     global VERIFY
@@ -395,6 +407,10 @@ def main():
         cg_lines += prune_scale_section(a, work, out, tools, record)
     if "crash" in only and "cairn" in tools_wanted:
         cg_lines += crash_section(a, work, out)
+    if "remote" in only:
+        if "src" not in locals():
+            src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large), "--xattrs", "10"])
+        cg_lines += remote_section(a, work, tools_wanted, src, files, record)
     finish(a, out, rows, tools, files, large, cg_lines, index_rows)
 
 
@@ -577,13 +593,8 @@ def mount_section(work, tools, src, files, record):
         # Every tool's repository is read into the page cache first, so the steps measure
         # the mounts and not which pack files the writes of earlier steps evicted.
         warm(t.repo)
-        proc = subprocess.Popen(cmd, env=t.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = start_mount(t, cmd, mnt, inside)
         try:
-            deadline = time.time() + 120
-            while not (mounted(mnt) and inside.exists()):
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"{t.name}: mount did not come up: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
-                time.sleep(0.2)
             steps = [("cat of the largest file", ["cat", inside / big.relative_to(run_src)], False),
                      ("ls -lR", ["ls", "-lR", inside], False),
                      ("cp -a", ["cp", "-a", inside], True)]
@@ -593,30 +604,54 @@ def mount_section(work, tools, src, files, record):
                 # answers the requests the kernel never caches (cp's xattr and ACL
                 # queries, directory listings) and decodes nothing.
                 steps.append(("cp -a again (kernel caches warm)", ["cp", "-a", inside], True))
-            for step, client, writes in steps:
-                with FreshFs(work, f"cp-{t.name}", data) if writes else contextlib.nullcontext() as out:
-                    if writes:
-                        client = client + [out / "tree"]
-                    sh(["sync"])
-                    start = time.time()
-                    p = subprocess.run(list(map(str, client)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                       text=True)
-                    wall = time.time() - start
-                    if writes and VERIFY and p.returncode == 0:
-                        same_tree(run_src, out / "tree", f"{t.name}: {step} out of the mount")
-                if p.returncode != 0:
-                    raise SystemExit(f"{t.name}: {' '.join(map(str, client))} failed: {p.stderr[-2000:]}")
-                rss, cpu = proc_status(proc.pid)
-                record("mount", step, t, files, data, {"wall_s": wall, "cpu_s": cpu, "rss_mib": rss, "exit": 0}, du(t.repo))
+            run_mount_steps(work, t, proc, steps, data, run_src, "out of the mount",
+                            lambda step, m, wall: record("mount", step, t, files, data, m, du(t.repo)))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if mounted(mnt):
-                sh(["fusermount", "-u", "-z", mnt])
+            stop_mount(proc, mnt)
+
+
+def run_mount_steps(work, t, proc, steps, data, run_src, what, record_step):
+    """Run each (step, client command, writes a tree) against the mount `proc` serves;
+    record_step(step, measurement, wall) after each (wall: the client's; RSS and CPU: the
+    mount process's). A writing step writes into a fresh filesystem (FreshFs)."""
+    for step, client, writes in steps:
+        with FreshFs(work, f"cp-{t.name}", data) if writes else contextlib.nullcontext() as out:
+            if writes:
+                client = client + [out / "tree"]
+            sh(["sync"])
+            start = time.time()
+            p = subprocess.run(list(map(str, client)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            wall = time.time() - start
+            if writes and VERIFY and p.returncode == 0:
+                same_tree(run_src, out / "tree", f"{t.name}: {step} {what}")
+        if p.returncode != 0:
+            raise SystemExit(f"{t.name}: {' '.join(map(str, client))} failed: {p.stderr[-2000:]}")
+        rss, cpu = proc_status(proc.pid)
+        record_step(step, {"wall_s": wall, "cpu_s": cpu, "rss_mib": rss, "exit": 0}, wall)
+
+
+def start_mount(t, cmd, mnt, inside):
+    """Start t's mount command; return its process once `inside` shows in the mount."""
+    proc = subprocess.Popen(cmd, env=t.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (mounted(mnt) and inside.exists()):
+        if proc.poll() is not None or time.time() > deadline:
+            stop_mount(proc, mnt)
+            raise SystemExit(f"{t.name}: mount did not come up: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        time.sleep(0.2)
+    return proc
+
+
+def stop_mount(proc, mnt):
+    """End the mount process `proc` and make sure `mnt` is unmounted."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if mounted(mnt):
+        sh(["fusermount", "-u", "-z", mnt])
 
 
 def series_section(work, tools, series, record):
@@ -1307,6 +1342,119 @@ def prune_scale_cgroups(a, work, out, tools, series, budget_mib, record):
     shutil.rmtree(src, ignore_errors=True)
     return lines
 
+
+class RemoteTool(Tool):
+    """A tool whose repository is on the benchmark's S3 server (`url`); `repo` is where
+    the server keeps its objects (for sizes and resets)."""
+
+    def __init__(self, name, work, url, objects, memory=None):
+        super().__init__(name, work)
+        self.url, self.repo, self.memory = url, objects, memory
+        self.base = work / f"home-{name}-remote"
+
+    def env(self):
+        e = super().env()
+        e.update(AWS_ACCESS_KEY_ID="cairn-test", AWS_SECRET_ACCESS_KEY="cairn-test-secret", AWS_DEFAULT_REGION="us-east-1")
+        if self.name == "cairn":
+            e["CAIRN_REPO"] = self.url
+            if self.memory:
+                e["CAIRN_MEMORY"] = self.memory
+        else:
+            e["RESTIC_REPOSITORY"] = self.url
+        return e
+
+
+def remote_section(a, work, tools_wanted, src, files, record):
+    """cairn and restic on an S3 server at each round-trip time (see the module's doc)."""
+    run_src = pristine(work, src)
+    data = du(run_src)
+    big = max((p for p in run_src.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    lines = []
+    server = work / "s3"
+    try:
+        for rtt in [int(x) for x in a.rtts.split(",")]:
+            subprocess.run([ROOT / "scripts/s3-server", "stop", server])
+            shutil.rmtree(server, ignore_errors=True)
+            server.mkdir(parents=True)
+            env = {**os.environ, "CAIRN_S3_RTT": str(rtt)} if rtt else dict(os.environ)
+            endpoint = subprocess.run([ROOT / "scripts/s3-server", "start", server], env=env, check=True,
+                                      capture_output=True, text=True).stdout.strip()
+            sec = f"remote {rtt}ms"
+            tools = [RemoteTool(n, work, f"s3:{endpoint}/cairn/{n}", server / "root/cairn" / n)
+                     for n in tools_wanted if n in ("cairn", "restic")]
+            if "cairn" in tools_wanted:
+                tools.append(RemoteTool("cairn", work, f"s3:{endpoint}/cairn/cairn64", server / "root/cairn/cairn64", "64M"))
+                tools[-1].base = work / "home-cairn64-remote"
+            for t in tools:
+                t.reset()
+            warm(run_src)
+            label = lambda t, step: f"{step} (--memory 64M)" if t.memory else step
+            for t in tools:
+                m, said = remote_measure(t, t.backup(run_src))
+                record(sec, label(t, "1 first backup"), t, files, data, m, du(t.repo))
+                lines += said
+            for t in tools:
+                if t.memory:
+                    continue
+                m, said = remote_measure(t, t.backup(run_src))
+                record(sec, "2 unchanged", t, files, data, m, du(t.repo))
+                lines += said
+            for t in tools:
+                with FreshFs(work, f"remote-{t.name}", data) as target:
+                    cmd, cwd = t.restore(target)
+                    m, said = remote_measure(t, cmd, cwd)
+                    record(sec, label(t, "3 restore"), t, files, data, m, du(t.repo))
+                    lines += said
+                    if VERIFY:
+                        same_tree(run_src, target / str(run_src).lstrip("/"), f"{t.name}'s restore from S3")
+            for t in tools:
+                remote_mount(work, t, run_src, big, files, data, sec, label, record)
+            subprocess.run([ROOT / "scripts/s3-server", "stop", server])
+    finally:
+        subprocess.run([ROOT / "scripts/s3-server", "stop", server])
+    return ["", "### What cairn exchanged with S3 (its own count)", ""] + [f"- {l}" for l in lines] if lines else []
+
+
+def remote_measure(t, cmd, cwd=None):
+    """measure() that also returns cairn's 'Remote:' line, labelled."""
+    sh(["sync"])
+    with tempfile.NamedTemporaryFile("r") as tm:
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", tm.name, *map(str, cmd)], env=t.env(), cwd=cwd,
+                           capture_output=True, text=True)
+        fields = tm.read().split()[-4:]
+    if not t.ok(p.returncode):
+        raise SystemExit(f"{t.name}: {' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    said = [f"{t.name}{' --memory ' + t.memory if t.memory else ''} {cmd[1]}: {l}" for l in p.stdout.splitlines()
+            if l.startswith("Remote:")]
+    wall, user, sys_, rss = float(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
+    return {"wall_s": wall, "cpu_s": user + sys_, "rss_mib": rss / 1024, "exit": p.returncode}, said
+
+
+def remote_mount(work, t, run_src, big, files, data, sec, label, record):
+    """cat of the largest file and cp -a of the tree through t's mount of its S3 repository."""
+    mnt = work / f"mnt-remote-{t.name}"
+    if mounted(mnt):
+        sh(["fusermount", "-u", "-z", mnt])
+    mnt.mkdir(exist_ok=True)
+    cmd = {"cairn": [CAIRN, "mount", mnt], "restic": ["restic", "mount", mnt]}[t.name]
+    inside = {"cairn": mnt / "latest", "restic": mnt / "snapshots" / "latest"}[t.name] / str(run_src).lstrip("/")
+    proc = start_mount(t, cmd, mnt, inside)
+    try:
+        steps = [("4 mount: cat of the largest file", ["cat", inside / big.relative_to(run_src)], False)]
+        # restic's cp -a out of its S3 mount is left out: at 0 ms it had not finished
+        # after 3 minutes for the quick corpus's 10,000 files.
+        if not t.memory and t.name == "cairn":
+            steps.append(("5 mount: cp -a", ["cp", "-a", inside], True))
+
+        def record_step(step, m, wall):
+            record(sec, label(t, step), t, files, data, m, du(t.repo))
+            if "cat" in step:
+                print(f"bench: {t.name} cat through the mount: {big.stat().st_size / MIB / max(wall, 1e-9):.0f} MiB/s",
+                      file=sys.stderr)
+
+        run_mount_steps(work, t, proc, steps, data, run_src, "out of the S3 mount", record_step)
+    finally:
+        stop_mount(proc, mnt)
 
 if __name__ == "__main__":
     main()

@@ -14,11 +14,13 @@ use std::time::SystemTime;
 use crate::error::{Error, Result};
 use crate::id::FileId;
 
+mod cache;
 mod local;
 pub mod s3;
 
+pub use cache::Cached;
 pub use local::{host_tag, sync_dir, Local};
-pub use s3::{S3Env, S3Url, S3};
+pub use s3::{S3Env, S3Url, Traffic, S3};
 
 /// The backend for a repository location: an `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`
 /// URL (credentials from `s3`; files being written wait in `spool`) or a local path.
@@ -131,6 +133,12 @@ impl TempFile {
         self.out.as_mut().expect("open until stored").write_all(b).at(&self.path)
     }
 
+    /// Write out what is buffered (the file stays open for more).
+    pub fn flush(&mut self) -> Result<()> {
+        use crate::error::IoContext;
+        self.out.as_mut().expect("open until stored").flush().at(&self.path)
+    }
+
     /// Close the file and leave it where it is, as a killed writer does (for tests).
     #[cfg(test)]
     pub fn abandon(mut self) -> PathBuf {
@@ -175,6 +183,12 @@ pub trait Backend: Send + Sync {
         self.root().join(dir.key(id))
     }
 
+    /// Whether requests leave this machine (reads are worth caching, requests worth
+    /// running several at a time).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// Create the layout (for `init`).
     fn create_layout(&self) -> Result<()>;
 
@@ -197,6 +211,12 @@ pub trait Backend: Send + Sync {
     /// is an [`Error::Io`] of kind `UnexpectedEof`.
     fn read_at(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()>;
 
+    /// [`Backend::read_at`] of a file that will be read again and again (a pack of tree
+    /// blobs): a remote backend may keep a local copy of the whole file ([`Cached`]).
+    fn read_at_kept(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_at(dir, id, offset, buf)
+    }
+
     /// Read file `id` of `dir` from `offset` to its end as a stream (one request).
     fn reader(&self, dir: Dir, id: &FileId, offset: u64) -> Result<Box<dyn std::io::Read + Send>>;
 
@@ -210,6 +230,22 @@ pub trait Backend: Send + Sync {
     /// name is replaced (names are content hashes: its content is the same). On failure
     /// the temp file is removed.
     fn store(&self, dir: Dir, id: &FileId, tmp: TempFile) -> Result<()>;
+
+    /// [`Backend::store`] that may return before the file is stored: a remote backend
+    /// uploads it in the background while the caller goes on. Only after
+    /// [`Backend::wait_stored`] returns is it durable (an index file may name a pack only
+    /// then). `keep`: the file will be read again and again (a pack of tree blobs; see
+    /// [`Backend::read_at_kept`]).
+    fn store_later(&self, dir: Dir, id: &FileId, tmp: TempFile, keep: bool) -> Result<()> {
+        let _ = keep;
+        self.store(dir, id, tmp)
+    }
+
+    /// Wait until every [`Backend::store_later`] so far has finished; the first that
+    /// failed since the last call is the error.
+    fn wait_stored(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Ids of the files in `dir`, ascending, skipping names that are not ids.
     fn list(&self, dir: Dir) -> Result<Vec<FileId>>;

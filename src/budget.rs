@@ -43,6 +43,21 @@ impl Budget {
         self.0 / 8
     }
 
+    /// Packs being uploaded to a remote repository, each held in RAM for its PUT: a
+    /// quarter of the budget (16 MiB at 64M, 64 MiB at the default). Packs for a remote
+    /// repository are at most half of it, so two uploads always fit.
+    pub fn upload_bytes(&self) -> usize {
+        self.0 / 4
+    }
+
+    /// Packs of a remote repository read ahead for sequential readers (restore, the
+    /// mount's prefetcher): an eighth of the budget (8 MiB at 64M, 32 MiB at the default),
+    /// in four windows. Reads and uploads do not meet in one command but prune, whose
+    /// repack streams packs without read-ahead.
+    pub fn read_ahead_bytes(&self) -> usize {
+        self.0 / 8
+    }
+
     /// An external sort's records held in RAM before they spill to temp files (`forget`'s
     /// snapshot records): a sixteenth of the budget.
     pub fn sort_bytes(&self) -> usize {

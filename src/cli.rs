@@ -82,6 +82,10 @@ pub struct Cli {
     /// this user cannot write. A prune could then delete data while it is read.
     #[arg(long, global = true)]
     pub no_lock: bool,
+    /// Requests to a remote repository (S3) in flight at once: pack uploads of a backup
+    /// [default: 4]. Their bytes are charged to --memory, which may allow fewer.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: Option<u16>,
     /// Print results as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -272,6 +276,7 @@ impl<'a> Env<'a> {
                     region: s("AWS_DEFAULT_REGION").or_else(|| s("AWS_REGION")),
                     profile: s("AWS_PROFILE"),
                     virtual_host: s("CAIRN_S3_VIRTUAL_HOST").is_some_and(|v| v == "1"),
+                    ..Default::default()
                 }
             },
         }
@@ -366,7 +371,7 @@ pub(crate) fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Reposi
         kdf_limit,
         // Forget and prune look up only trees: filters would hold their budget for nothing.
         few_lookups: matches!(cli.command, Command::Forget(_) | Command::Prune(_)),
-        s3: env.s3.clone(),
+        s3: crate::backend::S3Env { connections: cli.connections.map_or(0, usize::from), ..env.s3.clone() },
     };
     Ok(Repository::open_with(&path, pw.as_bytes(), &opts)?)
 }
@@ -481,7 +486,8 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             let r = backup::backup(&repo, &opts, &reporter, env.cancel);
             reporter.clear_progress();
             let r = r?;
-            print_backup(cli, &r, out)?;
+            let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
+            print_backup(cli, &r, remote, out)?;
             Ok(if r.snapshot.summary.warnings > 0 { EXIT_PARTIAL } else { EXIT_OK })
         }
         Command::Snapshots => {
@@ -534,8 +540,10 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             };
             let reporter = RestoreReporter { err: std::sync::Mutex::new(err) };
             let stats = restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?;
+            let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
             if cli.json {
-                writeln!(out, "{}", serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats }))?;
+                let v = serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats, "remote": remote });
+                writeln!(out, "{v}")?;
             } else if !cli.quiet {
                 writeln!(
                     out,
@@ -547,6 +555,9 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                     stats.others,
                     human(stats.bytes)
                 )?;
+                if let Some(t) = &remote {
+                    writeln!(out, "{}", remote_line(t))?;
+                }
             }
             if stats.errors > 0 {
                 anyhow::bail!("{} entries could not be restored (see above)", stats.errors);
@@ -756,13 +767,30 @@ fn local_time_of(sec: i64, nsec: u32) -> String {
         .map_or_else(|| format!("@{sec}"), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
-fn print_backup(cli: &Cli, r: &backup::BackupResult, out: &mut dyn Write) -> anyhow::Result<()> {
+/// The line that says what a command exchanged with a remote repository.
+fn remote_line(t: &crate::backend::Traffic) -> String {
+    format!(
+        "Remote: {} requests, {} read, {} written, {} retried",
+        t.requests,
+        human(t.bytes_read),
+        human(t.bytes_written),
+        t.retries
+    )
+}
+
+fn print_backup(
+    cli: &Cli,
+    r: &backup::BackupResult,
+    remote: Option<crate::backend::Traffic>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let s = &r.snapshot.summary;
     if cli.json {
         let v = serde_json::json!({
             "snapshot_id": r.id.to_hex(),
             "parent": r.parent.map(|p| p.to_hex()),
             "summary": s,
+            "remote": remote,
         });
         writeln!(out, "{v}")?;
         return Ok(());
@@ -785,6 +813,9 @@ fn print_backup(cli: &Cli, r: &backup::BackupResult, out: &mut dyn Write) -> any
         s.blobs_added
     )?;
     writeln!(out, "Peak memory {}", human(s.peak_rss))?;
+    if let Some(t) = &remote {
+        writeln!(out, "{}", remote_line(t))?;
+    }
     if s.warnings > 0 {
         writeln!(out, "{} sources could not be read completely (see warnings above)", s.warnings)?;
     }

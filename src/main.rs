@@ -4,7 +4,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 fn main() {
-    cairn::sys::default_sigpipe();
     cairn::sys::bound_allocator();
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -13,6 +12,11 @@ fn main() {
         let _ = signal_hook::flag::register(sig, cancel.clone());
     }
     let env = cairn::cli::Env::from_process(&cancel);
-    let code = cairn::cli::run(std::env::args_os().collect(), &env, &mut std::io::stdout(), &mut std::io::stderr());
+    let code = cairn::cli::run(
+        std::env::args_os().collect(),
+        &env,
+        &mut cairn::sys::QuietStdout(std::io::stdout()),
+        &mut std::io::stderr(),
+    );
     std::process::exit(code);
 }

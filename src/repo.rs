@@ -160,7 +160,12 @@ impl Repository {
     /// [`Repository::open`] with a cache directory and a memory budget.
     pub fn open_with(path: &Path, password: &[u8], opts: &OpenOptions) -> Result<Repository> {
         let spool = opts.cache_dir.as_ref().map(|d| d.join("upload"));
-        let backend = crate::backend::open(path, &opts.s3, spool.as_deref())?;
+        let s3 = crate::backend::S3Env {
+            upload_bytes: opts.budget.upload_bytes() as u64,
+            read_ahead_bytes: opts.budget.read_ahead_bytes(),
+            ..opts.s3.clone()
+        };
+        let backend = crate::backend::open(path, &s3, spool.as_deref())?;
         let cfg_bytes = backend
             .read_config(FileKind::Config.max_len().unwrap_or(0))?
             .ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
@@ -168,7 +173,13 @@ impl Repository {
         let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
         let (keys, config) = unlock(&*backend, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
         let config_version = cfg_bytes[HEADER_LEN - 1];
-        let cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)).join("index"));
+        let repo_cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)));
+        let cache = repo_cache.as_ref().map(|d| d.join("index"));
+        // A remote repository's snapshots and tree packs are read from local copies.
+        let backend: Box<dyn Backend> = match &repo_cache {
+            Some(d) if backend.is_remote() => Box::new(crate::backend::Cached::new(backend, &d.join("files"))),
+            _ => backend,
+        };
         let index_opts = |dir| IndexOptions {
             no_filters: opts.few_lookups,
             ..IndexOptions::from_budget(dir, opts.budget.index_bytes())
@@ -284,6 +295,18 @@ impl Repository {
         self.backend.write_config(&seal_config(&self.keys, &self.config, header))?;
         self.config_version.store(header[HEADER_LEN - 1], std::sync::atomic::Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// How large the packer lets a pack grow: the config's pack size, and for a remote
+    /// repository at most half of [`crate::budget::Budget::upload_bytes`] (packs wait in
+    /// RAM for their upload; 8 MiB at `--memory 64M`).
+    pub fn pack_target(&self) -> u64 {
+        let size = self.config.pack_size as u64;
+        if self.backend.is_remote() {
+            size.min(self.budget.upload_bytes() as u64 / 2)
+        } else {
+            size
+        }
     }
 
     /// The memory budget the repository was opened with.

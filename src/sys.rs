@@ -448,13 +448,27 @@ pub fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Let SIGPIPE end the process quietly, as it does for other Unix tools (`cairn ls | head`).
-/// Rust ignores SIGPIPE by default, which turns a closed pipe into an error message.
-pub fn default_sigpipe() {
-    // SAFETY: setting a signal's disposition to the default has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+/// Standard output that ends the process quietly when its reader is gone (`cairn ls |
+/// head`), with the status a SIGPIPE would give (141), as other Unix tools do. The
+/// signal itself stays ignored (Rust's default): a network write to a server that went
+/// away must be an error the retry layer sees, not the end of the process (a backup to
+/// S3 was killed by SIGPIPE when its server restarted).
+pub struct QuietStdout(pub std::io::Stdout);
+
+impl std::io::Write for QuietStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        quiet_pipe(self.0.write(buf))
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        quiet_pipe(self.0.flush())
+    }
+}
+
+fn quiet_pipe<T>(r: std::io::Result<T>) -> std::io::Result<T> {
+    if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe) {
+        std::process::exit(128 + libc::SIGPIPE);
+    }
+    r
 }
 
 /// Make glibc serve every allocation of 4 MiB or more with its own mapping, returned to

@@ -29,10 +29,57 @@ const SINGLE_PUT: u64 = 64 << 20;
 
 /// Retries made by every S3 repository of this process (for summaries and tests).
 static RETRIED: AtomicU64 = AtomicU64::new(0);
+/// Requests made (first attempts; listings count one per page of 1000 keys).
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Bytes received in object bodies.
+static RECEIVED: AtomicU64 = AtomicU64::new(0);
+/// Bytes sent in object bodies.
+static SENT: AtomicU64 = AtomicU64::new(0);
 
 /// Transient failures retried so far by this process.
 pub fn retries() -> u64 {
     RETRIED.load(Ordering::Relaxed)
+}
+
+/// What this process exchanged with S3 so far, for summaries.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Traffic {
+    /// Requests made (retries not counted; a listing counts one per 1000 keys).
+    pub requests: u64,
+    /// Bytes of object bodies received.
+    pub bytes_read: u64,
+    /// Bytes of object bodies sent.
+    pub bytes_written: u64,
+    /// Requests retried after a transient failure.
+    pub retries: u64,
+}
+
+/// The process's [`Traffic`] so far.
+pub fn traffic() -> Traffic {
+    Traffic {
+        requests: REQUESTS.load(Ordering::Relaxed),
+        bytes_read: RECEIVED.load(Ordering::Relaxed),
+        bytes_written: SENT.load(Ordering::Relaxed),
+        retries: retries(),
+    }
+}
+
+/// Count one request receiving `received` and sending `sent` body bytes.
+fn count(received: u64, sent: u64) {
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+    RECEIVED.fetch_add(received, Ordering::Relaxed);
+    SENT.fetch_add(sent, Ordering::Relaxed);
+}
+
+/// A streamed GET's body, counted as it is read.
+struct Counted<R>(R);
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        RECEIVED.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// The runtime that drives requests: two workers (requests wait on the network, not
@@ -97,7 +144,24 @@ pub struct S3Env {
     /// Virtual-host addressing (`https://BUCKET.HOST/KEY`) instead of path style, which
     /// self-hosted servers need: `CAIRN_S3_VIRTUAL_HOST=1`.
     pub virtual_host: bool,
+    /// Uploads of packs in flight at once (`--connections`; 0: [`DEFAULT_CONNECTIONS`]).
+    pub connections: usize,
+    /// Bytes of packs being uploaded at once, each held in RAM for its PUT (0:
+    /// [`DEFAULT_UPLOAD_BYTES`]); the caller derives it from the memory budget.
+    pub upload_bytes: u64,
+    /// Bytes of packs read ahead for sequential readers (0: [`DEFAULT_READ_AHEAD`]); the
+    /// caller derives it from the memory budget.
+    pub read_ahead_bytes: usize,
 }
+
+/// Read-ahead when nobody says (a library user).
+pub const DEFAULT_READ_AHEAD: usize = 32 << 20;
+
+/// Uploads in flight at once unless `--connections` says otherwise: enough to keep a
+/// link with tens of milliseconds of round trip busy while the next pack is filled.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+/// Bytes of uploads in flight when nobody says (a library user).
+pub const DEFAULT_UPLOAD_BYTES: u64 = 64 << 20;
 
 impl std::fmt::Debug for S3Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,6 +172,9 @@ impl std::fmt::Debug for S3Env {
             .field("region", &self.region)
             .field("profile", &self.profile)
             .field("virtual_host", &self.virtual_host)
+            .field("connections", &self.connections)
+            .field("upload_bytes", &self.upload_bytes)
+            .field("read_ahead_bytes", &self.read_ahead_bytes)
             .finish()
     }
 }
@@ -119,6 +186,52 @@ pub struct S3 {
     root: PathBuf,
     /// Where files being written wait for their upload.
     spool: PathBuf,
+    uploads: std::sync::Arc<Uploads>,
+    ahead: std::sync::Arc<ReadAhead>,
+}
+
+/// The uploads [`Backend::store_later`] started and not yet finished: at most `max`
+/// of them and `max_bytes` together (one alone may be larger), each holding its file in
+/// RAM while its PUT runs.
+struct Uploads {
+    state: std::sync::Mutex<UploadState>,
+    done: std::sync::Condvar,
+    max: usize,
+    max_bytes: u64,
+}
+
+#[derive(Default)]
+struct UploadState {
+    running: usize,
+    bytes: u64,
+    /// The first upload that failed since the last [`Backend::wait_stored`].
+    failed: Option<Error>,
+}
+
+impl Uploads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UploadState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for room for `len` more bytes, then count them in.
+    fn start(&self, len: u64) {
+        let mut s = self.lock();
+        while s.running > 0 && (s.running >= self.max || s.bytes + len > self.max_bytes) {
+            s = self.done.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.running += 1;
+        s.bytes += len;
+    }
+
+    fn end(&self, len: u64, r: Result<()>) {
+        let mut s = self.lock();
+        s.running -= 1;
+        s.bytes -= len;
+        if let Err(e) = r {
+            s.failed.get_or_insert(e);
+        }
+        self.done.notify_all();
+    }
 }
 
 impl S3 {
@@ -176,13 +289,278 @@ impl S3 {
         let _in = rt.enter();
         let op = blocking::Operator::new(op).map_err(invalid)?;
         let spool = spool.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
-        Ok(S3 { op, root: PathBuf::from(shown), spool })
+        let uploads = Uploads {
+            state: Default::default(),
+            done: Default::default(),
+            max: if env.connections == 0 { DEFAULT_CONNECTIONS } else { env.connections },
+            max_bytes: if env.upload_bytes == 0 { DEFAULT_UPLOAD_BYTES } else { env.upload_bytes },
+        };
+        let ahead = std::sync::Arc::new(ReadAhead::new(if env.read_ahead_bytes == 0 {
+            DEFAULT_READ_AHEAD
+        } else {
+            env.read_ahead_bytes
+        }));
+        Ok(S3 { op, root: PathBuf::from(shown), spool, uploads: std::sync::Arc::new(uploads), ahead })
     }
 
     /// The error for a failed request about `key`: not found, or what the server said
     /// (after the retries), naming the object's URL.
     fn err(&self, key: &str, e: opendal::Error) -> Error {
-        let (kind, said) = match e.kind() {
+        request_error(&self.root, key, e)
+    }
+
+    /// Upload the finished file at `path` as `key`, and remove the file.
+    fn upload(op: &blocking::Operator, root: &Path, key: &str, path: &Path) -> Result<()> {
+        let err = |e| request_error(root, key, e);
+        let r = (|| -> Result<()> {
+            let mut f = std::fs::File::open(path).at(path)?;
+            let len = f.metadata().at(path)?.len();
+            count(0, len);
+            if len <= SINGLE_PUT {
+                let mut bytes = Vec::with_capacity(len as usize);
+                f.read_to_end(&mut bytes).at(path)?;
+                op.write(key, bytes).map(drop).map_err(err)
+            } else {
+                let opts = opendal::options::WriteOptions { chunk: Some(SINGLE_PUT as usize), ..Default::default() };
+                let mut w = op.writer_options(key, opts).map_err(err)?;
+                let mut buf = vec![0u8; SINGLE_PUT as usize];
+                loop {
+                    let n = f.read(&mut buf).at(path)?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write(buf[..n].to_vec()).map_err(err)?;
+                }
+                w.close().map(drop).map_err(err)
+            }
+        })();
+        let _ = std::fs::remove_file(path);
+        r
+    }
+}
+
+/// Read-ahead for sequential readers of packs, as the kernel does for files: a read of
+/// a pack that starts where the last read of that pack ended (or a little after) fetches
+/// a window of [`ReadAhead::window`] bytes with one request, and the reads that follow are
+/// served from it; a read served from a window keeps the next [`AHEAD_DEPTH`] windows
+/// being fetched in the background, each by a request of its own, so a sequential reader
+/// waits for the round trip once, not once per window. A restore walks files in the order the backup stored them, so thousands of
+/// small files come out of one GET instead of one GET each. Readers wanting a window
+/// being fetched wait for it (one request, not one per reader). Random reads (the mount
+/// seeking) stay exact. Memory: the windows, at most `max_bytes` together (an eighth of
+/// the budget, [`S3Env::read_ahead_bytes`]), plus ~100 B per pack remembered (4,096).
+struct ReadAhead {
+    state: std::sync::Mutex<AheadState>,
+    loaded: std::sync::Condvar,
+    window: u64,
+    max_bytes: u64,
+}
+
+struct AheadState {
+    /// Windows, least recently used first (a handful: `max_bytes / window`).
+    windows: Vec<Window>,
+    /// Bytes of the windows, loaded or being loaded.
+    held: u64,
+    /// Where the last read of each pack ended, and the pack's length once asked.
+    last: lru::LruCache<FileId, (u64, Option<u64>)>,
+}
+
+struct Window {
+    pack: FileId,
+    start: u64,
+    len: u64,
+    /// `None` while its request runs.
+    bytes: Option<Vec<u8>>,
+    /// A read was served from it (windows not read yet are the last to go).
+    used: bool,
+    /// When its bytes came.
+    ready_at: Option<std::time::Instant>,
+}
+
+/// A window fetched ahead and not read for this long is taken to be abandoned (its
+/// reader stopped or went elsewhere): its room may go to another.
+const AHEAD_ABANDONED: Duration = Duration::from_secs(1);
+
+impl Window {
+    /// Whether its room may go to another window: loaded, and read from or abandoned.
+    fn evictable(&self) -> bool {
+        self.bytes.is_some() && (self.used || self.ready_at.is_some_and(|t| t.elapsed() > AHEAD_ABANDONED))
+    }
+}
+
+/// Packs whose last read position is remembered.
+const AHEAD_PACKS: usize = 4096;
+/// A read at most this far past where the last read of its pack ended is sequential
+/// (the blobs between are of files not restored, or already in the mount's cache).
+const AHEAD_GAP: u64 = 64 << 10;
+/// Windows fetched ahead of a sequential reader, each by a request of its own: a slow
+/// server or a long round trip is then paid once per this many windows.
+const AHEAD_DEPTH: usize = 3;
+
+/// What [`ReadAhead::serve`] says to do.
+#[derive(Debug)]
+enum Ahead {
+    /// The bytes were served; fetch these windows (offset, length) in the background.
+    Served(Vec<(u64, u64)>),
+    /// Fetch this many bytes at the offset, keeping them as a window (`true`) or not.
+    Fetch(u64, bool),
+}
+
+impl ReadAhead {
+    fn new(max_bytes: usize) -> ReadAhead {
+        ReadAhead {
+            state: std::sync::Mutex::new(AheadState {
+                windows: Vec::new(),
+                held: 0,
+                last: lru::LruCache::new(std::num::NonZeroUsize::new(AHEAD_PACKS).expect("non-zero")),
+            }),
+            loaded: std::sync::Condvar::new(),
+            // Eight windows fit (two readers, each with its window and AHEAD_DEPTH more);
+            // 8 MiB at most (a request of 8 MiB takes about as long as a round trip of
+            // tens of milliseconds on a fast link, so larger gains little).
+            window: (max_bytes as u64 / 8).min(8 << 20),
+            max_bytes: max_bytes as u64,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serve `buf` at `offset` of `pack` from a window (waiting for one being fetched),
+    /// or say what to fetch.
+    fn serve(&self, pack: &FileId, offset: u64, buf: &mut [u8]) -> Ahead {
+        if buf.is_empty() {
+            return Ahead::Served(Vec::new());
+        }
+        let end = offset + buf.len() as u64;
+        let mut s = self.lock();
+        let last = s.last.get(pack).copied();
+        match s.last.get_mut(pack) {
+            Some(l) => l.0 = end,
+            None => {
+                s.last.put(*pack, (end, None));
+            }
+        }
+        // The windows covering offset..end, one after the other (a read may straddle two).
+        'wait: loop {
+            let mut covering = Vec::new();
+            let mut at = offset;
+            while at < end {
+                let Some(i) = s.windows.iter().position(|w| w.pack == *pack && at >= w.start && at < w.start + w.len)
+                else {
+                    break;
+                };
+                if s.windows[i].bytes.is_none() {
+                    s = self.loaded.wait(s).unwrap_or_else(|p| p.into_inner());
+                    continue 'wait;
+                }
+                covering.push(i);
+                at = s.windows[i].start + s.windows[i].len;
+            }
+            if at < end {
+                break;
+            }
+            let mut done = 0;
+            for &i in &covering {
+                let w = &s.windows[i];
+                let bytes = w.bytes.as_ref().expect("loaded");
+                let from = (offset + done as u64 - w.start) as usize;
+                let n = (bytes.len() - from).min(buf.len() - done);
+                buf[done..done + n].copy_from_slice(&bytes[from..from + n]);
+                done += n;
+            }
+            // The last window used becomes the most recent; the one after it is fetched.
+            let last_used = *covering.last().expect("a read of at least one byte");
+            for &i in &covering {
+                s.windows[i].used = true;
+            }
+            let w = s.windows.remove(last_used);
+            let next = w.start + w.len;
+            s.windows.push(w);
+            // Keep AHEAD_DEPTH windows fetched or on their way past this one.
+            let len = last.and_then(|l| l.1).unwrap_or(0);
+            let mut fetch = Vec::new();
+            let mut next = next;
+            for _ in 0..AHEAD_DEPTH {
+                if next >= len {
+                    break;
+                }
+                match s.windows.iter().find(|w| w.pack == *pack && w.start == next) {
+                    Some(w) => next += w.len,
+                    None => {
+                        let n = self.window.min(len - next);
+                        if !self.reserve(&mut s, pack, next, n) {
+                            break;
+                        }
+                        fetch.push((next, n));
+                        next += n;
+                    }
+                }
+            }
+            return Ahead::Served(fetch);
+        }
+        let sequential = last.is_some_and(|(e, _)| offset >= e && offset - e <= AHEAD_GAP);
+        if sequential && self.window > buf.len() as u64 {
+            Ahead::Fetch(self.window, true)
+        } else {
+            Ahead::Fetch(buf.len() as u64, false)
+        }
+    }
+
+    /// Make room for a window of `len` bytes at `offset` and mark it as being fetched;
+    /// false if it does not fit. Windows already read from (or abandoned) go, least
+    /// recently used first; windows fetched ahead and not read yet stay, so that two
+    /// readers never take each other's windows before they are read.
+    fn reserve(&self, s: &mut AheadState, pack: &FileId, offset: u64, len: u64) -> bool {
+        while s.held + len > self.max_bytes {
+            let Some(i) = s.windows.iter().position(Window::evictable) else { return false };
+            s.held -= s.windows.remove(i).len;
+        }
+        s.held += len;
+        s.windows.push(Window { pack: *pack, start: offset, len, bytes: None, used: false, ready_at: None });
+        true
+    }
+
+    /// [`ReadAhead::reserve`] under the lock.
+    fn try_reserve(&self, pack: &FileId, offset: u64, len: u64) -> bool {
+        let mut s = self.lock();
+        if s.windows.iter().any(|w| w.pack == *pack && w.start == offset) {
+            return false;
+        }
+        self.reserve(&mut s, pack, offset, len)
+    }
+
+    /// The window reserved at `offset` of `pack` was fetched (`Some`) or failed.
+    fn fill(&self, pack: &FileId, offset: u64, bytes: Option<Vec<u8>>) {
+        let mut s = self.lock();
+        if let Some(i) = s.windows.iter().position(|w| w.pack == *pack && w.start == offset && w.bytes.is_none()) {
+            match bytes {
+                Some(b) if b.len() as u64 == s.windows[i].len => {
+                    s.windows[i].bytes = Some(b);
+                    s.windows[i].ready_at = Some(std::time::Instant::now());
+                }
+                _ => s.held -= s.windows.remove(i).len,
+            }
+        }
+        self.loaded.notify_all();
+    }
+
+    fn pack_len(&self, pack: &FileId) -> Option<u64> {
+        self.lock().last.peek(pack).and_then(|l| l.1)
+    }
+
+    fn set_pack_len(&self, pack: &FileId, len: u64) {
+        if let Some(l) = self.lock().last.get_mut(pack) {
+            l.1 = Some(len);
+        }
+    }
+}
+
+/// The error for a failed request about `key` of the repository at `root`: not found,
+/// or what the server said (after the retries), naming the object's URL.
+fn request_error(root: &Path, key: &str, e: opendal::Error) -> Error {
+    let (kind, said) = match e.kind() {
             ErrorKind::NotFound => (std::io::ErrorKind::NotFound, "not found".to_string()),
             ErrorKind::PermissionDenied => (
                 std::io::ErrorKind::PermissionDenied,
@@ -193,15 +571,22 @@ impl S3 {
             ErrorKind::RangeNotSatisfied => (std::io::ErrorKind::UnexpectedEof, e.to_string()),
             _ => (std::io::ErrorKind::Other, e.to_string()),
         };
-        Error::Io { path: self.root.join(key), err: std::io::Error::new(kind, said) }
-    }
+    Error::Io { path: root.join(key), err: std::io::Error::new(kind, said) }
+}
 
+impl S3 {
     /// Keys under `dir/`, in key order (ids ascending), with their metadata.
     fn walk(&self, dir: Dir, f: &mut dyn FnMut(FileId, Meta) -> Result<()>) -> Result<()> {
         let prefix = format!("{}/", dir.name());
         let opts = opendal::options::ListOptions { recursive: true, ..Default::default() };
         let lister = self.op.lister_options(&prefix, opts).map_err(|e| self.err(&prefix, e))?;
+        count(0, 0);
+        let mut listed = 0u64;
         for entry in lister {
+            listed += 1;
+            if listed.is_multiple_of(1000) {
+                count(0, 0); // the next page
+            }
             let entry = entry.map_err(|e| self.err(&prefix, e))?;
             let Some(id) = entry.name().parse::<FileId>().ok() else { continue };
             // Only `dir/<id>` (packs: `data/<xx>/<id>`, the right xx): anything else
@@ -228,6 +613,10 @@ fn meta_of(m: &opendal::Metadata) -> Meta {
 }
 
 impl Backend for S3 {
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn root(&self) -> &Path {
         &self.root
     }
@@ -236,10 +625,12 @@ impl Backend for S3 {
     /// one, wrong credentials or a wrong endpoint fail here, before anything is written.
     fn create_layout(&self) -> Result<()> {
         let opts = opendal::options::ListOptions { limit: Some(1), ..Default::default() };
+        count(0, 0);
         self.op.list_options("", opts).map(drop).map_err(|e| self.err("", e))
     }
 
     fn has_config(&self) -> Result<bool> {
+        count(0, 0);
         self.op.exists("config").map_err(|e| self.err("config", e))
     }
 
@@ -251,6 +642,7 @@ impl Backend for S3 {
     }
 
     fn write_config(&self, bytes: &[u8]) -> Result<()> {
+        count(0, bytes.len() as u64);
         self.op.write("config", bytes.to_vec()).map(drop).map_err(|e| self.err("config", e))
     }
 
@@ -258,10 +650,170 @@ impl Backend for S3 {
         self.read_key(&dir.key(id), dir.what(), id, max_len)
     }
 
+    /// A sequential reader of a pack (restore walking files in the order they were
+    /// stored, the mount's prefetcher) gets its bytes from windows read ahead
+    /// ([`ReadAhead`]); any other read is one ranged GET.
     fn read_at(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if dir != Dir::Data {
+            return self.get_range(dir, id, offset, buf);
+        }
+        let want = match self.ahead.serve(id, offset, buf) {
+            Ahead::Served(fetch) => {
+                for (at, len) in fetch {
+                    self.fetch_ahead(id, at, len);
+                }
+                return Ok(());
+            }
+            Ahead::Fetch(_, false) => return self.get_range(dir, id, offset, buf),
+            Ahead::Fetch(want, true) => want,
+        };
+        // Not past the end of the pack: its length is asked once (and remembered).
+        let len = match self.ahead.pack_len(id) {
+            Some(len) => len,
+            None => {
+                let len = self.stat(dir, id)?.ok_or(Error::NotFound { what: "pack", id: id.to_string() })?.len;
+                self.ahead.set_pack_len(id, len);
+                len
+            }
+        };
+        let want = want.min(len.saturating_sub(offset));
+        if want <= buf.len() as u64 || !self.ahead.try_reserve(id, offset, want) {
+            return self.get_range(dir, id, offset, buf);
+        }
+        let mut window = vec![0u8; want as usize];
+        let r = self.get_range(dir, id, offset, &mut window);
+        if r.is_ok() {
+            buf.copy_from_slice(&window[..buf.len()]);
+        }
+        self.ahead.fill(id, offset, r.is_ok().then_some(window));
+        // The windows after it: fetched ahead, as when a read is served from a window.
+        let mut next = offset + want;
+        for _ in 0..AHEAD_DEPTH {
+            let n = self.ahead.window.min(len.saturating_sub(next));
+            if r.is_err() || n == 0 || !self.ahead.try_reserve(id, next, n) {
+                break;
+            }
+            self.fetch_ahead(id, next, n);
+            next += n;
+        }
+        r
+    }
+
+    fn reader(&self, dir: Dir, id: &FileId, offset: u64) -> Result<Box<dyn Read + Send>> {
+        let key = dir.key(id);
+        count(0, 0);
+        let len = self.op.stat(&key).map_err(|e| self.err(&key, e))?.content_length();
+        count(0, 0);
+        let r = self.op.reader(&key).map_err(|e| self.err(&key, e))?;
+        let r = r.into_std_read(offset.min(len)..len).map_err(|e| self.err(&key, e))?;
+        Ok(Box::new(Counted(r)))
+    }
+
+    fn stat(&self, dir: Dir, id: &FileId) -> Result<Option<Meta>> {
+        let key = dir.key(id);
+        count(0, 0);
+        match self.op.stat(&key) {
+            Ok(m) => Ok(Some(meta_of(&m))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(&key, e)),
+        }
+    }
+
+    fn temp_file(&self) -> Result<TempFile> {
+        std::fs::create_dir_all(&self.spool).at(&self.spool)?;
+        let (f, path) = tempfile::Builder::new()
+            .prefix("cairn-upload-")
+            .tempfile_in(&self.spool)
+            .at(&self.spool)?
+            .keep()
+            .map_err(|e| Error::Io { path: self.spool.clone(), err: e.error })?;
+        Ok(TempFile::new(path, f))
+    }
+
+    /// One PUT from memory (the object is at most a pack: the packer's budget covers it),
+    /// or a multipart upload in [`SINGLE_PUT`]-sized parts for larger files.
+    fn store(&self, dir: Dir, id: &FileId, tmp: TempFile) -> Result<()> {
+        let path = tmp.finish()?;
+        S3::upload(&self.op, &self.root, &dir.key(id), &path)
+    }
+
+    /// The upload runs on a thread of its own once there is room for it (see
+    /// [`Uploads`]); the caller goes on filling the next pack meanwhile.
+    fn store_later(&self, dir: Dir, id: &FileId, tmp: TempFile, _keep: bool) -> Result<()> {
+        let path = tmp.finish()?;
+        let len = std::fs::metadata(&path).at(&path)?.len();
+        self.uploads.start(len);
+        let (op, root, key, uploads) = (self.op.clone(), self.root.clone(), dir.key(id), self.uploads.clone());
+        let spawned = std::thread::Builder::new().name("cairn-upload".into()).spawn(move || {
+            let r = S3::upload(&op, &root, &key, &path);
+            uploads.end(len, r);
+        });
+        if let Err(e) = spawned {
+            self.uploads.end(len, Ok(()));
+            return Err(Error::Io { path: self.root.join(dir.key(id)), err: e });
+        }
+        Ok(())
+    }
+
+    fn wait_stored(&self) -> Result<()> {
+        let mut s = self.uploads.lock();
+        while s.running > 0 {
+            s = self.uploads.done.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.failed.take().map_or(Ok(()), Err)
+    }
+
+    fn list(&self, dir: Dir) -> Result<Vec<FileId>> {
+        let mut out = Vec::new();
+        self.walk(dir, &mut |id, _| {
+            out.push(id);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn for_each(&self, dir: Dir, f: &mut dyn FnMut(FileId, Meta) -> Result<()>) -> Result<()> {
+        self.walk(dir, f)
+    }
+
+    fn remove(&self, dir: Dir, id: &FileId) -> Result<()> {
+        let key = dir.key(id);
+        count(0, 0);
+        self.op.delete(&key).map_err(|e| self.err(&key, e))
+    }
+
+    /// Nothing is written in place: an interrupted upload leaves no object.
+    fn temp_usage(&self) -> Result<(u64, u64)> {
+        Ok((0, 0))
+    }
+
+    fn remove_stale_temps(&self) -> Result<(u64, u64)> {
+        Ok((0, 0))
+    }
+}
+
+impl S3 {
+    /// Fetch the window reserved at `offset` of pack `id` on a thread of its own; a
+    /// failure only drops the reservation (the reader then asks itself, and sees it).
+    fn fetch_ahead(&self, id: &FileId, offset: u64, len: u64) {
+        let (op, key, ahead, pack) = (self.op.clone(), Dir::Data.key(id), self.ahead.clone(), *id);
+        let spawned = std::thread::Builder::new().name("cairn-read-ahead".into()).spawn(move || {
+            count(len, 0);
+            let opts = opendal::options::ReadOptions { range: (offset..offset + len).into(), ..Default::default() };
+            let got = op.read_options(&key, opts).ok().filter(|b| b.len() as u64 == len).map(|b| b.to_vec());
+            ahead.fill(&pack, offset, got);
+        });
+        if spawned.is_err() {
+            self.ahead.fill(id, offset, None);
+        }
+    }
+
+    /// Read `buf.len()` bytes at `offset` of file `id` of `dir`: one ranged GET.
+    fn get_range(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()> {
         let key = dir.key(id);
         let opts =
             opendal::options::ReadOptions { range: (offset..offset + buf.len() as u64).into(), ..Default::default() };
+        count(buf.len() as u64, 0);
         let got = match self.op.read_options(&key, opts) {
             Ok(got) => got,
             // A range past the end fails as "too little data": say so as a local read
@@ -284,93 +836,6 @@ impl Backend for S3 {
         Ok(())
     }
 
-    fn reader(&self, dir: Dir, id: &FileId, offset: u64) -> Result<Box<dyn Read + Send>> {
-        let key = dir.key(id);
-        let len = self.op.stat(&key).map_err(|e| self.err(&key, e))?.content_length();
-        let r = self.op.reader(&key).map_err(|e| self.err(&key, e))?;
-        let r = r.into_std_read(offset.min(len)..len).map_err(|e| self.err(&key, e))?;
-        Ok(Box::new(r))
-    }
-
-    fn stat(&self, dir: Dir, id: &FileId) -> Result<Option<Meta>> {
-        let key = dir.key(id);
-        match self.op.stat(&key) {
-            Ok(m) => Ok(Some(meta_of(&m))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err(&key, e)),
-        }
-    }
-
-    fn temp_file(&self) -> Result<TempFile> {
-        std::fs::create_dir_all(&self.spool).at(&self.spool)?;
-        let (f, path) = tempfile::Builder::new()
-            .prefix("cairn-upload-")
-            .tempfile_in(&self.spool)
-            .at(&self.spool)?
-            .keep()
-            .map_err(|e| Error::Io { path: self.spool.clone(), err: e.error })?;
-        Ok(TempFile::new(path, f))
-    }
-
-    /// One PUT from memory (the object is at most a pack: the packer's budget covers it),
-    /// or a multipart upload in [`SINGLE_PUT`]-sized parts for larger files.
-    fn store(&self, dir: Dir, id: &FileId, tmp: TempFile) -> Result<()> {
-        let key = dir.key(id);
-        let path = tmp.finish()?;
-        let r = (|| -> Result<()> {
-            let mut f = std::fs::File::open(&path).at(&path)?;
-            let len = f.metadata().at(&path)?.len();
-            if len <= SINGLE_PUT {
-                let mut bytes = Vec::with_capacity(len as usize);
-                f.read_to_end(&mut bytes).at(&path)?;
-                self.op.write(&key, bytes).map(drop).map_err(|e| self.err(&key, e))
-            } else {
-                let opts = opendal::options::WriteOptions { chunk: Some(SINGLE_PUT as usize), ..Default::default() };
-                let mut w = self.op.writer_options(&key, opts).map_err(|e| self.err(&key, e))?;
-                let mut buf = vec![0u8; SINGLE_PUT as usize];
-                loop {
-                    let n = f.read(&mut buf).at(&path)?;
-                    if n == 0 {
-                        break;
-                    }
-                    w.write(buf[..n].to_vec()).map_err(|e| self.err(&key, e))?;
-                }
-                w.close().map(drop).map_err(|e| self.err(&key, e))
-            }
-        })();
-        let _ = std::fs::remove_file(&path);
-        r
-    }
-
-    fn list(&self, dir: Dir) -> Result<Vec<FileId>> {
-        let mut out = Vec::new();
-        self.walk(dir, &mut |id, _| {
-            out.push(id);
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
-    fn for_each(&self, dir: Dir, f: &mut dyn FnMut(FileId, Meta) -> Result<()>) -> Result<()> {
-        self.walk(dir, f)
-    }
-
-    fn remove(&self, dir: Dir, id: &FileId) -> Result<()> {
-        let key = dir.key(id);
-        self.op.delete(&key).map_err(|e| self.err(&key, e))
-    }
-
-    /// Nothing is written in place: an interrupted upload leaves no object.
-    fn temp_usage(&self) -> Result<(u64, u64)> {
-        Ok((0, 0))
-    }
-
-    fn remove_stale_temps(&self) -> Result<(u64, u64)> {
-        Ok((0, 0))
-    }
-}
-
-impl S3 {
     /// Read object `key` whole, refusing more than `max_len` bytes: one streamed GET,
     /// dropped once it passes `max_len`, so a planted huge object costs no more.
     fn read_key(&self, key: &str, what: &'static str, id: &dyn std::fmt::Display, max_len: u64) -> Result<Vec<u8>> {
@@ -378,6 +843,7 @@ impl S3 {
             ErrorKind::NotFound => Error::NotFound { what, id: id.to_string() },
             _ => self.err(key, e),
         };
+        count(0, 0);
         let chunks = self.op.reader(key).map_err(fail)?.into_bytes_iterator(..).map_err(fail)?;
         let mut got = Vec::new();
         for chunk in chunks {
@@ -390,6 +856,7 @@ impl S3 {
             if (got.len() + chunk.len()) as u64 > max_len {
                 return Err(Error::corrupt(what, id, format!("more than the {max_len} bytes the format allows")));
             }
+            RECEIVED.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             got.extend_from_slice(&chunk);
         }
         Ok(got)
@@ -399,6 +866,69 @@ impl S3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pack(n: u8) -> FileId {
+        FileId([n; 32])
+    }
+
+    /// The bytes of a fake pack at `offset..offset + len`.
+    fn bytes(offset: u64, len: u64) -> Vec<u8> {
+        (offset..offset + len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn read_ahead_serves_sequential_readers_from_windows() {
+        let ahead = ReadAhead::new(8 << 20); // windows of 1 MiB
+        assert_eq!(ahead.window, 1 << 20);
+        let p = pack(1);
+        let mut buf = vec![0u8; 1000];
+        // A first read, and a read elsewhere: exact.
+        assert!(matches!(ahead.serve(&p, 5000, &mut buf), Ahead::Fetch(1000, false)));
+        assert!(matches!(ahead.serve(&p, 900_000, &mut buf), Ahead::Fetch(1000, false)));
+        // Where the last ended: a window.
+        assert!(matches!(ahead.serve(&p, 901_000, &mut buf), Ahead::Fetch(w, true) if w == 1 << 20));
+        ahead.set_pack_len(&p, 10 << 20);
+        assert!(ahead.try_reserve(&p, 901_000, 1 << 20));
+        assert!(!ahead.try_reserve(&p, 901_000, 1 << 20), "reserved once");
+        ahead.fill(&p, 901_000, Some(bytes(901_000, 1 << 20)));
+        // Served from the window, and the next AHEAD_DEPTH windows are asked for.
+        let Ahead::Served(fetch) = ahead.serve(&p, 902_000, &mut buf) else { panic!("not served") };
+        assert_eq!(buf, bytes(902_000, 1000));
+        let w = 1u64 << 20;
+        let expected: Vec<_> = (1..=AHEAD_DEPTH as u64).map(|k| (901_000 + k * w, w)).collect();
+        assert_eq!(fetch, expected);
+        // A read straddling two windows waits for the second (filled here first) and
+        // takes the bytes of both.
+        for (o, n) in &fetch {
+            ahead.fill(&p, *o, Some(bytes(*o, *n)));
+        }
+        let mut big = vec![0u8; 5000];
+        let at = 901_000 + w - 2000;
+        assert!(matches!(ahead.serve(&p, at, &mut big), Ahead::Served(_)));
+        assert_eq!(big, bytes(at, 5000));
+    }
+
+    #[test]
+    fn read_ahead_stays_within_its_bytes_and_keeps_unread_windows() {
+        let ahead = ReadAhead::new(8 << 20);
+        let w = ahead.window;
+        // Eight windows of two packs, none read yet: a ninth does not fit.
+        for k in 0..8u64 {
+            let p = pack(1 + (k % 2) as u8);
+            assert!(ahead.try_reserve(&p, k * w, w));
+            ahead.fill(&p, k * w, Some(bytes(k * w, w)));
+        }
+        assert!(!ahead.try_reserve(&pack(3), 0, w), "unread windows are kept");
+        assert_eq!(ahead.lock().held, 8 * w);
+        // Once one is read from, its room may go to another.
+        let mut buf = vec![0u8; 10];
+        assert!(matches!(ahead.serve(&pack(1), 0, &mut buf), Ahead::Served(_)));
+        assert!(ahead.try_reserve(&pack(3), 0, w));
+        assert!(ahead.lock().held <= 8 * w);
+        // A failed fetch gives its room back.
+        ahead.fill(&pack(3), 0, None);
+        assert_eq!(ahead.lock().held, 7 * w);
+    }
 
     #[test]
     fn urls_parse_like_restics() {

@@ -37,7 +37,11 @@ use crate::tree::{self, Step, Walk};
 
 /// Files waiting for a restore worker.
 const FILE_QUEUE: usize = 64;
-/// Restore workers.
+/// Restore workers (each holds one chunk, ≤ 4 MiB, and its sealed bytes). For a remote
+/// repository too: the backend's read-ahead keeps requests in flight, and four workers
+/// were slower than two from S3 (their reads of neighbouring small files arrive out of
+/// order, so they look random to the read-ahead: 10.5 s against 8 s for 10,000 files
+/// and 300 MiB on the loopback).
 const WORKERS: usize = 2;
 /// Hard-link groups remembered (path + key, ~100 B each). Past this, later links to an
 /// evicted group are restored as copies, with a warning.

@@ -106,7 +106,7 @@ impl<'r> Packer<'r> {
             raw_len: blob.raw_len,
         });
         self.stats.blobs += 1;
-        if pack.len >= self.repo.config().pack_size as u64 || pack.blobs.len() >= MAX_PACK_BLOBS {
+        if pack.len >= self.repo.pack_target() || pack.blobs.len() >= MAX_PACK_BLOBS {
             self.finish_pack(blob.kind)?;
         }
         // Every blob waiting for its index file is held in RAM (here, and in the index's
@@ -137,7 +137,10 @@ impl<'r> Packer<'r> {
         // blobs again. Best effort (a full cache disk must not fail the backup): without
         // it the pack is a leftover that `check` notes and `repair index` indexes.
         let _ = self.repo.index().journal_pack(&id);
-        self.repo.backend().store(Dir::Data, &id, pack.out)?;
+        // Tree packs are read by the next backup, `ls` and the mount: a remote
+        // repository's cache keeps a copy.
+        // Uploaded in the background to a remote repository: `write_index` waits.
+        self.repo.backend().store_later(Dir::Data, &id, pack.out, kind == BlobKind::Tree)?;
         self.stats.packs += 1;
         self.stats.bytes += pack.len;
         let mut offset = HEADER_LEN as u64;
@@ -169,6 +172,8 @@ impl<'r> Packer<'r> {
     }
 
     fn write_index(&mut self) -> Result<()> {
+        // An index file names only packs that are stored.
+        self.repo.backend().wait_stored()?;
         for part in self.unindexed.chunks_mut(index_format::MAX_ENTRIES) {
             let id = self.repo.write_sealed_file(FileKind::Index, Dir::Index, &index_format::encode(part))?;
             self.stats.index_files += 1;
@@ -192,6 +197,7 @@ impl<'r> Packer<'r> {
         if !self.unindexed.is_empty() {
             self.write_index()?;
         }
+        self.repo.backend().wait_stored()?;
         Ok(self.stats)
     }
 }

@@ -59,8 +59,18 @@ impl Repository {
     }
 
     /// Read the sealed bytes of a blob.
+    /// Tree blobs are read through the backend's local copy of their pack, if it keeps
+    /// one ([`Backend::read_at_kept`]).
     pub fn read_sealed_blob(&self, loc: &Location) -> Result<Vec<u8>> {
-        self.read_pack_range(&loc.pack, loc.offset as u64, loc.offset as u64 + loc.stored_len as u64)
+        let (from, to) = (loc.offset as u64, loc.offset as u64 + loc.stored_len as u64);
+        if loc.kind != BlobKind::Tree {
+            return self.read_pack_range(&loc.pack, from, to);
+        }
+        let mut buf = vec![0; loc.stored_len as usize];
+        self.backend
+            .read_at_kept(Dir::Data, &loc.pack, from, &mut buf)
+            .map_err(|e| truncated(e, &loc.pack, from, to))?;
+        Ok(buf)
     }
 
     /// Read bytes `from..to` of a pack (one or more neighbouring sealed blobs).
@@ -76,12 +86,7 @@ impl Repository {
         let n = to.saturating_sub(from) as usize;
         buf.truncate(n);
         buf.resize(n, 0);
-        self.backend.read_at(Dir::Data, pack, from, buf).map_err(|e| match e {
-            Error::Io { err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
-            }
-            e => e,
-        })
+        self.backend.read_at(Dir::Data, pack, from, buf).map_err(|e| truncated(e, pack, from, to))
     }
 
     /// Read and decrypt the header of pack `id`: its blobs with their offsets. The file
@@ -194,6 +199,16 @@ impl Repository {
     /// Read and decode a tree node.
     pub fn read_tree(&self, id: &BlobId) -> Result<Node> {
         tree::decode(&self.read_blob(id, BlobKind::Tree)?, id)
+    }
+}
+
+/// A read past a pack's end, named as the pack's damage.
+fn truncated(e: Error, pack: &FileId, from: u64, to: u64) -> Error {
+    match e {
+        Error::Io { err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
+        }
+        e => e,
     }
 }
 

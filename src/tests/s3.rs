@@ -172,3 +172,58 @@ fn s3_wrong_credentials_fail_with_a_clear_error_and_exit_1() {
     let out = cairn_in(&at, &env, &["snapshots"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+#[test]
+#[ignore = "needs the S3 server scripts/test.sh starts"]
+fn s3_keeps_checked_local_copies_of_snapshots_and_tree_packs() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_tree(&src);
+    let (at, repo) = s3_repo("copies", t.path());
+    let r = do_backup(&repo, &[&src]);
+    let files = t.path().join("cache").join(crate::id::hex(&repo.config().repo_id)).join("files");
+    drop(repo);
+    // The packer linked its tree pack into the cache; the snapshot is copied when read.
+    let copies =
+        |dir: &str| -> Vec<PathBuf> { walkdir(&files.join(dir)).into_iter().filter(|p| p.is_file()).collect() };
+    let packs = copies("data");
+    assert!(!packs.is_empty(), "no tree pack kept in {}", files.display());
+    // A damaged copy is never trusted: it is fetched again, and the restore is exact.
+    for p in &packs {
+        let mut b = std::fs::read(p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+        std::fs::write(p, b).unwrap();
+    }
+    let repo = Repository::open_with(&at, PASSWORD, &open_opts(t.path())).unwrap();
+    assert_restores_equal(&repo, &r, &src, &t.path().join("out"));
+    for p in &packs {
+        let b = std::fs::read(p).unwrap();
+        assert_eq!(
+            FileId::of(&b).to_hex(),
+            p.file_name().unwrap().to_str().unwrap(),
+            "{} not fetched again",
+            p.display()
+        );
+    }
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+    assert_eq!(copies("snapshots").len(), 1, "the snapshot read is kept");
+    // A snapshot removed from the repository loses its copy at the next listing.
+    repo.backend().remove(Dir::Snapshots, &r.id).unwrap();
+    assert!(repo.snapshots().unwrap().is_empty());
+    assert!(copies("snapshots").is_empty());
+}
+
+/// Every path under `dir` (none if it does not exist).
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        }
+        out.push(p);
+    }
+    out
+}
