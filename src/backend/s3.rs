@@ -340,9 +340,11 @@ impl S3 {
 }
 
 /// Read-ahead for sequential readers of packs, as the kernel does for files: a read of
-/// a pack that starts where the last read of that pack ended (or a little after) fetches
-/// a window of [`ReadAhead::window`] bytes with one request, and the reads that follow are
-/// served from it; a read served from a window keeps the next [`AHEAD_DEPTH`] windows
+/// a pack within a window's length of where the last read of that pack ended (before or
+/// after: two restore workers take turns in one pack) fetches the window of
+/// [`ReadAhead::window`] bytes around it with one request (windows lie on a grid of their
+/// size, so readers meeting in a pack share them), and the reads that follow are served
+/// from it; a read served from a window keeps the next [`AHEAD_DEPTH`] windows
 /// being fetched in the background, each by a request of its own, so a sequential reader
 /// waits for the round trip once, not once per window. A restore walks files in the order the backup stored them, so thousands of
 /// small files come out of one GET instead of one GET each. Readers wanting a window
@@ -390,9 +392,6 @@ impl Window {
 
 /// Packs whose last read position is remembered.
 const AHEAD_PACKS: usize = 4096;
-/// A read at most this far past where the last read of its pack ended is sequential
-/// (the blobs between are of files not restored, or already in the mount's cache).
-const AHEAD_GAP: u64 = 64 << 10;
 /// Windows fetched ahead of a sequential reader, each by a request of its own: a slow
 /// server or a long round trip is then paid once per this many windows.
 const AHEAD_DEPTH: usize = 3;
@@ -500,7 +499,9 @@ impl ReadAhead {
             }
             return Ahead::Served(fetch);
         }
-        let sequential = last.is_some_and(|(e, _)| offset >= e && offset - e <= AHEAD_GAP);
+        // Near where the last read of this pack ended, before or after: two workers
+        // restoring files whose chunks the backup interleaved in one pack take turns.
+        let sequential = last.is_some_and(|(e, _)| offset <= e + self.window && offset + self.window >= e);
         if sequential && self.window > buf.len() as u64 {
             Ahead::Fetch(self.window, true)
         } else {
@@ -676,18 +677,24 @@ impl Backend for S3 {
                 len
             }
         };
-        let want = want.min(len.saturating_sub(offset));
-        if want <= buf.len() as u64 || !self.ahead.try_reserve(id, offset, want) {
+        // Windows lie on a grid of their size, so that readers meeting in one pack (two
+        // workers restoring files whose chunks the backup interleaved) share them
+        // instead of fetching overlapping ones.
+        let start = offset - offset % want;
+        let want = want.min(len.saturating_sub(start));
+        let end = offset + buf.len() as u64;
+        if start + want < end || !self.ahead.try_reserve(id, start, want) {
             return self.get_range(dir, id, offset, buf);
         }
         let mut window = vec![0u8; want as usize];
-        let r = self.get_range(dir, id, offset, &mut window);
+        let r = self.get_range(dir, id, start, &mut window);
         if r.is_ok() {
-            buf.copy_from_slice(&window[..buf.len()]);
+            let at = (offset - start) as usize;
+            buf.copy_from_slice(&window[at..at + buf.len()]);
         }
-        self.ahead.fill(id, offset, r.is_ok().then_some(window));
+        self.ahead.fill(id, start, r.is_ok().then_some(window));
         // The windows after it: fetched ahead, as when a read is served from a window.
-        let mut next = offset + want;
+        let mut next = start + want;
         for _ in 0..AHEAD_DEPTH {
             let n = self.ahead.window.min(len.saturating_sub(next));
             if r.is_err() || n == 0 || !self.ahead.try_reserve(id, next, n) {
@@ -882,11 +889,12 @@ mod tests {
         assert_eq!(ahead.window, 1 << 20);
         let p = pack(1);
         let mut buf = vec![0u8; 1000];
-        // A first read, and a read elsewhere: exact.
+        // A first read, and a read more than a window away: exact.
+        assert!(matches!(ahead.serve(&p, 3 << 20, &mut buf), Ahead::Fetch(1000, false)));
         assert!(matches!(ahead.serve(&p, 5000, &mut buf), Ahead::Fetch(1000, false)));
-        assert!(matches!(ahead.serve(&p, 900_000, &mut buf), Ahead::Fetch(1000, false)));
-        // Where the last ended: a window.
+        // Within a window of where the last ended, before or after: a window.
         assert!(matches!(ahead.serve(&p, 901_000, &mut buf), Ahead::Fetch(w, true) if w == 1 << 20));
+        assert!(matches!(ahead.serve(&p, 905_000, &mut buf), Ahead::Fetch(w, true) if w == 1 << 20));
         ahead.set_pack_len(&p, 10 << 20);
         assert!(ahead.try_reserve(&p, 901_000, 1 << 20));
         assert!(!ahead.try_reserve(&p, 901_000, 1 << 20), "reserved once");
