@@ -340,8 +340,7 @@ impl S3 {
 }
 
 /// Read-ahead for sequential readers of packs, as the kernel does for files: a read of
-/// a pack within a window's length of where the last read of that pack ended (before or
-/// after: two restore workers take turns in one pack) fetches the window of
+/// a pack at or just past where the last read of that pack ended fetches the window of
 /// [`ReadAhead::window`] bytes around it with one request (windows lie on a grid of their
 /// size, so readers meeting in a pack share them), and the reads that follow are served
 /// from it; a read served from a window keeps the next [`AHEAD_DEPTH`] windows
@@ -392,6 +391,9 @@ impl Window {
 
 /// Packs whose last read position is remembered.
 const AHEAD_PACKS: usize = 4096;
+/// A read at most this far past where the last read of its pack ended is sequential
+/// (the blobs between are of files not restored, or already in the mount's cache).
+const AHEAD_GAP: u64 = 64 << 10;
 /// Windows fetched ahead of a sequential reader, each by a request of its own: a slow
 /// server or a long round trip is then paid once per this many windows.
 const AHEAD_DEPTH: usize = 3;
@@ -499,9 +501,9 @@ impl ReadAhead {
             }
             return Ahead::Served(fetch);
         }
-        // Near where the last read of this pack ended, before or after: two workers
-        // restoring files whose chunks the backup interleaved in one pack take turns.
-        let sequential = last.is_some_and(|(e, _)| offset <= e + self.window && offset + self.window >= e);
+        // At or just past where the last read of this pack ended (a read a little behind
+        // it, of a worker taking turns with another, finds its window on the grid).
+        let sequential = last.is_some_and(|(e, _)| offset >= e && offset - e <= AHEAD_GAP);
         if sequential && self.window > buf.len() as u64 {
             Ahead::Fetch(self.window, true)
         } else {
@@ -892,9 +894,10 @@ mod tests {
         // A first read, and a read more than a window away: exact.
         assert!(matches!(ahead.serve(&p, 3 << 20, &mut buf), Ahead::Fetch(1000, false)));
         assert!(matches!(ahead.serve(&p, 5000, &mut buf), Ahead::Fetch(1000, false)));
-        // Within a window of where the last ended, before or after: a window.
-        assert!(matches!(ahead.serve(&p, 901_000, &mut buf), Ahead::Fetch(w, true) if w == 1 << 20));
-        assert!(matches!(ahead.serve(&p, 905_000, &mut buf), Ahead::Fetch(w, true) if w == 1 << 20));
+        // At or just past where the last ended: a window.
+        assert!(matches!(ahead.serve(&p, 6000, &mut buf), Ahead::Fetch(w, true) if w == 1 << 20));
+        assert!(matches!(ahead.serve(&p, 901_000, &mut buf), Ahead::Fetch(1000, false)));
+        assert!(matches!(ahead.serve(&p, 902_000, &mut buf), Ahead::Fetch(w, true) if w == 1 << 20));
         ahead.set_pack_len(&p, 10 << 20);
         assert!(ahead.try_reserve(&p, 901_000, 1 << 20));
         assert!(!ahead.try_reserve(&p, 901_000, 1 << 20), "reserved once");
