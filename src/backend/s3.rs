@@ -343,10 +343,11 @@ impl S3 {
 /// a pack at or just past where the last read of that pack ended fetches the window of
 /// [`ReadAhead::window`] bytes around it with one request (windows lie on a grid of their
 /// size, so readers meeting in a pack share them), and the reads that follow are served
-/// from it; a read served from a window keeps the next [`AHEAD_DEPTH`] windows
-/// being fetched in the background, each by a request of its own, so a sequential reader
-/// waits for the round trip once, not once per window. A restore walks files in the order the backup stored them, so thousands of
-/// small files come out of one GET instead of one GET each. Readers wanting a window
+/// from it; a read served from a window keeps the next [`AHEAD_DEPTH`] windows being
+/// fetched in the background, each by a request of its own, so a sequential reader waits
+/// for the round trip once, not once per window. A restore walks files in the order the
+/// backup stored them, so thousands of small files come out of one GET instead of one
+/// GET each. Readers wanting a window
 /// being fetched wait for it (one request, not one per reader). Random reads (the mount
 /// seeking) stay exact. Memory: the windows, at most `max_bytes` together (an eighth of
 /// the budget, [`S3Env::read_ahead_bytes`]), plus ~100 B per pack remembered (4,096).
@@ -437,12 +438,7 @@ impl ReadAhead {
         let end = offset + buf.len() as u64;
         let mut s = self.lock();
         let last = s.last.get(pack).copied();
-        match s.last.get_mut(pack) {
-            Some(l) => l.0 = end,
-            None => {
-                s.last.put(*pack, (end, None));
-            }
-        }
+        s.last.put(*pack, (end, last.and_then(|l| l.1)));
         // The windows covering offset..end, one after the other (a read may straddle two).
         'wait: loop {
             let mut covering = Vec::new();
@@ -479,27 +475,8 @@ impl ReadAhead {
             let w = s.windows.remove(last_used);
             let next = w.start + w.len;
             s.windows.push(w);
-            // Keep AHEAD_DEPTH windows fetched or on their way past this one.
             let len = last.and_then(|l| l.1).unwrap_or(0);
-            let mut fetch = Vec::new();
-            let mut next = next;
-            for _ in 0..AHEAD_DEPTH {
-                if next >= len {
-                    break;
-                }
-                match s.windows.iter().find(|w| w.pack == *pack && w.start == next) {
-                    Some(w) => next += w.len,
-                    None => {
-                        let n = self.window.min(len - next);
-                        if !self.reserve(&mut s, pack, next, n) {
-                            break;
-                        }
-                        fetch.push((next, n));
-                        next += n;
-                    }
-                }
-            }
-            return Ahead::Served(fetch);
+            return Ahead::Served(self.plan(&mut s, pack, next, len));
         }
         // At or just past where the last read of this pack ended (a read a little behind
         // it, of a worker taking turns with another, finds its window on the grid).
@@ -523,6 +500,34 @@ impl ReadAhead {
         s.held += len;
         s.windows.push(Window { pack: *pack, start: offset, len, bytes: None, used: false, ready_at: None });
         true
+    }
+
+    /// Reserve the windows (offset, length) to fetch so that the [`AHEAD_DEPTH`] windows
+    /// from `next` on (of a pack of `len` bytes) are fetched or on their way.
+    fn plan(&self, s: &mut AheadState, pack: &FileId, mut next: u64, len: u64) -> Vec<(u64, u64)> {
+        let mut fetch = Vec::new();
+        for _ in 0..AHEAD_DEPTH {
+            if next >= len {
+                break;
+            }
+            match s.windows.iter().find(|w| w.pack == *pack && w.start == next) {
+                Some(w) => next += w.len,
+                None => {
+                    let n = self.window.min(len - next);
+                    if !self.reserve(s, pack, next, n) {
+                        break;
+                    }
+                    fetch.push((next, n));
+                    next += n;
+                }
+            }
+        }
+        fetch
+    }
+
+    /// [`ReadAhead::plan`] under the lock.
+    fn plan_from(&self, pack: &FileId, next: u64, len: u64) -> Vec<(u64, u64)> {
+        self.plan(&mut self.lock(), pack, next, len)
     }
 
     /// [`ReadAhead::reserve`] under the lock.
@@ -696,14 +701,10 @@ impl Backend for S3 {
         }
         self.ahead.fill(id, start, r.is_ok().then_some(window));
         // The windows after it: fetched ahead, as when a read is served from a window.
-        let mut next = start + want;
-        for _ in 0..AHEAD_DEPTH {
-            let n = self.ahead.window.min(len.saturating_sub(next));
-            if r.is_err() || n == 0 || !self.ahead.try_reserve(id, next, n) {
-                break;
+        if r.is_ok() {
+            for (at, n) in self.ahead.plan_from(id, start + want, len) {
+                self.fetch_ahead(id, at, n);
             }
-            self.fetch_ahead(id, next, n);
-            next += n;
         }
         r
     }
@@ -753,11 +754,13 @@ impl Backend for S3 {
         let len = std::fs::metadata(&path).at(&path)?.len();
         self.uploads.start(len);
         let (op, root, key, uploads) = (self.op.clone(), self.root.clone(), dir.key(id), self.uploads.clone());
+        let file = path.clone();
         let spawned = std::thread::Builder::new().name("cairn-upload".into()).spawn(move || {
-            let r = S3::upload(&op, &root, &key, &path);
+            let r = S3::upload(&op, &root, &key, &file);
             uploads.end(len, r);
         });
         if let Err(e) = spawned {
+            let _ = std::fs::remove_file(&path);
             self.uploads.end(len, Ok(()));
             return Err(Error::Io { path: self.root.join(dir.key(id)), err: e });
         }

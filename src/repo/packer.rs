@@ -75,6 +75,8 @@ pub struct Packer<'r> {
     unindexed_packs: usize,
     oldest_unindexed: Option<Instant>,
     stats: PackerStats,
+    /// [`Repository::pack_target`], asked once.
+    pack_target: u64,
 }
 
 impl<'r> Packer<'r> {
@@ -87,6 +89,7 @@ impl<'r> Packer<'r> {
             unindexed_packs: 0,
             oldest_unindexed: None,
             stats: PackerStats::default(),
+            pack_target: repo.pack_target(),
         }
     }
 
@@ -106,7 +109,7 @@ impl<'r> Packer<'r> {
             raw_len: blob.raw_len,
         });
         self.stats.blobs += 1;
-        if pack.len >= self.repo.pack_target() || pack.blobs.len() >= MAX_PACK_BLOBS {
+        if pack.len >= self.pack_target || pack.blobs.len() >= MAX_PACK_BLOBS {
             self.finish_pack(blob.kind)?;
         }
         // Every blob waiting for its index file is held in RAM (here, and in the index's
@@ -137,9 +140,8 @@ impl<'r> Packer<'r> {
         // blobs again. Best effort (a full cache disk must not fail the backup): without
         // it the pack is a leftover that `check` notes and `repair index` indexes.
         let _ = self.repo.index().journal_pack(&id);
-        // Tree packs are read by the next backup, `ls` and the mount: a remote
-        // repository's cache keeps a copy.
-        // Uploaded in the background to a remote repository: `write_index` waits.
+        // Uploaded in the background to a remote repository (`write_index` waits), whose
+        // cache keeps a copy of tree packs (the next backup, `ls` and the mount read them).
         self.repo.backend().store_later(Dir::Data, &id, pack.out, kind == BlobKind::Tree)?;
         self.stats.packs += 1;
         self.stats.bytes += pack.len;

@@ -58,18 +58,12 @@ impl Repository {
         self.backend.path(Dir::Data, pack)
     }
 
-    /// Read the sealed bytes of a blob.
-    /// Tree blobs are read through the backend's local copy of their pack, if it keeps
-    /// one ([`Backend::read_at_kept`]).
+    /// Read the sealed bytes of a blob. Tree blobs are read through the backend's local
+    /// copy of their pack, if it keeps one ([`Backend::read_at_kept`]).
     pub fn read_sealed_blob(&self, loc: &Location) -> Result<Vec<u8>> {
         let (from, to) = (loc.offset as u64, loc.offset as u64 + loc.stored_len as u64);
-        if loc.kind != BlobKind::Tree {
-            return self.read_pack_range(&loc.pack, from, to);
-        }
-        let mut buf = vec![0; loc.stored_len as usize];
-        self.backend
-            .read_at_kept(Dir::Data, &loc.pack, from, &mut buf)
-            .map_err(|e| truncated(e, &loc.pack, from, to))?;
+        let mut buf = Vec::new();
+        self.read_range_into(&loc.pack, from, to, &mut buf, loc.kind == BlobKind::Tree)?;
         Ok(buf)
     }
 
@@ -83,10 +77,26 @@ impl Repository {
     /// [`Repository::read_pack_range`] into `buf`, reusing its allocation: `buf` ends up
     /// holding exactly the bytes read (only bytes past its old length are zeroed first).
     pub fn read_pack_range_into(&self, pack: &FileId, from: u64, to: u64, buf: &mut Vec<u8>) -> Result<()> {
+        self.read_range_into(pack, from, to, buf, false)
+    }
+
+    /// The one ranged read of a pack: through the backend's local copy if `kept`; a read
+    /// past the end names the pack truncated.
+    fn read_range_into(&self, pack: &FileId, from: u64, to: u64, buf: &mut Vec<u8>, kept: bool) -> Result<()> {
         let n = to.saturating_sub(from) as usize;
         buf.truncate(n);
         buf.resize(n, 0);
-        self.backend.read_at(Dir::Data, pack, from, buf).map_err(|e| truncated(e, pack, from, to))
+        let r = if kept {
+            self.backend.read_at_kept(Dir::Data, pack, from, buf)
+        } else {
+            self.backend.read_at(Dir::Data, pack, from, buf)
+        };
+        r.map_err(|e| match e {
+            Error::Io { err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
+            }
+            e => e,
+        })
     }
 
     /// Read and decrypt the header of pack `id`: its blobs with their offsets. The file
@@ -199,16 +209,6 @@ impl Repository {
     /// Read and decode a tree node.
     pub fn read_tree(&self, id: &BlobId) -> Result<Node> {
         tree::decode(&self.read_blob(id, BlobKind::Tree)?, id)
-    }
-}
-
-/// A read past a pack's end, named as the pack's damage.
-fn truncated(e: Error, pack: &FileId, from: u64, to: u64) -> Error {
-    match e {
-        Error::Io { err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Error::corrupt("pack", pack, format!("truncated: bytes {from}..{to} are past the end"))
-        }
-        e => e,
     }
 }
 
