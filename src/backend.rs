@@ -211,6 +211,18 @@ pub trait Backend: Send + Sync {
     /// is an [`Error::Io`] of kind `UnexpectedEof`.
     fn read_at(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()>;
 
+    /// [`Backend::read_at`] of a range its caller planned (neighbouring blobs it wants,
+    /// coalesced; see [`crate::repo::plan`]): exactly these bytes, no read-ahead.
+    fn read_planned(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_at(dir, id, offset, buf)
+    }
+
+    /// How many requests are worth having in flight at once (`--connections` for a
+    /// remote store; 1 for a local one, whose reads the page cache and readahead serve).
+    fn connections(&self) -> usize {
+        1
+    }
+
     /// [`Backend::read_at`] of a file that will be read again and again (a pack of tree
     /// blobs): a remote backend may keep a local copy of the whole file ([`Cached`]).
     fn read_at_kept(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()> {

@@ -10,7 +10,7 @@ pub mod lock;
 pub mod packer;
 mod reader;
 
-pub use reader::{coalesce, BlobVisitor, PackHeader, COALESCE_GAP, COALESCE_MAX};
+pub use reader::{coalesce, plan, BlobVisitor, PackHeader, Run, Spacing, Wanted, COALESCE_GAP, COALESCE_MAX};
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -307,6 +307,21 @@ impl Repository {
         } else {
             size
         }
+    }
+
+    /// How a reader of many blobs (restore) plans its reads ([`plan`]) and how many it
+    /// runs at once. A local disk: [`Spacing::LOCAL`] on two threads (opening the blobs
+    /// is the work: one thread per core). A remote store: `--connections` requests in
+    /// flight, sharing [`crate::budget::Budget::read_ahead_bytes`] (8 MiB each at the
+    /// default budget, 2 MiB at 64M), with gaps of up to 1 MiB read through (a round
+    /// trip of 20 ms costs more than reading a MiB).
+    pub fn read_plan(&self) -> (Spacing, usize) {
+        if !self.backend.is_remote() {
+            return (Spacing::LOCAL, 2);
+        }
+        let n = self.backend.connections().max(1);
+        let max = (self.budget.read_ahead_bytes() / n) as u64;
+        (Spacing { gap: 1 << 20, max: max.max(1 << 20) }, n)
     }
 
     /// The memory budget the repository was opened with.

@@ -153,6 +153,14 @@ impl Backend for Cached {
         self.inner.read_at(dir, id, offset, buf)
     }
 
+    fn read_planned(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.inner.read_planned(dir, id, offset, buf)
+    }
+
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+
     fn read_at_kept(&self, dir: Dir, id: &FileId, offset: u64, buf: &mut [u8]) -> Result<()> {
         if self.ensure(dir, id)? {
             if let Ok(()) = self.local.read_at(dir, id, offset, buf) {

@@ -1,9 +1,16 @@
 //! `restore`: write a snapshot's files back with their metadata.
 //!
-//! The walker (this thread) creates directories, symlinks, special files and regular
-//! files, and hands each regular file, open, to two workers that stream its content chunk
-//! by chunk, verifying each chunk's id. Directory times and modes are set in a second
-//! walk once every file is written, so no list of directories is kept in memory.
+//! The walker (this thread) creates directories, symlinks and special files, and lists
+//! each regular file's chunks into a batch (within a share of `--memory`, and of the
+//! open-file limit). A full batch is planned by pack ([`crate::repo::plan`]: every pack
+//! read once per batch, front to back, neighbouring blobs coalesced into one request)
+//! and its runs go to reader threads, which open each blob once, verify it and write it
+//! at its offset into every file that holds it (all-zero chunks as holes), creating a
+//! file when its first chunk comes; whoever writes a file's last chunk gives it its
+//! metadata. The walker meanwhile fills the next batch. A file is open only from its
+//! first chunk to its last: a small file's one chunk opens and closes it, so a batch
+//! holds thousands of them, and a pack shared by their chunks is read once. Directory times and modes are set in a
+//! second walk once every file is written, so no list of directories is kept in memory.
 //!
 //! Safety: names are validated when tree nodes are decoded ('/', '.', '..' and NUL are
 //! refused), and the target is walked by **directory descriptors**: every directory is
@@ -18,31 +25,36 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::tree::{Content, Entry, Kind};
-use crate::format::BlobKind;
+use crate::format::tree::{Entry, Kind};
 use crate::id::BlobId;
-use crate::repo::Repository;
+use crate::repo::{Repository, Run, Spacing, Wanted};
 use crate::sys;
 use crate::tree::{self, Step, Walk};
 
-/// Files waiting for a restore worker.
-const FILE_QUEUE: usize = 64;
-/// Restore workers (each holds one chunk, ≤ 4 MiB, and its sealed bytes). For a remote
-/// repository too: the backend's read-ahead keeps requests in flight, and four workers
-/// were slower than two from S3 (their reads of neighbouring small files arrive out of
-/// order, so they look random to the read-ahead: 10.5 s against 8 s for 10,000 files
-/// and 300 MiB on the loopback).
-const WORKERS: usize = 2;
+/// Bytes charged per chunk listed in a batch ([`Wanted`] of a [`Place`], and its share
+/// of the plan's sort). A batch holds at most a 32nd of `--memory` (8 MiB at the
+/// default: ~60,000 chunks, or ~14,000 small files of one chunk each); the walker fills
+/// one while the readers work through the previous one.
+const WANT_BYTES: usize = 128;
+/// Bytes charged per file listed in a batch ([`Pending`] with its entry), plus its path
+/// and extended attributes.
+const FILE_BYTES: usize = 320;
+/// Descriptors one batch may hold (files of more than one chunk, each open from its
+/// first chunk to its last, and the directories of its files), if the open-file limit
+/// allows: about three batches are in flight.
+const BATCH_HANDLES: usize = 8192;
+/// Planned runs waiting for a reader thread (a few dozen bytes per chunk each: the
+/// bytes are read only when a reader takes the run).
+const RUN_QUEUE: usize = 16;
 /// Hard-link groups remembered (path + key, ~100 B each). Past this, later links to an
 /// evicted group are restored as copies, with a warning.
 const HARDLINK_MEMORY: usize = 100_000;
@@ -122,13 +134,57 @@ impl Filter {
 /// Name -> id on this system, if the name exists here.
 type NameMap = HashMap<Vec<u8>, Option<u32>>;
 
-/// A regular file for a worker: the open, empty file, the directory holding it (to
-/// remove it if it fails), its name there, its path (for messages) and its entry.
-struct Job {
-    file: File,
+/// A regular file being restored: the directory it goes in, its path (for messages),
+/// its entry, and once its first chunk comes, the file itself (its name made with
+/// `O_EXCL` in the directory's descriptor).
+struct Pending {
+    /// The file while it is being written: made by its first chunk (or its end), closed
+    /// when it is finished.
+    file: Mutex<Option<Arc<File>>>,
+    /// Set once the file is made: its device and inode if it is hard-linked (later links
+    /// are checked against them), else zeros.
+    made: std::sync::OnceLock<(u64, u64)>,
     dir: Arc<File>,
     path: PathBuf,
     entry: Entry,
+    /// Chunks not yet written, plus one while the walker is still listing them: whoever
+    /// takes this to zero finishes the file ([`Ctx::finish`]).
+    left: AtomicU64,
+    /// A chunk was all zeros and left as a hole: the length is set at the end.
+    sparse: AtomicBool,
+    /// It failed (reported once) or the restore was interrupted: it is removed at the end.
+    failed: AtomicBool,
+}
+
+/// Where one chunk goes: its file, the offset in it, and its size as the file's chunk
+/// list gives it.
+struct Place {
+    file: Arc<Pending>,
+    offset: u64,
+    size: u32,
+}
+
+/// Chunks listed and not yet planned, with where their runs go: the reader threads, or
+/// (`None`) read by the walker itself (the first link of a hard-linked file, which
+/// must be complete before the next link is made).
+struct Batch<'t> {
+    wants: Vec<Wanted<Place>>,
+    /// Bytes charged ([`WANT_BYTES`], [`FILE_BYTES`]) and their limit.
+    bytes: usize,
+    max_bytes: usize,
+    /// Descriptors the batch's files may hold (see [`BATCH_HANDLES`]) and their limit.
+    handles: usize,
+    max_handles: usize,
+    /// The directory of the last file listed (a new one is one more descriptor held).
+    last_dir: Option<Arc<File>>,
+    spacing: Spacing,
+    readers: Option<&'t SyncSender<Run<Place>>>,
+}
+
+impl Batch<'_> {
+    fn full(&self) -> bool {
+        self.bytes >= self.max_bytes || self.handles >= self.max_handles
+    }
 }
 
 struct Ctx<'a> {
@@ -173,9 +229,10 @@ fn locked_restore(
     report: &dyn Report,
     cancel: &AtomicBool,
 ) -> Result<RestoreStats> {
-    // One descriptor per directory level being walked, plus queued files: room for the
-    // deepest nesting the walker follows.
-    sys::raise_open_files((tree::MAX_DIR_NESTING + FILE_QUEUE + 256) as u64);
+    // One descriptor per directory level being walked, plus those of three batches.
+    let reserved = tree::MAX_DIR_NESTING + 256;
+    let limit = sys::raise_open_files((reserved + 3 * BATCH_HANDLES) as u64) as usize;
+    let max_handles = (limit.saturating_sub(reserved) / 3).clamp(16, BATCH_HANDLES);
     // The target itself is the user's path, resolved once.
     fs::create_dir_all(&opts.target).at(&opts.target)?;
     let target = File::open(&opts.target).at(&opts.target)?;
@@ -195,39 +252,54 @@ fn locked_restore(
         evicted: AtomicBool::new(false),
     };
     let mut stats = RestoreStats::default();
-    let (tx, rx) = sync_channel::<Job>(FILE_QUEUE);
-    // Owned by the workers: if they all stop, the walker's send fails instead of blocking.
+    let (spacing, threads) = repo.read_plan();
+    let (tx, rx) = sync_channel::<Run<Place>>(RUN_QUEUE);
+    // Owned by the readers: if they all stop, the walker's send fails instead of blocking.
     let rx = Arc::new(Mutex::new(rx));
     let walked = std::thread::scope(|s| {
-        for _ in 0..WORKERS {
+        for _ in 0..threads {
             let (ctx, rx) = (&ctx, Arc::clone(&rx));
-            s.spawn(move || loop {
-                let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok(job) = job else { return };
-                if ctx.cancel.load(Ordering::Relaxed) {
-                    ctx.discard(&job.dir, &job.entry.name);
-                    continue;
+            // Each reader holds one run's sealed bytes (at most `spacing.max`, or one
+            // blob) and one opened blob (at most the largest chunk, 4 MiB by default).
+            s.spawn(move || {
+                let (mut sealed, mut plain) = (Vec::new(), Vec::new());
+                loop {
+                    let run = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(run) = run else { return };
+                    ctx.read_run(&run, &mut sealed, &mut plain);
                 }
-                ctx.file(job);
             });
         }
         drop(rx);
+        let mut batch = Batch {
+            wants: Vec::new(),
+            bytes: 0,
+            max_bytes: repo.budget().0 / 32,
+            handles: 0,
+            max_handles,
+            last_dir: None,
+            spacing,
+            readers: Some(&tx),
+        };
         let mut links = lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
         let r = match &root.kind {
             Kind::Dir(id) => {
                 let matched = ctx.filter.as_ref().is_none_or(|f| f.matches(snap_path));
                 stats.matched += (matched && ctx.filter.is_some()) as u64;
-                ctx.walk(id, snap_path, matched, &tx, &mut links, &mut stats)
+                ctx.walk(id, snap_path, matched, &mut batch, &mut links, &mut stats)
             }
             _ => {
                 // Restoring a single file or link: it goes into the target under its name.
                 let dir =
                     Level { dir: Some(ctx.target.clone()), rel: PathBuf::new(), snap: PathBuf::new(), matched: true };
-                ctx.entry(root, &dir, &tx, &mut links, &mut stats)
+                ctx.entry(root, &dir, &mut batch, &mut links, &mut stats)
             }
         };
+        // What is listed goes to the readers even after an error or an interruption:
+        // they finish (or, interrupted, remove) every file the walker created.
+        let flushed = ctx.flush(&mut batch);
         drop(tx);
-        r
+        r.and(flushed)
     });
     walked?;
     if cancel.load(Ordering::Relaxed) {
@@ -311,7 +383,7 @@ impl Ctx<'_> {
         dir: &BlobId,
         snap: &Path,
         matched: bool,
-        tx: &std::sync::mpsc::SyncSender<Job>,
+        batch: &mut Batch<'_>,
         links: &mut Links,
         stats: &mut RestoreStats,
     ) -> Result<()> {
@@ -365,20 +437,20 @@ impl Ctx<'_> {
                 }
                 walk.enter(sub, Level { dir: sub_dir, rel, snap: snap_path, matched: m });
             } else if m {
-                self.entry(&e, level, tx, links, stats)?;
+                self.entry(&e, level, batch, links, stats)?;
             }
         }
         Ok(())
     }
 
     /// Restore one non-directory entry of directory `level` (created: it has a
-    /// descriptor). Regular files go to the workers, except hard-linked ones, written
-    /// here so later links find them.
+    /// descriptor). Regular files go into `batch`, except the first link of a hard-linked
+    /// one, written here so that later links find it complete.
     fn entry(
         &self,
         e: &Entry,
         level: &Level,
-        tx: &std::sync::mpsc::SyncSender<Job>,
+        batch: &mut Batch<'_>,
         links: &mut Links,
         stats: &mut RestoreStats,
     ) -> Result<()> {
@@ -406,17 +478,13 @@ impl Ctx<'_> {
                         return Ok(());
                     }
                     None => {
-                        let first = match self.create(&dir, name) {
-                            Ok(file) => {
-                                let id = file.metadata().map(|m| (m.dev(), m.ino()));
-                                let ok = self.file(Job { file, dir, path: path.clone(), entry: e.clone() });
-                                id.ok().filter(|_| ok).map(|(dev, ino)| FirstLink { rel, dev, ino })
-                            }
-                            Err(err) => {
-                                self.fail(&path, err);
-                                None
-                            }
-                        };
+                        let p = self.pending(dir, path.clone(), e);
+                        let mut own = Batch { wants: Vec::new(), last_dir: None, readers: None, ..*batch };
+                        let listed = self.list_chunks(&p, &mut own);
+                        // Flushed even when interrupted: the readers remove it then.
+                        listed.and(self.flush(&mut own))?;
+                        let made = p.made.get().filter(|_| !p.failed.load(Ordering::Relaxed));
+                        let first = made.map(|&(dev, ino)| FirstLink { rel, dev, ino });
                         if let Some((old, _)) = links.push(key, first) {
                             if old != key && !self.evicted.swap(true, Ordering::Relaxed) {
                                 self.report.warn(&path, &format!("more than {HARDLINK_MEMORY} hard-linked files: further links to the oldest are restored as copies"));
@@ -427,11 +495,10 @@ impl Ctx<'_> {
                 }
             }
             Kind::File(_) => {
-                match self.create(&dir, name) {
-                    Ok(file) => tx
-                        .send(Job { file, dir, path, entry: e.clone() })
-                        .map_err(|_| Error::InvalidInput("restore workers stopped".into()))?,
-                    Err(err) => self.fail(&path, err),
+                let p = self.pending(dir, path, e);
+                self.list_chunks(&p, batch)?;
+                if batch.full() {
+                    self.flush(batch)?;
                 }
                 return Ok(());
             }
@@ -503,75 +570,188 @@ impl Ctx<'_> {
         }
     }
 
-    /// Remove a file that will not be restored after all (a failure, or interrupted):
-    /// no half-written file is left under the final name.
-    fn discard(&self, dir: &File, name: &[u8]) {
-        let _ = sys::unlink_at(dir, name, false);
+    /// A regular file to restore into `dir`.
+    fn pending(&self, dir: Arc<File>, path: PathBuf, entry: &Entry) -> Arc<Pending> {
+        Arc::new(Pending {
+            file: Mutex::new(None),
+            made: std::sync::OnceLock::new(),
+            dir,
+            path,
+            entry: entry.clone(),
+            left: AtomicU64::new(1),
+            sparse: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        })
     }
 
-    /// Write one regular file's content and metadata through its descriptor; false if
-    /// it failed (and was removed).
-    fn file(&self, job: Job) -> bool {
-        let Job { mut file, dir, path, entry } = job;
-        let written = match &entry.kind {
-            Kind::File(content) => self.write_content(&mut file, &path, content, entry.size),
-            _ => Ok(0),
+    /// List the chunks of file `p` into `batch` (flushing it whenever it is full), then
+    /// drop the walker's own count on the file: a file without chunks (or whose chunks
+    /// are all written already) is finished here. A chunk the index does not know, or
+    /// a chunk list that does not add up to the file's size, fails the file.
+    fn list_chunks(&self, p: &Arc<Pending>, batch: &mut Batch<'_>) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let xattrs: usize = p.entry.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        batch.bytes += FILE_BYTES + p.path.as_os_str().as_bytes().len() + xattrs;
+        if !batch.last_dir.as_ref().is_some_and(|d| Arc::ptr_eq(d, &p.dir)) {
+            batch.last_dir = Some(p.dir.clone());
+            batch.handles += 1;
+        }
+        let (mut offset, mut chunks) = (0u64, 0u64);
+        let listed = match &p.entry.kind {
+            Kind::File(content) => tree::for_each_chunk(self.repo, content, p.entry.size, &mut |c| {
+                let loc = (self.repo.index().try_get(&c.id)?)
+                    .ok_or_else(|| Error::NotFound { what: "data blob", id: c.id.to_hex() })?;
+                p.left.fetch_add(1, Ordering::Relaxed);
+                batch.wants.push(Wanted { id: c.id, loc, to: Place { file: p.clone(), offset, size: c.size } });
+                batch.bytes += WANT_BYTES;
+                offset += c.size as u64;
+                chunks += 1;
+                // Open from its first chunk to its last (one chunk opens and closes it).
+                if chunks == 2 {
+                    batch.handles += 1;
+                }
+                if batch.full() {
+                    self.flush(batch)?;
+                }
+                Ok(())
+            }),
+            _ => Ok(()),
         };
-        match written {
-            Ok(n) => {
-                self.files.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(n, Ordering::Relaxed);
-                self.apply_metadata(&entry, &path, &file);
-                // After the metadata, so that it is on disk too.
-                if self.sync {
-                    if let Err(err) = file.sync_all() {
-                        self.fail(&path, err);
+        let flushed = match listed {
+            Err(Error::Interrupted) => Err(Error::Interrupted),
+            Err(err) => {
+                self.fail_file(p, err);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        };
+        self.chunk_done(p);
+        flushed
+    }
+
+    /// Plan what `batch` lists and hand its runs to the readers (or read them here).
+    fn flush(&self, batch: &mut Batch<'_>) -> Result<()> {
+        (batch.bytes, batch.handles, batch.last_dir) = (0, 0, None);
+        let runs = crate::repo::plan(std::mem::take(&mut batch.wants), batch.spacing);
+        match batch.readers {
+            Some(tx) => {
+                for run in runs {
+                    tx.send(run).map_err(|_| Error::InvalidInput("restore readers stopped".into()))?;
+                }
+            }
+            None => {
+                let (mut sealed, mut plain) = (Vec::new(), Vec::new());
+                for run in runs {
+                    self.read_run(&run, &mut sealed, &mut plain);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read one planned run and write its chunks where they go; once interrupted, only
+    /// count them off (their files are then removed).
+    fn read_run(&self, run: &Run<Place>, sealed: &mut Vec<u8>, plain: &mut Vec<u8>) {
+        if self.cancel.load(Ordering::Relaxed) {
+            for w in &run.wants {
+                w.to.file.failed.store(true, Ordering::Relaxed);
+                self.chunk_done(&w.to.file);
+            }
+            return;
+        }
+        self.repo.read_run(run, sealed, plain, &mut |w, data| {
+            let Place { file: p, offset, size } = &w.to;
+            if self.cancel.load(Ordering::Relaxed) {
+                p.failed.store(true, Ordering::Relaxed);
+            } else if !p.failed.load(Ordering::Relaxed) {
+                match data {
+                    Err(err) => self.fail_file(p, err),
+                    Ok(d) if d.len() != *size as usize => self.fail_file(
+                        p,
+                        Error::corrupt("data blob", w.id, format!("is {} bytes, the file lists {size}", d.len())),
+                    ),
+                    // Left as a hole: VM images and sparse files stay sparse.
+                    Ok(d) if is_zero(d) => p.sparse.store(true, Ordering::Relaxed),
+                    Ok(d) => {
+                        if let Err(err) = self.file(p).and_then(|f| f.write_all_at(d, *offset)) {
+                            self.fail_file(p, err);
+                        }
                     }
                 }
-                true
             }
-            Err(err) => {
-                self.discard(&dir, &entry.name);
-                if !matches!(err, Error::Interrupted) {
-                    self.fail(&path, err);
-                }
-                false
-            }
+            self.chunk_done(p);
+        });
+    }
+
+    /// File `p`, made by the first who needs it (its first chunk, or its end).
+    fn file(&self, p: &Pending) -> std::io::Result<Arc<File>> {
+        let mut file = p.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = &*file {
+            return Ok(f.clone());
+        }
+        if p.made.get().is_some() {
+            return Err(std::io::Error::other("written to after it was finished"));
+        }
+        let f = Arc::new(self.create(&p.dir, &p.entry.name)?);
+        let id = match p.entry.nlink > 1 {
+            true => f.metadata().map(|m| (m.dev(), m.ino()))?,
+            false => (0, 0),
+        };
+        let _ = p.made.set(id);
+        *file = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Report file `p` failed (once: later chunks of it are skipped).
+    fn fail_file(&self, p: &Pending, msg: impl std::fmt::Display) {
+        if !p.failed.swap(true, Ordering::Relaxed) {
+            self.fail(&p.path, msg);
         }
     }
 
-    /// Write a file's chunks (verified, all-zero ones as holes); they must add up to
-    /// `size` ([`tree::for_each_chunk`]).
-    fn write_content(&self, f: &mut File, path: &Path, content: &Content, size: u64) -> Result<u64> {
-        let mut written = 0u64;
-        let mut sparse = false;
-        tree::for_each_chunk(self.repo, content, size, &mut |c| {
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
-            }
-            let data = self.repo.read_blob(&c.id, BlobKind::Data)?;
-            if data.len() != c.size as usize {
-                return Err(Error::corrupt(
-                    "data blob",
-                    c.id,
-                    format!("is {} bytes, the file lists {}", data.len(), c.size),
-                ));
-            }
-            if is_zero(&data) {
-                // Leave a hole: VM images and sparse files stay sparse.
-                f.seek(SeekFrom::Current(data.len() as i64)).at(path)?;
-                sparse = true;
-            } else {
-                f.write_all(&data).at(path)?;
-                sparse = false;
-            }
-            written += data.len() as u64;
-            Ok(())
-        })?;
-        if sparse {
-            f.set_len(written).at(path)?;
+    /// One chunk of `p` is dealt with (or the walker has listed them all): the last one
+    /// finishes the file.
+    fn chunk_done(&self, p: &Pending) {
+        if p.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish(p);
         }
-        Ok(written)
+    }
+
+    /// Every chunk of `p` is written: set its length over a trailing hole, its metadata
+    /// through its descriptor (and fsync it with `--sync`). A file that failed, or an
+    /// interrupted restore's, is removed: no half-written file is left under its name.
+    fn finish(&self, p: &Pending) {
+        let failed = p.failed.load(Ordering::Relaxed) || self.cancel.load(Ordering::Relaxed);
+        let file = match failed {
+            true => None,
+            // An empty file, or one of holes only, is made here.
+            false => self.file(p).map_err(|err| self.fail_file(p, err)).ok(),
+        };
+        if let (Some(f), true) = (&file, p.sparse.load(Ordering::Relaxed)) {
+            if let Err(err) = f.set_len(p.entry.size) {
+                self.fail_file(p, err);
+            }
+        }
+        let Some(file) = file.filter(|_| !p.failed.load(Ordering::Relaxed)) else {
+            p.failed.store(true, Ordering::Relaxed);
+            // No half-written file is left under its name (one never made: nothing).
+            if p.made.get().is_some() {
+                let _ = sys::unlink_at(&p.dir, &p.entry.name, false);
+            }
+            p.file.lock().unwrap_or_else(|e| e.into_inner()).take();
+            return;
+        };
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(p.entry.size, Ordering::Relaxed);
+        self.apply_metadata(&p.entry, &p.path, &file);
+        // After the metadata, so that it is on disk too.
+        if self.sync {
+            if let Err(err) = file.sync_all() {
+                self.fail(&p.path, err);
+            }
+        }
+        // Closed now, not when the last run naming it is dropped.
+        p.file.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     fn uid(&self, e: &Entry) -> u32 {

@@ -479,6 +479,7 @@ fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef], done: &
     let _ = crate::repo::coalesce(
         &todo,
         |(_, _, loc)| loc,
+        crate::repo::Spacing::LOCAL,
         |range, from, to| {
             let group = &todo[range];
             let pack = group[0].2.pack;
