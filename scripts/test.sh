@@ -251,6 +251,12 @@ check "s3: backup after the server came back" "$bin" --json backup "$s3src" >"$w
 added=$(sed 's/.*"bytes_added":\([0-9]*\).*/\1/' "$work/s3-b2.json")
 check "s3: the next backup reuses what was stored (added $added of 60 MB)" test "$added" -lt 55000000
 check "s3: check --read-data" "$bin" check --read-data >/dev/null
+# An unchanged backup reads what it needs from the local copies: config, keys and index
+# listings at once, one key file, the lock (written, listed), the index and snapshot
+# listings at once, the snapshot, the lock removed.
+check "s3: an unchanged backup" "$bin" --json backup "$s3src" >"$work/s3-b3.json"
+requests=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["remote"]["requests"])' <"$work/s3-b3.json")
+check "s3: ... makes at most 10 requests ($requests)" test "$requests" -le 10
 check "s3: restore" "$bin" restore latest --target "$work/s3-out" >/dev/null
 check "s3: the restored tree is the source" diff -r --no-dereference "$s3src" "$work/s3-out$s3src"
 # The mount reads from S3 (where FUSE works here: the mount tests say so above).
@@ -273,7 +279,7 @@ else
 fi
 unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 scripts/s3-server stop "$s3dir"
-counted "S3" 13
+counted "S3" 15
 
 echo "== fault injection, short (scripts/faults --short: kill -9, full disks, flipped bytes)"
 check "scripts/faults --short" scripts/faults --short --bin "$bin"

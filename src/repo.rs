@@ -166,12 +166,23 @@ impl Repository {
             ..opts.s3.clone()
         };
         let backend = crate::backend::open(path, &s3, spool.as_deref())?;
-        let cfg_bytes = backend
-            .read_config(FileKind::Config.max_len().unwrap_or(0))?
-            .ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
+        // The config, the key listing and the index listing at once: one round trip to
+        // a remote store.
+        let (cfg_bytes, key_ids, index_files) = std::thread::scope(|s| {
+            let keys = s.spawn(|| backend.list(Dir::Keys));
+            let index = s.spawn(|| backend.list_stamped(Dir::Index));
+            let cfg = backend.read_config(FileKind::Config.max_len().unwrap_or(0));
+            let panicked = |what: &str| Error::InvalidInput(format!("listing {what} panicked"));
+            (
+                cfg,
+                keys.join().unwrap_or_else(|_| Err(panicked("keys"))),
+                index.join().unwrap_or_else(|_| Err(panicked("index files"))),
+            )
+        });
+        let cfg_bytes = cfg_bytes?.ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
         let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
         let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
-        let (keys, config) = unlock(&*backend, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
+        let (keys, config) = unlock(&*backend, key_ids?, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
         let config_version = cfg_bytes[HEADER_LEN - 1];
         let repo_cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)));
         let cache = repo_cache.as_ref().map(|d| d.join("index"));
@@ -194,7 +205,7 @@ impl Repository {
             budget: opts.budget,
             config_version: config_version.into(),
         };
-        match repo.refresh_index() {
+        match index_files.and_then(|files| repo.sync_index(files)) {
             // The cache directory cannot take the index (full, read-only, gone): this
             // process keeps it in a private temp directory instead, as a second process
             // does when the cache is in use, rather than failing every command until
@@ -237,7 +248,11 @@ impl Repository {
     /// Bring the index up to date with the repository's index files: reads only those
     /// not seen yet (at open, all of them unless the local cache has them).
     pub fn refresh_index(&self) -> Result<()> {
-        let files = self.backend.list_stamped(Dir::Index)?;
+        self.sync_index(self.backend.list_stamped(Dir::Index)?)
+    }
+
+    /// [`Repository::refresh_index`] with the listing of `index/` in hand.
+    fn sync_index(&self, files: Vec<(FileId, crate::backend::Stamp)>) -> Result<()> {
         // Damage is skipped and reported (sync returns it); a newer format is fatal: this
         // cairn must not write into a repository it only half understands.
         let failed = self.index.sync(&files, &mut |id| self.read_index_file(id), &mut |id| {
@@ -592,19 +607,21 @@ impl KdfLimit {
 /// KDF is over the limit (either may have been the password's).
 fn unlock(
     backend: &dyn Backend,
+    ids: Vec<FileId>,
     password: &[u8],
     config_header: &[u8],
     config_sealed: &[u8],
     limit: KdfLimit,
 ) -> Result<(Keys, Config)> {
-    let ids = backend.list(Dir::Keys)?;
     if ids.is_empty() {
         return Err(Error::corrupt("repository", backend.root().display(), "no key files in keys/"));
     }
     // Only each key file's id, parameters and whether it still matches its name are kept
-    // while choosing the order (~50 B each; a file is read again when tried), and at most
-    // a few messages: planted key files must not cost memory by their number.
+    // while choosing the order (~50 B each; a file past the first KEPT is read again when
+    // tried), and at most a few messages: planted key files must not cost memory by
+    // their number.
     const NOTES: usize = 8;
+    const KEPT: usize = 8;
     let (mut candidates, mut damaged, mut over, mut version_err) = (Vec::new(), Vec::new(), Vec::new(), None);
     let note = |list: &mut Vec<String>, msg: String| {
         if list.len() < NOTES {
@@ -624,17 +641,24 @@ fn unlock(
                     kf.kdf.iterations
                 ),
             ),
-            Ok((kf, renamed)) => candidates.push((id, kf.kdf, renamed)),
+            Ok((kf, renamed)) => {
+                let kdf = kf.kdf;
+                candidates.push((id, kdf, renamed, (candidates.len() < KEPT).then_some(kf)))
+            }
             Err(Error::NotFound { .. }) => {}
             Err(e @ Error::UnsupportedVersion { .. }) => version_err = Some(e),
             Err(e) => note(&mut damaged, e.to_string()),
         }
     }
-    candidates.sort_by_key(|(id, kdf, _)| (kdf.mem_kib as u64 * kdf.iterations as u64, *id));
+    candidates.sort_by_key(|(id, kdf, _, _)| (kdf.mem_kib as u64 * kdf.iterations as u64, *id));
     let (mut config_refused, mut intact_refused) = (false, false);
-    for (id, _, renamed) in &candidates {
-        // Read again (it may have changed since: then it is judged as it is now).
-        let kf = match read_key_file(backend, id) {
+    for (id, _, renamed, kept) in &mut candidates {
+        // Read again if not kept (it may have changed since: then it is judged as it is now).
+        let read = match kept.take() {
+            Some(kf) => Ok((kf, *renamed)),
+            None => read_key_file(backend, id),
+        };
+        let kf = match read {
             Ok((kf, _)) if limit.allows(&kf.kdf) => kf,
             Ok(_) => continue,
             Err(e) => {

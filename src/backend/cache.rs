@@ -108,6 +108,18 @@ fn hash_stream(r: &mut dyn Read, sink: &mut dyn FnMut(&[u8]) -> bool) -> std::io
     }
 }
 
+impl Cached {
+    /// Link `tmp`, about to be stored as file `id` of `dir`, into the cache (the spool
+    /// and the cache share a directory tree, so this copies nothing). Best effort: a copy
+    /// missing is fetched when needed, and one read is checked against its name first.
+    fn keep_copy(&self, dir: Dir, id: &FileId, tmp: &mut TempFile) {
+        let copy = self.local.path(dir, id);
+        let _ = tmp.flush().is_ok()
+            && copy.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+            && std::fs::hard_link(tmp.path(), &copy).is_ok();
+    }
+}
+
 impl Backend for Cached {
     fn root(&self) -> &Path {
         self.inner.root()
@@ -179,19 +191,19 @@ impl Backend for Cached {
     fn temp_file(&self) -> Result<TempFile> {
         self.inner.temp_file()
     }
-    fn store(&self, dir: Dir, id: &FileId, tmp: TempFile) -> Result<()> {
+    /// A snapshot written is kept too: the next backup reads it as its parent.
+    fn store(&self, dir: Dir, id: &FileId, mut tmp: TempFile) -> Result<()> {
+        if dir == Dir::Snapshots {
+            self.keep_copy(dir, id, &mut tmp);
+        }
         self.inner.store(dir, id, tmp)
     }
 
-    /// A file to keep is linked into the cache before its upload (the spool and the
-    /// cache share a directory tree, so this copies nothing). Should the upload fail,
-    /// the copy is only unused: no index file names it.
+    /// A file to keep is linked into the cache before its upload. Should the upload
+    /// fail, the copy is only unused: no index file names it.
     fn store_later(&self, dir: Dir, id: &FileId, mut tmp: TempFile, keep: bool) -> Result<()> {
         if keep {
-            let copy = self.local.path(dir, id);
-            let _ = tmp.flush().is_ok()
-                && copy.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok())
-                && std::fs::hard_link(tmp.path(), &copy).is_ok();
+            self.keep_copy(dir, id, &mut tmp);
         }
         self.inner.store_later(dir, id, tmp, keep)
     }

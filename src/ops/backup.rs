@@ -149,32 +149,64 @@ pub fn backup(
     // A shared lock: backups run side by side, never beside a prune.
     repo.with_lock(LockKind::Shared, "backup", &opts.lock, |lock| {
         // A prune may have finished between opening the repository and taking the
-        // lock: what the index says must be what is stored now.
-        repo.refresh_index()?;
-        locked_backup(repo, opts, report, cancel, lock)
+        // lock: what the index says must be what is stored now, and the parent must be
+        // a snapshot that still exists. Both listings at once (one round trip to a
+        // remote store).
+        let sources = absolute_sources(&opts.paths)?;
+        let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
+        let (refreshed, parent) = std::thread::scope(|s| {
+            let parent = s.spawn(|| match &opts.parent {
+                ParentChoice::None => Ok(None),
+                ParentChoice::Id(id) => Ok(Some((*id, repo.load_snapshot(id)?))),
+                ParentChoice::Auto => latest_of(repo, &host, &sources),
+            });
+            let refreshed = repo.refresh_index();
+            (
+                refreshed,
+                parent.join().unwrap_or_else(|_| Err(Error::InvalidInput("finding the parent panicked".into()))),
+            )
+        });
+        refreshed?;
+        locked_backup(repo, opts, Source { paths: sources, host, parent: parent? }, report, cancel, lock)
     })
+}
+
+/// What a backup reads and where it starts from: the absolute source paths, the host,
+/// and the parent snapshot.
+struct Source {
+    paths: Vec<PathBuf>,
+    host: String,
+    parent: Option<(FileId, Snapshot)>,
+}
+
+/// The latest snapshot of `host` with exactly these `paths` (the parent a backup picks),
+/// holding one snapshot at a time.
+fn latest_of(repo: &Repository, host: &str, paths: &[PathBuf]) -> Result<Option<(FileId, Snapshot)>> {
+    let mut best: Option<(FileId, Snapshot)> = None;
+    repo.for_each_snapshot(&mut |id, s| {
+        if s.host == host && s.paths == paths && best.as_ref().is_none_or(|(b, bs)| (s.time_ns, id) > (bs.time_ns, *b))
+        {
+            best = Some((id, s));
+        }
+        Ok(())
+    })?;
+    Ok(best)
 }
 
 fn locked_backup(
     repo: &Repository,
     opts: &BackupOptions,
+    Source { paths: sources, host, parent }: Source,
     report: &dyn Report,
     cancel: &AtomicBool,
     lock: &LockGuard,
 ) -> Result<BackupResult> {
     let start = Instant::now();
     let time_ns = opts.time_ns.unwrap_or_else(crate::sys::now_ns);
-    let sources = absolute_sources(&opts.paths)?;
-    let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
     check_snapshot_fields(&host, &opts.tags, &sources)?;
     // Packs an interrupted backup left unindexed, or that a damaged index file listed,
     // are indexed from their headers first: their blobs are reused, not stored again.
     crate::ops::repair::recover(repo, &mut |m| report.note(repo.path(), m))?;
-    let parent = match &opts.parent {
-        ParentChoice::None => None,
-        ParentChoice::Id(id) => Some((*id, repo.load_snapshot(id)?)),
-        ParentChoice::Auto => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.host == host && s.paths == sources),
-    };
     let level = opts.compression.unwrap_or(repo.config().compression);
     let cutter = Cutter::new(repo.config().chunker)?;
 

@@ -183,9 +183,11 @@ fn s3_keeps_checked_local_copies_of_snapshots_and_tree_packs() {
     let r = do_backup(&repo, &[&src]);
     let files = t.path().join("cache").join(crate::id::hex(&repo.config().repo_id)).join("files");
     drop(repo);
-    // The packer linked its tree pack into the cache; the snapshot is copied when read.
+    // The packer linked its tree pack into the cache, and the backup its snapshot (the
+    // next backup's parent: it reads it from there).
     let copies =
         |dir: &str| -> Vec<PathBuf> { walkdir(&files.join(dir)).into_iter().filter(|p| p.is_file()).collect() };
+    assert_eq!(copies("snapshots").len(), 1, "the snapshot written is kept");
     let packs = copies("data");
     assert!(!packs.is_empty(), "no tree pack kept in {}", files.display());
     // A damaged copy is never trusted: it is fetched again, and the restore is exact.
