@@ -36,7 +36,9 @@ pub struct Cached {
 impl Cached {
     /// Cache `inner`'s files in `dir` (created on first use).
     pub fn new(inner: Box<dyn Backend>, dir: &Path) -> Cached {
-        let _ = std::fs::create_dir_all(dir);
+        // `data/` too: a copy goes in `data/<xx>/`, which is made on first use below it
+        // (without it, a fresh cache kept no tree pack, and every tree blob was a GET).
+        let _ = std::fs::create_dir_all(dir.join("data"));
         let local = Local::new(dir);
         // Temp files of a process that died while fetching.
         let _ = local.remove_stale_temps();

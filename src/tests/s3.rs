@@ -210,6 +210,13 @@ fn s3_keeps_checked_local_copies_of_snapshots_and_tree_packs() {
     }
     assert_eq!(repo.snapshots().unwrap().len(), 1);
     assert_eq!(copies("snapshots").len(), 1, "the snapshot read is kept");
+    // A fresh cache (a new machine): the restore fetches each tree pack whole, once.
+    drop(repo);
+    std::fs::remove_dir_all(t.path().join("cache")).unwrap();
+    let repo = Repository::open_with(&at, PASSWORD, &open_opts(t.path())).unwrap();
+    assert!(copies("data").is_empty());
+    assert_restores_equal(&repo, &r, &src, &t.path().join("out2"));
+    assert_eq!(copies("data").len(), packs.len(), "the tree packs are kept by a fresh cache");
     // A snapshot removed from the repository loses its copy at the next listing.
     repo.backend().remove(Dir::Snapshots, &r.id).unwrap();
     assert!(repo.snapshots().unwrap().is_empty());
