@@ -52,7 +52,7 @@ Remote (--only remote): cairn and restic against one real S3 server (s3s-fs, ins
 by scripts/s3-server) on the loopback, reached directly (0 ms) or through cairn-delay, a
 TCP proxy that delivers every byte half the round trip late in each direction (this
 kernel has no tc netem), at each round-trip time of --rtts (default 0,20 ms): first backup of the main corpus,
-unchanged second backup, restore, and through each tool's mount `cat` of the largest
+unchanged second backup, restore (and again with an empty cache, as on a new machine), and through each tool's mount `cat` of the largest
 file (and for cairn `cp -a` of the tree: restic's, out of its S3 mount, had not finished
 after 3 minutes at 0 ms for 10,000 files); then cairn alone at `--memory 64M` (first backup into a
 new repository, restore, mount cat). cairn's own count of what it exchanged (requests,
@@ -1407,6 +1407,25 @@ def remote_section(a, work, tools_wanted, src, files, record):
                     lines += said
                     if VERIFY:
                         same_tree(run_src, target / str(run_src).lstrip("/"), f"{t.name}'s restore from S3")
+            # A new machine restoring (what a disaster leaves): the same restore with an
+            # empty cache, so the index and the trees come from S3 too.
+            for t in tools:
+                if t.memory:
+                    continue
+                home, t.base = t.base, work / f"home-{t.name}-remote-new"
+                shutil.rmtree(t.base, ignore_errors=True)
+                t.base.mkdir(parents=True)
+                try:
+                    with FreshFs(work, f"remote-{t.name}", data) as target:
+                        cmd, cwd = t.restore(target)
+                        m, said = remote_measure(t, cmd, cwd)
+                        record(sec, "3 restore, empty cache", t, files, data, m, du(t.repo))
+                        lines += said
+                        if VERIFY:
+                            same_tree(run_src, target / str(run_src).lstrip("/"), f"{t.name}'s restore from S3, empty cache")
+                finally:
+                    shutil.rmtree(t.base, ignore_errors=True)
+                    t.base = home
             for t in tools:
                 remote_mount(work, t, run_src, big, files, data, sec, label, record)
             subprocess.run([ROOT / "scripts/s3-server", "stop", server])
