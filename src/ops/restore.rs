@@ -9,8 +9,9 @@
 //! file when its first chunk comes; whoever writes a file's last chunk gives it its
 //! metadata. The walker meanwhile fills the next batch. A file is open only from its
 //! first chunk to its last: a small file's one chunk opens and closes it, so a batch
-//! holds thousands of them, and a pack shared by their chunks is read once. Directory times and modes are set in a
-//! second walk once every file is written, so no list of directories is kept in memory.
+//! holds thousands of them, and a pack shared by their chunks is read once. Directory
+//! times and modes are set in a second walk once every file is written, so no list of
+//! directories is kept in memory.
 //!
 //! Safety: names are validated when tree nodes are decoded ('/', '.', '..' and NUL are
 //! refused), and the target is walked by **directory descriptors**: every directory is
