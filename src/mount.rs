@@ -182,7 +182,7 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         if offset == 0 {
-            self.vfs.note_reader(req.pid());
+            self.vfs.starts_file(ino.0, req.pid());
         }
         match self.vfs.read(ino.0, offset, size as usize) {
             Ok(d) => reply.data(&d),

@@ -361,10 +361,18 @@ impl Vfs {
         }
         let chunks = Arc::new(ChunkCache::new(cache_bytes));
         let sink = Arc::new(std::sync::OnceLock::new());
+        let window = (cache_bytes as u64 / 2).min(32 << 20);
+        // As restore reads: a remote repository with a request in flight per connection
+        // (a thread each), a local one with a thread per core. The window is handed over
+        // half at a time, in runs small enough that every thread has one.
+        let (spacing, connections) = repo.read_plan();
+        let threads = PREFETCH_THREADS.max(connections);
+        let most = (window / 2 / threads as u64).max(1 << 20);
+        let spacing = crate::repo::Spacing { max: spacing.max.min(most), ..spacing };
         Ok(Vfs {
-            prefetch: Prefetcher::start(repo.clone(), chunks.clone(), sink.clone(), PREFETCH_THREADS),
+            prefetch: Prefetcher::start(repo.clone(), chunks.clone(), sink.clone(), threads, spacing),
             sink,
-            window: (cache_bytes as u64 / 4).min(32 << 20),
+            window,
             repo,
             snaps,
             inodes: Mutex::new(Inodes {
@@ -886,9 +894,6 @@ impl Vfs {
             return Ok(out);
         }
         let end = (offset + len as u64).min(h.size);
-        if offset == 0 {
-            self.read_siblings_ahead(ino);
-        }
         let r = self.read_into(&mut h, offset, end, &mut out);
         if r.is_err() {
             // Start over from the list nodes next time rather than trust a cursor that
@@ -959,7 +964,7 @@ impl Vfs {
         Ok(())
     }
 
-    /// A file is read from its start: have the small files after it in its directory
+    /// A copier starts file `ino`: have the small files after it in its directory
     /// loaded ahead (once per stretch of [`SIBLINGS`] entries), as `cp -a`, `rsync` and
     /// `tar` read them next. This spreads decryption over the prefetch threads the way
     /// restore's workers do; without it a copy of many small files decrypts on one thread.
@@ -969,10 +974,23 @@ impl Vfs {
         self.files_ahead(dir, ino - pos, pos + 1);
     }
 
-    /// Process `pid` read a file from its start: it copies files (`cp -a`, `tar`), so the
-    /// directories it opens from now on get their first small files loaded ahead at once
-    /// ([`Vfs::opened_by`]). Remembered for the [`READERS`] most recent processes, for
-    /// [`READER_TTL`]; a process that only lists (`ls -lR`, `find`) never loads any data.
+    /// Process `pid` reads file `ino` from its start. If it started another file within
+    /// [`READER_TTL`], it copies files (`cp -a`, `rsync`, `tar`): the small files after
+    /// this one in its directory are loaded ahead ([`Vfs::read_siblings_ahead`]). A
+    /// process reading one file (`cat`, a player) gets none: they would only take its
+    /// bandwidth, on a remote repository most of all.
+    pub fn starts_file(&self, ino: u64, pid: u32) {
+        let copying = self.is_reader(pid);
+        self.note_reader(pid);
+        if copying {
+            self.read_siblings_ahead(ino);
+        }
+    }
+
+    /// Process `pid` read a file from its start: the directories it opens from now on
+    /// get their first small files loaded ahead at once ([`Vfs::opened_by`]). Remembered
+    /// for the [`READERS`] most recent processes, for [`READER_TTL`]; a process that only
+    /// lists (`ls -lR`, `find`) never loads any data.
     pub fn note_reader(&self, pid: u32) {
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).put(pid, std::time::Instant::now());
     }
@@ -1053,7 +1071,7 @@ impl Vfs {
         }
         if !run.is_empty() {
             cur.fetched = at;
-            self.prefetch.request(Job::Chunks(run));
+            self.prefetch.load_ahead(run);
         }
         Ok(())
     }

@@ -20,7 +20,8 @@ use super::{human, open_with, password, print_problems, repo_path, Cli, Env, EXI
 pub struct MountArgs {
     /// An empty directory to mount on.
     pub mountpoint: PathBuf,
-    /// Bytes of decrypted chunks to keep, e.g. 64M [default: an eighth of --memory].
+    /// Bytes of decrypted chunks to keep, e.g. 64M [default: an eighth of --memory, a
+    /// quarter for a remote repository]. Half of it is read ahead of sequential readers.
     #[arg(long, value_name = "SIZE")]
     pub cache_size: Option<String>,
     /// Let other users see the mount (the kernel then enforces the snapshots' modes).
@@ -68,7 +69,7 @@ pub(super) fn run(cli: &Cli, env: &Env, args: &MountArgs, err: &mut dyn Write) -
     let budget = repo.budget();
     let cache = match &args.cache_size {
         Some(s) => crate::budget::parse_size(s).map_err(|e| anyhow::anyhow!("--cache-size {e}"))?,
-        None => budget.chunk_cache_bytes(),
+        None => budget.chunk_cache_bytes(repo.backend().is_remote()),
     };
     if cache > budget.0 / 2 {
         anyhow::bail!("--cache-size must be at most half of --memory ({})", human(budget.0 as u64 / 2));

@@ -169,6 +169,14 @@ impl Repository {
         self.read_range_into(pack, from, to, buf, Via::Any)
     }
 
+    /// [`Repository::read_pack_range_into`] as a read planned ahead: one request, with no
+    /// read-ahead behind it ([`Backend::read_planned`]).
+    ///
+    /// [`Backend::read_planned`]: crate::backend::Backend::read_planned
+    pub fn read_planned_into(&self, pack: &FileId, from: u64, to: u64, buf: &mut Vec<u8>) -> Result<()> {
+        self.read_range_into(pack, from, to, buf, Via::Planned)
+    }
+
     /// Read `run` with one request ([`Backend::read_planned`]: no read-ahead) and open its
     /// data blobs, handing each want its blob's plaintext, or the error that kept it (a
     /// blob wanted twice is opened once). `sealed` and `plain` are buffers kept between

@@ -256,11 +256,16 @@ fn small_files_ahead_of_a_reader_reach_the_sink_whole_under_their_inodes() {
     v.opened_by(d.ino, 42);
     v.releasedir(fh);
 
-    // Reading f00 from its start loads the files after it (not f00: its reader has it):
-    // each arrives whole, under the inode lookup gives it, in listing order.
+    // A process starting one file is not copying: nothing after it is loaded.
     let f00 = walk(&v, d.ino, Path::new("f00"));
-    v.note_reader(42);
+    v.starts_file(f00.ino, 42);
     assert!(*v.read(f00.ino, 0, 1 << 20).unwrap() == files[0][..]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(got.lock().unwrap().is_empty(), "a lone reader's neighbours were loaded");
+    // Starting a second (f00 again, as a copier going back would) loads the files after
+    // it (not f00: its reader has it): each arrives whole, under the inode lookup gives
+    // it, in listing order.
+    v.starts_file(f00.ino, 42);
     eventually("f01 to f32", || got.lock().unwrap().len() >= 32);
     for (ino, data) in got.lock().unwrap().iter() {
         assert_ne!(*ino, f00.ino, "f00 was loaded ahead: the listing loaded d's files");

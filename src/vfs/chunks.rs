@@ -3,7 +3,8 @@
 //! threads that load chunks ahead of sequential readers ([`Prefetcher`]).
 //!
 //! Memory: the cache's bytes (`--cache-size`), the pool's (a quarter of that), and per
-//! prefetch thread one ranged read of at most [`crate::repo::COALESCE_MAX`] and the chunk being decoded.
+//! prefetch thread one ranged read (at most [`Prefetcher::spacing`]'s `max`: 4 MiB) and
+//! the chunk being decoded.
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -13,7 +14,7 @@ use crate::format::index::Location;
 use crate::format::tree::{ChunkRef, Content, Kind};
 use crate::format::BlobKind;
 use crate::id::{BlobId, BlobSet};
-use crate::repo::Repository;
+use crate::repo::{plan, Repository, Run, Spacing, Wanted};
 use crate::tree::DirIter;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -253,7 +254,7 @@ pub(super) fn load_chunk(repo: &Repository, pool: &Pool, c: &ChunkRef) -> Result
     let mut sealed = pool.take_transient(loc.stored_len as usize);
     let from = loc.offset as u64;
     let r = repo
-        .read_pack_range_into(&loc.pack, from, from + loc.stored_len as u64, &mut sealed)
+        .read_planned_into(&loc.pack, from, from + loc.stored_len as u64, &mut sealed)
         .and_then(|()| open_chunk(repo, pool, c, &loc, &mut sealed));
     pool.give(sealed);
     r
@@ -282,12 +283,17 @@ fn open_chunk(repo: &Repository, pool: &Pool, c: &ChunkRef, loc: &Location, seal
 pub(super) struct Prefetcher {
     tx: SyncSender<Job>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    repo: Arc<Repository>,
+    cache: Arc<ChunkCache>,
+    /// How the chunks ahead of a reader are read: neighbours in one request, each of at
+    /// most `max` bytes, so that a window is several requests in flight at once.
+    spacing: Spacing,
 }
 
 /// Work for the prefetch threads.
 pub(super) enum Job {
-    /// Load these chunks (neighbours in a file).
-    Chunks(Vec<ChunkRef>),
+    /// Read these neighbouring chunks of a file with one request and load them.
+    Run(Claimed),
     /// Find the small files of directory `tree` (whose entries have the inodes from
     /// `base`) from position `from`: up to `count` entries or `bytes` bytes, what `cp -a`
     /// and `rsync` read next, in listing order. Shared out as [`Job::Files`].
@@ -296,6 +302,26 @@ pub(super) enum Job {
     Files(Vec<AheadFile>),
     /// End the thread that takes it (one per thread when the view is dropped).
     Stop,
+}
+
+/// A run of chunks claimed for loading ([`ChunkCache::claim`]) when it was planned, so
+/// that a reader wanting one of them waits for it instead of fetching it a second time.
+/// Dropped before it is done (its job never ran, or a load panicked), it ends the claims
+/// it still holds as failed loads: no reader waits forever, and waiting ones load the
+/// chunk themselves. Memory: ~130 B per chunk.
+pub(super) struct Claimed {
+    cache: Arc<ChunkCache>,
+    run: Run<ChunkRef>,
+    /// The claims ended so far (the first `done` of `run.wants`).
+    done: usize,
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        for w in &self.run.wants[self.done..] {
+            let _ = self.cache.finish(&w.id, Err(Error::InvalidInput("the chunk was not loaded ahead".into())));
+        }
+    }
 }
 
 /// A small file to load ahead of its reader.
@@ -332,6 +358,7 @@ impl Prefetcher {
         cache: Arc<ChunkCache>,
         sink: Arc<OnceLock<Sink>>,
         threads: usize,
+        spacing: Spacing,
     ) -> Prefetcher {
         let (tx, rx) = sync_channel::<Job>(PREFETCH_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
@@ -349,26 +376,38 @@ impl Prefetcher {
                     };
                     match job {
                         Job::Stop => return,
-                        Job::Chunks(run) => prefetch_run(repo, &cache, &run, &mut |_| ()),
+                        Job::Run(run) => load_run(repo, run),
                         Job::Siblings { tree, base, from, count, bytes } => {
                             // Errors only end the hint: a reader meets them itself.
                             let Ok(runs) = small_files(repo, &tree, base, from, count, bytes) else { continue };
                             for run in runs {
                                 // Shared out to the other threads when the queue has room.
                                 if let Err(TrySendError::Full(Job::Files(run))) = tx.try_send(Job::Files(run)) {
-                                    prefetch_files(repo, &cache, &run, sink.get());
+                                    prefetch_files(repo, &cache, spacing, &run, sink.get());
                                 }
                             }
                         }
-                        Job::Files(run) => prefetch_files(repo, &cache, &run, sink.get()),
+                        Job::Files(run) => prefetch_files(repo, &cache, spacing, &run, sink.get()),
                     }
                 }
             })
         });
-        Prefetcher { threads: threads.collect(), tx }
+        Prefetcher { threads: threads.collect(), tx, repo, cache, spacing }
     }
 
-    /// Ask for `job` to be done; dropped if the queue is full.
+    /// Have `chunks` (the next ones of a file, in order) loaded ahead of their reader:
+    /// claimed and planned into runs ([`claim_runs`]) here, on the reader's thread, so
+    /// that the reader, arriving at one before its run is read, waits for it rather than
+    /// asking for it again; the runs go to the threads, which read one each at a time
+    /// (for a remote repository, as many requests in flight as connections).
+    pub(super) fn load_ahead(&self, chunks: Vec<ChunkRef>) {
+        for run in claim_runs(&self.repo, &self.cache, self.spacing, &chunks) {
+            self.request(Job::Run(run));
+        }
+    }
+
+    /// Ask for `job` to be done; dropped if the queue is full (a [`Claimed`] run then
+    /// ends its claims).
     pub(super) fn request(&self, job: Job) {
         let _ = self.tx.try_send(job);
     }
@@ -419,29 +458,29 @@ fn small_files(
     Ok(runs)
 }
 
-/// Load the chunks of `files`, handing each file to `sink` as soon as its last chunk is
-/// loaded (the reader is usually a few files behind). A file some chunk of which is not
-/// cached then (a reader loads it, or its load failed), or whose chunks do not add up to
-/// its size, is left to its reader.
-fn prefetch_files(repo: &Repository, cache: &ChunkCache, files: &[AheadFile], sink: Option<&Sink>) {
+/// Load the chunks of `files` (a run of small files of one directory, in listing order)
+/// and hand each file to `sink`. The chunks not cached or being loaded are claimed,
+/// planned by pack ([`plan`]: a directory's files are seldom stored in listing order)
+/// and read a run at a time ([`load_run`]); a file some chunk of which is not cached
+/// then (its load failed, or the cache let it go), or whose chunks do not add up to its
+/// size, is left to its reader. Chunks the index does not know are left to the reader,
+/// whose own load reports them.
+fn prefetch_files(
+    repo: &Repository,
+    cache: &Arc<ChunkCache>,
+    spacing: Spacing,
+    files: &[AheadFile],
+    sink: Option<&Sink>,
+) {
     let chunks: Vec<ChunkRef> = files.iter().flat_map(|f| f.chunks.iter().copied()).collect();
-    // Where each file's chunks end in `chunks`.
-    let ends: Vec<usize> = files
-        .iter()
-        .scan(0, |end, f| {
-            *end += f.chunks.len();
-            Some(*end)
-        })
-        .collect();
-    let mut next = 0;
-    prefetch_run(repo, cache, &chunks, &mut |done| {
-        while next < files.len() && ends[next] <= done {
-            if let Some(sink) = sink {
-                store_file(cache, &files[next], sink);
-            }
-            next += 1;
+    for run in claim_runs(repo, cache, spacing, &chunks) {
+        load_run(repo, run);
+    }
+    if let Some(sink) = sink {
+        for f in files {
+            store_file(cache, f, sink);
         }
-    });
+    }
 }
 
 /// Hand file `f` to `sink` whole, if all its chunks are cached and add up to its size.
@@ -465,45 +504,39 @@ fn store_file(cache: &ChunkCache, f: &AheadFile, sink: &Sink) {
     }
 }
 
-/// Load the chunks of `run` that nobody has or loads yet. Neighbours stored next to each
-/// other in one pack are read with one `pread`. A chunk is claimed only when it is
-/// opened: until then a reader that gets to it first loads it itself instead of waiting
-/// for this thread. Chunks the index does not know are left to the reader, whose own
-/// load reports them. `done(n)` is told, in order, that the first `n` chunks of `run`
-/// are dealt with (loaded, or left to a reader).
-fn prefetch_run(repo: &Repository, cache: &ChunkCache, run: &[ChunkRef], done: &mut dyn FnMut(usize)) {
-    let todo: Vec<(usize, ChunkRef, Location)> = (run.iter().enumerate())
-        .filter(|(_, c)| !cache.has(&c.id))
-        .filter_map(|(k, c)| Some((k, *c, repo.index().get(&c.id)?)))
+/// Claim the chunks of `chunks` that are not cached or being loaded and plan them into
+/// runs by pack ([`plan`], by `spacing`), each read with one request ([`load_run`]).
+/// Chunks the index does not know are left to the reader, whose own load reports them.
+fn claim_runs(repo: &Repository, cache: &Arc<ChunkCache>, spacing: Spacing, chunks: &[ChunkRef]) -> Vec<Claimed> {
+    let wants: Vec<Wanted<ChunkRef>> = (chunks.iter())
+        .filter(|c| !cache.has(&c.id))
+        .filter_map(|c| Some(Wanted { id: c.id, loc: repo.index().get(&c.id)?, to: *c }))
+        // A chunk wanted twice is claimed (and loaded) once.
+        .filter(|w| cache.claim(&w.id))
         .collect();
-    let _ = crate::repo::coalesce(
-        &todo,
-        |(_, _, loc)| loc,
-        crate::repo::Spacing::LOCAL,
-        |range, from, to| {
-            let group = &todo[range];
-            let pack = group[0].2.pack;
-            let mut sealed = cache.pool().take_transient((to - from) as usize);
-            let read = repo.read_pack_range_into(&pack, from, to, &mut sealed);
-            for (k, c, loc) in group {
-                // Claimed one at a time, just before it is opened: a reader never waits for
-                // more than the one chunk this thread is working on.
-                if cache.claim(&c.id) {
-                    let at = (loc.offset as u64 - from) as usize;
-                    let _ =
-                        cache.load_claimed(&c.id, || match (&read, sealed.get_mut(at..at + loc.stored_len as usize)) {
-                            (Ok(()), Some(b)) => open_chunk(repo, cache.pool(), c, loc, b),
-                            // The ranged read failed: each chunk on its own, so the error names it.
-                            _ => load_chunk(repo, cache.pool(), c),
-                        });
-                }
-                done(k + 1);
-            }
-            cache.pool().give(sealed);
-            Ok(())
-        },
-    );
-    done(run.len());
+    // Every claim is in a run, whose drop ends it if nothing else does.
+    plan(wants, spacing).into_iter().map(|run| Claimed { cache: cache.clone(), run, done: 0 }).collect()
+}
+
+/// Read claimed run `c` with one request ([`Repository::read_planned_into`]) and load
+/// its chunks into the cache; if the read fails, each chunk is loaded on its own, so
+/// that the error a reader meets names it.
+fn load_run(repo: &Repository, mut c: Claimed) {
+    let cache = c.cache.clone();
+    let (pack, from, to) = (c.run.pack, c.run.from, c.run.to);
+    let mut sealed = cache.pool().take_transient((to - from) as usize);
+    let read = repo.read_planned_into(&pack, from, to, &mut sealed);
+    while let Some(w) = c.run.wants.get(c.done) {
+        let (chunk, loc) = (w.to, w.loc);
+        // Counted first: `load_claimed` ends the claim, even if the load panics.
+        c.done += 1;
+        let at = (loc.offset as u64 - from) as usize;
+        let _ = cache.load_claimed(&chunk.id, || match (&read, sealed.get_mut(at..at + loc.stored_len as usize)) {
+            (Ok(()), Some(b)) => open_chunk(repo, cache.pool(), &chunk, &loc, b),
+            _ => load_chunk(repo, cache.pool(), &chunk),
+        });
+    }
+    cache.pool().give(sealed);
 }
 
 #[cfg(test)]
@@ -551,6 +584,38 @@ mod tests {
         assert!(!cache.has(&ids[1]));
         assert!(held.iter().all(|&b| b == 1), "a buffer still read is never reused");
         assert!(cache.pool().bytes() <= cache.pool().cap);
+    }
+
+    #[test]
+    fn a_claimed_run_dropped_before_it_is_read_ends_its_claims() {
+        // A run that never reaches a thread (the queue was full, the view went away)
+        // must not leave a reader waiting for its chunks forever.
+        let cache = Arc::new(ChunkCache::new(MIB));
+        let ids = [BlobId([1; 32]), BlobId([2; 32])];
+        let loc = |offset| Location {
+            pack: crate::id::FileId([9; 32]),
+            offset,
+            stored_len: 10,
+            raw_len: 4,
+            kind: BlobKind::Data,
+            compression: crate::format::Compression::None,
+        };
+        let wants = (ids.iter().zip([0, 10]))
+            .map(|(id, at)| Wanted { id: *id, loc: loc(at), to: ChunkRef { id: *id, size: 4 } })
+            .collect();
+        let mut run = plan(wants, Spacing::LOCAL);
+        assert_eq!(run.len(), 1, "neighbours: one run");
+        assert!(ids.iter().all(|id| cache.claim(id)));
+        let claimed = Claimed { cache: cache.clone(), run: run.remove(0), done: 0 };
+        let waiter = {
+            let cache = cache.clone();
+            std::thread::spawn(move || cache.get(&BlobId([2; 32]), || Ok(vec![5; 4])).map(|d| d.to_vec()))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "the reader waits for the claimed chunk");
+        drop(claimed);
+        assert_eq!(waiter.join().unwrap().unwrap(), vec![5; 4], "then loads it itself");
+        assert!(!cache.has(&ids[0]), "nothing kept of a chunk not loaded");
     }
 
     #[test]
