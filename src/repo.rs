@@ -166,23 +166,49 @@ impl Repository {
             ..opts.s3.clone()
         };
         let backend = crate::backend::open(path, &s3, spool.as_deref())?;
+        let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
+        // A remote repository's key files are kept locally, by location: the KDF then
+        // runs on the kept one while the round trip below is on its way.
+        let kept_keys = (opts.cache_dir.as_ref())
+            .filter(|_| backend.is_remote())
+            .map(|d| d.join("keys").join(&crate::id::hex(blake3::hash(path.as_os_str().as_encoded_bytes()).as_bytes())[..32]));
         // The config, the key listing and the index listing at once: one round trip to
         // a remote store.
-        let (cfg_bytes, key_ids, index_files) = std::thread::scope(|s| {
+        let (cfg_bytes, key_ids, index_files, guessed) = std::thread::scope(|s| {
             let keys = s.spawn(|| backend.list(Dir::Keys));
             let index = s.spawn(|| backend.list_stamped(Dir::Index));
+            let guess = kept_keys.as_deref().map(|d| s.spawn(move || unwrap_kept_key(d, password, limit)));
             let cfg = backend.read_config(FileKind::Config.max_len().unwrap_or(0));
             let panicked = |what: &str| Error::InvalidInput(format!("listing {what} panicked"));
             (
                 cfg,
                 keys.join().unwrap_or_else(|_| Err(panicked("keys"))),
                 index.join().unwrap_or_else(|_| Err(panicked("index files"))),
+                guess.and_then(|g| g.join().ok().flatten()),
             )
         });
         let cfg_bytes = cfg_bytes?.ok_or_else(|| Error::NotARepository(path.to_path_buf()))?;
         let sealed = FileKind::Config.check_header(&cfg_bytes, &"config")?;
-        let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
-        let (keys, config) = unlock(&*backend, key_ids?, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
+        let key_ids = key_ids?;
+        // The kept key counts only if the repository still has it and it opens the config.
+        let guessed = guessed.and_then(|(id, keys)| {
+            if !key_ids.contains(&id) {
+                let _ = std::fs::remove_file(kept_keys.as_deref()?.join(id.to_string()));
+                return None;
+            }
+            let plain = keys.open(&cfg_bytes[..HEADER_LEN], sealed, "config", &"config").ok()?;
+            Some((keys, plain))
+        });
+        let (keys, config) = match guessed {
+            Some((keys, plain)) => (keys, Config::decode(&plain)?),
+            None => {
+                let (keys, config, used) = unlock(&*backend, key_ids, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
+                if let Some(d) = &kept_keys {
+                    keep_key(d, &used);
+                }
+                (keys, config)
+            }
+        };
         let config_version = cfg_bytes[HEADER_LEN - 1];
         let repo_cache = opts.cache_dir.as_ref().map(|d| d.join(crate::id::hex(&config.repo_id)));
         let cache = repo_cache.as_ref().map(|d| d.join("index"));
@@ -598,8 +624,51 @@ impl KdfLimit {
     }
 }
 
+/// Key files kept locally and read to unwrap one: at most this many.
+const KEPT_KEYS: usize = 8;
+
+/// Unwrap the master key from the key file kept in `dir` whose KDF is cheapest (within
+/// `limit`), if any matches its name (a damaged or planted file is passed over) and
+/// `password` unwraps it. Only a guess: the caller checks that the repository still has
+/// that key file and that the key opens its config.
+fn unwrap_kept_key(dir: &Path, password: &[u8], limit: KdfLimit) -> Option<(FileId, Keys)> {
+    use std::io::Read;
+    let max = FileKind::Key.max_len().unwrap_or(0);
+    let mut found: Vec<(FileId, KeyFile)> = Vec::new();
+    let named = std::fs::read_dir(dir).ok()?.flatten().filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e)));
+    for (id, e) in named.take(KEPT_KEYS) {
+        let mut bytes = Vec::new();
+        let Ok(f) = std::fs::File::open(e.path()) else { continue };
+        if f.take(max + 1).read_to_end(&mut bytes).is_err() || bytes.len() as u64 > max || FileId::of(&bytes) != id {
+            continue;
+        }
+        match KeyFile::decode(&bytes, &id) {
+            Ok(kf) if kf.kdf.validate().is_ok() && limit.allows(&kf.kdf) => found.push((id, kf)),
+            _ => {}
+        }
+    }
+    let (id, kf) = found.into_iter().min_by_key(|(id, kf)| (kf.kdf.mem_kib as u64 * kf.kdf.iterations as u64, *id))?;
+    let keys = WrappingKey::derive(password, &kf.salt, kf.kdf).ok()?.unwrap(&KeyFile::aad(), &kf.wrapped)?;
+    Some((id, keys))
+}
+
+/// Keep key file `used` (which unlocked the repository) in `dir`, for
+/// [`unwrap_kept_key`], if its bytes are the ones its name says. Written under a temp
+/// name and renamed; a file cut short by a crash fails the name check and is passed
+/// over. A failure only costs the next command a round trip.
+fn keep_key(dir: &Path, used: &(FileId, KeyFile)) {
+    let bytes = used.1.encode();
+    if FileId::of(&bytes) != used.0 || std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!(".tmp-{}-{}", used.0, std::process::id()));
+    if std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, dir.join(used.0.to_string()))).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
 /// Try the key files, cheapest KDF first, those within `limit` only; the master key is
-/// the one that opens the config. (A key file left by an interrupted `init` may unwrap
+/// the one that opens the config (returned with the key file that held it). (A key file left by an interrupted `init` may unwrap
 /// with the same password yet hold another key.) A damaged key file is skipped so it
 /// cannot lock out the others. When nothing opens, the error says why as well as it can
 /// be told: no key file well-formed at all, a key that unwraps but cannot open the config
@@ -612,7 +681,7 @@ fn unlock(
     config_header: &[u8],
     config_sealed: &[u8],
     limit: KdfLimit,
-) -> Result<(Keys, Config)> {
+) -> Result<(Keys, Config, (FileId, KeyFile))> {
     if ids.is_empty() {
         return Err(Error::corrupt("repository", backend.root().display(), "no key files in keys/"));
     }
@@ -684,7 +753,7 @@ fn unlock(
         };
         // The file's own header is the associated data: version 1 or 2.
         match keys.open(config_header, config_sealed, "config", &"config") {
-            Ok(plain) => return Ok((keys, Config::decode(&plain)?)),
+            Ok(plain) => return Ok((keys, Config::decode(&plain)?, (*id, kf))),
             Err(_) => config_refused = true,
         }
     }
