@@ -143,6 +143,20 @@ pub enum Command {
         /// (with --init) Use trivially cheap key derivation. For tests only.
         #[arg(long, hide = true)]
         insecure_test_kdf: bool,
+        /// Leave out what matches PATTERN (repeatable): restic's patterns, `*`, `?`,
+        /// `[..]` within a component, `**` across them, a leading `/` anchors at the
+        /// root, a leading `!` takes paths back (the last matching pattern decides).
+        #[arg(short = 'e', long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// As --exclude, ignoring case.
+        #[arg(long, value_name = "PATTERN")]
+        iexclude: Vec<String>,
+        /// Read --exclude patterns from FILE (one per line; `#` comments; $VAR expanded).
+        #[arg(long, value_name = "FILE")]
+        exclude_file: Vec<PathBuf>,
+        /// As --exclude-file, ignoring case.
+        #[arg(long, value_name = "FILE")]
+        iexclude_file: Vec<PathBuf>,
     },
     /// List snapshots.
     Snapshots,
@@ -450,8 +464,13 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             time,
             init: do_init,
             insecure_test_kdf,
+            exclude,
+            iexclude,
+            exclude_file,
+            iexclude_file,
         } => {
             let time_ns = time.as_deref().map(parse_local_time).transpose()?;
+            let exclude = exclude_patterns(exclude, iexclude, exclude_file, iexclude_file)?;
             let path = repo_path(cli, env)?;
             let create = *do_init && !path.join("config").exists();
             // Asked once, even when the repository is created first.
@@ -477,6 +496,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
                 time_ns,
                 // A backup always locks: it must know no prune runs beside it.
                 lock: crate::repo::lock::LockOptions { skip_shared: false, ..lock_options(cli)? },
+                exclude,
             };
             let reporter = BackupReporter {
                 err: std::sync::Mutex::new(err),
@@ -933,4 +953,30 @@ fn ls_json(p: &Path, e: &Entry) -> String {
         "size": e.size, "mtime": e.mtime.sec, "mtime_nsec": e.mtime.nsec,
     })
     .to_string()
+}
+
+/// The patterns of backup's `--exclude`, `--iexclude`, `--exclude-file` and
+/// `--iexclude-file`: the files' first, then the command line's (so that a `!PATTERN`
+/// given on the command line takes back what a file leaves out). Each bad pattern or
+/// unreadable file is an error naming the option and the value.
+fn exclude_patterns(
+    exclude: &[String],
+    iexclude: &[String],
+    exclude_file: &[PathBuf],
+    iexclude_file: &[PathBuf],
+) -> anyhow::Result<crate::pattern::Patterns> {
+    let mut p = crate::pattern::Patterns::new();
+    let var = |k: &str| std::env::var(k).ok();
+    for (files, option, ignore_case) in [(exclude_file, "--exclude-file", false), (iexclude_file, "--iexclude-file", true)] {
+        for f in files {
+            let text = std::fs::read_to_string(f).with_context(|| format!("{option} {}", f.display()))?;
+            p.add_file(&format!("{option} {}:", f.display()), &text, ignore_case, &var)?;
+        }
+    }
+    for (patterns, option, ignore_case) in [(exclude, "--exclude", false), (iexclude, "--iexclude", true)] {
+        for pattern in patterns {
+            p.add(option, pattern, ignore_case)?;
+        }
+    }
+    Ok(p)
 }

@@ -19,6 +19,7 @@ pub mod id;
 pub mod index;
 pub mod mount;
 pub mod ops;
+pub mod pattern;
 pub mod repo;
 pub mod retention;
 pub mod sys;

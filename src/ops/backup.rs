@@ -96,6 +96,9 @@ pub struct BackupOptions {
     /// backups, tests of retention). A backdated parent counts as older than the local
     /// cache, so what the backup reuses from it is verified first: slower, never wrong.
     pub time_ns: Option<i64>,
+    /// Entries found under the sources that are left out (`--exclude` and its kin), by
+    /// their absolute path: never stat'ed, and a directory never listed.
+    pub exclude: crate::pattern::Patterns,
 }
 
 /// Progress counters, reported periodically.
@@ -250,6 +253,7 @@ fn locked_backup(
             hardlinks: lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero")),
             last_progress: Instant::now(),
             repo_path: fs::canonicalize(repo.path()).ok(),
+            exclude: &opts.exclude,
         };
         let root = parent.as_ref().map(|(_, p)| p.root);
         let walk = w.virtual_dir(Path::new("/"), &sources, root.as_ref());
@@ -429,6 +433,7 @@ struct Walker<'a> {
     hardlinks: lru::LruCache<(u64, u64), HardLink>,
     last_progress: Instant,
     repo_path: Option<PathBuf>,
+    exclude: &'a crate::pattern::Patterns,
 }
 
 impl TreeSink for Walker<'_> {
@@ -596,6 +601,9 @@ impl<'a> Walker<'a> {
             }
             let matching = prev.as_ref().filter(|p| p.name.as_slice() == name.as_bytes());
             let child = path.join(&name);
+            if self.exclude.excluded(&child) {
+                continue;
+            }
             let meta = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
                 Err(e) => {

@@ -510,3 +510,47 @@ fn a_lock_held_elsewhere_gives_exit_11_until_unlock_removes_it() {
     assert_eq!(cairn(&repo, "pw", &["backup", src.to_str().unwrap()]).code, EXIT_OK);
     assert!(r.locks().unwrap().is_empty());
 }
+
+#[test]
+fn backup_excludes_what_the_patterns_and_pattern_files_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    for f in ["keep.txt", "a.o", "sub/b.o", "sub/c.txt", "cache/x", "data/drop", "data/keep", "IMG.JPG", "img.jpg"] {
+        write(&src.join(f), f.as_bytes());
+    }
+    let list = dir.path().join("excludes");
+    let s = src.to_str().unwrap();
+    std::fs::write(&list, format!("# build output\n*.o\n\n{s}/data/*\n")).unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let o = cairn(
+        &repo,
+        "pw",
+        &[
+            "backup",
+            "--exclude-file",
+            list.to_str().unwrap(),
+            "--exclude",
+            "cache",
+            "--exclude",
+            &format!("!{s}/data/keep"),
+            "--iexclude",
+            "*.jpg",
+            s,
+        ],
+    );
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let ls = cairn(&repo, "pw", &["ls", "-R", "latest"]).stdout;
+    for kept in ["keep.txt", "sub/c.txt", "data/keep"] {
+        assert!(ls.contains(&format!("{s}/{kept}")), "{kept} kept:\n{ls}");
+    }
+    for gone in ["a.o", "sub/b.o", "cache", "data/drop", "IMG.JPG", "img.jpg"] {
+        assert!(!ls.contains(&format!("{s}/{gone}")), "{gone} left out:\n{ls}");
+    }
+    // Bad patterns and unreadable files are errors naming the option and the value.
+    let o = cairn(&repo, "pw", &["backup", "--exclude", "a/[z-a]", s]);
+    assert_eq!(o.code, EXIT_ERROR, "{}", o.stderr);
+    assert!(o.stderr.contains("--exclude \"a/[z-a]\""), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["backup", "--exclude-file", "/nonexistent/list", s]);
+    assert_eq!(o.code, EXIT_ERROR, "{}", o.stderr);
+    assert!(o.stderr.contains("--exclude-file /nonexistent/list"), "{}", o.stderr);
+}
