@@ -264,7 +264,7 @@ check "s3: ... adds nothing ($added blobs) and makes at most 9 requests ($reques
 # The key file kept locally is only a guess: a wrong password is still refused, and a
 # kept file damaged (or planted) is passed over.
 check_code 12 "s3: a wrong password, the key file kept" env CAIRN_PASSWORD=wrong "$bin" snapshots 2>/dev/null
-for k in "$work"/cache-s3/keys/*/*; do printf 'x' | dd of="$k" bs=1 seek=40 conv=notrunc status=none; done
+for k in "$work"/cache-s3/keys/*/keys/*; do printf 'x' | dd of="$k" bs=1 seek=40 conv=notrunc status=none; done
 check "s3: a damaged kept key file is passed over" "$bin" snapshots >/dev/null
 check "s3: restore" "$bin" restore latest --target "$work/s3-out" >/dev/null
 check "s3: the restored tree is the source" diff -r --no-dereference "$s3src" "$work/s3-out$s3src"

@@ -261,6 +261,8 @@ pub struct Env<'a> {
     /// `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION` or `AWS_REGION`, `AWS_PROFILE`,
     /// `CAIRN_S3_VIRTUAL_HOST=1`).
     pub s3: crate::backend::S3Env,
+    /// Any variable, by name: `$NAME` in pattern files (`--exclude-file`).
+    pub var: fn(&str) -> Option<String>,
 }
 
 impl<'a> Env<'a> {
@@ -281,6 +283,7 @@ impl<'a> Env<'a> {
             memory: var("CAIRN_MEMORY").map(|m| m.to_string_lossy().into_owned()),
             interactive: std::io::stdin().is_terminal(),
             cancel,
+            var: |k| std::env::var(k).ok(),
             s3: {
                 let s = |k: &str| var(k).map(|v| v.to_string_lossy().into_owned());
                 crate::backend::S3Env {
@@ -470,7 +473,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             iexclude_file,
         } => {
             let time_ns = time.as_deref().map(parse_local_time).transpose()?;
-            let exclude = exclude_patterns(exclude, iexclude, exclude_file, iexclude_file)?;
+            let exclude = exclude_patterns(env, exclude, iexclude, exclude_file, iexclude_file)?;
             let path = repo_path(cli, env)?;
             let create = *do_init && !path.join("config").exists();
             // Asked once, even when the repository is created first.
@@ -960,14 +963,17 @@ fn ls_json(p: &Path, e: &Entry) -> String {
 /// given on the command line takes back what a file leaves out). Each bad pattern or
 /// unreadable file is an error naming the option and the value.
 fn exclude_patterns(
+    env: &Env,
     exclude: &[String],
     iexclude: &[String],
     exclude_file: &[PathBuf],
     iexclude_file: &[PathBuf],
 ) -> anyhow::Result<crate::pattern::Patterns> {
     let mut p = crate::pattern::Patterns::new();
-    let var = |k: &str| std::env::var(k).ok();
-    for (files, option, ignore_case) in [(exclude_file, "--exclude-file", false), (iexclude_file, "--iexclude-file", true)] {
+    let var = |k: &str| (env.var)(k);
+    for (files, option, ignore_case) in
+        [(exclude_file, "--exclude-file", false), (iexclude_file, "--iexclude-file", true)]
+    {
         for f in files {
             let text = std::fs::read_to_string(f).with_context(|| format!("{option} {}", f.display()))?;
             p.add_file(&format!("{option} {}:", f.display()), &text, ignore_case, &var)?;

@@ -167,17 +167,19 @@ impl Repository {
         };
         let backend = crate::backend::open(path, &s3, spool.as_deref())?;
         let limit = opts.kdf_limit.unwrap_or_else(|| KdfLimit::of_budget(opts.budget));
-        // A remote repository's key files are kept locally, by location: the KDF then
-        // runs on the kept one while the round trip below is on its way.
-        let kept_keys = (opts.cache_dir.as_ref())
-            .filter(|_| backend.is_remote())
-            .map(|d| d.join("keys").join(&crate::id::hex(blake3::hash(path.as_os_str().as_encoded_bytes()).as_bytes())[..32]));
+        // A remote repository's key files are kept locally, by location (laid out like a
+        // repository: `keys/<id>`): the KDF then runs on the kept one while the round
+        // trip below is on its way.
+        let kept_keys = (opts.cache_dir.as_ref()).filter(|_| backend.is_remote()).map(|d| {
+            let hash = blake3::hash(path.as_os_str().as_encoded_bytes());
+            crate::backend::Local::new(d.join("keys").join(&crate::id::hex(hash.as_bytes())[..32]))
+        });
         // The config, the key listing and the index listing at once: one round trip to
         // a remote store.
         let (cfg_bytes, key_ids, index_files, guessed) = std::thread::scope(|s| {
             let keys = s.spawn(|| backend.list(Dir::Keys));
             let index = s.spawn(|| backend.list_stamped(Dir::Index));
-            let guess = kept_keys.as_deref().map(|d| s.spawn(move || unwrap_kept_key(d, password, limit)));
+            let guess = kept_keys.as_ref().map(|k| s.spawn(move || unwrap_kept_key(k, password, limit)));
             let cfg = backend.read_config(FileKind::Config.max_len().unwrap_or(0));
             let panicked = |what: &str| Error::InvalidInput(format!("listing {what} panicked"));
             (
@@ -193,7 +195,7 @@ impl Repository {
         // The kept key counts only if the repository still has it and it opens the config.
         let guessed = guessed.and_then(|(id, keys)| {
             if !key_ids.contains(&id) {
-                let _ = std::fs::remove_file(kept_keys.as_deref()?.join(id.to_string()));
+                let _ = kept_keys.as_ref()?.remove(Dir::Keys, &id);
                 return None;
             }
             let plain = keys.open(&cfg_bytes[..HEADER_LEN], sealed, "config", &"config").ok()?;
@@ -202,9 +204,10 @@ impl Repository {
         let (keys, config) = match guessed {
             Some((keys, plain)) => (keys, Config::decode(&plain)?),
             None => {
-                let (keys, config, used) = unlock(&*backend, key_ids, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
-                if let Some(d) = &kept_keys {
-                    keep_key(d, &used);
+                let (keys, config, used) =
+                    unlock(&*backend, key_ids, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
+                if let Some(k) = &kept_keys {
+                    keep_key(k, &used);
                 }
                 (keys, config)
             }
@@ -624,46 +627,41 @@ impl KdfLimit {
     }
 }
 
-/// Key files kept locally and read to unwrap one: at most this many.
+/// Key files read and held at once while choosing which to try: at most this many, so
+/// that key files planted in `keys/` (or in the local copies) cost no memory by their
+/// number.
 const KEPT_KEYS: usize = 8;
 
-/// Unwrap the master key from the key file kept in `dir` whose KDF is cheapest (within
+/// What trying a key file costs: its KDF's memory times its passes (cheapest first).
+fn kdf_cost(kdf: &KdfParams) -> u64 {
+    kdf.mem_kib as u64 * kdf.iterations as u64
+}
+
+/// Unwrap the master key from the key file kept in `kept` whose KDF is cheapest (within
 /// `limit`), if any matches its name (a damaged or planted file is passed over) and
 /// `password` unwraps it. Only a guess: the caller checks that the repository still has
 /// that key file and that the key opens its config.
-fn unwrap_kept_key(dir: &Path, password: &[u8], limit: KdfLimit) -> Option<(FileId, Keys)> {
-    use std::io::Read;
-    let max = FileKind::Key.max_len().unwrap_or(0);
-    let mut found: Vec<(FileId, KeyFile)> = Vec::new();
-    let named = std::fs::read_dir(dir).ok()?.flatten().filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e)));
-    for (id, e) in named.take(KEPT_KEYS) {
-        let mut bytes = Vec::new();
-        let Ok(f) = std::fs::File::open(e.path()) else { continue };
-        if f.take(max + 1).read_to_end(&mut bytes).is_err() || bytes.len() as u64 > max || FileId::of(&bytes) != id {
-            continue;
-        }
-        match KeyFile::decode(&bytes, &id) {
-            Ok(kf) if kf.kdf.validate().is_ok() && limit.allows(&kf.kdf) => found.push((id, kf)),
-            _ => {}
-        }
-    }
-    let (id, kf) = found.into_iter().min_by_key(|(id, kf)| (kf.kdf.mem_kib as u64 * kf.kdf.iterations as u64, *id))?;
+fn unwrap_kept_key(kept: &crate::backend::Local, password: &[u8], limit: KdfLimit) -> Option<(FileId, Keys)> {
+    let (id, kf) = (kept.list(Dir::Keys).ok()?.into_iter().take(KEPT_KEYS))
+        .filter_map(|id| match read_key_file(kept, &id) {
+            Ok((kf, false)) if limit.allows(&kf.kdf) => Some((id, kf)),
+            _ => None,
+        })
+        .min_by_key(|(id, kf)| (kdf_cost(&kf.kdf), *id))?;
     let keys = WrappingKey::derive(password, &kf.salt, kf.kdf).ok()?.unwrap(&KeyFile::aad(), &kf.wrapped)?;
     Some((id, keys))
 }
 
-/// Keep key file `used` (which unlocked the repository) in `dir`, for
-/// [`unwrap_kept_key`], if its bytes are the ones its name says. Written under a temp
-/// name and renamed; a file cut short by a crash fails the name check and is passed
-/// over. A failure only costs the next command a round trip.
-fn keep_key(dir: &Path, used: &(FileId, KeyFile)) {
+/// Keep key file `used` (which unlocked the repository) in `kept`, for
+/// [`unwrap_kept_key`], if its bytes are the ones its name says (written atomically and
+/// durably, as any repository file). A failure only costs the next command a round trip.
+fn keep_key(kept: &crate::backend::Local, used: &(FileId, KeyFile)) {
     let bytes = used.1.encode();
-    if FileId::of(&bytes) != used.0 || std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
-    let tmp = dir.join(format!(".tmp-{}-{}", used.0, std::process::id()));
-    if std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, dir.join(used.0.to_string()))).is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if FileId::of(&bytes) == used.0 && std::fs::create_dir_all(kept.root()).is_ok() {
+        let kept: &dyn Backend = kept;
+        // What a crashed write left, first.
+        let _ = kept.remove_stale_temps();
+        let _ = kept.write(Dir::Keys, &used.0, &bytes);
     }
 }
 
@@ -686,11 +684,10 @@ fn unlock(
         return Err(Error::corrupt("repository", backend.root().display(), "no key files in keys/"));
     }
     // Only each key file's id, parameters and whether it still matches its name are kept
-    // while choosing the order (~50 B each; a file past the first KEPT is read again when
+    // while choosing the order (~50 B each; a file past the first KEPT_KEYS is read again when
     // tried), and at most a few messages: planted key files must not cost memory by
     // their number.
     const NOTES: usize = 8;
-    const KEPT: usize = 8;
     let (mut candidates, mut damaged, mut over, mut version_err) = (Vec::new(), Vec::new(), Vec::new(), None);
     let note = |list: &mut Vec<String>, msg: String| {
         if list.len() < NOTES {
@@ -712,14 +709,14 @@ fn unlock(
             ),
             Ok((kf, renamed)) => {
                 let kdf = kf.kdf;
-                candidates.push((id, kdf, renamed, (candidates.len() < KEPT).then_some(kf)))
+                candidates.push((id, kdf, renamed, (candidates.len() < KEPT_KEYS).then_some(kf)))
             }
             Err(Error::NotFound { .. }) => {}
             Err(e @ Error::UnsupportedVersion { .. }) => version_err = Some(e),
             Err(e) => note(&mut damaged, e.to_string()),
         }
     }
-    candidates.sort_by_key(|(id, kdf, _, _)| (kdf.mem_kib as u64 * kdf.iterations as u64, *id));
+    candidates.sort_by_key(|(id, kdf, _, _)| (kdf_cost(kdf), *id));
     let (mut config_refused, mut intact_refused) = (false, false);
     for (id, _, renamed, kept) in &mut candidates {
         // Read again if not kept (it may have changed since: then it is judged as it is now).

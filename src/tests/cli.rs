@@ -47,6 +47,8 @@ pub(crate) fn cairn_in(repo: &Path, test_env: &TestEnv, args: &[&str]) -> Out {
         interactive: false,
         cancel: &cancel,
         s3: test_env.s3.clone(),
+        // Pattern files' `$NAME`s: only what a test sets here.
+        var: |k| (k == "CAIRN_TEST_NAME").then(|| "vars".to_string()),
     };
     let mut argv: Vec<OsString> = vec!["cairn".into()];
     argv.extend(args.iter().map(OsString::from));
@@ -515,12 +517,23 @@ fn a_lock_held_elsewhere_gives_exit_11_until_unlock_removes_it() {
 fn backup_excludes_what_the_patterns_and_pattern_files_name() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
-    for f in ["keep.txt", "a.o", "sub/b.o", "sub/c.txt", "cache/x", "data/drop", "data/keep", "IMG.JPG", "img.jpg"] {
+    for f in [
+        "keep.txt",
+        "a.o",
+        "sub/b.o",
+        "sub/c.txt",
+        "cache/x",
+        "data/drop",
+        "data/keep",
+        "IMG.JPG",
+        "img.jpg",
+        "vars/v.txt",
+    ] {
         write(&src.join(f), f.as_bytes());
     }
     let list = dir.path().join("excludes");
     let s = src.to_str().unwrap();
-    std::fs::write(&list, format!("# build output\n*.o\n\n{s}/data/*\n")).unwrap();
+    std::fs::write(&list, format!("# build output\n*.o\n\n{s}/data/*\n${{CAIRN_TEST_NAME}}/v.txt\n")).unwrap();
     assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
     let o = cairn(
         &repo,
@@ -543,7 +556,7 @@ fn backup_excludes_what_the_patterns_and_pattern_files_name() {
     for kept in ["keep.txt", "sub/c.txt", "data/keep"] {
         assert!(ls.contains(&format!("{s}/{kept}")), "{kept} kept:\n{ls}");
     }
-    for gone in ["a.o", "sub/b.o", "cache", "data/drop", "IMG.JPG", "img.jpg"] {
+    for gone in ["a.o", "sub/b.o", "cache", "data/drop", "IMG.JPG", "img.jpg", "vars/v.txt"] {
         assert!(!ls.contains(&format!("{s}/{gone}")), "{gone} left out:\n{ls}");
     }
     // Bad patterns and unreadable files are errors naming the option and the value.
