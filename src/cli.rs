@@ -16,15 +16,15 @@ use crate::crypto::KdfParams;
 use crate::error::Error;
 use crate::format::tree::{Entry, Kind};
 use crate::id::FileId;
-use crate::ops::backup::{self, BackupOptions, ParentChoice};
 use crate::ops::check::{self, CheckOptions};
-use crate::ops::restore::{self, RestoreOptions};
 use crate::repo::{InitOptions, Repository};
 
+mod backup;
 mod forget;
 mod mount;
 mod prune;
 mod repair;
+mod restore;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -107,57 +107,7 @@ pub enum Command {
         insecure_test_kdf: bool,
     },
     /// Back up files and directories into a new snapshot.
-    Backup {
-        /// Files and directories to back up.
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// Tag the snapshot (repeatable).
-        #[arg(long = "tag", value_name = "TAG")]
-        tags: Vec<String>,
-        /// Host name to record [default: this machine's].
-        #[arg(long)]
-        host: Option<String>,
-        /// Snapshot to compare against for change detection [default: the newest with the same host and paths].
-        #[arg(long, value_name = "SNAPSHOT", conflicts_with = "no_parent")]
-        parent: Option<String>,
-        /// Compare against no snapshot (read every file).
-        #[arg(long)]
-        no_parent: bool,
-        /// Read every file even if its metadata is unchanged.
-        #[arg(long)]
-        force: bool,
-        /// zstd compression level, 0 for none [default: the repository's, 3].
-        #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=22))]
-        compression: Option<i32>,
-        /// Record access times (off by default: they change whenever a file is read, so
-        /// every backup would store new directory listings).
-        #[arg(long)]
-        atime: bool,
-        /// The snapshot's time instead of now: `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD`,
-        /// local time (as restic's --time).
-        #[arg(long, value_name = "TIME")]
-        time: Option<String>,
-        /// Create the repository first if it does not exist.
-        #[arg(long)]
-        init: bool,
-        /// (with --init) Use trivially cheap key derivation. For tests only.
-        #[arg(long, hide = true)]
-        insecure_test_kdf: bool,
-        /// Leave out what matches PATTERN (repeatable): restic's patterns, `*`, `?`,
-        /// `[..]` within a component, `**` across them, a leading `/` anchors at the
-        /// root, a leading `!` takes paths back (the last matching pattern decides).
-        #[arg(short = 'e', long, value_name = "PATTERN")]
-        exclude: Vec<String>,
-        /// As --exclude, ignoring case.
-        #[arg(long, value_name = "PATTERN")]
-        iexclude: Vec<String>,
-        /// Read --exclude patterns from FILE (one per line; `#` comments; $VAR expanded).
-        #[arg(long, value_name = "FILE")]
-        exclude_file: Vec<PathBuf>,
-        /// As --exclude-file, ignoring case.
-        #[arg(long, value_name = "FILE")]
-        iexclude_file: Vec<PathBuf>,
-    },
+    Backup(Box<backup::BackupArgs>),
     /// List snapshots.
     Snapshots,
     /// List files in a snapshot, like `ls -l`.
@@ -170,20 +120,7 @@ pub enum Command {
         recursive: bool,
     },
     /// Restore a snapshot (or a path inside it) into a directory.
-    Restore {
-        /// SNAPSHOT[:PATH]: a snapshot id (prefix) or `latest`, optionally with a path inside it.
-        #[arg(value_name = "SNAPSHOT[:PATH]")]
-        target_snapshot: String,
-        /// Directory to restore into.
-        #[arg(short, long, value_name = "DIR")]
-        target: PathBuf,
-        /// Only restore paths matching this glob (repeatable); a pattern without '/' matches file names.
-        #[arg(long = "include", value_name = "GLOB")]
-        include: Vec<String>,
-        /// fsync every restored file and directory before returning.
-        #[arg(long)]
-        sync: bool,
-    },
+    Restore(Box<restore::RestoreArgs>),
     /// Manage the passwords (key files) that open the repository.
     Key {
         /// What to do.
@@ -423,7 +360,7 @@ pub(crate) fn print_problems(repo: &Repository, err: &mut dyn Write) {
     }
 }
 
-fn init(cli: &Cli, env: &Env, cheap: bool, pw: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(crate) fn init(cli: &Cli, env: &Env, cheap: bool, pw: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     // Whatever the source (a prompt, CAIRN_PASSWORD, a password file holding an empty
     // line): a repository must not be made with a password that is no secret.
     anyhow::ensure!(!pw.is_empty(), "an empty password is not allowed");
@@ -445,7 +382,7 @@ fn init(cli: &Cli, env: &Env, cheap: bool, pw: &str, out: &mut dyn Write) -> any
 }
 
 /// Split `SNAPSHOT[:PATH]`.
-fn split_target(s: &str) -> (&str, &str) {
+pub(crate) fn split_target(s: &str) -> (&str, &str) {
     s.split_once(':').unwrap_or((s, "/"))
 }
 
@@ -455,64 +392,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             init(cli, env, *insecure_test_kdf, &password(cli, env, true)?, out)?;
             Ok(EXIT_OK)
         }
-        Command::Backup {
-            paths,
-            tags,
-            host,
-            parent,
-            no_parent,
-            force,
-            compression,
-            atime,
-            time,
-            init: do_init,
-            insecure_test_kdf,
-            exclude,
-            iexclude,
-            exclude_file,
-            iexclude_file,
-        } => {
-            let time_ns = time.as_deref().map(parse_local_time).transpose()?;
-            let exclude = exclude_patterns(env, exclude, iexclude, exclude_file, iexclude_file)?;
-            let path = repo_path(cli, env)?;
-            let create = *do_init && !path.join("config").exists();
-            // Asked once, even when the repository is created first.
-            let pw = password(cli, env, create)?;
-            if create {
-                init(cli, env, *insecure_test_kdf, &pw, out)?;
-            }
-            let repo = open_with(cli, env, &pw)?;
-            print_problems(&repo, err);
-            let parent = match (parent, no_parent) {
-                (_, true) => ParentChoice::None,
-                (Some(p), _) => ParentChoice::Id(repo.resolve_snapshot(p)?.0),
-                (None, false) => ParentChoice::Auto,
-            };
-            let opts = BackupOptions {
-                paths: paths.clone(),
-                tags: tags.clone(),
-                host: host.clone(),
-                parent,
-                force: *force,
-                compression: *compression,
-                atime: *atime,
-                time_ns,
-                // A backup always locks: it must know no prune runs beside it.
-                lock: crate::repo::lock::LockOptions { skip_shared: false, ..lock_options(cli)? },
-                exclude,
-            };
-            let reporter = BackupReporter {
-                err: std::sync::Mutex::new(err),
-                progress: !cli.quiet && !cli.json && std::io::stderr().is_terminal(),
-                quiet: cli.quiet,
-            };
-            let r = backup::backup(&repo, &opts, &reporter, env.cancel);
-            reporter.clear_progress();
-            let r = r?;
-            let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
-            print_backup(cli, &r, remote, out)?;
-            Ok(if r.snapshot.summary.warnings > 0 { EXIT_PARTIAL } else { EXIT_OK })
-        }
+        Command::Backup(args) => backup::run(cli, env, args, out, err),
         Command::Snapshots => {
             let repo = open(cli, env)?;
             let snaps = repo.snapshots()?;
@@ -549,47 +429,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             }
             Ok(EXIT_OK)
         }
-        Command::Restore { target_snapshot, target, include, sync } => {
-            let repo = open(cli, env)?;
-            let (snap, path) = split_target(target_snapshot);
-            let (id, s) = repo.resolve_snapshot(snap)?;
-            print_problems(&repo, err);
-            let root = restore::resolve(&repo, &s.root, Path::new(path))?;
-            let opts = RestoreOptions {
-                target: target.clone(),
-                include: include.clone(),
-                sync: *sync,
-                lock: lock_options(cli)?,
-            };
-            let reporter = RestoreReporter { err: std::sync::Mutex::new(err) };
-            let stats = restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?;
-            let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
-            if cli.json {
-                let v = serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats, "remote": remote });
-                writeln!(out, "{v}")?;
-            } else if !cli.quiet {
-                writeln!(
-                    out,
-                    "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
-                    id.short(),
-                    target.display(),
-                    stats.files,
-                    stats.dirs,
-                    stats.others,
-                    human(stats.bytes)
-                )?;
-                if let Some(t) = &remote {
-                    writeln!(out, "{}", remote_line(t))?;
-                }
-            }
-            if stats.errors > 0 {
-                anyhow::bail!("{} entries could not be restored (see above)", stats.errors);
-            }
-            if !include.is_empty() && stats.matched == 0 {
-                anyhow::bail!("nothing in snapshot {} matches --include {}", id.short(), include.join(" --include "));
-            }
-            Ok(EXIT_OK)
-        }
+        Command::Restore(args) => restore::run(cli, env, args, out, err),
         Command::Key { action: KeyAction::Add { new_password_file, insecure_test_kdf } } => {
             let repo = open(cli, env)?;
             let pw = match new_password_file {
@@ -683,53 +523,6 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
     }
 }
 
-struct BackupReporter<'a> {
-    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
-    progress: bool,
-    quiet: bool,
-}
-
-impl BackupReporter<'_> {
-    fn clear_progress(&self) {
-        if self.progress {
-            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = write!(e, "\r\x1b[K");
-        }
-    }
-}
-
-impl backup::Report for BackupReporter<'_> {
-    fn note(&self, path: &Path, message: &str) {
-        if !self.quiet {
-            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(e, "{}note: {}: {message}", if self.progress { "\r\x1b[K" } else { "" }, path.display());
-        }
-    }
-    fn warn(&self, path: &Path, message: &str) {
-        let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(e, "{}warning: {}: {message}", if self.progress { "\r\x1b[K" } else { "" }, path.display());
-    }
-    fn progress(&self, p: &backup::Progress) {
-        if self.progress {
-            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = write!(e, "\r\x1b[K{} files, {} read", p.files, human(p.bytes_read));
-        }
-    }
-}
-
-struct RestoreReporter<'a> {
-    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
-}
-
-impl restore::Report for RestoreReporter<'_> {
-    fn error(&self, path: &Path, message: &str) {
-        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "error: {}: {message}", path.display());
-    }
-    fn warn(&self, path: &Path, message: &str) {
-        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "warning: {}: {message}", path.display());
-    }
-}
-
 struct CheckReporter<'a> {
     err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
     quiet: bool,
@@ -763,7 +556,7 @@ pub fn human(n: u64) -> String {
 }
 
 /// Parse `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD` as local time, to Unix nanoseconds.
-fn parse_local_time(s: &str) -> anyhow::Result<i64> {
+pub(crate) fn parse_local_time(s: &str) -> anyhow::Result<i64> {
     use chrono::TimeZone;
     let t = s.trim();
     let naive = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
@@ -791,7 +584,7 @@ fn local_time_of(sec: i64, nsec: u32) -> String {
 }
 
 /// The line that says what a command exchanged with a remote repository.
-fn remote_line(t: &crate::backend::Traffic) -> String {
+pub(crate) fn remote_line(t: &crate::backend::Traffic) -> String {
     format!(
         "Remote: {} requests, {} read, {} written, {} retried",
         t.requests,
@@ -799,51 +592,6 @@ fn remote_line(t: &crate::backend::Traffic) -> String {
         human(t.bytes_written),
         t.retries
     )
-}
-
-fn print_backup(
-    cli: &Cli,
-    r: &backup::BackupResult,
-    remote: Option<crate::backend::Traffic>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let s = &r.snapshot.summary;
-    if cli.json {
-        let v = serde_json::json!({
-            "snapshot_id": r.id.to_hex(),
-            "parent": r.parent.map(|p| p.to_hex()),
-            "summary": s,
-            "remote": remote,
-        });
-        writeln!(out, "{v}")?;
-        return Ok(());
-    }
-    if cli.quiet {
-        return Ok(());
-    }
-    if let Some(p) = r.parent {
-        writeln!(out, "using parent snapshot {}", p.short())?;
-    }
-    writeln!(out, "Files:  {} new, {} changed, {} unchanged", s.files_new, s.files_changed, s.files_unchanged)?;
-    writeln!(out, "Dirs:   {}    Other: {}", s.dirs, s.others)?;
-    writeln!(
-        out,
-        "Read {} of {} in {:.2} s; added {} to the repository ({} blobs)",
-        human(s.bytes_read),
-        human(s.total_bytes),
-        s.duration_ms as f64 / 1000.0,
-        human(s.bytes_added),
-        s.blobs_added
-    )?;
-    writeln!(out, "Peak memory {}", human(s.peak_rss))?;
-    if let Some(t) = &remote {
-        writeln!(out, "{}", remote_line(t))?;
-    }
-    if s.warnings > 0 {
-        writeln!(out, "{} sources could not be read completely (see warnings above)", s.warnings)?;
-    }
-    writeln!(out, "snapshot {} saved", r.id.short())?;
-    Ok(())
 }
 
 fn print_snapshots(
@@ -956,33 +704,4 @@ fn ls_json(p: &Path, e: &Entry) -> String {
         "size": e.size, "mtime": e.mtime.sec, "mtime_nsec": e.mtime.nsec,
     })
     .to_string()
-}
-
-/// The patterns of backup's `--exclude`, `--iexclude`, `--exclude-file` and
-/// `--iexclude-file`: the files' first, then the command line's (so that a `!PATTERN`
-/// given on the command line takes back what a file leaves out). Each bad pattern or
-/// unreadable file is an error naming the option and the value.
-fn exclude_patterns(
-    env: &Env,
-    exclude: &[String],
-    iexclude: &[String],
-    exclude_file: &[PathBuf],
-    iexclude_file: &[PathBuf],
-) -> anyhow::Result<crate::pattern::Patterns> {
-    let mut p = crate::pattern::Patterns::new();
-    let var = |k: &str| (env.var)(k);
-    for (files, option, ignore_case) in
-        [(exclude_file, "--exclude-file", false), (iexclude_file, "--iexclude-file", true)]
-    {
-        for f in files {
-            let text = std::fs::read_to_string(f).with_context(|| format!("{option} {}", f.display()))?;
-            p.add_file(&format!("{option} {}:", f.display()), &text, ignore_case, &var)?;
-        }
-    }
-    for (patterns, option, ignore_case) in [(exclude, "--exclude", false), (iexclude, "--iexclude", true)] {
-        for pattern in patterns {
-            p.add(option, pattern, ignore_case)?;
-        }
-    }
-    Ok(p)
 }

@@ -22,7 +22,8 @@
 //! Memory: the patterns, and per match a recursion no deeper than the pattern.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 
@@ -45,7 +46,7 @@ struct Pattern {
     negated: bool,
 }
 
-/// Patterns, in the order given: [`Patterns::excluded`] asks the last that matches.
+/// Patterns, in the order given: [`Patterns::matches`] asks the last that matches.
 #[derive(Clone, Debug, Default)]
 pub struct Patterns {
     list: Vec<Pattern>,
@@ -84,13 +85,7 @@ impl Patterns {
                 }
                 continue;
             }
-            let glob = GlobBuilder::new(c)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .case_insensitive(ignore_case)
-                .build()
-                .map_err(|e| bad(e.kind().to_string()))?;
-            parts.push(Part::Glob(glob.compile_matcher()));
+            parts.push(Part::Glob(component(c, ignore_case).map_err(bad)?));
         }
         if parts.is_empty() && !anchored {
             return Err(bad("no path component to match".into()));
@@ -118,9 +113,9 @@ impl Patterns {
         Ok(())
     }
 
-    /// Whether `path` (absolute) is excluded: the last pattern matching it is not a `!`
-    /// one.
-    pub fn excluded(&self, path: &Path) -> bool {
+    /// Whether the patterns select `path` (absolute): the last pattern matching it is
+    /// not a `!` one. (For `--exclude`, selected means left out; for `--include`, kept.)
+    pub fn matches(&self, path: &Path) -> bool {
         if self.list.is_empty() {
             return false;
         }
@@ -142,6 +137,56 @@ impl Pattern {
         }
         (0..names.len()).any(|at| leading(&self.parts, &names[at..]))
     }
+}
+
+/// The glob of one path component.
+fn component(c: &str, ignore_case: bool) -> std::result::Result<GlobMatcher, String> {
+    let glob = GlobBuilder::new(c)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .case_insensitive(ignore_case)
+        .build()
+        .map_err(|e| e.kind().to_string())?;
+    Ok(glob.compile_matcher())
+}
+
+/// The existing paths a shell glob names (`--files-from` lines, as restic expands them
+/// with Go's `filepath.Glob`): `*`, `?` and `[..]` within a component, matched against
+/// each directory's listing in turn, sorted; a hidden name only by a component that
+/// starts with `.`. A path without glob characters is returned as it is, existing or
+/// not. Unreadable directories on the way match nothing.
+pub fn glob_paths(pattern: &str) -> Result<Vec<PathBuf>> {
+    let meta = |c: &str| c.contains(['*', '?', '[']);
+    if !meta(pattern) {
+        return Ok(vec![PathBuf::from(pattern)]);
+    }
+    let bad = |why: String| Error::InvalidInput(format!("--files-from {pattern:?}: {why}"));
+    let mut found = vec![PathBuf::from(if pattern.starts_with('/') { "/" } else { "" })];
+    for c in pattern.split('/').filter(|c| !c.is_empty()) {
+        let mut next = Vec::new();
+        if !meta(c) {
+            for dir in found {
+                let p = dir.join(c);
+                if std::fs::symlink_metadata(&p).is_ok() {
+                    next.push(p);
+                }
+            }
+        } else {
+            let glob = component(c, false).map_err(bad)?;
+            for dir in found {
+                let listing = if dir.as_os_str().is_empty() { Path::new(".") } else { dir.as_path() };
+                let Ok(rd) = std::fs::read_dir(listing) else { continue };
+                let mut names: Vec<_> = rd
+                    .filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .filter(|n| glob.is_match(Path::new(n)) && (c.starts_with('.') || !n.as_bytes().starts_with(b".")))
+                    .collect();
+                names.sort();
+                next.extend(names.into_iter().map(|n| dir.join(n)));
+            }
+        }
+        found = next;
+    }
+    Ok(found)
 }
 
 /// Whether `parts` match a run of leading components of `names`.
@@ -197,7 +242,7 @@ mod tests {
     }
 
     fn ex(patterns: &[&str], path: &str) -> bool {
-        set(patterns).excluded(Path::new(path))
+        set(patterns).matches(Path::new(path))
     }
 
     #[test]
@@ -238,16 +283,16 @@ mod tests {
     #[test]
     fn the_last_matching_pattern_decides_and_case_can_be_ignored() {
         let p = set(&["/data/*", "!/data/keep", "*.log"]);
-        assert!(p.excluded(Path::new("/data/drop")));
-        assert!(!p.excluded(Path::new("/data/keep")));
-        assert!(p.excluded(Path::new("/data/keep.log")), "a later pattern excludes again");
-        assert!(!p.excluded(Path::new("/data")));
-        assert!(!Patterns::new().excluded(Path::new("/anything")));
+        assert!(p.matches(Path::new("/data/drop")));
+        assert!(!p.matches(Path::new("/data/keep")));
+        assert!(p.matches(Path::new("/data/keep.log")), "a later pattern excludes again");
+        assert!(!p.matches(Path::new("/data")));
+        assert!(!Patterns::new().matches(Path::new("/anything")));
 
         let mut i = Patterns::new();
         i.add("--iexclude", "*.JPG", true).unwrap();
-        assert!(i.excluded(Path::new("/pics/a.jpg")) && i.excluded(Path::new("/pics/B.Jpg")));
-        assert!(!set(&["*.JPG"]).excluded(Path::new("/pics/a.jpg")), "--exclude keeps case");
+        assert!(i.matches(Path::new("/pics/a.jpg")) && i.matches(Path::new("/pics/B.Jpg")));
+        assert!(!set(&["*.JPG"]).matches(Path::new("/pics/a.jpg")), "--exclude keeps case");
     }
 
     #[test]
@@ -256,12 +301,12 @@ mod tests {
         let mut p = Patterns::new();
         let text = "# caches\n\n  $HOME/.cache  \n${HOME}/tmp\n$UNSET/x\ncost$\n";
         p.add_file("--exclude-file f", text, false, &var).unwrap();
-        assert!(p.excluded(Path::new("/home/ann/.cache/x")));
-        assert!(p.excluded(Path::new("/home/ann/tmp")));
-        assert!(p.excluded(Path::new("/x")), "an unset variable is empty: /x");
-        assert!(p.excluded(Path::new("/a/cost$")));
-        assert!(!p.excluded(Path::new("/home/ann/docs")));
-        assert!(!p.excluded(Path::new("/# caches")));
+        assert!(p.matches(Path::new("/home/ann/.cache/x")));
+        assert!(p.matches(Path::new("/home/ann/tmp")));
+        assert!(p.matches(Path::new("/x")), "an unset variable is empty: /x");
+        assert!(p.matches(Path::new("/a/cost$")));
+        assert!(!p.matches(Path::new("/home/ann/docs")));
+        assert!(!p.matches(Path::new("/# caches")));
     }
 
     #[test]
@@ -274,6 +319,25 @@ mod tests {
         assert!(p.is_empty());
         // `/` alone is every path.
         p.add("--exclude", "/", false).unwrap();
-        assert!(p.excluded(Path::new("/a")));
+        assert!(p.matches(Path::new("/a")));
+    }
+
+    #[test]
+    fn globs_name_the_existing_paths_they_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in ["a/x.txt", "a/y.txt", "a/.h.txt", "b/x.txt", "b/z.md"] {
+            crate::testutil::write(&d.join(f), b"");
+        }
+        let g = |p: &str| glob_paths(&format!("{}/{p}", d.display())).unwrap();
+        let rel =
+            |v: Vec<PathBuf>| v.iter().map(|p| p.strip_prefix(d).unwrap().display().to_string()).collect::<Vec<_>>();
+        assert_eq!(rel(g("*/x.txt")), ["a/x.txt", "b/x.txt"]);
+        assert_eq!(rel(g("a/*.txt")), ["a/x.txt", "a/y.txt"], "hidden names need a leading dot");
+        assert_eq!(rel(g("a/.*.txt")), ["a/.h.txt"]);
+        assert_eq!(rel(g("?/z.m[a-d]")), ["b/z.md"]);
+        assert!(g("c/*").is_empty());
+        assert_eq!(glob_paths("/no/such/file").unwrap(), [PathBuf::from("/no/such/file")], "no glob: as it is");
+        assert!(glob_paths("/a/[z-a]").is_err());
     }
 }

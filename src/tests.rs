@@ -80,7 +80,13 @@ pub(crate) fn do_restore(
     let root = restore::resolve(repo, &r.snapshot.root, Path::new("/")).unwrap();
     let opts = RestoreOptions {
         target: target.to_path_buf(),
-        include: include.iter().map(|s| s.to_string()).collect(),
+        include: {
+            let mut p = crate::pattern::Patterns::new();
+            for i in include {
+                p.add("--include", i, false).unwrap();
+            }
+            p
+        },
         sync: false,
         ..Default::default()
     };

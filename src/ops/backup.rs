@@ -41,6 +41,10 @@ use crate::repo::packer::Packer;
 use crate::repo::{Repository, SealedBlob};
 use crate::tree::{lookup, ChunkIter, DirIter, DirWriter, ListWriter, TreeSink};
 
+mod select;
+use select::Verdict;
+pub use select::{Marker, Selection};
+
 /// Batches waiting for a worker.
 const JOB_QUEUE: usize = 4;
 /// A batch is sent once it holds this many bytes...
@@ -96,9 +100,11 @@ pub struct BackupOptions {
     /// backups, tests of retention). A backdated parent counts as older than the local
     /// cache, so what the backup reuses from it is verified first: slower, never wrong.
     pub time_ns: Option<i64>,
-    /// Entries found under the sources that are left out (`--exclude` and its kin), by
-    /// their absolute path: never stat'ed, and a directory never listed.
-    pub exclude: crate::pattern::Patterns,
+    /// What under the sources is left out (`--exclude` and its kin).
+    pub select: Selection,
+    /// More sources, read from `--files-from`: one that does not exist is a warning
+    /// (the backup goes on, exit code 3), where a missing `paths` source is an error.
+    pub listed_paths: Vec<PathBuf>,
 }
 
 /// Progress counters, reported periodically.
@@ -155,7 +161,7 @@ pub fn backup(
         // lock: what the index says must be what is stored now, and the parent must be
         // a snapshot that still exists. Both listings at once (one round trip to a
         // remote store).
-        let sources = absolute_sources(&opts.paths)?;
+        let (sources, missing) = absolute_sources(&opts.paths, &opts.listed_paths)?;
         let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
         let (refreshed, parent) = std::thread::scope(|s| {
             let parent = s.spawn(|| match &opts.parent {
@@ -170,14 +176,15 @@ pub fn backup(
             )
         });
         refreshed?;
-        locked_backup(repo, opts, Source { paths: sources, host, parent: parent? }, report, cancel, lock)
+        locked_backup(repo, opts, Source { paths: sources, missing, host, parent: parent? }, report, cancel, lock)
     })
 }
 
-/// What a backup reads and where it starts from: the absolute source paths, the host,
-/// and the parent snapshot.
+/// What a backup reads and where it starts from: the absolute source paths (and the
+/// listed ones that do not exist), the host, and the parent snapshot.
 struct Source {
     paths: Vec<PathBuf>,
+    missing: Vec<PathBuf>,
     host: String,
     parent: Option<(FileId, Snapshot)>,
 }
@@ -199,7 +206,7 @@ fn latest_of(repo: &Repository, host: &str, paths: &[PathBuf]) -> Result<Option<
 fn locked_backup(
     repo: &Repository,
     opts: &BackupOptions,
-    Source { paths: sources, host, parent }: Source,
+    Source { paths: sources, missing, host, parent }: Source,
     report: &dyn Report,
     cancel: &AtomicBool,
     lock: &LockGuard,
@@ -253,8 +260,12 @@ fn locked_backup(
             hardlinks: lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero")),
             last_progress: Instant::now(),
             repo_path: fs::canonicalize(repo.path()).ok(),
-            exclude: &opts.exclude,
+            select: &opts.select,
+            devices: sources.iter().filter_map(|p| fs::symlink_metadata(p).ok()).map(|m| m.dev()).collect(),
         };
+        for m in &missing {
+            w.warning(m, "listed in --files-from, does not exist");
+        }
         let root = parent.as_ref().map(|(_, p)| p.root);
         let walk = w.virtual_dir(Path::new("/"), &sources, root.as_ref());
         // Send what is batched even after an interrupt: it is stored and indexed, and the
@@ -357,17 +368,23 @@ fn check_snapshot_fields(host: &str, tags: &[String], paths: &[PathBuf]) -> Resu
 }
 
 /// Make sources absolute (resolving the parent directory, keeping a final symlink),
-/// check they exist, sort them and drop any inside another.
-fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    if paths.is_empty() {
-        return Err(Error::InvalidInput("nothing to back up: give at least one path".into()));
-    }
+/// check they exist, sort them and drop any inside another. Of the `listed` ones
+/// (`--files-from`), those that do not exist are returned apart, to be warned about.
+fn absolute_sources(paths: &[PathBuf], listed: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut out = Vec::new();
-    for p in paths {
-        fs::symlink_metadata(p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::InvalidInput(format!("{}: source path does not exist", p.display())),
-            _ => Error::Io { path: p.clone(), err: e },
-        })?;
+    let mut missing = Vec::new();
+    for (p, is_listed) in paths.iter().map(|p| (p, false)).chain(listed.iter().map(|p| (p, true))) {
+        match fs::symlink_metadata(p) {
+            Err(e) if is_listed && e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push(p.clone());
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::InvalidInput(format!("{}: source path does not exist", p.display())))
+            }
+            Err(e) => return Err(Error::Io { path: p.clone(), err: e }),
+            Ok(_) => {}
+        }
         let abs = std::path::absolute(p).at(p)?;
         let abs = match (abs.parent(), abs.file_name()) {
             (Some(dir), Some(name)) if name != ".." => fs::canonicalize(dir).at(dir)?.join(name),
@@ -383,7 +400,11 @@ fn absolute_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             kept.push(p);
         }
     }
-    Ok(kept)
+    if kept.is_empty() {
+        let why = if missing.is_empty() { "give at least one path" } else { "none of the listed paths exists" };
+        return Err(Error::InvalidInput(format!("nothing to back up: {why}")));
+    }
+    Ok((kept, missing))
 }
 
 /// uid/gid -> name, remembered (one entry per distinct owner).
@@ -433,7 +454,9 @@ struct Walker<'a> {
     hardlinks: lru::LruCache<(u64, u64), HardLink>,
     last_progress: Instant,
     repo_path: Option<PathBuf>,
-    exclude: &'a crate::pattern::Patterns,
+    select: &'a Selection,
+    /// The sources' filesystems (for `--one-file-system`).
+    devices: Vec<u64>,
 }
 
 impl TreeSink for Walker<'_> {
@@ -601,7 +624,7 @@ impl<'a> Walker<'a> {
             }
             let matching = prev.as_ref().filter(|p| p.name.as_slice() == name.as_bytes());
             let child = path.join(&name);
-            if self.exclude.excluded(&child) {
+            if self.select.excluded_by_name(&child) {
                 continue;
             }
             let meta = match fs::symlink_metadata(&child) {
@@ -611,8 +634,19 @@ impl<'a> Walker<'a> {
                     continue;
                 }
             };
+            let verdict = self.select.verdict(&child, &meta, &self.devices);
+            if verdict == Verdict::Drop {
+                continue;
+            }
             let matching = matching.cloned();
-            if let Some(e) = self.entry(&child, name.as_bytes(), &meta, matching.as_ref())? {
+            let entry = if verdict == Verdict::KeepEmpty {
+                self.summary.dirs += 1;
+                let empty = DirWriter::new().finish(self)?;
+                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(empty), &child))
+            } else {
+                self.entry(&child, name.as_bytes(), &meta, matching.as_ref())?
+            };
+            if let Some(e) = entry {
                 w.push(&e, self)?;
             }
         }

@@ -32,11 +32,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Entry, Kind};
 use crate::id::BlobId;
+use crate::pattern::Patterns;
 use crate::repo::{Repository, Run, Spacing, Wanted};
 use crate::sys;
 use crate::tree::{self, Step, Walk};
@@ -65,9 +64,14 @@ const HARDLINK_MEMORY: usize = 100_000;
 pub struct RestoreOptions {
     /// Directory to restore into (created if missing).
     pub target: PathBuf,
-    /// Only restore paths matching one of these globs (and what is inside them).
-    /// A pattern without '/' matches a file name anywhere.
-    pub include: Vec<String>,
+    /// If not empty, only restore the paths these patterns select (with what is inside
+    /// them, and the directories on the way to them): `--include` and its kin, the
+    /// patterns of backup's `--exclude` ([`crate::pattern`]), matched against the path
+    /// in the snapshot.
+    pub include: Patterns,
+    /// Leave out the paths these patterns select, with what is inside them
+    /// (`--exclude` and its kin).
+    pub exclude: Patterns,
     /// fsync every restored file and directory, so that all of it is on disk when the
     /// restore returns (otherwise the kernel writes it back in its own time).
     pub sync: bool,
@@ -98,38 +102,6 @@ pub struct RestoreStats {
     pub errors: u64,
     /// Entries the `--include` patterns matched (themselves, not what is under them).
     pub matched: u64,
-}
-
-struct Filter {
-    full: GlobSet,
-    base: GlobSet,
-}
-
-impl Filter {
-    fn new(patterns: &[String]) -> Result<Option<Filter>> {
-        if patterns.is_empty() {
-            return Ok(None);
-        }
-        let (mut full, mut base) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-        for p in patterns {
-            // As in restic and shells, `*` does not cross '/'; `**` does.
-            let g = GlobBuilder::new(p)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| Error::InvalidInput(format!("--include {p}: {e}")))?;
-            if p.contains('/') {
-                full.add(g);
-            } else {
-                base.add(g);
-            }
-        }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidInput(format!("--include: {e}")));
-        Ok(Some(Filter { full: build(full)?, base: build(base)? }))
-    }
-
-    fn matches(&self, snap_path: &Path) -> bool {
-        self.full.is_match(snap_path) || snap_path.file_name().is_some_and(|n| self.base.is_match(n))
-    }
 }
 
 /// Name -> id on this system, if the name exists here.
@@ -192,7 +164,8 @@ struct Ctx<'a> {
     repo: &'a Repository,
     report: &'a dyn Report,
     cancel: &'a AtomicBool,
-    filter: Option<Filter>,
+    include: &'a Patterns,
+    exclude: &'a Patterns,
     root: bool,
     sync: bool,
     errors: AtomicU64,
@@ -241,7 +214,8 @@ fn locked_restore(
         repo,
         report,
         cancel,
-        filter: Filter::new(&opts.include)?,
+        include: &opts.include,
+        exclude: &opts.exclude,
         root: sys::euid() == 0,
         sync: opts.sync,
         errors: AtomicU64::new(0),
@@ -285,8 +259,8 @@ fn locked_restore(
         let mut links = lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
         let r = match &root.kind {
             Kind::Dir(id) => {
-                let matched = ctx.filter.as_ref().is_none_or(|f| f.matches(snap_path));
-                stats.matched += (matched && ctx.filter.is_some()) as u64;
+                let matched = ctx.included(snap_path);
+                stats.matched += (matched && !ctx.include.is_empty()) as u64;
                 ctx.walk(id, snap_path, matched, &mut batch, &mut links, &mut stats)
             }
             _ => {
@@ -309,8 +283,7 @@ fn locked_restore(
     // The target directory itself keeps its own metadata: it is the user's, not the
     // snapshot's (and the snapshot root has none).
     if let Kind::Dir(id) = &root.kind {
-        let matched = ctx.filter.as_ref().is_none_or(|f| f.matches(snap_path));
-        ctx.dir_metadata(id, snap_path, matched);
+        ctx.dir_metadata(id, snap_path, ctx.included(snap_path));
     }
     if ctx.sync {
         ctx.target.sync_all().at(&opts.target)?;
@@ -345,6 +318,11 @@ struct Level {
 }
 
 impl Ctx<'_> {
+    /// Whether `--include` selects `snap_path` by itself (or there is no `--include`).
+    fn included(&self, snap_path: &Path) -> bool {
+        self.include.is_empty() || self.include.matches(snap_path)
+    }
+
     /// Report that `path` failed. The report names the path, so an error that starts
     /// with it (an I/O error on that very path) is given without it.
     fn fail(&self, path: &Path, msg: impl std::fmt::Display) {
@@ -409,9 +387,12 @@ impl Ctx<'_> {
             let Some(level) = walk.top() else { continue };
             let rel = level.rel.join(sys::os(&e.name));
             let snap_path = level.snap.join(sys::os(&e.name));
-            let hit = self.filter.as_ref().is_some_and(|f| f.matches(&snap_path));
+            if self.exclude.matches(&snap_path) {
+                continue;
+            }
+            let hit = !self.include.is_empty() && self.include.matches(&snap_path);
             stats.matched += hit as u64;
-            let m = level.matched || self.filter.is_none() || hit;
+            let m = level.matched || self.included(&snap_path);
             // With a filter, directories on the way to a match are created on demand.
             if m && level.dir.is_none() {
                 match self.open_beneath(&level.rel, true) {
@@ -849,11 +830,15 @@ impl Ctx<'_> {
                 Step::Entry(e) => {
                     let Kind::Dir(sub) = &e.kind else { continue };
                     let Some(level) = walk.top() else { continue };
-                    // Not restored (filtered out, or it failed): nothing to set.
+                    // Not restored (left out, or it failed): nothing to set. (A directory
+                    // left out may still be there, the user's own: it is not touched.)
+                    let snap = level.snap.join(sys::os(&e.name));
+                    if self.exclude.matches(&snap) {
+                        continue;
+                    }
                     let Ok(d) = sys::open_dir_at(&level.dir, &e.name) else { continue };
                     let rel = level.rel.join(sys::os(&e.name));
-                    let snap = level.snap.join(sys::os(&e.name));
-                    let m = level.matched || self.filter.as_ref().is_none_or(|f| f.matches(&snap));
+                    let m = level.matched || self.included(&snap);
                     let sub = *sub;
                     walk.enter(&sub, Level { dir: d, rel, snap, matched: m, entry: m.then_some(e) });
                 }

@@ -567,3 +567,146 @@ fn backup_excludes_what_the_patterns_and_pattern_files_name() {
     assert_eq!(o.code, EXIT_ERROR, "{}", o.stderr);
     assert!(o.stderr.contains("--exclude-file /nonexistent/list"), "{}", o.stderr);
 }
+
+#[test]
+fn backup_leaves_out_tagged_directories_and_large_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    write(&src.join("small"), &[1; 2048]);
+    write(&src.join("large"), &[2; 2049]);
+    write(&src.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n");
+    write(&src.join("cache/blob"), b"cached");
+    write(&src.join("not-a-cache/CACHEDIR.TAG"), b"Signature: something else");
+    write(&src.join("skip/.nobackup"), b"");
+    write(&src.join("skip/x"), b"x");
+    write(&src.join("marked/TAG"), b"KEEP-OUT and more");
+    write(&src.join("wrong-header/TAG"), b"keep-out");
+    let s = src.to_str().unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let o = cairn(
+        &repo,
+        "pw",
+        &[
+            "backup",
+            "--exclude-caches",
+            "--exclude-if-present",
+            ".nobackup",
+            "--exclude-if-present",
+            "TAG:KEEP-OUT",
+            "--exclude-larger-than",
+            "2K",
+            s,
+        ],
+    );
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let ls = cairn(&repo, "pw", &["ls", "-R", "latest"]).stdout;
+    for kept in ["small", "not-a-cache/CACHEDIR.TAG", "wrong-header/TAG"] {
+        assert!(ls.contains(&format!("{s}/{kept}\n")), "{kept} kept:\n{ls}");
+    }
+    for gone in ["large", "cache", "skip", "marked"] {
+        assert!(!ls.contains(&format!("{s}/{gone}")), "{gone} left out:\n{ls}");
+    }
+    // Nonsense is a one-line error naming the option and the value.
+    for (args, named) in [
+        (&["--exclude-larger-than", "5Q"][..], "--exclude-larger-than 5Q"),
+        (&["--exclude-if-present", "a/b"][..], "--exclude-if-present \"a/b\""),
+    ] {
+        let o = cairn(&repo, "pw", &[&["backup"][..], args, &[s]].concat());
+        assert_eq!(o.code, EXIT_ERROR, "{}", o.stderr);
+        assert!(o.stderr.contains(named) && o.stderr.trim().lines().count() == 1, "{}", o.stderr);
+    }
+}
+
+#[test]
+fn backup_one_file_system_keeps_mount_points_empty() {
+    // /dev/shm is a filesystem of its own below /dev on Linux machines and containers;
+    // where it is not, there is no mount point to test with.
+    let dev = |p: &str| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap());
+    if dev("/dev") == dev("/dev/shm") {
+        eprintln!("skipped: /dev/shm is not a mount point here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let marker = tempfile::Builder::new().prefix("cairn-x-test").tempfile_in("/dev/shm").unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let o = cairn(&repo, "pw", &["backup", "-x", "/dev"]);
+    assert!(o.code == EXIT_OK || o.code == EXIT_PARTIAL, "{}", o.stderr);
+    let ls = cairn(&repo, "pw", &["ls", "-R", "latest"]).stdout;
+    assert!(ls.lines().any(|l| l.starts_with('d') && l.ends_with(" /dev/shm")), "the mount point is kept:\n{ls}");
+    assert!(!ls.contains("/dev/shm/"), "nothing under it:\n{ls}");
+    assert!(!ls.contains(&marker.path().display().to_string()));
+}
+
+#[test]
+fn backup_files_from_lists_globs_and_missing_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    for f in ["a/one.txt", "a/two.txt", "a/three.md", "b/#hash", "b/star*", "c/nul", "d/not-listed"] {
+        write(&src.join(f), f.as_bytes());
+    }
+    let s = src.to_str().unwrap();
+    let list = dir.path().join("list");
+    std::fs::write(&list, format!("# documents\n\n  {s}/a/*.txt  \n{s}/missing\n")).unwrap();
+    let verbatim = dir.path().join("verbatim");
+    std::fs::write(&verbatim, format!("{s}/b/#hash\n{s}/b/star*\n")).unwrap();
+    let raw = dir.path().join("raw");
+    std::fs::write(&raw, format!("{s}/c/nul\0")).unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let (l, v, r) = (list.to_str().unwrap(), verbatim.to_str().unwrap(), raw.to_str().unwrap());
+    let o = cairn(&repo, "pw", &["backup", "--files-from", l, "--files-from-verbatim", v, "--files-from-raw", r]);
+    // A listed path that does not exist is an unreadable source: exit 3, named.
+    assert_eq!(o.code, EXIT_PARTIAL, "{}", o.stderr);
+    assert!(o.stderr.contains(&format!("{s}/missing")), "{}", o.stderr);
+    let ls = cairn(&repo, "pw", &["ls", "-R", "latest"]).stdout;
+    for kept in ["a/one.txt", "a/two.txt", "b/#hash", "b/star*", "c/nul"] {
+        assert!(ls.contains(&format!("{s}/{kept}\n")), "{kept} backed up:\n{ls}");
+    }
+    for gone in ["a/three.md", "d"] {
+        assert!(!ls.contains(&format!("{s}/{gone}")), "{gone} not listed:\n{ls}");
+    }
+    // An unreadable list is an error naming it; a list naming nothing that exists too.
+    let o = cairn(&repo, "pw", &["backup", "--files-from", "/nonexistent/list"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--files-from /nonexistent/list"), "{}", o.stderr);
+    std::fs::write(&list, format!("{s}/missing\n")).unwrap();
+    let o = cairn(&repo, "pw", &["backup", "--files-from", l]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("none of the listed paths exists"), "{}", o.stderr);
+}
+
+#[test]
+fn restore_includes_and_excludes_with_backup_patterns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    for f in ["docs/a.MD", "docs/b.txt", "docs/old/c.md", "src/main.rs", "src/gen/x.rs"] {
+        write(&src.join(f), f.as_bytes());
+    }
+    let s = src.to_str().unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    assert_eq!(cairn(&repo, "pw", &["backup", s]).code, EXIT_OK);
+    let restored = |args: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let o = cairn(&repo, "pw", &[&["restore", "latest", "-t", out.path().to_str().unwrap()][..], args].concat());
+        assert_eq!(o.code, EXIT_OK, "{args:?}: {}", o.stderr);
+        let mut found = Vec::new();
+        let root = out.path().join(src.strip_prefix("/").unwrap());
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    found.push(e.path().strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+        found.sort();
+        found
+    };
+    assert_eq!(restored(&["--iinclude", "*.md"]), ["docs/a.MD", "docs/old/c.md"]);
+    assert_eq!(restored(&["--include", "*.md"]), ["docs/old/c.md"]);
+    assert_eq!(restored(&["--include", "docs", "--exclude", "old"]), ["docs/a.MD", "docs/b.txt"]);
+    assert_eq!(restored(&["-e", "gen", "-e", &format!("{s}/docs")]), ["src/main.rs"]);
+    assert_eq!(restored(&["--include", &format!("{s}/src/**/*.rs"), "--exclude", "main.rs"]), ["src/gen/x.rs"]);
+    let o = cairn(&repo, "pw", &["restore", "latest", "-t", "/tmp/x", "--include", "a/[z-a]"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--include \"a/[z-a]\""), "{}", o.stderr);
+}

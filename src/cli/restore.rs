@@ -1,0 +1,104 @@
+//! `cairn restore`: thin over [`crate::ops::restore`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::backup::{patterns, ExcludeArgs};
+use super::{human, lock_options, open, print_problems, remote_line, split_target, Cli, Env, EXIT_OK};
+use crate::ops::restore::{self, RestoreOptions};
+
+/// `cairn restore` arguments.
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// SNAPSHOT[:PATH]: a snapshot id (prefix) or `latest`, optionally with a path inside it.
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    target_snapshot: String,
+    /// Directory to restore into.
+    #[arg(short, long, value_name = "DIR")]
+    target: PathBuf,
+    /// Only restore what matches PATTERN (repeatable), with what is inside it and the
+    /// directories on the way: backup's --exclude patterns, matched against paths in
+    /// the snapshot.
+    #[arg(short = 'i', long, value_name = "PATTERN")]
+    include: Vec<String>,
+    /// As --include, ignoring case.
+    #[arg(long, value_name = "PATTERN")]
+    iinclude: Vec<String>,
+    /// Read --include patterns from FILE (one per line; `#` comments; $VAR expanded).
+    #[arg(long, value_name = "FILE")]
+    include_file: Vec<PathBuf>,
+    /// As --include-file, ignoring case.
+    #[arg(long, value_name = "FILE")]
+    iinclude_file: Vec<PathBuf>,
+    #[command(flatten)]
+    exclude: ExcludeArgs,
+    /// fsync every restored file and directory before returning.
+    #[arg(long)]
+    sync: bool,
+}
+
+/// Run `cairn restore`.
+pub fn run(
+    cli: &Cli,
+    env: &Env,
+    args: &RestoreArgs,
+    out: &mut dyn Write,
+    err: &mut (dyn Write + Send),
+) -> anyhow::Result<i32> {
+    let include = patterns(env, "include", &args.include, &args.iinclude, &args.include_file, &args.iinclude_file)?;
+    let exclude = args.exclude.patterns(env)?;
+    let target = &args.target;
+    let repo = open(cli, env)?;
+    let (snap, path) = split_target(&args.target_snapshot);
+    let (id, s) = repo.resolve_snapshot(snap)?;
+    print_problems(&repo, err);
+    let root = restore::resolve(&repo, &s.root, Path::new(path))?;
+    let has_include = !include.is_empty();
+    let opts = RestoreOptions { target: target.clone(), include, exclude, sync: args.sync, lock: lock_options(cli)? };
+    let reporter = RestoreReporter { err: std::sync::Mutex::new(err) };
+    let stats = restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?;
+    let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
+    if cli.json {
+        let v = serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats, "remote": remote });
+        writeln!(out, "{v}")?;
+    } else if !cli.quiet {
+        writeln!(
+            out,
+            "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
+            id.short(),
+            target.display(),
+            stats.files,
+            stats.dirs,
+            stats.others,
+            human(stats.bytes)
+        )?;
+        if let Some(t) = &remote {
+            writeln!(out, "{}", remote_line(t))?;
+        }
+    }
+    if stats.errors > 0 {
+        anyhow::bail!("{} entries could not be restored (see above)", stats.errors);
+    }
+    if has_include && stats.matched == 0 {
+        let given: Vec<String> = (args.include.iter().map(|p| format!("--include {p}")))
+            .chain(args.iinclude.iter().map(|p| format!("--iinclude {p}")))
+            .chain(args.include_file.iter().map(|f| format!("--include-file {}", f.display())))
+            .chain(args.iinclude_file.iter().map(|f| format!("--iinclude-file {}", f.display())))
+            .collect();
+        anyhow::bail!("nothing in snapshot {} matches {}", id.short(), given.join(" "));
+    }
+    Ok(EXIT_OK)
+}
+
+struct RestoreReporter<'a> {
+    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
+}
+
+impl restore::Report for RestoreReporter<'_> {
+    fn error(&self, path: &Path, message: &str) {
+        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "error: {}: {message}", path.display());
+    }
+    fn warn(&self, path: &Path, message: &str) {
+        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "warning: {}: {message}", path.display());
+    }
+}
