@@ -15,7 +15,6 @@ use clap::{Parser, Subcommand};
 use crate::crypto::KdfParams;
 use crate::error::Error;
 use crate::format::tree::{Entry, Kind};
-use crate::id::FileId;
 use crate::ops::check::{self, CheckOptions};
 use crate::repo::{InitOptions, Repository};
 
@@ -25,6 +24,7 @@ mod mount;
 mod prune;
 mod repair;
 mod restore;
+mod snapshots;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -108,8 +108,10 @@ pub enum Command {
     },
     /// Back up files and directories into a new snapshot.
     Backup(Box<backup::BackupArgs>),
-    /// List snapshots.
-    Snapshots,
+    /// List snapshots (oldest first; filtered, grouped, the latest N of each group).
+    Snapshots(snapshots::SnapshotsArgs),
+    /// Add, remove or set the tags of snapshots.
+    Tag(snapshots::TagArgs),
     /// List files in a snapshot, like `ls -l`.
     Ls {
         /// SNAPSHOT[:PATH]: a snapshot id (prefix) or `latest`, optionally with a path inside it.
@@ -118,6 +120,9 @@ pub enum Command {
         /// List subdirectories recursively.
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// With `latest`: the newest snapshot these filters pass.
+        #[command(flatten)]
+        filter: snapshots::FilterArgs,
     },
     /// Restore a snapshot (or a path inside it) into a directory.
     Restore(Box<restore::RestoreArgs>),
@@ -393,17 +398,12 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             Ok(EXIT_OK)
         }
         Command::Backup(args) => backup::run(cli, env, args, out, err),
-        Command::Snapshots => {
-            let repo = open(cli, env)?;
-            let snaps = repo.snapshots()?;
-            print_problems(&repo, err);
-            print_snapshots(cli, &snaps, out)?;
-            Ok(EXIT_OK)
-        }
-        Command::Ls { target, recursive } => {
+        Command::Snapshots(args) => snapshots::run(cli, env, args, out, err),
+        Command::Tag(args) => snapshots::run_tag(cli, env, args, out, err),
+        Command::Ls { target, recursive, filter } => {
             let repo = open(cli, env)?;
             let (snap, path) = split_target(target);
-            let (_, s) = repo.resolve_snapshot(snap)?;
+            let (_, s) = crate::ops::snapshots::resolve(&repo, snap, &filter.filter())?;
             print_problems(&repo, err);
             let mut io_err = None;
             let failed = crate::ops::ls::list(
@@ -592,75 +592,6 @@ pub(crate) fn remote_line(t: &crate::backend::Traffic) -> String {
         human(t.bytes_written),
         t.retries
     )
-}
-
-fn print_snapshots(
-    cli: &Cli,
-    snaps: &[(FileId, crate::format::snapshot::Snapshot)],
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    if cli.json {
-        let v: Vec<_> = snaps
-            .iter()
-            .map(|(id, s)| {
-                serde_json::json!({
-                    "id": id.to_hex(), "time_ns": s.time_ns, "host": s.host, "user": s.user,
-                    "paths": s.paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
-                    "tags": s.tags, "parent": s.parent.map(|p| p.to_hex()), "root": s.root.to_hex(), "summary": s.summary,
-                })
-            })
-            .collect();
-        writeln!(out, "{}", serde_json::Value::Array(v))?;
-        return Ok(());
-    }
-    let rows: Vec<[String; 6]> = snaps
-        .iter()
-        .map(|(id, s)| {
-            let mut paths = s.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-            if !s.tags.is_empty() {
-                paths = format!("{paths} [{}]", s.tags.join(","));
-            }
-            [
-                id.short(),
-                local_time(s.time_ns),
-                s.host.clone(),
-                paths,
-                s.summary.files().to_string(),
-                human(s.summary.total_bytes),
-            ]
-        })
-        .collect();
-    let header = ["ID", "Time", "Host", "Paths", "Files", "Size"].map(String::from);
-    let mut w = [0usize; 6];
-    for r in std::iter::once(&header).chain(rows.iter()) {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |r: &[String; 6]| {
-        format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  {:>w5$}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3],
-            w4 = w[4],
-            w5 = w[5]
-        )
-    };
-    writeln!(out, "{}", line(&header).trim_end())?;
-    writeln!(out, "{}", "-".repeat(w.iter().sum::<usize>() + 10))?;
-    for r in &rows {
-        writeln!(out, "{}", line(r).trim_end())?;
-    }
-    writeln!(out, "{} snapshots", rows.len())?;
-    Ok(())
 }
 
 fn owner(name: &[u8], id: u32) -> String {

@@ -3,10 +3,9 @@
 //! for, or holds, the whole repository's list.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use super::{local_time, open, print_problems, Cli, Env, EXIT_OK};
-use crate::ops::forget::{self, Decision, Filter, ForgetOptions, ForgetSink, Group, GroupBy, Selection};
+use crate::ops::forget::{self, Decision, ForgetOptions, ForgetSink, Group, GroupBy, Selection};
 use crate::retention::{Count, Period, Policy, Span};
 
 /// `cairn forget` arguments.
@@ -58,15 +57,8 @@ pub struct ForgetArgs {
     /// comma-separated subset of host, paths, tags; empty: all snapshots in one group).
     #[arg(short = 'g', long, value_name = "LIST", default_value = "host,paths", allow_hyphen_values = true)]
     group_by: String,
-    /// Only consider snapshots of this host (repeatable).
-    #[arg(long = "host", value_name = "HOST")]
-    hosts: Vec<String>,
-    /// Only consider snapshots carrying all of these comma-separated tags (repeatable: any set).
-    #[arg(long = "tag", value_name = "TAG[,TAG]")]
-    tags: Vec<String>,
-    /// Only consider snapshots of exactly these paths (repeat for a set of several).
-    #[arg(long = "path", value_name = "PATH")]
-    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    filter: super::snapshots::FilterArgs,
     /// Show what would be kept and removed, and why; remove nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -79,10 +71,6 @@ pub struct ForgetArgs {
     prune: bool,
     #[command(flatten)]
     prune_flags: super::prune::PruneFlags,
-}
-
-fn tag_sets(v: &[String]) -> Vec<Vec<String>> {
-    v.iter().map(|s| s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()).collect()
 }
 
 impl ForgetArgs {
@@ -117,13 +105,14 @@ impl ForgetArgs {
                 p = p.keep_within(*period, Span::parse(s).map_err(|e| anyhow::anyhow!("--keep-within{name} {e}"))?);
             }
         }
-        p.tags = tag_sets(&self.keep_tag);
+        p.tags = super::snapshots::tag_sets(&self.keep_tag);
         Ok(p)
     }
 
     fn selection(&self) -> anyhow::Result<Selection> {
         let policy = self.policy()?;
-        let filtered = !(self.hosts.is_empty() && self.tags.is_empty() && self.paths.is_empty());
+        let filter = self.filter.filter();
+        let filtered = !filter.is_empty();
         if !self.snapshots.is_empty() {
             if !policy.is_empty() || filtered {
                 anyhow::bail!("give either snapshot ids or a policy (--keep-*, --host, --tag, --path), not both");
@@ -133,7 +122,6 @@ impl ForgetArgs {
         if policy.is_empty() {
             anyhow::bail!("nothing to forget: name snapshots, or give a policy with --keep-* options");
         }
-        let filter = Filter { hosts: self.hosts.clone(), tags: tag_sets(&self.tags), paths: self.paths.clone() };
         let group_by = GroupBy::parse(&self.group_by).map_err(anyhow::Error::msg)?;
         Ok(Selection::Policy { policy, group_by, filter })
     }

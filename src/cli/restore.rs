@@ -32,6 +32,9 @@ pub struct RestoreArgs {
     iinclude_file: Vec<PathBuf>,
     #[command(flatten)]
     exclude: ExcludeArgs,
+    /// With `latest`: the newest snapshot these filters pass.
+    #[command(flatten)]
+    filter: super::snapshots::FilterArgs,
     /// fsync every restored file and directory before returning.
     #[arg(long)]
     sync: bool,
@@ -50,7 +53,7 @@ pub fn run(
     let target = &args.target;
     let repo = open(cli, env)?;
     let (snap, path) = split_target(&args.target_snapshot);
-    let (id, s) = repo.resolve_snapshot(snap)?;
+    let (id, s) = crate::ops::snapshots::resolve(&repo, snap, &args.filter.filter())?;
     print_problems(&repo, err);
     let root = restore::resolve(&repo, &s.root, Path::new(path))?;
     let has_include = !include.is_empty();

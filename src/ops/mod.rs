@@ -8,3 +8,4 @@ pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod snapshots;

@@ -710,3 +710,71 @@ fn restore_includes_and_excludes_with_backup_patterns() {
     let o = cairn(&repo, "pw", &["restore", "latest", "-t", "/tmp/x", "--include", "a/[z-a]"]);
     assert!(o.code == EXIT_ERROR && o.stderr.contains("--include \"a/[z-a]\""), "{}", o.stderr);
 }
+
+#[test]
+fn snapshots_filter_group_and_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, b) = (dir.path().join("repo"), dir.path().join("a"), dir.path().join("b"));
+    write(&a.join("f"), b"a");
+    write(&b.join("f"), b"b");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    for (time, host, path, tag) in [
+        ("2026-01-01", "h1", a, "daily"),
+        ("2026-01-02", "h1", a, "daily"),
+        ("2026-01-03", "h1", b, "weekly"),
+        ("2026-01-04", "h2", a, "daily"),
+    ] {
+        let o = cairn(&repo, "pw", &["backup", "--time", time, "--host", host, "--tag", tag, path]);
+        assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    }
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = cairn(&repo, "pw", &[&["--json", "snapshots"][..], args].concat());
+        assert_eq!(o.code, EXIT_OK, "{args:?}: {}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", o.stdout))
+    };
+    let days = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|s| s["time"].as_str().unwrap()[..10].to_string()).collect()
+    };
+    assert_eq!(days(&json(&[])), ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"], "oldest first");
+    assert_eq!(days(&json(&["--host", "h1"])), ["2026-01-01", "2026-01-02", "2026-01-03"]);
+    assert_eq!(days(&json(&["--tag", "weekly"])), ["2026-01-03"]);
+    assert_eq!(days(&json(&["--tag", "daily", "--path", a])), ["2026-01-01", "2026-01-02", "2026-01-04"]);
+    assert_eq!(days(&json(&["--tag", "nope,daily"])), Vec::<String>::new(), "all tags of a set");
+    // --latest N counts per host and paths.
+    assert_eq!(days(&json(&["--latest", "1"])), ["2026-01-02", "2026-01-03", "2026-01-04"]);
+    let g = json(&["--group-by", "host"]);
+    let g = g.as_array().unwrap();
+    assert_eq!(g.len(), 2);
+    assert_eq!(g[0]["group_key"]["host"], "h1");
+    assert_eq!(days(&g[0]["snapshots"]), ["2026-01-01", "2026-01-02", "2026-01-03"]);
+    assert_eq!(days(&g[1]["snapshots"]), ["2026-01-04"]);
+    let o = cairn(&repo, "pw", &["snapshots", "-g", "host", "--latest", "1"]);
+    assert!(o.stdout.contains("snapshots of host h1") && o.stdout.contains("2 snapshots in 2 groups"), "{}", o.stdout);
+    assert!(!o.stdout.contains("2026-01-02") && o.stdout.contains("2026-01-03"), "{}", o.stdout);
+    // `latest` honours the filters.
+    let o = cairn(&repo, "pw", &["ls", "-R", "latest", "--host", "h1"]);
+    assert!(o.stdout.contains(b), "{}", o.stdout);
+
+    // Tags: --add/--remove/--set, on ids or on what the filters pass.
+    let id = json(&["--host", "h2"])[0]["id"].as_str().unwrap().to_string();
+    let o = cairn(&repo, "pw", &["tag", "--add", "keep,x", "--remove", "daily", &id[..8]]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let v = json(&["--host", "h2"]);
+    assert_eq!(v[0]["tags"], serde_json::json!(["keep", "x"]));
+    assert_ne!(v[0]["id"].as_str().unwrap(), id, "a new snapshot file, the old one gone");
+    assert_eq!(json(&[]).as_array().unwrap().len(), 4);
+    let o = cairn(&repo, "pw", &["tag", "--set", "all", "--host", "h1"]);
+    assert!(o.code == EXIT_OK && o.stdout.contains("changed the tags of 3 of 3"), "{} {}", o.stdout, o.stderr);
+    assert_eq!(days(&json(&["--tag", "all"])), ["2026-01-01", "2026-01-02", "2026-01-03"]);
+    let o = cairn(&repo, "pw", &["tag", "--set", "all", "--host", "h1"]);
+    assert!(o.stdout.contains("changed the tags of 0 of 3"), "unchanged tags rewrite nothing: {}", o.stdout);
+    assert_eq!(cairn(&repo, "pw", &["check"]).code, EXIT_OK);
+    // Nonsense.
+    let o = cairn(&repo, "pw", &["tag", "latest"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--add, --remove or --set"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["snapshots", "--group-by", "colour"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--group-by colour"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["ls", "latest", "--host", "nobody"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("no snapshot passes"), "{}", o.stderr);
+}
