@@ -20,6 +20,7 @@ use crate::repo::{InitOptions, Repository};
 
 mod backup;
 mod forget;
+mod inspect;
 mod mount;
 mod prune;
 mod repair;
@@ -110,6 +111,8 @@ pub enum Command {
     Backup(Box<backup::BackupArgs>),
     /// List snapshots (oldest first; filtered, grouped, the latest N of each group).
     Snapshots(snapshots::SnapshotsArgs),
+    /// Show what changed between two snapshots (or directories in them).
+    Diff(inspect::DiffArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(snapshots::TagArgs),
     /// List files in a snapshot, like `ls -l`.
@@ -399,6 +402,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         }
         Command::Backup(args) => backup::run(cli, env, args, out, err),
         Command::Snapshots(args) => snapshots::run(cli, env, args, out, err),
+        Command::Diff(args) => inspect::diff(cli, env, args, out, err),
         Command::Tag(args) => snapshots::run_tag(cli, env, args, out, err),
         Command::Ls { target, recursive, filter } => {
             let repo = open(cli, env)?;

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod diff;
 pub mod forget;
 pub mod ls;
 pub mod prune;

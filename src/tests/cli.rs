@@ -778,3 +778,70 @@ fn snapshots_filter_group_and_tag() {
     let o = cairn(&repo, "pw", &["ls", "latest", "--host", "nobody"]);
     assert!(o.code == EXIT_ERROR && o.stderr.contains("no snapshot passes"), "{}", o.stderr);
 }
+
+#[test]
+fn diff_reports_each_change_once_and_skips_equal_trees() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    for f in ["a/keep", "a/change", "a/gone", "a/meta", "d/sub/x", "same/deep/y", "t"] {
+        write(&src.join(f), f.as_bytes());
+    }
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let s = src.to_str().unwrap();
+    assert_eq!(cairn(&repo, "pw", &["backup", s]).code, EXIT_OK);
+    write(&src.join("a/change"), b"new content");
+    std::fs::remove_file(src.join("a/gone")).unwrap();
+    write(&src.join("a/new"), b"added");
+    std::fs::set_permissions(src.join("a/meta"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_dir_all(src.join("d")).unwrap();
+    write(&src.join("n/file"), b"n");
+    std::fs::remove_file(src.join("t")).unwrap();
+    write(&src.join("t/inside"), b"t");
+    assert_eq!(cairn(&repo, "pw", &["backup", s]).code, EXIT_OK);
+    let ids: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(&cairn(&repo, "pw", &["--json", "snapshots"]).stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_string())
+            .collect();
+    let lines = |args: &[&str]| -> Vec<String> {
+        let o = cairn(&repo, "pw", &[&["diff", &ids[0], &ids[1]][..], args].concat());
+        assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+        o.stdout.lines().filter(|l| l.contains(s)).map(|l| l.replace(s, "")).collect()
+    };
+    let want = [
+        "M    /a/change",
+        "-    /a/gone",
+        "+    /a/new",
+        "-    /d/",
+        "-    /d/sub/",
+        "-    /d/sub/x",
+        "+    /n/",
+        "+    /n/file",
+        "T    /t/",
+        "+    /t/inside",
+    ];
+    assert_eq!(lines(&[]), want);
+    let with_meta = lines(&["--metadata"]);
+    assert!(with_meta.contains(&"U    /a/meta".to_string()), "{with_meta:?}");
+    // The statistics, and JSON.
+    let o = cairn(&repo, "pw", &["--json", "diff", &ids[0], &ids[1]]);
+    let last: serde_json::Value = serde_json::from_str(o.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["message_type"], "statistics");
+    assert_eq!(last["files"]["added"], 3);
+    assert_eq!(last["files"]["removed"], 2, "gone and d/sub/x (t is a type change)");
+    assert_eq!(last["files"]["changed"], 1);
+    assert_eq!(last["dirs"]["added"], 1, "n (t is counted as changed)");
+    assert_eq!(last["dirs"]["changed"], 1);
+    assert!(last["dirs_skipped"].as_u64().unwrap() >= 1, "same/ is never read: {last}");
+    // A directory in each, and a diff of a snapshot with itself: no changes, no error.
+    let o = cairn(&repo, "pw", &["diff", &format!("{}:{s}/a", ids[0]), &format!("{}:{s}/a", ids[1])]);
+    assert!(o.stdout.contains("M    ") && !o.stdout.contains("/n/"), "{}", o.stdout);
+    let o = cairn(&repo, "pw", &["diff", &ids[1], "latest"]);
+    assert!(o.code == EXIT_OK && o.stdout.contains("0 new,     0 removed,     0 changed"), "{}", o.stdout);
+    let o = cairn(&repo, "pw", &["diff", &format!("{}:{s}/a/new", ids[1]), &ids[0]]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("not a directory"), "{}", o.stderr);
+}
