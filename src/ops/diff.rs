@@ -108,6 +108,10 @@ impl<'r> Side<'r> {
     }
 }
 
+/// Receives each change: the path, the change, the entry in the first snapshot and the
+/// one in the second (either may be missing).
+pub type Sink<'a> = dyn FnMut(&Path, Change, Option<&Entry>, Option<&Entry>) -> Result<()> + 'a;
+
 /// Compare the trees `old` and `new` (snapshot roots, or directories at `path` in
 /// them) and tell `sink` each change with the entries on each side, in path order.
 /// Damage in either tree is an error naming the object.
@@ -118,7 +122,7 @@ pub fn diff(
     path: &Path,
     metadata: bool,
     cancel: &AtomicBool,
-    sink: &mut dyn FnMut(&Path, Change, Option<&Entry>, Option<&Entry>) -> Result<()>,
+    sink: &mut Sink<'_>,
 ) -> Result<DiffStats> {
     let mut stats = DiffStats::default();
     if old == new {
