@@ -113,6 +113,8 @@ pub enum Command {
     Snapshots(snapshots::SnapshotsArgs),
     /// Show what changed between two snapshots (or directories in them).
     Diff(inspect::DiffArgs),
+    /// Find which snapshots hold paths matching patterns (or a blob or tree), and where.
+    Find(inspect::FindArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(snapshots::TagArgs),
     /// List files in a snapshot, like `ls -l`.
@@ -403,6 +405,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         Command::Backup(args) => backup::run(cli, env, args, out, err),
         Command::Snapshots(args) => snapshots::run(cli, env, args, out, err),
         Command::Diff(args) => inspect::diff(cli, env, args, out, err),
+        Command::Find(args) => inspect::find(cli, env, args, out, err),
         Command::Tag(args) => snapshots::run_tag(cli, env, args, out, err),
         Command::Ls { target, recursive, filter } => {
             let repo = open(cli, env)?;
@@ -606,7 +609,7 @@ fn owner(name: &[u8], id: u32) -> String {
     }
 }
 
-fn ls_line(p: &Path, e: &Entry) -> String {
+pub(crate) fn ls_line(p: &Path, e: &Entry) -> String {
     let mut s = format!(
         "{} {:>8} {:>8} {:>12} {} {}",
         crate::ops::ls::mode_string(e),
@@ -623,7 +626,7 @@ fn ls_line(p: &Path, e: &Entry) -> String {
     s
 }
 
-fn ls_json(p: &Path, e: &Entry) -> String {
+pub(crate) fn ls_json(p: &Path, e: &Entry) -> String {
     let kind = match e.kind {
         Kind::File(_) => "file",
         Kind::Dir(_) => "dir",

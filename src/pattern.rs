@@ -116,6 +116,17 @@ impl Patterns {
     /// Whether the patterns select `path` (absolute): the last pattern matching it is
     /// not a `!` one. (For `--exclude`, selected means left out; for `--include`, kept.)
     pub fn matches(&self, path: &Path) -> bool {
+        self.select(path, false)
+    }
+
+    /// As [`Patterns::matches`], but a pattern must match up to the path's last
+    /// component: `*.jpg` selects `/a/b.jpg`, not what is under a directory `/c.jpg/`
+    /// (`find`, which reports each entry that matches by itself).
+    pub fn matches_whole(&self, path: &Path) -> bool {
+        self.select(path, true)
+    }
+
+    fn select(&self, path: &Path, whole: bool) -> bool {
         if self.list.is_empty() {
             return false;
         }
@@ -126,16 +137,16 @@ impl Patterns {
                 _ => None,
             })
             .collect();
-        self.list.iter().rev().find(|p| p.matches(&names)).is_some_and(|p| !p.negated)
+        self.list.iter().rev().find(|p| p.matches(&names, whole)).is_some_and(|p| !p.negated)
     }
 }
 
 impl Pattern {
-    fn matches(&self, names: &[&OsStr]) -> bool {
+    fn matches(&self, names: &[&OsStr], whole: bool) -> bool {
         if self.anchored {
-            return leading(&self.parts, names);
+            return leading(&self.parts, names, whole);
         }
-        (0..names.len()).any(|at| leading(&self.parts, &names[at..]))
+        (0..names.len()).any(|at| leading(&self.parts, &names[at..], whole))
     }
 }
 
@@ -189,13 +200,14 @@ pub fn glob_paths(pattern: &str) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Whether `parts` match a run of leading components of `names`.
-fn leading(parts: &[Part], names: &[&OsStr]) -> bool {
+/// Whether `parts` match a run of leading components of `names` (all of them, if
+/// `whole`).
+fn leading(parts: &[Part], names: &[&OsStr], whole: bool) -> bool {
     match parts.split_first() {
-        None => true,
-        Some((Part::Any, rest)) => (0..=names.len()).any(|skip| leading(rest, &names[skip..])),
+        None => !whole || names.is_empty(),
+        Some((Part::Any, rest)) => (0..=names.len()).any(|skip| leading(rest, &names[skip..], whole)),
         Some((Part::Glob(g), rest)) => {
-            names.first().is_some_and(|n| g.is_match(Path::new(n))) && leading(rest, &names[1..])
+            names.first().is_some_and(|n| g.is_match(Path::new(n))) && leading(rest, &names[1..], whole)
         }
     }
 }
@@ -320,6 +332,17 @@ mod tests {
         // `/` alone is every path.
         p.add("--exclude", "/", false).unwrap();
         assert!(p.matches(Path::new("/a")));
+    }
+
+    #[test]
+    fn whole_matches_end_at_the_last_component() {
+        let p = set(&["*.jpg", "/srv/**/logs"]);
+        assert!(p.matches_whole(Path::new("/a/b.jpg")));
+        assert!(!p.matches_whole(Path::new("/c.jpg/d")));
+        assert!(p.matches(Path::new("/c.jpg/d")), "as an exclude, what is under it too");
+        assert!(p.matches_whole(Path::new("/srv/x/y/logs")));
+        assert!(!p.matches_whole(Path::new("/srv/x/logs/today")));
+        assert!(set(&["**"]).matches_whole(Path::new("/any/thing")));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod compat;
 mod damage;
 mod decoders;
 mod forget;
+mod inspect;
 mod locks;
 mod prune;
 mod regressions;

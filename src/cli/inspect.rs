@@ -91,3 +91,120 @@ pub fn diff(cli: &Cli, env: &Env, args: &DiffArgs, out: &mut dyn Write, err: &mu
     }
     Ok(EXIT_OK)
 }
+
+/// `cairn find` arguments.
+#[derive(clap::Args, Debug)]
+pub struct FindArgs {
+    /// What to find: restic's patterns (`*.jpg`, `/home/*/notes`, `**/x`), each matched
+    /// against the whole path (a pattern without `/` against the name); with --blob or
+    /// --tree, ids.
+    #[arg(required = true, value_name = "PATTERN")]
+    patterns: Vec<String>,
+    /// Only in these snapshots (repeatable; ids, prefixes or `latest`).
+    #[arg(short = 's', long = "snapshot", value_name = "SNAPSHOT")]
+    snapshots: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Only entries modified at or after TIME (`YYYY-MM-DD[ HH:MM:SS]`, local time).
+    #[arg(long, value_name = "TIME")]
+    oldest: Option<String>,
+    /// Only entries modified at or before TIME.
+    #[arg(long, value_name = "TIME")]
+    newest: Option<String>,
+    /// Ignore case in the patterns.
+    #[arg(short = 'i', long)]
+    ignore_case: bool,
+    /// The arguments are data blob ids: find the files holding them.
+    #[arg(long, conflicts_with = "tree")]
+    blob: bool,
+    /// The arguments are tree ids: find the directories they are.
+    #[arg(long)]
+    tree: bool,
+    /// Print each match like `ls -l`.
+    #[arg(short = 'l', long)]
+    long: bool,
+}
+
+/// Run `cairn find`: per snapshot with matches, a heading and the matching paths;
+/// `--json`: one object per match.
+pub fn find(cli: &Cli, env: &Env, args: &FindArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    use crate::ops::find::{FindOptions, Finder, Query};
+    let ids = |what: &str| -> anyhow::Result<Vec<BlobId>> {
+        let parse = |s: &String| crate::id::parse_hex32(s).map(BlobId);
+        args.patterns
+            .iter()
+            .map(|s| parse(s).ok_or_else(|| anyhow::anyhow!("--{what} {s}: not an id (64 hex digits)")))
+            .collect()
+    };
+    let query = if args.blob {
+        Query::Blobs(ids("blob")?)
+    } else if args.tree {
+        Query::Trees(ids("tree")?)
+    } else {
+        let mut p = crate::pattern::Patterns::new();
+        for s in &args.patterns {
+            p.add("find", s, args.ignore_case)?;
+        }
+        Query::Paths(p)
+    };
+    let time = |option: &str, t: &Option<String>| -> anyhow::Result<Option<i64>> {
+        t.as_deref()
+            .map(|s| super::parse_local_time(s).map(|ns| ns.div_euclid(1_000_000_000)))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("--time", option)))
+    };
+    let (oldest, newest) = (time("--oldest", &args.oldest)?, time("--newest", &args.newest)?);
+    let repo = open(cli, env)?;
+    let filter = args.filter.filter();
+    let mut wanted = Vec::new();
+    for spec in &args.snapshots {
+        wanted.push(crate::ops::snapshots::resolve(&repo, spec, &filter)?.0);
+    }
+    // Directories without a match, remembered: a 64th of the budget at 48 B each.
+    let no_match_entries = repo.budget().0 / 64 / 48;
+    let mut finder = Finder::new(&repo, FindOptions { query, oldest, newest, no_match_entries });
+    let none = crate::ops::snapshots::GroupBy { host: false, paths: false, tags: false };
+    let select = |id: &FileId, s: &crate::format::snapshot::Snapshot| {
+        (wanted.is_empty() || wanted.contains(id)) && filter.matches(s)
+    };
+    let mut damaged = 0u64;
+    let order = crate::ops::snapshots::Order::OldestFirst;
+    crate::ops::snapshots::grouped(&repo, &select, none, order, repo.budget().sort_bytes(), &mut |_, id, snap| {
+        let mut first = true;
+        let w = |r: std::io::Result<()>| r.map_err(|e| crate::Error::Io { path: "<stdout>".into(), err: e });
+        finder.search(
+            &snap,
+            env.cancel,
+            &mut |p, e| {
+                if cli.json {
+                    let mut v: serde_json::Value = serde_json::from_str(&super::ls_json(p, e)).expect("our own JSON");
+                    v["snapshot"] = id.to_hex().into();
+                    return w(writeln!(out, "{v}"));
+                }
+                if std::mem::take(&mut first) && !cli.quiet {
+                    let t = super::local_time(snap.time_ns);
+                    w(writeln!(out, "Found matching entries in snapshot {} from {t}", id.short()))?;
+                }
+                let line = if args.long { super::ls_line(p, e) } else { p.display().to_string() };
+                w(writeln!(out, "{line}"))
+            },
+            &mut |p, e| {
+                damaged += 1;
+                let _ = writeln!(err, "error: snapshot {}: {}: {e}", id.short(), p.display());
+            },
+        )?;
+        if !first && !cli.json {
+            w(writeln!(out))?;
+        }
+        Ok(())
+    })?;
+    print_problems(&repo, err);
+    let s = finder.stats;
+    if !cli.json && !cli.quiet {
+        writeln!(out, "{} matches in {} snapshots", s.matches, s.snapshots)?;
+    }
+    if damaged > 0 {
+        anyhow::bail!("{damaged} directories could not be read (see above)");
+    }
+    Ok(EXIT_OK)
+}

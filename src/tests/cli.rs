@@ -845,3 +845,49 @@ fn diff_reports_each_change_once_and_skips_equal_trees() {
     let o = cairn(&repo, "pw", &["diff", &format!("{}:{s}/a/new", ids[1]), &ids[0]]);
     assert!(o.code == EXIT_ERROR && o.stderr.contains("not a directory"), "{}", o.stderr);
 }
+
+#[test]
+fn find_reports_matches_per_snapshot_and_skips_directories_without_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    for f in ["docs/a.jpg", "docs/B.JPG", "docs/c.txt", "x.jpg/inside", "other/deep/d.txt"] {
+        write(&src.join(f), f.as_bytes());
+    }
+    let s = src.to_str().unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    assert_eq!(cairn(&repo, "pw", &["backup", "--time", "2026-01-01", s]).code, EXIT_OK);
+    write(&src.join("docs/e.jpg"), b"e");
+    assert_eq!(cairn(&repo, "pw", &["backup", "--time", "2026-01-02", s]).code, EXIT_OK);
+    let found = |args: &[&str]| -> Vec<(String, String)> {
+        let o = cairn(&repo, "pw", &[&["--json", "find"][..], args].concat());
+        assert_eq!(o.code, EXIT_OK, "{args:?}: {}", o.stderr);
+        o.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["snapshot"].as_str().unwrap()[..8].to_string(), v["path"].as_str().unwrap().replace(s, "")))
+            .collect()
+    };
+    let jpgs = found(&["*.jpg"]);
+    let paths: Vec<&str> = jpgs.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(paths, ["/docs/a.jpg", "/x.jpg", "/docs/a.jpg", "/docs/e.jpg", "/x.jpg"], "oldest snapshot first");
+    assert_ne!(jpgs[0].0, jpgs[2].0);
+    assert_eq!(found(&["-i", "*.jpg"]).len(), 7);
+    assert_eq!(found(&["-s", "latest", &format!("{s}/docs/*.txt")]).len(), 1);
+    assert_eq!(found(&["**/deep/*"]).len(), 2);
+    assert_eq!(found(&["--newest", "2000-01-01", "*"]).len(), 0);
+    // Text: a heading per snapshot; the second snapshot's unchanged directories are
+    // skipped (other/ held nothing the first time).
+    let o = cairn(&repo, "pw", &["find", "e.jpg"]);
+    assert!(o.stdout.contains("Found matching entries in snapshot") && o.stdout.contains("1 matches in 2 snapshots"));
+    // By tree id: the directory that is that tree.
+    let tree = {
+        let o = cairn(&repo, "pw", &["--json", "snapshots", "latest"]);
+        serde_json::from_str::<serde_json::Value>(&o.stdout).unwrap()[0]["tree"].as_str().unwrap().to_string()
+    };
+    let o = cairn(&repo, "pw", &["find", "--tree", &tree]);
+    assert!(o.code == EXIT_OK && o.stdout.contains("0 matches"), "the root itself is no entry: {}", o.stdout);
+    let o = cairn(&repo, "pw", &["find", "--blob", "xyz"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--blob xyz: not an id"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["find", "--oldest", "yesterday", "x"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--oldest yesterday"), "{}", o.stderr);
+}
