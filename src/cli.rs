@@ -115,6 +115,8 @@ pub enum Command {
     Diff(inspect::DiffArgs),
     /// Find which snapshots hold paths matching patterns (or a blob or tree), and where.
     Find(inspect::FindArgs),
+    /// Write a file of a snapshot to standard output, or a directory as a tar stream.
+    Dump(inspect::DumpArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(snapshots::TagArgs),
     /// List files in a snapshot, like `ls -l`.
@@ -406,6 +408,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         Command::Snapshots(args) => snapshots::run(cli, env, args, out, err),
         Command::Diff(args) => inspect::diff(cli, env, args, out, err),
         Command::Find(args) => inspect::find(cli, env, args, out, err),
+        Command::Dump(args) => inspect::dump(cli, env, args, out, err),
         Command::Tag(args) => snapshots::run_tag(cli, env, args, out, err),
         Command::Ls { target, recursive, filter } => {
             let repo = open(cli, env)?;

@@ -208,3 +208,58 @@ pub fn find(cli: &Cli, env: &Env, args: &FindArgs, out: &mut dyn Write, err: &mu
     }
     Ok(EXIT_OK)
 }
+
+/// `cairn dump` arguments.
+#[derive(clap::Args, Debug)]
+pub struct DumpArgs {
+    /// SNAPSHOT[:PATH], or SNAPSHOT and PATH apart (as restic's `dump ID PATH`).
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    target: String,
+    /// The path in the snapshot (instead of `:PATH`).
+    #[arg(value_name = "PATH")]
+    path: Option<PathBuf>,
+    /// With `latest`: the newest snapshot these filters pass.
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Write to FILE instead of standard output.
+    #[arg(short = 't', long = "target", value_name = "FILE")]
+    target_file: Option<PathBuf>,
+}
+
+/// Run `cairn dump`.
+pub fn dump(cli: &Cli, env: &Env, args: &DumpArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    let spec = match &args.path {
+        Some(p) if args.target.contains(':') => {
+            anyhow::bail!("give the path once: {} or {} {}", args.target, split_target(&args.target).0, p.display())
+        }
+        Some(p) => format!("{}:{}", args.target, p.display()),
+        None => args.target.clone(),
+    };
+    let repo = open(cli, env)?;
+    let (_, path, entry) = resolve_at(&repo, &spec, &args.filter)?;
+    print_problems(&repo, err);
+    let mut file;
+    let mut stdout_lock;
+    let w: &mut dyn Write = match &args.target_file {
+        Some(f) => {
+            file = std::io::BufWriter::new(
+                std::fs::File::create(f).map_err(|e| anyhow::anyhow!("--target {}: {e}", f.display()))?,
+            );
+            &mut file
+        }
+        None => {
+            stdout_lock = std::io::BufWriter::with_capacity(1 << 16, &mut *out);
+            &mut stdout_lock
+        }
+    };
+    let mut damaged = 0u64;
+    crate::ops::dump::dump(&repo, &entry, &path, w, env.cancel, &mut |p, e| {
+        damaged += 1;
+        let _ = writeln!(err, "error: {}: {e}", p.display());
+    })?;
+    w.flush()?;
+    if damaged > 0 {
+        anyhow::bail!("{damaged} directories could not be read (see above)");
+    }
+    Ok(EXIT_OK)
+}

@@ -891,3 +891,53 @@ fn find_reports_matches_per_snapshot_and_skips_directories_without_any() {
     let o = cairn(&repo, "pw", &["find", "--oldest", "yesterday", "x"]);
     assert!(o.code == EXIT_ERROR && o.stderr.contains("--oldest yesterday"), "{}", o.stderr);
 }
+
+#[test]
+fn dump_writes_a_file_or_a_directory_as_tar() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    let big = bytes(7, 3_000_000, false);
+    write(&src.join("notes.txt"), b"hello notes");
+    write(&src.join("sub/big.bin"), &big);
+    write(&src.join(&format!("sub/{}", "long-name-".repeat(15))), b"long");
+    std::os::unix::fs::symlink("notes.txt", src.join("link")).unwrap();
+    std::fs::set_permissions(src.join("notes.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let s = src.to_str().unwrap();
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    assert_eq!(cairn(&repo, "pw", &["backup", s]).code, EXIT_OK);
+    let o = cairn(&repo, "pw", &["dump", &format!("latest:{s}/notes.txt")]);
+    assert_eq!((o.code, o.stdout.as_str()), (EXIT_OK, "hello notes"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["dump", "latest", &format!("{s}/notes.txt")]);
+    assert_eq!(o.stdout, "hello notes", "restic's two-argument form");
+    // A directory: a tar stream, read back with the tar crate.
+    let tar_path = dir.path().join("out.tar");
+    let o = cairn(&repo, "pw", &["dump", &format!("latest:{s}"), "--target", tar_path.to_str().unwrap()]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let mut archive = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+    let mut seen = Vec::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        match name.as_str() {
+            "notes.txt" => {
+                assert_eq!(data, b"hello notes");
+                assert_eq!(e.header().mode().unwrap(), 0o640);
+            }
+            "sub/big.bin" => assert!(data == big, "3 MB of several chunks"),
+            "link" => assert_eq!(e.link_name().unwrap().unwrap().to_str(), Some("notes.txt")),
+            _ => {}
+        }
+        seen.push(name);
+    }
+    seen.sort();
+    let long = format!("sub/{}", "long-name-".repeat(15));
+    assert_eq!(seen, ["link", "notes.txt", "sub", "sub/big.bin", &long].map(String::from));
+    let o = cairn(&repo, "pw", &["dump", &format!("latest:{s}/nope")]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("nope"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["dump", &format!("latest:{s}"), "x"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("give the path once"), "{}", o.stderr);
+}
