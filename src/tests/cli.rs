@@ -901,7 +901,7 @@ fn dump_writes_a_file_or_a_directory_as_tar() {
     let big = bytes(7, 3_000_000, false);
     write(&src.join("notes.txt"), b"hello notes");
     write(&src.join("sub/big.bin"), &big);
-    write(&src.join(&format!("sub/{}", "long-name-".repeat(15))), b"long");
+    write(&src.join(format!("sub/{}", "long-name-".repeat(15))), b"long");
     std::os::unix::fs::symlink("notes.txt", src.join("link")).unwrap();
     std::fs::set_permissions(src.join("notes.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
     let s = src.to_str().unwrap();
