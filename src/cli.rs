@@ -117,6 +117,9 @@ pub enum Command {
     Find(inspect::FindArgs),
     /// Write a file of a snapshot to standard output, or a directory as a tar stream.
     Dump(inspect::DumpArgs),
+    /// Print a repository object decoded, as JSON: config, snapshot ID, tree ID, index
+    /// ID, pack ID, key ID; `blob ID` writes a data blob's bytes.
+    Cat(inspect::CatArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(snapshots::TagArgs),
     /// List files in a snapshot, like `ls -l`.
@@ -409,6 +412,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         Command::Diff(args) => inspect::diff(cli, env, args, out, err),
         Command::Find(args) => inspect::find(cli, env, args, out, err),
         Command::Dump(args) => inspect::dump(cli, env, args, out, err),
+        Command::Cat(args) => inspect::cat(cli, env, args, out, err),
         Command::Tag(args) => snapshots::run_tag(cli, env, args, out, err),
         Command::Ls { target, recursive, filter } => {
             let repo = open(cli, env)?;

@@ -941,3 +941,68 @@ fn dump_writes_a_file_or_a_directory_as_tar() {
     let o = cairn(&repo, "pw", &["dump", &format!("latest:{s}"), "x"]);
     assert!(o.code == EXIT_ERROR && o.stderr.contains("give the path once"), "{}", o.stderr);
 }
+
+#[test]
+fn cat_decodes_every_kind_of_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    write(&src.join("f.txt"), b"the file's bytes");
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    assert_eq!(cairn(&repo, "pw", &["backup", src.to_str().unwrap()]).code, EXIT_OK);
+    let cat = |args: &[&str]| -> serde_json::Value {
+        let o = cairn(&repo, "pw", &[&["cat"][..], args].concat());
+        assert_eq!(o.code, EXIT_OK, "{args:?}: {}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", o.stdout))
+    };
+    assert_eq!(cat(&["config"])["compression"], 3);
+    let snap = cat(&["snapshot", "latest"]);
+    let mut tree = snap["tree"].as_str().unwrap().to_string();
+    // Down the tree to the file: one node per directory on the way.
+    let mut file = serde_json::Value::Null;
+    for _ in 0..64 {
+        let node = cat(&["tree", &tree]);
+        let e = &node["nodes"][0];
+        if e["type"] == "file" {
+            file = e.clone();
+            break;
+        }
+        tree = e["subtree"].as_str().unwrap().to_string();
+    }
+    assert_eq!(file["name"], "f.txt");
+    let chunk = file["content"][0]["id"].as_str().unwrap().to_string();
+    let o = cairn(&repo, "pw", &["cat", "blob", &chunk]);
+    assert_eq!(o.stdout, "the file's bytes");
+    let first = |d: &str| {
+        let mut ids: Vec<String> = walkdir(&repo.join(d));
+        ids.sort();
+        ids.remove(0)
+    };
+    let index = cat(&["index", &first("index")[..8]]);
+    assert!(index["blobs"].as_array().unwrap().iter().any(|b| b["id"] == chunk.as_str()));
+    let pack = index["blobs"][0]["pack"].as_str().unwrap().to_string();
+    assert!(!cat(&["pack", &pack]).get("blobs").unwrap().as_array().unwrap().is_empty());
+    let key = cat(&["key", &first("keys")]);
+    assert!(key["mem_kib"].as_u64().is_some() && key.get("salt").is_none(), "{key}");
+    for (args, says) in [
+        (&["cat", "colour"][..], "unknown type"),
+        (&["cat", "tree", "abc"][..], "not an id"),
+        (&["cat", "snapshot"][..], "give an id"),
+        (&["cat", "index", "ffffffff"][..], "no such index"),
+    ] {
+        let o = cairn(&repo, "pw", args);
+        assert!(o.code == EXIT_ERROR && o.stderr.contains(says), "{args:?}: {}", o.stderr);
+    }
+}
+
+/// The names of the files under `dir`, at any depth.
+fn walkdir(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walkdir(&e.path()));
+        } else {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
