@@ -120,6 +120,8 @@ pub enum Command {
     /// Print a repository object decoded, as JSON: config, snapshot ID, tree ID, index
     /// ID, pack ID, key ID; `blob ID` writes a data blob's bytes.
     Cat(inspect::CatArgs),
+    /// Count what snapshots hold: restore size, distinct contents or stored data.
+    Stats(inspect::StatsArgs),
     /// Add, remove or set the tags of snapshots.
     Tag(snapshots::TagArgs),
     /// List files in a snapshot, like `ls -l`.
@@ -413,6 +415,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         Command::Find(args) => inspect::find(cli, env, args, out, err),
         Command::Dump(args) => inspect::dump(cli, env, args, out, err),
         Command::Cat(args) => inspect::cat(cli, env, args, out, err),
+        Command::Stats(args) => inspect::stats(cli, env, args, out, err),
         Command::Tag(args) => snapshots::run_tag(cli, env, args, out, err),
         Command::Ls { target, recursive, filter } => {
             let repo = open(cli, env)?;

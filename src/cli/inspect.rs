@@ -400,3 +400,64 @@ pub fn cat(cli: &Cli, env: &Env, args: &CatArgs, out: &mut dyn Write, err: &mut 
     writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     Ok(EXIT_OK)
 }
+
+/// `cairn stats` arguments.
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Snapshots to count (ids, prefixes or `latest`) [default: every snapshot the
+    /// filters pass].
+    #[arg(value_name = "SNAPSHOT")]
+    ids: Vec<String>,
+    /// restore-size (files and bytes a restore writes), files-by-contents (distinct file
+    /// contents) or raw-data (distinct data blobs as stored, and the compression ratio).
+    #[arg(long, value_name = "MODE", default_value = "restore-size")]
+    mode: String,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// Run `cairn stats`.
+pub fn stats(cli: &Cli, env: &Env, args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
+    use crate::ops::stats::{Mode, Stats};
+    let mode = Mode::parse(&args.mode).map_err(|e| anyhow::anyhow!("--mode {e}"))?;
+    let repo = open(cli, env)?;
+    let filter = args.filter.filter();
+    let mut wanted = Vec::new();
+    for spec in &args.ids {
+        wanted.push(crate::ops::snapshots::resolve(&repo, spec, &filter)?.0);
+    }
+    let mut stats = Stats::new(&repo, mode);
+    let mut damaged = 0u64;
+    let select = |id: &FileId, s: &crate::format::snapshot::Snapshot| {
+        (wanted.is_empty() || wanted.contains(id)) && filter.matches(s)
+    };
+    let none = crate::ops::snapshots::GroupBy { host: false, paths: false, tags: false };
+    let order = crate::ops::snapshots::Order::OldestFirst;
+    crate::ops::snapshots::grouped(&repo, &select, none, order, repo.budget().sort_bytes() / 4, &mut |_, id, s| {
+        stats.add(&s, env.cancel, &mut |tree, e| {
+            damaged += 1;
+            let _ = writeln!(err, "error: snapshot {}: tree {}: {e}", id.short(), tree.short());
+        })
+    })?;
+    let r = stats.finish()?;
+    print_problems(&repo, err);
+    if cli.json {
+        writeln!(out, "{}", serde_json::to_string(&r)?)?;
+    } else {
+        writeln!(out, "Stats in {} mode:", args.mode)?;
+        writeln!(out, "     Snapshots processed:  {}", r.snapshots_count)?;
+        if mode == Mode::RawData {
+            writeln!(out, "        Total Blob Count:  {}", r.total_blob_count)?;
+            writeln!(out, " Total Uncompressed Size:  {}", human(r.total_uncompressed_size))?;
+            writeln!(out, "              Total Size:  {}", human(r.total_size))?;
+            writeln!(out, "       Compression Ratio:  {:.2}x", r.compression_ratio)?;
+        } else {
+            writeln!(out, "        Total File Count:  {}", r.total_file_count)?;
+            writeln!(out, "              Total Size:  {}", human(r.total_size))?;
+        }
+    }
+    if damaged > 0 {
+        anyhow::bail!("{damaged} directories could not be read (see above): the counts leave them out");
+    }
+    Ok(EXIT_OK)
+}

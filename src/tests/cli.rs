@@ -1006,3 +1006,38 @@ fn walkdir(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn stats_counts_restore_size_distinct_contents_and_stored_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    write(&src.join("a"), &[1u8; 100]);
+    write(&src.join("b"), &[1u8; 100]);
+    write(&src.join("sub/c"), &bytes(3, 2_000_000, true));
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    assert_eq!(cairn(&repo, "pw", &["backup", src.to_str().unwrap()]).code, EXIT_OK);
+    write(&src.join("d"), b"dddd");
+    assert_eq!(cairn(&repo, "pw", &["backup", src.to_str().unwrap()]).code, EXIT_OK);
+    let stats = |args: &[&str]| -> serde_json::Value {
+        let o = cairn(&repo, "pw", &[&["--json", "stats"][..], args].concat());
+        assert_eq!(o.code, EXIT_OK, "{args:?}: {}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap()
+    };
+    let r = stats(&[]);
+    assert_eq!((r["snapshots_count"].as_u64(), r["total_file_count"].as_u64()), (Some(2), Some(7)));
+    assert_eq!(r["total_size"], 2 * (200 + 2_000_000) + 4);
+    assert!(r["dirs_reused"].as_u64().unwrap() >= 1, "sub/ is counted once and reused: {r}");
+    let r = stats(&["latest"]);
+    assert_eq!((r["snapshots_count"].as_u64(), r["total_file_count"].as_u64()), (Some(1), Some(4)));
+    let r = stats(&["--mode", "files-by-contents"]);
+    assert_eq!(r["total_file_count"], 3, "a and b have one content: {r}");
+    assert_eq!(r["total_size"], 100 + 2_000_000 + 4);
+    let r = stats(&["--mode", "raw-data"]);
+    let (stored, raw) = (r["total_size"].as_u64().unwrap(), r["total_uncompressed_size"].as_u64().unwrap());
+    assert_eq!(raw, 100 + 2_000_000 + 4, "distinct blobs, uncompressed: {r}");
+    assert!(stored < raw && r["compression_ratio"].as_f64().unwrap() > 1.0, "{r}");
+    let o = cairn(&repo, "pw", &["stats", "--mode", "blobs"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--mode blobs"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["stats"]);
+    assert!(o.stdout.contains("Stats in restore-size mode:") && o.stdout.contains("Total File Count:  7"));
+}
