@@ -21,6 +21,7 @@ use crate::repo::{InitOptions, Repository};
 mod backup;
 mod forget;
 mod inspect;
+mod key;
 mod mount;
 mod prune;
 mod repair;
@@ -142,7 +143,7 @@ pub enum Command {
     Key {
         /// What to do.
         #[command(subcommand)]
-        action: KeyAction,
+        action: key::KeyAction,
     },
     /// Verify the repository's structure and, with --read-data, all data.
     Check {
@@ -175,22 +176,6 @@ pub enum Command {
     },
     /// Browse every snapshot read-only at MOUNTPOINT (until Ctrl-C, SIGTERM or `fusermount3 -u`).
     Mount(mount::MountArgs),
-}
-
-/// `cairn key` subcommands.
-#[derive(Subcommand, Debug)]
-pub enum KeyAction {
-    /// Add a password: a new key file wrapping the same master key.
-    Add {
-        /// Read the new password from this file (first line) instead of prompting.
-        #[arg(long, value_name = "FILE")]
-        new_password_file: Option<PathBuf>,
-        /// Use trivially cheap key derivation. For tests only.
-        #[arg(long, hide = true)]
-        insecure_test_kdf: bool,
-    },
-    /// List key files.
-    List,
 }
 
 /// What the process environment provides; tests construct it directly.
@@ -447,49 +432,7 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
             Ok(EXIT_OK)
         }
         Command::Restore(args) => restore::run(cli, env, args, out, err),
-        Command::Key { action: KeyAction::Add { new_password_file, insecure_test_kdf } } => {
-            let repo = open(cli, env)?;
-            let pw = match new_password_file {
-                Some(f) => zeroize::Zeroizing::new(
-                    std::fs::read_to_string(f)
-                        .with_context(|| format!("reading {}", f.display()))?
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_string(),
-                ),
-                None if env.interactive => {
-                    let p = zeroize::Zeroizing::new(rpassword::prompt_password("enter the new password: ")?);
-                    let again = zeroize::Zeroizing::new(rpassword::prompt_password("enter it again: ")?);
-                    anyhow::ensure!(*p == *again, "passwords do not match");
-                    p
-                }
-                None => anyhow::bail!("no new password: use --new-password-file"),
-            };
-            anyhow::ensure!(!pw.is_empty(), "an empty password is not allowed");
-            let kdf = if *insecure_test_kdf { KdfParams::INSECURE_FOR_TESTS } else { KdfParams::DEFAULT };
-            let id = repo.add_key(pw.as_bytes(), kdf)?;
-            if !cli.quiet {
-                writeln!(out, "added key {}", id.short())?;
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Key { action: KeyAction::List } => {
-            let repo = open(cli, env)?;
-            for (id, kf) in repo.key_files()? {
-                writeln!(
-                    out,
-                    "{}  {}  {}@{}  argon2id {} MiB x{}",
-                    id.short(),
-                    local_time_of(kf.created, 0),
-                    kf.user,
-                    kf.host,
-                    kf.kdf.mem_kib / 1024,
-                    kf.kdf.iterations
-                )?;
-            }
-            Ok(EXIT_OK)
-        }
+        Command::Key { action } => key::run(cli, env, action, out, err),
         Command::Mount(args) => mount::run(cli, env, args, err),
         Command::Repair { what } => repair::run(cli, env, what, out, err),
         Command::Forget(args) => forget::run(cli, env, args, out, err),
@@ -592,7 +535,7 @@ pub(crate) fn local_time(ns: i64) -> String {
 }
 
 /// Local time of seconds + nanoseconds; any i64 works (file times can be far out).
-fn local_time_of(sec: i64, nsec: u32) -> String {
+pub(crate) fn local_time_of(sec: i64, nsec: u32) -> String {
     use chrono::TimeZone;
     chrono::Local
         .timestamp_opt(sec, nsec)

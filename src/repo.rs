@@ -75,6 +75,8 @@ impl Default for InitOptions {
 /// An unlocked repository.
 pub struct Repository {
     backend: Box<dyn Backend>,
+    /// The key file the password opened.
+    key_id: FileId,
     keys: Keys,
     config: Config,
     index: Index,
@@ -199,17 +201,17 @@ impl Repository {
                 return None;
             }
             let plain = keys.open(&cfg_bytes[..HEADER_LEN], sealed, "config", &"config").ok()?;
-            Some((keys, plain))
+            Some((id, keys, plain))
         });
-        let (keys, config) = match guessed {
-            Some((keys, plain)) => (keys, Config::decode(&plain)?),
+        let (key_id, keys, config) = match guessed {
+            Some((id, keys, plain)) => (id, keys, Config::decode(&plain)?),
             None => {
                 let (keys, config, used) =
                     unlock(&*backend, key_ids, password, &cfg_bytes[..HEADER_LEN], sealed, limit)?;
                 if let Some(k) = &kept_keys {
                     keep_key(k, &used);
                 }
-                (keys, config)
+                (used.0, keys, config)
             }
         };
         let config_version = cfg_bytes[HEADER_LEN - 1];
@@ -226,6 +228,7 @@ impl Repository {
         };
         let mut repo = Repository {
             backend,
+            key_id,
             keys,
             config,
             index: Index::open(index_opts(cache.clone()))?,
@@ -255,6 +258,37 @@ impl Repository {
     /// Add a key file wrapping the same master key under another password.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<FileId> {
         write_key_file(self.backend(), &self.keys, password, kdf)
+    }
+
+    /// Change the password: a new key file under `password`, then the one in use
+    /// removed (in that order: a crash between leaves both passwords working). Returns
+    /// the new key file.
+    pub fn change_password(&mut self, password: &[u8], kdf: KdfParams) -> Result<FileId> {
+        let new = self.add_key(password, kdf)?;
+        self.backend.remove(Dir::Keys, &self.key_id)?;
+        self.key_id = new;
+        Ok(new)
+    }
+
+    /// The key file this repository was opened with.
+    pub fn key_id(&self) -> FileId {
+        self.key_id
+    }
+
+    /// Remove key file `id`: never the one in use (remove it from a repository opened
+    /// with another password), never the last.
+    pub fn remove_key(&self, id: &FileId) -> Result<()> {
+        if *id == self.key_id {
+            return Err(Error::InvalidInput(format!(
+                "key {} is the one in use: open the repository with another password to remove it",
+                id.short()
+            )));
+        }
+        let ids = self.backend.list(Dir::Keys)?;
+        if !ids.contains(id) {
+            return Err(Error::NotFound { what: "key", id: id.to_hex() });
+        }
+        self.backend.remove(Dir::Keys, id)
     }
 
     /// Load every index file. A damaged one is skipped and recorded, not fatal: the blobs

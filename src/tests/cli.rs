@@ -1041,3 +1041,50 @@ fn stats_counts_restore_size_distinct_contents_and_stored_data() {
     let o = cairn(&repo, "pw", &["stats"]);
     assert!(o.stdout.contains("Stats in restore-size mode:") && o.stdout.contains("Total File Count:  7"));
 }
+
+#[test]
+fn key_list_remove_and_passwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let pw_file = |name: &str, pw: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pw).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    assert_eq!(cairn(&repo, "first", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let second = pw_file("second", "second");
+    let o = cairn(&repo, "first", &["key", "add", "--insecure-test-kdf", "--new-password-file", &second]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let keys = |pw: &str| -> Vec<(bool, String)> {
+        let o = cairn(&repo, pw, &["--json", "key", "list"]);
+        assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["current"].as_bool().unwrap(), k["id"].as_str().unwrap().into()))
+            .collect()
+    };
+    let listed = keys("first");
+    assert_eq!(listed.len(), 2);
+    let first_id = listed.iter().find(|(cur, _)| *cur).unwrap().1.clone();
+    assert_eq!(keys("second").iter().filter(|(cur, _)| *cur).count(), 1);
+    assert!(cairn(&repo, "first", &["key", "list"]).stdout.contains(&format!("*{}", &first_id[..8])));
+    // Never the key in use.
+    let o = cairn(&repo, "first", &["key", "remove", &first_id[..8]]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("in use"), "{}", o.stderr);
+    let o = cairn(&repo, "second", &["key", "remove", &first_id[..8]]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert_eq!(cairn(&repo, "first", &["snapshots"]).code, EXIT_WRONG_PASSWORD);
+    let o = cairn(&repo, "second", &["key", "remove", "ffff"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("no such key"), "{}", o.stderr);
+    // passwd: the new password opens it, the old one no longer does, one key remains.
+    let third = pw_file("third", "third");
+    let o = cairn(&repo, "second", &["key", "passwd", "--insecure-test-kdf", "--new-password-file", &third]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert_eq!(cairn(&repo, "second", &["snapshots"]).code, EXIT_WRONG_PASSWORD);
+    assert_eq!(keys("third").len(), 1);
+    let empty = pw_file("empty", "");
+    let o = cairn(&repo, "third", &["key", "passwd", "--new-password-file", &empty]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("empty password"), "{}", o.stderr);
+}
