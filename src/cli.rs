@@ -174,6 +174,19 @@ pub enum Command {
         #[command(subcommand)]
         what: repair::RepairWhat,
     },
+    /// Print a shell completion script: `cairn completion bash > /etc/bash_completion.d/cairn`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (`cairn man > /usr/local/share/man/man1/cairn.1`), or with
+    /// --dir write one page per command into DIR.
+    Man {
+        /// Write cairn.1 and cairn-COMMAND.1 for each command into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Browse every snapshot read-only at MOUNTPOINT (until Ctrl-C, SIGTERM or `fusermount3 -u`).
     Mount(mount::MountArgs),
 }
@@ -433,6 +446,25 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Se
         }
         Command::Restore(args) => restore::run(cli, env, args, out, err),
         Command::Key { action } => key::run(cli, env, action, out, err),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "cairn", out);
+            Ok(EXIT_OK)
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                None => clap_mangen::Man::new(cmd).render(out)?,
+                Some(d) => {
+                    std::fs::create_dir_all(d).with_context(|| format!("--dir {}", d.display()))?;
+                    clap_mangen::generate_to(cmd, d).with_context(|| format!("--dir {}", d.display()))?;
+                    if !cli.quiet {
+                        writeln!(out, "wrote the manual pages into {}", d.display())?;
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
         Command::Mount(args) => mount::run(cli, env, args, err),
         Command::Repair { what } => repair::run(cli, env, what, out, err),
         Command::Forget(args) => forget::run(cli, env, args, out, err),

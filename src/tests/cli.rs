@@ -1088,3 +1088,24 @@ fn key_list_remove_and_passwd() {
     let o = cairn(&repo, "third", &["key", "passwd", "--new-password-file", &empty]);
     assert!(o.code == EXIT_ERROR && o.stderr.contains("empty password"), "{}", o.stderr);
 }
+
+#[test]
+fn completions_and_manual_pages_come_from_the_command_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("unused");
+    let o = cairn(&repo, "pw", &["completion", "bash"]);
+    assert!(o.code == EXIT_OK && o.stdout.contains("_cairn()") && o.stdout.contains("--exclude-caches"));
+    for shell in ["zsh", "fish"] {
+        let o = cairn(&repo, "pw", &["completion", shell]);
+        assert!(o.code == EXIT_OK && o.stdout.contains("exclude-larger-than"), "{shell}");
+    }
+    let o = cairn(&repo, "pw", &["completion", "tcsh"]);
+    assert!(o.code == 2 && o.stderr.contains("tcsh"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["man"]);
+    assert!(o.code == EXIT_OK && o.stdout.contains(".TH cairn"), "{}", o.stdout);
+    let pages = dir.path().join("man1");
+    assert_eq!(cairn(&repo, "pw", &["man", "--dir", pages.to_str().unwrap()]).code, EXIT_OK);
+    let backup = std::fs::read_to_string(pages.join("cairn-backup.1")).unwrap();
+    assert!(backup.contains("exclude\\-if\\-present") || backup.contains("exclude-if-present"), "{backup}");
+    assert!(pages.join("cairn-diff.1").exists() && pages.join("cairn.1").exists());
+}
