@@ -647,6 +647,12 @@ impl Index {
         s.pending.insert(*id)
     }
 
+    /// Give up a claim without storing the blob (a dry run's packer): a later backup
+    /// in this process must store it.
+    pub fn release(&self, id: &BlobId) {
+        self.write().pending.remove(id);
+    }
+
     /// Record where a blob of a just-finished pack is (its index file is not written yet).
     pub fn insert(&self, e: &IndexEntry) {
         let mut s = self.write();

@@ -513,6 +513,14 @@ impl Repository {
         Ok(id)
     }
 
+    /// The length of the file [`Repository::write_sealed_file`] writes for `payload`.
+    pub fn sealed_file_len(&self, kind: FileKind, payload: &[u8]) -> u64 {
+        let header = kind.header();
+        let mut bytes = header.to_vec();
+        self.keys.seal_into(&header, payload, &mut bytes);
+        bytes.len() as u64
+    }
+
     /// Read and open a sealed file of `kind`.
     pub fn read_sealed_file(&self, kind: FileKind, dir: Dir, id: &FileId) -> Result<Vec<u8>> {
         Ok(self.read_versioned_file(kind, dir, id)?.1)

@@ -128,7 +128,7 @@ pub(crate) fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> 
         xattrs: None,
     };
     let id = repo.save_snapshot(&snapshot).unwrap();
-    crate::ops::backup::BackupResult { id, snapshot, parent: None }
+    crate::ops::backup::BackupResult { id, snapshot, parent: None, dry_run: None }
 }
 
 pub(crate) fn entry(name: &[u8], kind: Kind, size: u64) -> Entry {

@@ -66,6 +66,10 @@ pub struct BackupArgs {
     /// kept as empty directories.
     #[arg(short = 'x', long)]
     one_file_system: bool,
+    /// Read, chunk and compress as a backup does, write nothing, and say what the
+    /// repository would grow by.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
     /// Also back up the paths listed in FILE, one per line: `#` comments and empty lines
     /// skipped, shell globs expanded (repeatable; `-` is standard input).
     #[arg(long, value_name = "FILE")]
@@ -229,6 +233,7 @@ pub fn run(
         lock: crate::repo::lock::LockOptions { skip_shared: false, ..lock_options(cli)? },
         select,
         listed_paths,
+        dry_run: args.dry_run,
     };
     let reporter = BackupReporter {
         err: std::sync::Mutex::new(err),
@@ -285,12 +290,17 @@ fn print_backup(
 ) -> anyhow::Result<()> {
     let s = &r.snapshot.summary;
     if cli.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "snapshot_id": r.id.to_hex(),
             "parent": r.parent.map(|p| p.to_hex()),
             "summary": s,
             "remote": remote,
         });
+        if let Some(g) = &r.dry_run {
+            v["dry_run"] = true.into();
+            v["growth"] = serde_json::to_value(g)?;
+            v["growth"]["total"] = g.total().into();
+        }
         writeln!(out, "{v}")?;
         return Ok(());
     }
@@ -304,10 +314,11 @@ fn print_backup(
     writeln!(out, "Dirs:   {}    Other: {}", s.dirs, s.others)?;
     writeln!(
         out,
-        "Read {} of {} in {:.2} s; added {} to the repository ({} blobs)",
+        "Read {} of {} in {:.2} s; {} {} to the repository ({} blobs)",
         human(s.bytes_read),
         human(s.total_bytes),
         s.duration_ms as f64 / 1000.0,
+        if r.dry_run.is_some() { "would add" } else { "added" },
         human(s.bytes_added),
         s.blobs_added
     )?;
@@ -318,6 +329,16 @@ fn print_backup(
     if s.warnings > 0 {
         writeln!(out, "{} sources could not be read completely (see warnings above)", s.warnings)?;
     }
-    writeln!(out, "snapshot {} saved", r.id.short())?;
+    match &r.dry_run {
+        Some(g) => writeln!(
+            out,
+            "Dry run, nothing written: the repository would grow by {} (packs {}, index {}, snapshot {})",
+            human(g.total()),
+            human(g.packs),
+            human(g.index),
+            human(g.snapshot)
+        )?,
+        None => writeln!(out, "snapshot {} saved", r.id.short())?,
+    }
     Ok(())
 }

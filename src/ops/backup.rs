@@ -105,6 +105,10 @@ pub struct BackupOptions {
     /// More sources, read from `--files-from`: one that does not exist is a warning
     /// (the backup goes on, exit code 3), where a missing `paths` source is an error.
     pub listed_paths: Vec<PathBuf>,
+    /// Walk, read, chunk, compress and seal as a backup does, but write nothing (no
+    /// pack, index file, snapshot or lock): [`BackupResult::dry_run`] says what the
+    /// repository would grow by.
+    pub dry_run: bool,
 }
 
 /// Progress counters, reported periodically.
@@ -134,6 +138,27 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     /// The parent used, if any.
     pub parent: Option<FileId>,
+    /// With `dry_run`: what the repository would have grown by (nothing was written,
+    /// and `id` is the id the snapshot would have had).
+    pub dry_run: Option<Growth>,
+}
+
+/// Bytes a backup adds to the repository, by kind of file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Growth {
+    /// Packs: sealed blobs, pack headers and trailers.
+    pub packs: u64,
+    /// Index files.
+    pub index: u64,
+    /// The snapshot file.
+    pub snapshot: u64,
+}
+
+impl Growth {
+    /// All of it.
+    pub fn total(&self) -> u64 {
+        self.packs + self.index + self.snapshot
+    }
 }
 
 /// A blob on its way to a worker.
@@ -155,8 +180,10 @@ pub fn backup(
     report: &dyn Report,
     cancel: &AtomicBool,
 ) -> Result<BackupResult> {
-    // A shared lock: backups run side by side, never beside a prune.
-    repo.with_lock(LockKind::Shared, "backup", &opts.lock, |lock| {
+    // A shared lock: backups run side by side, never beside a prune. (A dry run writes
+    // nothing, not even a lock.)
+    let lock_opts = LockOptions { skip_shared: opts.dry_run || opts.lock.skip_shared, ..opts.lock };
+    repo.with_lock(LockKind::Shared, "backup", &lock_opts, |lock| {
         // A prune may have finished between opening the repository and taking the
         // lock: what the index says must be what is stored now, and the parent must be
         // a snapshot that still exists. Both listings at once (one round trip to a
@@ -216,7 +243,9 @@ fn locked_backup(
     check_snapshot_fields(&host, &opts.tags, &sources)?;
     // Packs an interrupted backup left unindexed, or that a damaged index file listed,
     // are indexed from their headers first: their blobs are reused, not stored again.
-    crate::ops::repair::recover(repo, &mut |m| report.note(repo.path(), m))?;
+    if !opts.dry_run {
+        crate::ops::repair::recover(repo, &mut |m| report.note(repo.path(), m))?;
+    }
     let level = opts.compression.unwrap_or(repo.config().compression);
     let cutter = Cutter::new(repo.config().chunker)?;
 
@@ -228,7 +257,7 @@ fn locked_backup(
     let job_rx = Arc::new(Mutex::new(job_rx));
 
     let (walk, packed) = std::thread::scope(|s| {
-        let packer = s.spawn(|| pack_all(repo, sealed_rx));
+        let packer = s.spawn(|| pack_all(repo, opts.dry_run, sealed_rx));
         let mut workers = Vec::new();
         for _ in 0..WORKERS {
             let tx = sealed_tx.clone();
@@ -306,13 +335,22 @@ fn locked_backup(
         summary,
         xattrs: Some(xattrs),
     };
+    if opts.dry_run {
+        let payload = snapshot.encode();
+        let growth = Growth {
+            packs: stats.bytes,
+            index: stats.index_bytes,
+            snapshot: repo.sealed_file_len(crate::format::FileKind::Snapshot, &payload),
+        };
+        return Ok(BackupResult { id: FileId::of(&payload), parent: snapshot.parent, snapshot, dry_run: Some(growth) });
+    }
     // Only while the lock still holds can no prune have deleted what the snapshot names.
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
     // Keep this backup's index entries in the local cache, so the next open need not
     // read its index files again. Failing to is not a failure of the backup.
     let _ = repo.index().spill();
-    Ok(BackupResult { id, parent: snapshot.parent, snapshot })
+    Ok(BackupResult { id, parent: snapshot.parent, snapshot, dry_run: None })
 }
 
 fn seal_all(
@@ -335,8 +373,8 @@ fn seal_all(
     }
 }
 
-fn pack_all(repo: &Repository, rx: Receiver<Vec<SealedBlob>>) -> Result<crate::repo::packer::PackerStats> {
-    let mut packer = Packer::new(repo);
+fn pack_all(repo: &Repository, dry: bool, rx: Receiver<Vec<SealedBlob>>) -> Result<crate::repo::packer::PackerStats> {
+    let mut packer = if dry { Packer::dry(repo) } else { Packer::new(repo) };
     for batch in rx {
         for blob in batch {
             packer.add(blob)?;

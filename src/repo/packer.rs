@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{Repository, SealedBlob};
 use crate::backend::{Dir, TempFile};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::index::{self as index_format, IndexEntry, Location};
 use crate::format::pack::{encode_header, PackBlob};
 use crate::format::{BlobKind, FileKind, HEADER_LEN};
@@ -32,23 +32,26 @@ const INDEX_EVERY: Duration = Duration::from_secs(30);
 pub const MAX_PACK_BLOBS: usize = 65_536;
 
 struct OpenPack {
-    out: TempFile,
+    /// `None` in a dry run: nothing is written.
+    out: Option<TempFile>,
     hasher: blake3::Hasher,
     blobs: Vec<PackBlob>,
     len: u64,
 }
 
 impl OpenPack {
-    fn new(repo: &Repository) -> Result<OpenPack> {
-        let mut p =
-            OpenPack { out: repo.backend().temp_file()?, hasher: blake3::Hasher::new(), blobs: Vec::new(), len: 0 };
+    fn new(repo: &Repository, dry: bool) -> Result<OpenPack> {
+        let out = if dry { None } else { Some(repo.backend().temp_file()?) };
+        let mut p = OpenPack { out, hasher: blake3::Hasher::new(), blobs: Vec::new(), len: 0 };
         p.write(&FileKind::Pack.header())?;
         Ok(p)
     }
 
     fn write(&mut self, b: &[u8]) -> Result<()> {
-        self.out.write_all(b)?;
-        self.hasher.update(b);
+        if let Some(out) = self.out.as_mut() {
+            out.write_all(b)?;
+            self.hasher.update(b);
+        }
         self.len += b.len() as u64;
         Ok(())
     }
@@ -65,6 +68,8 @@ pub struct PackerStats {
     pub packs: u64,
     /// Index files written.
     pub index_files: u64,
+    /// Bytes written to index files.
+    pub index_bytes: u64,
 }
 
 /// Accumulates blobs into packs. Not shared: one thread owns it.
@@ -77,6 +82,8 @@ pub struct Packer<'r> {
     stats: PackerStats,
     /// [`Repository::pack_target`], asked once.
     pack_target: u64,
+    /// Write nothing: packs and index files are only measured (`backup --dry-run`).
+    dry: bool,
 }
 
 impl<'r> Packer<'r> {
@@ -90,14 +97,21 @@ impl<'r> Packer<'r> {
             oldest_unindexed: None,
             stats: PackerStats::default(),
             pack_target: repo.pack_target(),
+            dry: false,
         }
+    }
+
+    /// A packer that writes nothing and counts what [`Packer::new`]'s would write: the
+    /// same packs, headers and index files, sealed and measured, then dropped.
+    pub fn dry(repo: &'r Repository) -> Self {
+        Packer { dry: true, ..Packer::new(repo) }
     }
 
     /// Add a sealed blob. The caller has claimed its id in the index.
     pub fn add(&mut self, blob: SealedBlob) -> Result<()> {
         let slot = blob.kind as usize;
         if self.open[slot].is_none() {
-            self.open[slot] = Some(OpenPack::new(self.repo)?);
+            self.open[slot] = Some(OpenPack::new(self.repo, self.dry)?);
         }
         let pack = self.open[slot].as_mut().expect("just opened");
         pack.write(&blob.bytes)?;
@@ -135,6 +149,28 @@ impl<'r> Packer<'r> {
         pack.write(&header)?;
         pack.write(&(header.len() as u32).to_le_bytes())?;
         let id = FileId(*pack.hasher.finalize().as_bytes());
+        if self.dry {
+            self.stats.packs += 1;
+            self.stats.bytes += pack.len;
+            let mut offset = HEADER_LEN as u64;
+            for b in &pack.blobs {
+                let loc = Location {
+                    pack: id,
+                    offset: offset as u32,
+                    stored_len: b.stored_len,
+                    raw_len: b.raw_len,
+                    kind: b.kind,
+                    compression: b.compression,
+                };
+                offset += b.stored_len as u64;
+                self.repo.index().release(&b.id);
+                self.unindexed.push(IndexEntry { id: b.id, loc });
+            }
+            if self.unindexed.len() >= INDEX_EVERY_ENTRIES {
+                self.write_index()?;
+            }
+            return Ok(());
+        }
         // Recorded before the pack appears: if this process dies before the pack's index
         // file is written, the next one indexes it from its header instead of storing its
         // blobs again. Best effort (a full cache disk must not fail the backup): without
@@ -142,7 +178,10 @@ impl<'r> Packer<'r> {
         let _ = self.repo.index().journal_pack(&id);
         // Uploaded in the background to a remote repository (`write_index` waits), whose
         // cache keeps a copy of tree packs (the next backup, `ls` and the mount read them).
-        self.repo.backend().store_later(Dir::Data, &id, pack.out, kind == BlobKind::Tree)?;
+        let Some(out) = pack.out else {
+            return Err(Error::InvalidInput("packer: a pack of a real run has no file".into()));
+        };
+        self.repo.backend().store_later(Dir::Data, &id, out, kind == BlobKind::Tree)?;
         self.stats.packs += 1;
         self.stats.bytes += pack.len;
         let mut offset = HEADER_LEN as u64;
@@ -174,11 +213,21 @@ impl<'r> Packer<'r> {
     }
 
     fn write_index(&mut self) -> Result<()> {
+        if self.dry {
+            for part in self.unindexed.chunks_mut(index_format::MAX_ENTRIES) {
+                self.stats.index_files += 1;
+                self.stats.index_bytes += self.repo.sealed_file_len(FileKind::Index, &index_format::encode(part));
+            }
+            self.unindexed.clear();
+            return Ok(());
+        }
         // An index file names only packs that are stored.
         self.repo.backend().wait_stored()?;
         for part in self.unindexed.chunks_mut(index_format::MAX_ENTRIES) {
-            let id = self.repo.write_sealed_file(FileKind::Index, Dir::Index, &index_format::encode(part))?;
+            let payload = index_format::encode(part);
+            let id = self.repo.write_sealed_file(FileKind::Index, Dir::Index, &payload)?;
             self.stats.index_files += 1;
+            self.stats.index_bytes += self.repo.sealed_file_len(FileKind::Index, &payload);
             // Only now may the local cache keep these entries (they are in a durable file).
             let stamp = self.repo.backend().stamp(Dir::Index, &id)?;
             self.repo.index().indexed(id, stamp, part)?;
@@ -199,7 +248,9 @@ impl<'r> Packer<'r> {
         if !self.unindexed.is_empty() {
             self.write_index()?;
         }
-        self.repo.backend().wait_stored()?;
+        if !self.dry {
+            self.repo.backend().wait_stored()?;
+        }
         Ok(self.stats)
     }
 }

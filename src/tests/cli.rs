@@ -1109,3 +1109,49 @@ fn completions_and_manual_pages_come_from_the_command_definitions() {
     assert!(backup.contains("exclude\\-if\\-present") || backup.contains("exclude-if-present"), "{backup}");
     assert!(pages.join("cairn-diff.1").exists() && pages.join("cairn.1").exists());
 }
+
+#[test]
+fn backup_dry_run_writes_nothing_and_predicts_the_growth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src) = (dir.path().join("repo"), dir.path().join("src"));
+    write(&src.join("random.bin"), &bytes(11, 3_000_000, false));
+    write(&src.join("text.txt"), &bytes(12, 2_000_000, true));
+    for i in 0..300 {
+        write(&src.join(format!("small/{i}.txt")), format!("file {i}").as_bytes());
+    }
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let files = || {
+        let mut v: Vec<(String, u64)> = Vec::new();
+        let mut stack = vec![repo.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    v.push((e.path().display().to_string(), e.metadata().unwrap().len()));
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let before = files();
+    let s = src.to_str().unwrap();
+    let o = cairn(&repo, "pw", &["--json", "backup", "--dry-run", s]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(files(), before, "a dry run writes nothing, not even a lock");
+    let predicted = v["growth"]["total"].as_u64().unwrap();
+    assert_eq!(v["summary"]["files_new"], 302);
+    let o = cairn(&repo, "pw", &["backup", s]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let grown = files().iter().map(|(_, n)| n).sum::<u64>() - before.iter().map(|(_, n)| n).sum::<u64>();
+    let off = (predicted as f64 - grown as f64).abs() / grown as f64;
+    assert!(off < 0.01, "predicted {predicted}, grew {grown}");
+    // After the real backup, a dry run has nothing new to add but the snapshot and the
+    // directories that hold changed times.
+    let o = cairn(&repo, "pw", &["backup", "-n", s]);
+    assert!(o.code == EXIT_OK && o.stdout.contains("Dry run, nothing written"), "{}", o.stdout);
+    assert!(o.stdout.contains("302 unchanged"), "{}", o.stdout);
+}

@@ -97,7 +97,7 @@ fn read_fixture(version: u8) -> crate::format::snapshot::Snapshot {
         "{:?}",
         long.kind
     );
-    let r = BackupResult { id: *id, snapshot: snap.clone(), parent: None };
+    let r = BackupResult { id: *id, snapshot: snap.clone(), parent: None, dry_run: None };
     let out = tmp.path().join("out");
     let (stats, msgs) = do_restore(&repo, &r, &out, &[]);
     assert_eq!(stats.errors, 0, "{msgs:?}");

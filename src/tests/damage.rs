@@ -137,6 +137,7 @@ fn hostile_names_never_escape_the_target() {
             id: r.id,
             snapshot: crate::format::snapshot::Snapshot { root, ..r.snapshot.clone() },
             parent: None,
+            dry_run: None,
         };
         let (stats, msgs) = do_restore(&t.repo, &snap, &out, &[]);
         assert_eq!((stats.files, stats.errors), (0, 1), "{bad}: {msgs:?}");

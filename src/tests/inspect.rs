@@ -47,3 +47,21 @@ fn find_skips_directories_that_held_no_match_in_an_earlier_snapshot() {
     assert_eq!(f.stats.dirs_read - read_first, to_src + 2, "{:?}", f.stats);
     assert_eq!(f.stats.dirs_skipped, 18 + 2, "{:?}", f.stats);
 }
+
+#[test]
+fn a_dry_run_leaves_no_claims_behind_for_a_real_backup_in_the_same_process() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("a"), &crate::testutil::bytes(5, 300_000, false));
+    let opts = |dry_run| crate::ops::backup::BackupOptions { paths: vec![src.clone()], dry_run, ..Default::default() };
+    let c = Collect::default();
+    let dry = crate::ops::backup::backup(&t.repo, &opts(true), &c, &AtomicBool::new(false)).unwrap();
+    assert!(dry.dry_run.unwrap().packs > 300_000);
+    assert!(t.repo.snapshots().unwrap().is_empty());
+    let real = crate::ops::backup::backup(&t.repo, &opts(false), &c, &AtomicBool::new(false)).unwrap();
+    assert_eq!(real.snapshot.summary.blobs_added, dry.snapshot.summary.blobs_added);
+    let out = t.scratch("out");
+    let (stats, msgs) = do_restore(&t.repo, &real, &out, &[]);
+    assert!(msgs.is_empty() && stats.errors == 0, "{msgs:?}");
+    assert_eq!(std::fs::read(out.join(src.strip_prefix("/").unwrap()).join("a")).unwrap().len(), 300_000);
+}

@@ -125,7 +125,7 @@ fn r5_restore_replaces_existing_files_instead_of_writing_into_them() {
     let snap = r.snapshot.clone();
     std::thread::spawn(move || {
         let repo = Repository::open(&repo_path, PASSWORD).unwrap();
-        let r = BackupResult { id: Default::default(), snapshot: snap, parent: None };
+        let r = BackupResult { id: Default::default(), snapshot: snap, parent: None, dry_run: None };
         let _ = tx.send(do_restore(&repo, &r, &out2, &[]).0.errors);
     });
     assert_eq!(rx.recv_timeout(Duration::from_secs(60)).expect("restore hung on a fifo"), 0);

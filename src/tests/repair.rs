@@ -76,7 +76,7 @@ fn repair_snapshots_keeps_what_can_be_read_and_restores_whole() {
     assert_eq!(listed.len(), 1);
     let (id, snap) = listed.into_iter().next().unwrap();
     assert!(snap.tags.contains(&"repaired".to_string()));
-    let fixed = BackupResult { id, snapshot: snap, parent: None };
+    let fixed = BackupResult { id, snapshot: snap, parent: None, dry_run: None };
     let out = t.scratch("after");
     let (stats, msgs) = do_restore(&repo, &fixed, &out, &[]);
     assert_eq!(stats.errors, 0, "{msgs:?}");
@@ -120,7 +120,7 @@ fn repair_snapshots_keeps_the_readable_parts_of_a_chunk_list() {
     assert_eq!((s.files_cut, s.bytes_removed), (1, 100));
     let (id, snapshot) = repo.snapshots().unwrap().pop().unwrap();
     let out = t.scratch("out");
-    let (stats, msgs) = do_restore(&repo, &BackupResult { id, snapshot, parent: None }, &out, &[]);
+    let (stats, msgs) = do_restore(&repo, &BackupResult { id, snapshot, parent: None, dry_run: None }, &out, &[]);
     assert_eq!(stats.errors, 0, "{msgs:?}");
     assert_eq!(fs::read(out.join("f")).unwrap(), bytes(2, 100, false), "the second half is kept");
 }

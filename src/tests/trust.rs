@@ -288,6 +288,7 @@ fn r12_2_check_refuses_what_the_readers_refuse() {
         id: t.repo.save_snapshot(&crate::format::snapshot::Snapshot { root, ..r.snapshot.clone() }).unwrap(),
         snapshot: crate::format::snapshot::Snapshot { root, ..r.snapshot.clone() },
         parent: None,
+        dry_run: None,
     };
     for (name, root) in [("repeated", repeated), ("miscounted", miscounted), ("oversized", oversized)] {
         for id in t.repo.backend().list(Dir::Snapshots).unwrap() {
