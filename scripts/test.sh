@@ -114,6 +114,18 @@ check "ls lists random.bin" grep -q "random.bin" "$work/out.txt"
 check "restore" "$bin" restore latest --target "$work/out" >/dev/null
 check "the restored tree is the source" diff -r --no-dereference "$src" "$work/out$src"
 check "check --read-data" "$bin" check --read-data >/dev/null
+# A stream through a real pipe (--stdin reads the process's standard input), back
+# whole through dump; then --dry-run of a new tree writes nothing.
+check "backup --stdin" bash -c "head -c 5000000 /dev/urandom | tee '$work/stdin.bin' | '$bin' backup --stdin --stdin-filename dumps/db.bin >/dev/null"
+check "dump gives the stream back" bash -c "'$bin' dump latest:/dumps/db.bin | cmp - '$work/stdin.bin'"
+ls -R "$CAIRN_REPO" >"$work/before-dry.txt"
+check "backup --dry-run" "$bin" backup --dry-run "$src/sub" >"$work/dry.txt"
+ls -R "$CAIRN_REPO" >"$work/after-dry.txt"
+check "a dry run writes nothing" cmp "$work/before-dry.txt" "$work/after-dry.txt"
+check "a dry run says so" grep -q "Dry run, nothing written" "$work/dry.txt"
+# Completions work in a real bash: a subcommand and an option complete.
+check "bash completes a subcommand" bash -c "source <('$bin' completion bash); COMP_WORDS=(cairn dif); COMP_CWORD=1; _cairn cairn dif cairn; [ \"\${COMPREPLY[*]}\" = diff ]"
+check "bash completes an option" bash -c "source <('$bin' completion bash); COMP_WORDS=(cairn backup --exclude-c); COMP_CWORD=2; _cairn cairn --exclude-c backup; [ \"\${COMPREPLY[*]}\" = --exclude-caches ]"
 check_code 12 "a wrong password" env CAIRN_PASSWORD=wrong "$bin" snapshots 2>/dev/null
 # The password from a file named by the environment (what CAIRN_PASSWORD_FILE reads is
 # tested in process; here, that the real environment is read), or by --password-file.
@@ -141,7 +153,7 @@ for s in a b; do
     check "restore of concurrent backup $s" "$bin" restore "$id" --target "$work/conc-out-$s" >/dev/null
     check "concurrent backup $s restores whole" diff -r --no-dereference "$work/conc-$s" "$work/conc-out-$s$work/conc-$s"
 done
-counted "end-to-end" 22
+counted "end-to-end" 29
 
 echo "== end-to-end: interrupting a backup"
 # Wait (at most ~60 s) until directory $1 of the repository holds more than $2 files.

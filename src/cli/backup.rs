@@ -16,8 +16,22 @@ use crate::pattern::Patterns;
 #[derive(clap::Args, Debug)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(value_name = "PATH", required_unless_present_any = ["files_from", "files_from_verbatim", "files_from_raw"])]
+    #[arg(
+        value_name = "PATH",
+        required_unless_present_any = ["files_from", "files_from_verbatim", "files_from_raw", "stdin"]
+    )]
     paths: Vec<PathBuf>,
+    /// Back up standard input as one file, named by --stdin-filename
+    /// (`pg_dump db | cairn backup --stdin --stdin-filename db.sql`).
+    #[arg(long, conflicts_with_all = ["files_from", "files_from_verbatim", "files_from_raw", "stdin_from_command"])]
+    stdin: bool,
+    /// The file's name (or path) in the snapshot, with --stdin or --stdin-from-command.
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    stdin_filename: PathBuf,
+    /// Run the command given as the PATH arguments (after `--`) and back up its output
+    /// as one file; if it exits with an error, no snapshot is saved.
+    #[arg(long, conflicts_with_all = ["files_from", "files_from_verbatim", "files_from_raw"])]
+    stdin_from_command: bool,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -195,6 +209,43 @@ impl BackupArgs {
     }
 }
 
+/// A command's standard output, read to its end; then the command must have exited
+/// with success, or the read fails (and so does the backup).
+struct CommandOutput {
+    child: std::process::Child,
+    out: std::process::ChildStdout,
+    name: String,
+}
+
+impl CommandOutput {
+    fn spawn(argv: &[PathBuf]) -> anyhow::Result<CommandOutput> {
+        let (prog, rest) =
+            argv.split_first().ok_or_else(|| anyhow::anyhow!("--stdin-from-command: no command given"))?;
+        let name = prog.display().to_string();
+        let mut child = std::process::Command::new(prog)
+            .args(rest)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("--stdin-from-command {name}: {e}"))?;
+        let out = child.stdout.take().ok_or_else(|| anyhow::anyhow!("--stdin-from-command {name}: no output"))?;
+        Ok(CommandOutput { child, out, name })
+    }
+}
+
+impl std::io::Read for CommandOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.out.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!("the command {} failed ({status})", self.name)));
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Run `cairn backup`.
 pub fn run(
     cli: &Cli,
@@ -240,7 +291,20 @@ pub fn run(
         progress: !cli.quiet && !cli.json && std::io::stderr().is_terminal(),
         quiet: cli.quiet,
     };
-    let r = backup::backup(&repo, &opts, &reporter, env.cancel);
+    let r = if args.stdin {
+        let mut input = std::io::stdin();
+        if !args.paths.is_empty() {
+            anyhow::bail!("--stdin takes no paths (give the file's name with --stdin-filename)");
+        }
+        let stream = backup::Stream { path: args.stdin_filename.clone(), reader: &mut input };
+        backup::backup_stream(&repo, &BackupOptions { paths: Vec::new(), ..opts }, stream, &reporter, env.cancel)
+    } else if args.stdin_from_command {
+        let mut cmd = CommandOutput::spawn(&args.paths)?;
+        let stream = backup::Stream { path: args.stdin_filename.clone(), reader: &mut cmd };
+        backup::backup_stream(&repo, &BackupOptions { paths: Vec::new(), ..opts }, stream, &reporter, env.cancel)
+    } else {
+        backup::backup(&repo, &opts, &reporter, env.cancel)
+    };
     reporter.clear_progress();
     let r = r?;
     let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);

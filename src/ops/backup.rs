@@ -180,6 +180,46 @@ pub fn backup(
     report: &dyn Report,
     cancel: &AtomicBool,
 ) -> Result<BackupResult> {
+    run(repo, opts, None, report, cancel)
+}
+
+/// A stream stored as one file (`backup --stdin`): its path in the snapshot, and its bytes.
+pub struct Stream<'a> {
+    /// Where the file appears in the snapshot (`--stdin-filename`; relative paths are
+    /// taken from the root).
+    pub path: PathBuf,
+    /// The bytes. A read error fails the backup (no snapshot is saved): a dump cut
+    /// short must not pass for a whole one.
+    pub reader: &'a mut (dyn std::io::Read + Send),
+}
+
+/// Back up `stream` as the only file of a new snapshot (`backup --stdin`): chunked as
+/// it is read, in the same bounded pipeline; `opts.paths` must be empty.
+pub fn backup_stream(
+    repo: &Repository,
+    opts: &BackupOptions,
+    stream: Stream<'_>,
+    report: &dyn Report,
+    cancel: &AtomicBool,
+) -> Result<BackupResult> {
+    if !opts.paths.is_empty() || !opts.listed_paths.is_empty() {
+        return Err(Error::InvalidInput("--stdin takes no paths to back up".into()));
+    }
+    let name_ok =
+        stream.path.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::RootDir));
+    if !name_ok || stream.path.file_name().is_none() {
+        return Err(Error::InvalidInput(format!("--stdin-filename {}: not a file name", stream.path.display())));
+    }
+    run(repo, opts, Some(stream), report, cancel)
+}
+
+fn run(
+    repo: &Repository,
+    opts: &BackupOptions,
+    stream: Option<Stream<'_>>,
+    report: &dyn Report,
+    cancel: &AtomicBool,
+) -> Result<BackupResult> {
     // A shared lock: backups run side by side, never beside a prune. (A dry run writes
     // nothing, not even a lock.)
     let lock_opts = LockOptions { skip_shared: opts.dry_run || opts.lock.skip_shared, ..opts.lock };
@@ -188,7 +228,10 @@ pub fn backup(
         // lock: what the index says must be what is stored now, and the parent must be
         // a snapshot that still exists. Both listings at once (one round trip to a
         // remote store).
-        let (sources, missing) = absolute_sources(&opts.paths, &opts.listed_paths)?;
+        let (sources, missing) = match &stream {
+            Some(st) => (vec![Path::new("/").join(&st.path)], Vec::new()),
+            None => absolute_sources(&opts.paths, &opts.listed_paths)?,
+        };
         let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
         let (refreshed, parent) = std::thread::scope(|s| {
             let parent = s.spawn(|| match &opts.parent {
@@ -203,7 +246,8 @@ pub fn backup(
             )
         });
         refreshed?;
-        locked_backup(repo, opts, Source { paths: sources, missing, host, parent: parent? }, report, cancel, lock)
+        let source = Source { paths: sources, missing, host, parent: parent? };
+        locked_backup(repo, opts, source, stream, report, cancel, lock)
     })
 }
 
@@ -234,6 +278,7 @@ fn locked_backup(
     repo: &Repository,
     opts: &BackupOptions,
     Source { paths: sources, missing, host, parent }: Source,
+    stream: Option<Stream<'_>>,
     report: &dyn Report,
     cancel: &AtomicBool,
     lock: &LockGuard,
@@ -296,7 +341,10 @@ fn locked_backup(
             w.warning(m, "listed in --files-from, does not exist");
         }
         let root = parent.as_ref().map(|(_, p)| p.root);
-        let walk = w.virtual_dir(Path::new("/"), &sources, root.as_ref());
+        let walk = match stream {
+            Some(st) => w.stream_tree(&sources[0], st.reader),
+            None => w.virtual_dir(Path::new("/"), &sources, root.as_ref()),
+        };
         // Send what is batched even after an interrupt: it is stored and indexed, and the
         // next backup reuses it.
         let flushed = w.flush();
@@ -833,8 +881,27 @@ impl<'a> Walker<'a> {
                 return Ok(None);
             }
         }
+        let Some((content, size)) = self.read_content(&file, path)? else { return Ok(None) };
+        match file.metadata() {
+            Ok(after)
+                if after.len() != size || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() =>
+            {
+                self.warning(path, "file changed while it was read; stored what was read");
+            }
+            _ => {}
+        }
+        self.count_read_file(prev);
+        if meta.nlink() > 1 {
+            self.hardlinks.put(link_key, (mtime, ctime, meta.len(), size, content.clone()));
+        }
+        Ok(Some((content, size)))
+    }
+
+    /// Chunk and store what `reader` (the file at `path`) holds; `None` if reading
+    /// failed (a warning was given).
+    fn read_content(&mut self, reader: impl std::io::Read, path: &Path) -> Result<Option<(Content, u64)>> {
         let mut list = ListWriter::new();
-        let mut chunker = Chunker::new(self.cutter, &file, std::mem::take(&mut self.buf));
+        let mut chunker = Chunker::new(self.cutter, reader, std::mem::take(&mut self.buf));
         let outcome = loop {
             if let Err(e) = self.check_cancel() {
                 break Err(e);
@@ -860,20 +927,7 @@ impl<'a> Walker<'a> {
             return Ok(None);
         }
         let size = list.bytes;
-        let content = list.finish(self)?;
-        match file.metadata() {
-            Ok(after)
-                if after.len() != size || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() =>
-            {
-                self.warning(path, "file changed while it was read; stored what was read");
-            }
-            _ => {}
-        }
-        self.count_read_file(prev);
-        if meta.nlink() > 1 {
-            self.hardlinks.put(link_key, (mtime, ctime, meta.len(), size, content.clone()));
-        }
-        Ok(Some((content, size)))
+        Ok(Some((list.finish(self)?, size)))
     }
 
     /// May an unchanged file's chunk list be reused? Always, unless the index may have
@@ -907,6 +961,69 @@ impl<'a> Walker<'a> {
     fn warn_read(&mut self, path: &Path, e: &std::io::Error) -> bool {
         self.warning(path, &format!("read error: {e}"));
         false
+    }
+
+    /// The root tree of a snapshot holding one file at `path` (absolute) with what
+    /// `reader` gives: owned by this user, mode 0644, modified now; the directories on
+    /// the way are 0755.
+    fn stream_tree(&mut self, path: &Path, reader: &mut (dyn std::io::Read + Send)) -> Result<BlobId> {
+        struct Failing<'r> {
+            inner: &'r mut (dyn std::io::Read + Send),
+            failed: Option<std::io::Error>,
+        }
+        impl std::io::Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.inner.read(buf).inspect_err(|e| self.failed = Some(std::io::Error::new(e.kind(), e.to_string())))
+            }
+        }
+        let mut r = Failing { inner: reader, failed: None };
+        let content = self.read_content(&mut r, path)?;
+        if let Some(e) = r.failed {
+            return Err(Error::InvalidInput(format!("reading standard input for {}: {e}", path.display())));
+        }
+        let (content, size) = content.ok_or_else(|| Error::InvalidInput("reading standard input failed".into()))?;
+        self.count_read_file(None);
+        self.summary.total_bytes += size;
+        let now = crate::sys::now_ns();
+        let now = time(now.div_euclid(1_000_000_000), now.rem_euclid(1_000_000_000));
+        let (uid, gid) = (crate::sys::euid(), crate::sys::egid());
+        let names: Vec<&std::ffi::OsStr> = path
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let mut entry = Entry {
+            name: Vec::new(),
+            kind: Kind::File(content),
+            mode: 0o644,
+            uid,
+            gid,
+            user: self.names.user(uid),
+            group: self.names.group(gid),
+            size,
+            mtime: now,
+            ctime: now,
+            atime: now,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            xattrs: Vec::new(),
+        };
+        for (i, name) in names.iter().enumerate().rev() {
+            entry.name = name.as_bytes().to_vec();
+            let mut dir = DirWriter::new();
+            dir.push(&entry, self)?;
+            let tree = dir.finish(self)?;
+            if i > 0 {
+                self.summary.dirs += 1;
+                entry = Entry { name: Vec::new(), kind: Kind::Dir(tree), mode: 0o755, size: 0, ..entry };
+            } else {
+                return Ok(tree);
+            }
+        }
+        Err(Error::InvalidInput("--stdin-filename: not a file name".into()))
     }
 
     fn count_read_file(&mut self, prev: Option<&Entry>) {

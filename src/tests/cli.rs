@@ -1155,3 +1155,33 @@ fn backup_dry_run_writes_nothing_and_predicts_the_growth() {
     assert!(o.code == EXIT_OK && o.stdout.contains("Dry run, nothing written"), "{}", o.stdout);
     assert!(o.stdout.contains("302 unchanged"), "{}", o.stdout);
 }
+
+#[test]
+fn backup_stdin_from_command_stores_the_output_and_fails_with_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    assert_eq!(cairn(&repo, "pw", &["init", "--insecure-test-kdf"]).code, EXIT_OK);
+    let script = "i=0; while [ $i -lt 20000 ]; do echo \"row $i\"; i=$((i+1)); done";
+    let o = cairn(
+        &repo,
+        "pw",
+        &["backup", "--stdin-from-command", "--stdin-filename", "dumps/db.sql", "--", "sh", "-c", script],
+    );
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    let want: String = (0..20000).map(|i| format!("row {i}\n")).collect();
+    let o = cairn(&repo, "pw", &["dump", "latest:/dumps/db.sql"]);
+    assert!(o.stdout == want, "{} bytes back", o.stdout.len());
+    let snaps: serde_json::Value = serde_json::from_str(&cairn(&repo, "pw", &["--json", "snapshots"]).stdout).unwrap();
+    assert_eq!(snaps[0]["paths"][0], "/dumps/db.sql");
+    // A command that fails leaves no snapshot, whatever it printed.
+    let o = cairn(&repo, "pw", &["backup", "--stdin-from-command", "--", "sh", "-c", "echo partial; exit 3"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("failed"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["backup", "--stdin-from-command", "--", "/no/such/program"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("/no/such/program"), "{}", o.stderr);
+    assert!(cairn(&repo, "pw", &["snapshots"]).stdout.contains("1 snapshots"));
+    // --stdin with paths, and a name that climbs out: one-line errors.
+    let o = cairn(&repo, "pw", &["backup", "--stdin", "/etc"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--stdin takes no paths"), "{}", o.stderr);
+    let o = cairn(&repo, "pw", &["backup", "--stdin-from-command", "--stdin-filename", "../x", "--", "true"]);
+    assert!(o.code == EXIT_ERROR && o.stderr.contains("--stdin-filename ../x"), "{}", o.stderr);
+}
