@@ -20,6 +20,8 @@ command -v find >/dev/null || missing+=(findutils)
 # The mount tests need fusermount3 (unprivileged mounts) and use rsync and attr tools.
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v rsync >/dev/null || missing+=(rsync)
+# Progress is checked on a real terminal.
+command -v tmux >/dev/null || missing+=(tmux)
 # The peak RSS of a command is read with Python (as scripts/bench does).
 command -v python3 >/dev/null || missing+=(python3)
 if ((${#missing[@]})); then
@@ -106,7 +108,7 @@ ln -s sub "$src/link"
 check "init" "$bin" init --insecure-test-kdf >/dev/null
 check "first backup" "$bin" backup "$src" >"$work/b1.txt"
 check "second backup" "$bin" --json backup "$src" >"$work/b2.json"
-check "the second backup reads nothing" grep -q '"bytes_read":0' "$work/b2.json"
+check "the second backup reads nothing" grep -q '"message_type":"summary".*"bytes_read":0' "$work/b2.json"
 check "snapshots" "$bin" snapshots >"$work/out.txt"
 check "snapshots lists 2" grep -q "2 snapshots" "$work/out.txt"
 check "ls" "$bin" ls "latest:$src" >"$work/out.txt"
@@ -149,11 +151,43 @@ check "concurrent backup a" wait "$pid_a"
 check "concurrent backup b" wait "$pid_b"
 check "check after concurrent backups" "$bin" check --read-data >/dev/null
 for s in a b; do
-    id=$(sed 's/.*"snapshot_id":"\([0-9a-f]*\)".*/\1/' "$work/conc-$s.json")
+    id=$(tail -n 1 "$work/conc-$s.json" | sed 's/.*"snapshot_id":"\([0-9a-f]*\)".*/\1/')
     check "restore of concurrent backup $s" "$bin" restore "$id" --target "$work/conc-out-$s" >/dev/null
     check "concurrent backup $s restores whole" diff -r --no-dereference "$work/conc-$s" "$work/conc-out-$s$work/conc-$s"
 done
 counted "end-to-end" 29
+
+echo "== end-to-end: progress on a terminal"
+# A backup in a 150x20 tmux terminal (a server of its own, -L), its screen captured
+# every 50 ms while it runs: NAME.during is the last screen showing the progress line,
+# NAME.end the screen once it is done.
+term_backup() {
+    local name=$1
+    rm -f "$work/$name.during"
+    tmux -L cairn-test new-session -d -s term -x 150 -y 20 \
+        "env CAIRN_REPO='$work/repo-term' CAIRN_PASSWORD=e2e-password '$bin' backup '$work/term'; echo TERM-DONE; sleep 60"
+    for _ in $(seq 1 1200); do
+        tmux -L cairn-test capture-pane -p -t term >"$work/$name.screen"
+        grep -q " read  $work/term/big.bin" "$work/$name.screen" && cp "$work/$name.screen" "$work/$name.during"
+        grep -q TERM-DONE "$work/$name.screen" && break
+        sleep 0.05
+    done
+    cp "$work/$name.screen" "$work/$name.end"
+    tmux -L cairn-test kill-server
+}
+mkdir -p "$work/term"
+head -c 300000000 /dev/urandom >"$work/term/big.bin"
+check "init (terminal)" env CAIRN_REPO="$work/repo-term" "$bin" init --insecure-test-kdf >/dev/null
+term_backup first
+check "a first backup shows its progress line, naming the file" test -s "$work/first.during"
+check "the progress line is cleared at the end" bash -c "! grep -q ' read  /' '$work/first.end'"
+check "the summary is on the screen" grep -q "snapshot [0-9a-f]* saved" "$work/first.end"
+# New content (reading what is stored already is too quick to watch).
+head -c 300000000 /dev/urandom >"$work/term/big.bin"
+term_backup second
+check "a repeat backup shows a bar with an ETA" grep -q "ETA" "$work/second.during"
+check "... cleared at the end too" bash -c "! grep -q 'ETA' '$work/second.end'"
+counted "end-to-end, terminal" 6
 
 echo "== end-to-end: interrupting a backup"
 # Wait (at most ~60 s) until directory $1 of the repository holds more than $2 files.
@@ -193,7 +227,7 @@ check "no snapshot after kill -9" grep -q "0 snapshots" "$work/out.txt"
 killed=$(($(du -sb "$CAIRN_REPO/data" | cut -f1) - stored))
 check "the killed backup stored packs" test "$killed" -gt 0
 check "backup after kill -9" "$bin" --json backup "$big" >"$work/after-kill.json"
-added=$(sed 's/.*"bytes_added":\([0-9]*\).*/\1/' "$work/after-kill.json")
+added=$(tail -n 1 "$work/after-kill.json" | sed 's/.*"bytes_added":\([0-9]*\).*/\1/')
 # What both stopped backups stored is reused: the data of 6 x 10^8 random bytes is stored
 # once (sealing adds ~100 bytes per ~1 MiB chunk). Storing the killed run's packs again
 # would add its ${killed} bytes a second time.
@@ -260,7 +294,7 @@ scripts/s3-server start "$s3dir" >/dev/null
 wait "$pid" || true
 check "s3: check after the server stopped mid-backup" "$bin" check >/dev/null
 check "s3: backup after the server came back" "$bin" --json backup "$s3src" >"$work/s3-b2.json"
-added=$(sed 's/.*"bytes_added":\([0-9]*\).*/\1/' "$work/s3-b2.json")
+added=$(tail -n 1 "$work/s3-b2.json" | sed 's/.*"bytes_added":\([0-9]*\).*/\1/')
 check "s3: the next backup reuses what was stored (added $added of 60 MB)" test "$added" -lt 55000000
 check "s3: check --read-data" "$bin" check --read-data >/dev/null
 # An unchanged backup reads what it needs from the local copies: config, keys and index
@@ -271,7 +305,7 @@ check "s3: check --read-data" "$bin" check --read-data >/dev/null
 # which changes no directory.)
 check "s3: a backup of what the last one stored" "$bin" --json backup "$s3src" >"$work/s3-b3.json"
 check "s3: an unchanged backup" "$bin" --json backup "$s3src" >"$work/s3-b3.json"
-read -r requests added < <(python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["remote"]["requests"], d["summary"]["blobs_added"])' <"$work/s3-b3.json")
+read -r requests added < <(python3 -c 'import json, sys; d = json.loads(sys.stdin.read().splitlines()[-1]); print(d["remote"]["requests"], d["summary"]["blobs_added"])' <"$work/s3-b3.json")
 check "s3: ... adds nothing ($added blobs) and makes at most 9 requests ($requests)" test "$added" = 0 -a "$requests" -le 9
 # The key file kept locally is only a guess: a wrong password is still refused, and a
 # kept file damaged (or planted) is passed over.

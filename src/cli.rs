@@ -253,7 +253,7 @@ impl<'a> Env<'a> {
 }
 
 /// Run cairn with `args` (including the program name); returns the exit code.
-pub fn run(args: Vec<OsString>, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Send)) -> i32 {
+pub fn run(args: Vec<OsString>, env: &Env, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -401,7 +401,7 @@ pub(crate) fn split_target(s: &str) -> (&str, &str) {
     s.split_once(':').unwrap_or((s, "/"))
 }
 
-fn dispatch(cli: &Cli, env: &Env, out: &mut dyn Write, err: &mut (dyn Write + Send)) -> anyhow::Result<i32> {
+fn dispatch(cli: &Cli, env: &Env, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Init { insecure_test_kdf } => {
             init(cli, env, *insecure_test_kdf, &password(cli, env, true)?, out)?;

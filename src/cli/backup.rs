@@ -251,7 +251,7 @@ pub fn run(
     cli: &Cli,
     env: &Env,
     args: &BackupArgs,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
 ) -> anyhow::Result<i32> {
     let time_ns = args.time.as_deref().map(parse_local_time).transpose()?;
@@ -288,8 +288,10 @@ pub fn run(
     };
     let reporter = BackupReporter {
         err: std::sync::Mutex::new(err),
-        progress: !cli.quiet && !cli.json && std::io::stderr().is_terminal(),
+        bar: (!cli.quiet && !cli.json && std::io::stderr().is_terminal()).then(new_bar),
+        status: if cli.json && !cli.quiet { Some(std::sync::Mutex::new(&mut *out)) } else { None },
         quiet: cli.quiet,
+        expected: std::sync::atomic::AtomicBool::new(false),
     };
     let r = if args.stdin {
         let mut input = std::io::stdin();
@@ -305,43 +307,87 @@ pub fn run(
     } else {
         backup::backup(&repo, &opts, &reporter, env.cancel)
     };
-    reporter.clear_progress();
+    if let Some(bar) = &reporter.bar {
+        bar.finish_and_clear();
+    }
+    drop(reporter);
     let r = r?;
     let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
     print_backup(cli, &r, remote, out)?;
     Ok(if r.snapshot.summary.warnings > 0 { EXIT_PARTIAL } else { EXIT_OK })
 }
 
-struct BackupReporter<'a> {
-    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
-    progress: bool,
-    quiet: bool,
+/// The progress line of a backup on a terminal: with a parent, a bar of the bytes done
+/// against the parent's size (its rate and an ETA); without, a spinner; the file
+/// being read last, cut to the terminal's width (indicatif draws it, at most 10 times
+/// a second, and clears it at the end).
+fn new_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(10));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {bytes} ({bytes_per_sec}) {wide_msg}")
+            .expect("a valid template"),
+    );
+    bar
 }
 
-impl BackupReporter<'_> {
-    fn clear_progress(&self) {
-        if self.progress {
+struct BackupReporter<'e, 'o> {
+    err: std::sync::Mutex<&'e mut (dyn Write + Send)>,
+    /// The progress line, on a terminal.
+    bar: Option<indicatif::ProgressBar>,
+    /// With --json: status lines go to standard output, as restic's.
+    status: Option<std::sync::Mutex<&'o mut (dyn Write + Send)>>,
+    quiet: bool,
+    /// Whether the bar has been given the parent's size.
+    expected: std::sync::atomic::AtomicBool,
+}
+
+impl BackupReporter<'_, '_> {
+    /// Print a line on standard error, clear of the progress line.
+    fn say(&self, line: &str) {
+        let print = || {
             let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = write!(e, "\r\x1b[K");
+            let _ = writeln!(e, "{line}");
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(print),
+            None => print(),
         }
     }
 }
 
-impl backup::Report for BackupReporter<'_> {
+impl backup::Report for BackupReporter<'_, '_> {
     fn note(&self, path: &Path, message: &str) {
         if !self.quiet {
-            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(e, "{}note: {}: {message}", if self.progress { "\r\x1b[K" } else { "" }, path.display());
+            self.say(&format!("note: {}: {message}", path.display()));
         }
     }
     fn warn(&self, path: &Path, message: &str) {
-        let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(e, "{}warning: {}: {message}", if self.progress { "\r\x1b[K" } else { "" }, path.display());
+        self.say(&format!("warning: {}: {message}", path.display()));
     }
-    fn progress(&self, p: &backup::Progress) {
-        if self.progress {
-            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = write!(e, "\r\x1b[K{} files, {} read", p.files, human(p.bytes_read));
+    fn progress(&self, p: &backup::Progress<'_>) {
+        if let Some(bar) = &self.bar {
+            if let Some(total) = p.expected_bytes.filter(|t| *t > 0) {
+                if !self.expected.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    bar.set_length(total);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{elapsed_precise} [{bar:20}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {wide_msg}",
+                        )
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                    );
+                }
+            }
+            bar.set_position(p.bytes_done);
+            bar.set_message(format!("{} files, {} read  {}", p.files, human(p.bytes_read), p.current.display()));
+        }
+        if let Some(out) = &self.status {
+            let v = serde_json::json!({
+                "message_type": "status", "files_done": p.files, "bytes_done": p.bytes_done,
+                "bytes_read": p.bytes_read, "total_bytes": p.expected_bytes,
+                "current_files": [p.current.to_string_lossy()],
+            });
+            let _ = writeln!(out.lock().unwrap_or_else(|p| p.into_inner()), "{v}");
         }
     }
 }
@@ -355,6 +401,7 @@ fn print_backup(
     let s = &r.snapshot.summary;
     if cli.json {
         let mut v = serde_json::json!({
+            "message_type": "summary",
             "snapshot_id": r.id.to_hex(),
             "parent": r.parent.map(|p| p.to_hex()),
             "summary": s,

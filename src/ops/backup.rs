@@ -112,12 +112,18 @@ pub struct BackupOptions {
 }
 
 /// Progress counters, reported periodically.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Progress {
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
     /// Files seen.
     pub files: u64,
     /// Bytes read.
     pub bytes_read: u64,
+    /// Bytes of the files done, read or unchanged.
+    pub bytes_done: u64,
+    /// The parent snapshot's size, if there is one: what `bytes_done` will likely reach.
+    pub expected_bytes: Option<u64>,
+    /// The file being backed up.
+    pub current: &'a Path,
 }
 
 /// Receives warnings and progress from a running backup.
@@ -127,7 +133,7 @@ pub trait Report: Sync {
     /// Something worth knowing that does not make the backup partial.
     fn note(&self, _path: &Path, _message: &str) {}
     /// Periodic progress (about every 250 ms).
-    fn progress(&self, _p: &Progress) {}
+    fn progress(&self, _p: &Progress<'_>) {}
 }
 
 /// What a finished backup produced.
@@ -336,6 +342,7 @@ fn locked_backup(
             repo_path: fs::canonicalize(repo.path()).ok(),
             select: &opts.select,
             devices: sources.iter().filter_map(|p| fs::symlink_metadata(p).ok()).map(|m| m.dev()).collect(),
+            expected_bytes: parent.as_ref().map(|(_, p)| p.summary.total_bytes),
         };
         for m in &missing {
             w.warning(m, "listed in --files-from, does not exist");
@@ -543,6 +550,8 @@ struct Walker<'a> {
     select: &'a Selection,
     /// The sources' filesystems (for `--one-file-system`).
     devices: Vec<u64>,
+    /// The parent's size (for progress).
+    expected_bytes: Option<u64>,
 }
 
 impl TreeSink for Walker<'_> {
@@ -588,10 +597,18 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    fn tick(&mut self) {
+    /// Report progress if it is time: `current` is the file being read, of which
+    /// `in_file` bytes are read so far.
+    fn tick(&mut self, current: &Path, in_file: u64) {
         if self.last_progress.elapsed().as_millis() >= 250 {
             self.last_progress = Instant::now();
-            self.report.progress(&Progress { files: self.summary.files(), bytes_read: self.summary.bytes_read });
+            self.report.progress(&Progress {
+                files: self.summary.files(),
+                bytes_read: self.summary.bytes_read + in_file,
+                bytes_done: self.summary.total_bytes + in_file,
+                expected_bytes: self.expected_bytes,
+                current,
+            });
         }
     }
 
@@ -849,6 +866,7 @@ impl<'a> Walker<'a> {
             if let Some(Entry { kind: Kind::File(c), size, mtime: pm, ctime: pc, ino, .. }) = prev {
                 if *size == meta.len() && *pm == mtime && *pc == ctime && *ino == meta.ino() && self.reusable(c) {
                     self.summary.files_unchanged += 1;
+                    self.tick(path, 0);
                     return Ok(Some((c.clone(), *size)));
                 }
             }
@@ -915,6 +933,7 @@ impl<'a> Walker<'a> {
                     {
                         break Err(e);
                     }
+                    self.tick(path, chunker.bytes_read);
                 }
                 Ok(None) => break Ok(true),
                 Err(e) => break Ok(self.warn_read(path, &e)),
@@ -922,7 +941,7 @@ impl<'a> Walker<'a> {
         };
         self.summary.bytes_read += chunker.bytes_read;
         self.buf = chunker.into_buffer();
-        self.tick();
+        self.tick(path, 0);
         if !outcome? {
             return Ok(None);
         }

@@ -75,7 +75,7 @@ fn commands_and_exit_codes() {
 
     let o = cairn(&repo, "pw", &["--json", "backup", src.to_str().unwrap()]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
-    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim().lines().last().unwrap()).unwrap();
     assert_eq!(v["summary"]["files_unchanged"], 2);
     assert_eq!(v["summary"]["bytes_read"], 0);
 
@@ -152,7 +152,7 @@ fn backup_json(repo: &Path, args: &[&str]) -> serde_json::Value {
     all.extend_from_slice(args);
     let o = cairn(repo, "pw", &all);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
-    serde_json::from_str(o.stdout.trim()).unwrap()
+    serde_json::from_str(o.stdout.trim().lines().last().unwrap()).unwrap()
 }
 
 #[test]
@@ -328,7 +328,8 @@ fn deleting_the_cache_directory_between_commands_loses_nothing() {
     std::fs::remove_dir_all(&cache).unwrap();
     // The next backup rebuilds the cache from the repository: unchanged files are reused
     // (their chunks found again), nothing is stored twice.
-    let v: serde_json::Value = serde_json::from_str(run(&["--json", "backup", src.to_str().unwrap()]).trim()).unwrap();
+    let out = run(&["--json", "backup", src.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
     assert_eq!(v["summary"]["files_unchanged"], 5, "{v}");
     assert!(v["summary"]["bytes_added"].as_u64().unwrap() < 10_000, "{v}");
     std::fs::remove_dir_all(&cache).unwrap();
@@ -1139,7 +1140,7 @@ fn backup_dry_run_writes_nothing_and_predicts_the_growth() {
     let s = src.to_str().unwrap();
     let o = cairn(&repo, "pw", &["--json", "backup", "--dry-run", s]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
-    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim().lines().last().unwrap()).unwrap();
     assert_eq!(v["dry_run"], true);
     assert_eq!(files(), before, "a dry run writes nothing, not even a lock");
     let predicted = v["growth"]["total"].as_u64().unwrap();
