@@ -22,7 +22,6 @@
 //! Memory: the patterns, and per match a recursion no deeper than the pattern.
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
@@ -163,9 +162,9 @@ fn component(c: &str, ignore_case: bool) -> std::result::Result<GlobMatcher, Str
 
 /// The existing paths a shell glob names (`--files-from` lines, as restic expands them
 /// with Go's `filepath.Glob`): `*`, `?` and `[..]` within a component, matched against
-/// each directory's listing in turn, sorted; a hidden name only by a component that
-/// starts with `.`. A path without glob characters is returned as it is, existing or
-/// not. Unreadable directories on the way match nothing.
+/// each directory's listing in turn, sorted; as in Go, `*` matches hidden names too. A
+/// path without glob characters is returned as it is, existing or not. Unreadable
+/// directories on the way match nothing.
 pub fn glob_paths(pattern: &str) -> Result<Vec<PathBuf>> {
     let meta = |c: &str| c.contains(['*', '?', '[']);
     if !meta(pattern) {
@@ -187,10 +186,8 @@ pub fn glob_paths(pattern: &str) -> Result<Vec<PathBuf>> {
             for dir in found {
                 let listing = if dir.as_os_str().is_empty() { Path::new(".") } else { dir.as_path() };
                 let Ok(rd) = std::fs::read_dir(listing) else { continue };
-                let mut names: Vec<_> = rd
-                    .filter_map(|e| e.ok().map(|e| e.file_name()))
-                    .filter(|n| glob.is_match(Path::new(n)) && (c.starts_with('.') || !n.as_bytes().starts_with(b".")))
-                    .collect();
+                let mut names: Vec<_> =
+                    rd.filter_map(|e| e.ok().map(|e| e.file_name())).filter(|n| glob.is_match(Path::new(n))).collect();
                 names.sort();
                 next.extend(names.into_iter().map(|n| dir.join(n)));
             }
@@ -356,7 +353,7 @@ mod tests {
         let rel =
             |v: Vec<PathBuf>| v.iter().map(|p| p.strip_prefix(d).unwrap().display().to_string()).collect::<Vec<_>>();
         assert_eq!(rel(g("*/x.txt")), ["a/x.txt", "b/x.txt"]);
-        assert_eq!(rel(g("a/*.txt")), ["a/x.txt", "a/y.txt"], "hidden names need a leading dot");
+        assert_eq!(rel(g("a/*.txt")), ["a/.h.txt", "a/x.txt", "a/y.txt"], "hidden names too, as Go's Glob");
         assert_eq!(rel(g("a/.*.txt")), ["a/.h.txt"]);
         assert_eq!(rel(g("?/z.m[a-d]")), ["b/z.md"]);
         assert!(g("c/*").is_empty());

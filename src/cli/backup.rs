@@ -194,7 +194,13 @@ impl BackupArgs {
             let text = String::from_utf8(text)
                 .map_err(|_| anyhow::anyhow!("--files-from {}: not UTF-8 text (use --files-from-raw)", f.display()))?;
             for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-                out.extend(crate::pattern::glob_paths(line)?);
+                let found = crate::pattern::glob_paths(line)?;
+                // A glob that matches nothing is reported as a listed path that does
+                // not exist (a warning, exit code 3), as restic warns.
+                if found.is_empty() {
+                    out.push(PathBuf::from(line));
+                }
+                out.extend(found);
             }
         }
         for f in &self.files_from_verbatim {

@@ -160,9 +160,9 @@ pub fn find(cli: &Cli, env: &Env, args: &FindArgs, out: &mut dyn Write, err: &mu
     for spec in &args.snapshots {
         wanted.push(crate::ops::snapshots::resolve(&repo, spec, &filter)?.0);
     }
-    // Directories without a match, remembered: a 64th of the budget at 48 B each.
-    let no_match_entries = repo.budget().0 / 64 / 48;
-    let mut finder = Finder::new(&repo, FindOptions { query, oldest, newest, no_match_entries });
+    // Directories without a match, remembered in a 64th of the budget.
+    let no_match_bytes = repo.budget().0 / 64;
+    let mut finder = Finder::new(&repo, FindOptions { query, oldest, newest, no_match_bytes });
     let none = crate::ops::snapshots::GroupBy { host: false, paths: false, tags: false };
     let select = |id: &FileId, s: &crate::format::snapshot::Snapshot| {
         (wanted.is_empty() || wanted.contains(id)) && filter.matches(s)

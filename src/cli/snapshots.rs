@@ -18,7 +18,7 @@ pub struct FilterArgs {
     /// Only snapshots carrying all of these comma-separated tags (repeatable: any set).
     #[arg(long = "tag", value_name = "TAG[,TAG]")]
     pub tags: Vec<String>,
-    /// Only snapshots of exactly these paths (repeat for a set of several).
+    /// Only snapshots that include this path (repeatable: all of them).
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }

@@ -487,9 +487,11 @@ fn absolute_sources(paths: &[PathBuf], listed: &[PathBuf]) -> Result<(Vec<PathBu
     }
     out.sort();
     out.dedup();
+    // Sorted by component, a path's descendants follow it at once: comparing with the
+    // last one kept is enough (a list of 10^6 paths must not take 10^12 steps).
     let mut kept: Vec<PathBuf> = Vec::new();
     for p in out {
-        if !kept.iter().any(|k| p.starts_with(k)) {
+        if !kept.last().is_some_and(|k| p.starts_with(k)) {
             kept.push(p);
         }
     }
@@ -992,7 +994,12 @@ impl<'a> Walker<'a> {
         }
         impl std::io::Read for Failing<'_> {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.inner.read(buf).inspect_err(|e| self.failed = Some(std::io::Error::new(e.kind(), e.to_string())))
+                self.inner.read(buf).inspect_err(|e| {
+                    // The chunker retries an interrupted read.
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+                    }
+                })
             }
         }
         let mut r = Failing { inner: reader, failed: None };

@@ -222,6 +222,6 @@ fn count(stats: &mut DiffStats, c: Change, o: Option<&Entry>, n: Option<&Entry>)
         return;
     }
     let file_size = |e: Option<&Entry>| e.filter(|e| matches!(e.kind, Kind::File(_))).map_or(0, |e| e.size);
-    stats.bytes_removed += file_size(o);
-    stats.bytes_added += file_size(n);
+    stats.bytes_removed = stats.bytes_removed.saturating_add(file_size(o));
+    stats.bytes_added = stats.bytes_added.saturating_add(file_size(n));
 }

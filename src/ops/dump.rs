@@ -103,7 +103,10 @@ pub fn dump(
             Ok(0)
         }
         Kind::Dir(tree) => {
-            let mut tar = tar::Builder::new(out);
+            // Never dropped on an error: a dropped Builder writes the end-of-archive
+            // blocks, and a stream cut short by damage or Ctrl-C would then read as
+            // whole (or a file's missing tail as zeros). Only `into_inner` ends it.
+            let mut tar = std::mem::ManuallyDrop::new(tar::Builder::new(out));
             tar.mode(tar::HeaderMode::Complete);
             let mut failed = 0;
             let mut walk = Walk::new(repo, tree, PathBuf::new());
@@ -128,7 +131,7 @@ pub fn dump(
                     Step::Leave(_) | Step::Skipped(..) => {}
                 }
             }
-            tar.into_inner().at(stdout)?.flush().at(stdout)?;
+            std::mem::ManuallyDrop::into_inner(tar).into_inner().at(stdout)?.flush().at(stdout)?;
             Ok(failed)
         }
         _ => Err(Error::InvalidInput(format!("{}: neither a file nor a directory", path.display()))),

@@ -3,7 +3,7 @@
 //!
 //! Each snapshot's tree is walked with the one snapshot walker ([`Walk`]). Snapshots
 //! share most of their directories, so a directory that held no match is remembered
-//! by its tree id and path (an LRU of `no_match_entries`, 48 B each): met again in a
+//! by its tree id and path (an LRU in `no_match_bytes`, ~96 B each): met again in a
 //! later snapshot at the same place, it is skipped unread. The patterns may depend on
 //! the path (anchored ones), the tree id and the modification-time bounds do not
 //! change between snapshots, so what held no match there holds none here.
@@ -45,8 +45,9 @@ pub struct FindOptions {
     pub oldest: Option<i64>,
     /// Only entries modified at or before this time (Unix seconds).
     pub newest: Option<i64>,
-    /// Directories without a match remembered across snapshots (48 B each).
-    pub no_match_entries: usize,
+    /// Bytes for the directories without a match remembered across snapshots
+    /// ([`crate::budget::LRU_ENTRY_BYTES`] each).
+    pub no_match_bytes: usize,
 }
 
 /// What a search went through.
@@ -91,8 +92,8 @@ fn place(tree: &BlobId, path: &Path) -> (BlobId, u64) {
 impl<'r> Finder<'r> {
     /// A finder for `opts`.
     pub fn new(repo: &'r Repository, opts: FindOptions) -> Finder<'r> {
-        let cap = std::num::NonZeroUsize::new(opts.no_match_entries.max(1)).expect("at least 1");
-        Finder { repo, opts, barren: lru::LruCache::new(cap), stats: FindStats::default() }
+        let barren = crate::budget::lru_within(opts.no_match_bytes);
+        Finder { repo, opts, barren, stats: FindStats::default() }
     }
 
     /// Search snapshot `snap`; each match goes to `hit` with its path, damage to
@@ -120,10 +121,20 @@ impl<'r> Finder<'r> {
                 Step::Entry(e) => {
                     let Some(level) = walk.top() else { continue };
                     let path = level.path.join(sys::os(&e.name));
-                    if self.matches(&path, &e)? {
-                        level.hit = true;
-                        self.stats.matches += 1;
-                        hit(&path, &e)?;
+                    match self.matches(&path, &e) {
+                        Ok(true) => {
+                            level.hit = true;
+                            self.stats.matches += 1;
+                            hit(&path, &e)?;
+                        }
+                        Ok(false) => {}
+                        // A damaged chunk list (--blob): reported, and the directory
+                        // is never remembered as holding no match.
+                        Err(err) => {
+                            level.hit = true;
+                            self.stats.errors += 1;
+                            damaged(&path, &err);
+                        }
                     }
                     if let Kind::Dir(sub) = &e.kind {
                         if self.barren.get(&place(sub, &path)).is_some() {

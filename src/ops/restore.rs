@@ -259,14 +259,12 @@ fn locked_restore(
         let mut links = lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
         let r = match &root.kind {
             Kind::Dir(id) => {
-                let matched = ctx.included(snap_path);
-                stats.matched += (matched && !ctx.include.is_empty()) as u64;
-                ctx.walk(id, snap_path, matched, &mut batch, &mut links, &mut stats)
+                stats.matched += (ctx.included(snap_path) && !ctx.include.is_empty()) as u64;
+                ctx.walk(id, snap_path, &mut batch, &mut links, &mut stats)
             }
             _ => {
                 // Restoring a single file or link: it goes into the target under its name.
-                let dir =
-                    Level { dir: Some(ctx.target.clone()), rel: PathBuf::new(), snap: PathBuf::new(), matched: true };
+                let dir = Level { dir: Some(ctx.target.clone()), rel: PathBuf::new(), snap: PathBuf::new() };
                 ctx.entry(root, &dir, &mut batch, &mut links, &mut stats)
             }
         };
@@ -283,7 +281,7 @@ fn locked_restore(
     // The target directory itself keeps its own metadata: it is the user's, not the
     // snapshot's (and the snapshot root has none).
     if let Kind::Dir(id) = &root.kind {
-        ctx.dir_metadata(id, snap_path, ctx.included(snap_path));
+        ctx.dir_metadata(id, snap_path);
     }
     if ctx.sync {
         ctx.target.sync_all().at(&opts.target)?;
@@ -307,14 +305,13 @@ struct FirstLink {
 /// failed).
 type Links = lru::LruCache<(u64, u64), Option<FirstLink>>;
 
-/// A directory being restored: its descriptor (`None` while a filter has not matched
-/// anything in it, so it is not created yet), its path relative to the target and in the
-/// snapshot, and whether the filter matched it (then everything under it is restored).
+/// A directory being restored: its descriptor (`None` while `--include` has not matched
+/// anything in it, so it is not created yet), and its path relative to the target and
+/// in the snapshot.
 struct Level {
     dir: Option<Arc<File>>,
     rel: PathBuf,
     snap: PathBuf,
-    matched: bool,
 }
 
 impl Ctx<'_> {
@@ -354,19 +351,18 @@ impl Ctx<'_> {
         Ok(dir)
     }
 
-    /// Restore the tree of directory `dir` (at `snap` in the snapshot; `matched`: the
-    /// filter already matched it) into the target, through the one snapshot walker
+    /// Restore the tree of directory `dir` (at `snap` in the snapshot) into the target,
+    /// through the one snapshot walker
     /// ([`Walk`]: iterative, nesting limited, damage reported and skipped).
     fn walk(
         &self,
         dir: &BlobId,
         snap: &Path,
-        matched: bool,
         batch: &mut Batch<'_>,
         links: &mut Links,
         stats: &mut RestoreStats,
     ) -> Result<()> {
-        let top = Level { dir: Some(self.target.clone()), rel: PathBuf::new(), snap: snap.to_path_buf(), matched };
+        let top = Level { dir: Some(self.target.clone()), rel: PathBuf::new(), snap: snap.to_path_buf() };
         let mut walk = Walk::new(self.repo, dir, top);
         while let Some(step) = walk.next() {
             if self.cancel.load(Ordering::Relaxed) {
@@ -392,7 +388,9 @@ impl Ctx<'_> {
             }
             let hit = !self.include.is_empty() && self.include.matches(&snap_path);
             stats.matched += hit as u64;
-            let m = level.matched || self.included(&snap_path);
+            // Each path is judged by itself (a pattern matching a directory matches
+            // what is under it too), so a later `!` pattern can take part of it back.
+            let m = self.included(&snap_path);
             // With a filter, directories on the way to a match are created on demand.
             if m && level.dir.is_none() {
                 match self.open_beneath(&level.rel, true) {
@@ -417,7 +415,7 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                walk.enter(sub, Level { dir: sub_dir, rel, snap: snap_path, matched: m });
+                walk.enter(sub, Level { dir: sub_dir, rel, snap: snap_path });
             } else if m {
                 self.entry(&e, level, batch, links, stats)?;
             }
@@ -811,7 +809,7 @@ impl Ctx<'_> {
     /// Second pass: set each restored directory's metadata after its contents exist (a
     /// directory's [`Step::Leave`] comes after everything under it), through its
     /// descriptor, opened from its parent's; with `sync`, fsync it then.
-    fn dir_metadata(&self, dir: &BlobId, snap: &Path, matched: bool) {
+    fn dir_metadata(&self, dir: &BlobId, snap: &Path) {
         /// A directory of the target, open; its entry when the restore matched it (none
         /// for the target itself, and for directories only on the way to a match: they
         /// may be the user's own, and keep their metadata); where it is in the snapshot.
@@ -819,11 +817,10 @@ impl Ctx<'_> {
             dir: File,
             rel: PathBuf,
             snap: PathBuf,
-            matched: bool,
             entry: Option<Entry>,
         }
         let Ok(target) = self.target.try_clone() else { return };
-        let top = Level { dir: target, rel: PathBuf::new(), snap: snap.to_path_buf(), matched, entry: None };
+        let top = Level { dir: target, rel: PathBuf::new(), snap: snap.to_path_buf(), entry: None };
         let mut walk = Walk::new(self.repo, dir, top);
         while let Some(step) = walk.next() {
             match step {
@@ -838,9 +835,9 @@ impl Ctx<'_> {
                     }
                     let Ok(d) = sys::open_dir_at(&level.dir, &e.name) else { continue };
                     let rel = level.rel.join(sys::os(&e.name));
-                    let m = level.matched || self.included(&snap);
+                    let m = self.included(&snap);
                     let sub = *sub;
-                    walk.enter(&sub, Level { dir: d, rel, snap, matched: m, entry: m.then_some(e) });
+                    walk.enter(&sub, Level { dir: d, rel, snap, entry: m.then_some(e) });
                 }
                 Step::Leave(Level { dir, rel, entry: Some(e), .. }) => {
                     let path = self.shown(&rel);

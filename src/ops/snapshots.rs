@@ -84,7 +84,7 @@ pub struct Filter {
     pub hosts: Vec<String>,
     /// Snapshots carrying every tag of any of these sets.
     pub tags: Vec<Vec<String>>,
-    /// Snapshots whose paths are exactly these.
+    /// Snapshots that include all of these paths (and maybe others), as restic's `--path`.
     pub paths: Vec<PathBuf>,
 }
 
@@ -98,15 +98,8 @@ impl Filter {
     pub fn matches(&self, s: &Snapshot) -> bool {
         let host = self.hosts.is_empty() || self.hosts.contains(&s.host);
         let tags = self.tags.is_empty() || self.tags.iter().any(|set| set.iter().all(|t| s.tags.contains(t)));
-        let paths = self.paths.is_empty() || {
-            let mut want = self.paths.clone();
-            want.sort();
-            want.dedup();
-            let mut have = s.paths.clone();
-            have.sort();
-            have.dedup();
-            want == have
-        };
+        // As restic's: the snapshot must include every path given (it may have more).
+        let paths = self.paths.iter().all(|p| s.paths.contains(p));
         host && tags && paths
     }
 }

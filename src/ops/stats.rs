@@ -1,7 +1,7 @@
 //! `stats`: how big snapshots are, three ways (restic's modes).
 //!
 //! - `restore-size`: files and bytes a restore of each snapshot would write, summed.
-//!   A directory's totals are remembered by its tree id (an LRU, 48 B each): met again,
+//!   A directory's totals are remembered by its tree id (an LRU, ~96 B each): met again,
 //!   in the same snapshot or a later one, its totals are added without reading it, so
 //!   a hundred snapshots of a slowly changing tree cost little more than one.
 //! - `files-by-contents`: distinct file contents (equal chunk lists count once) and
@@ -72,11 +72,19 @@ pub struct StatsResult {
     pub errors: u64,
 }
 
-/// One level of a walk: its tree and (restore-size) its totals so far.
+/// One level of a walk: its tree, (restore-size) its totals so far, and whether
+/// something under it could not be read (then its totals are not remembered).
 struct Level {
     tree: BlobId,
     files: u64,
     bytes: u64,
+    tainted: bool,
+}
+
+impl Level {
+    fn new(tree: BlobId) -> Level {
+        Level { tree, files: 0, bytes: 0, tainted: false }
+    }
 }
 
 /// Counts snapshot after snapshot.
@@ -93,12 +101,11 @@ impl<'r> Stats<'r> {
     /// Start counting in `mode`.
     pub fn new(repo: &'r Repository, mode: Mode) -> Stats<'r> {
         let budget = repo.budget();
-        let cap = std::num::NonZeroUsize::new((budget.0 / 64 / 48).max(1)).expect("at least 1");
         Stats {
             repo,
             mode,
             sorter: NameSorter::new(budget.sort_bytes()),
-            trees: lru::LruCache::new(cap),
+            trees: crate::budget::lru_within(budget.0 / 64),
             result: StatsResult::default(),
         }
     }
@@ -118,7 +125,7 @@ impl<'r> Stats<'r> {
             return Ok(());
         }
         let tmp = std::env::temp_dir();
-        let mut walk = Walk::new(self.repo, &root, Level { tree: root, files: 0, bytes: 0 });
+        let mut walk = Walk::new(self.repo, &root, Level::new(root));
         while let Some(step) = walk.next() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
@@ -131,18 +138,18 @@ impl<'r> Stats<'r> {
                             if let Some(&(files, bytes)) = self.trees.get(sub) {
                                 self.result.dirs_reused += 1;
                                 if let Some(level) = walk.top() {
-                                    level.files += files;
-                                    level.bytes += bytes;
+                                    level.files = level.files.saturating_add(files);
+                                    level.bytes = level.bytes.saturating_add(bytes);
                                 }
                             } else {
-                                walk.enter(sub, Level { tree: *sub, files: 0, bytes: 0 });
+                                walk.enter(sub, Level::new(*sub));
                             }
                         }
                         Kind::File(c) => match mode {
                             Mode::RestoreSize => {
                                 if let Some(level) = walk.top() {
-                                    level.files += 1;
-                                    level.bytes += e.size;
+                                    level.files = level.files.saturating_add(1);
+                                    level.bytes = level.bytes.saturating_add(e.size);
                                 }
                             }
                             Mode::FilesByContents => {
@@ -151,9 +158,21 @@ impl<'r> Stats<'r> {
                                 self.sorter.push(key).at(&tmp)?;
                             }
                             Mode::RawData => {
-                                let mut chunks = ChunkIter::new(self.repo, c)?;
-                                while let Some(c) = chunks.next_chunk()? {
-                                    self.sorter.push(c.id.0.to_vec()).at(&tmp)?;
+                                let r = (|| -> Result<()> {
+                                    let mut chunks = ChunkIter::new(self.repo, c)?;
+                                    while let Some(c) = chunks.next_chunk()? {
+                                        self.sorter.push(c.id.0.to_vec()).at(&tmp)?;
+                                    }
+                                    Ok(())
+                                })();
+                                // A damaged chunk list is reported and counted, as a
+                                // damaged directory is; the rest is still counted.
+                                if let Err(err) = r {
+                                    self.result.errors += 1;
+                                    if let Some(level) = walk.top() {
+                                        level.tainted = true;
+                                        damaged(&level.tree, &err);
+                                    }
                                 }
                             }
                         },
@@ -161,11 +180,15 @@ impl<'r> Stats<'r> {
                     }
                 }
                 Step::Leave(level) => {
-                    self.trees.put(level.tree, (level.files, level.bytes));
+                    // Partial totals are never reused for another snapshot.
+                    if !level.tainted {
+                        self.trees.put(level.tree, (level.files, level.bytes));
+                    }
                     match walk.top() {
                         Some(parent) => {
-                            parent.files += level.files;
-                            parent.bytes += level.bytes;
+                            parent.files = parent.files.saturating_add(level.files);
+                            parent.bytes = parent.bytes.saturating_add(level.bytes);
+                            parent.tainted |= level.tainted;
                         }
                         None => self.add_totals(level.files, level.bytes),
                     }
@@ -173,6 +196,9 @@ impl<'r> Stats<'r> {
                 Step::Failed(level, err) => {
                     self.result.errors += 1;
                     damaged(&level.tree, &err);
+                    if let Some(parent) = walk.top() {
+                        parent.tainted = true;
+                    }
                 }
                 Step::Skipped(..) => {}
             }
@@ -182,8 +208,8 @@ impl<'r> Stats<'r> {
 
     fn add_totals(&mut self, files: u64, bytes: u64) {
         if self.mode == Mode::RestoreSize {
-            self.result.total_file_count += files;
-            self.result.total_size += bytes;
+            self.result.total_file_count = self.result.total_file_count.saturating_add(files);
+            self.result.total_size = self.result.total_size.saturating_add(bytes);
         }
     }
 
@@ -197,8 +223,8 @@ impl<'r> Stats<'r> {
             Mode::FilesByContents => {
                 while let Some(k) = sorted.next_name().at(&tmp)? {
                     let size = k.get(32..40).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-                    self.result.total_file_count += 1;
-                    self.result.total_size += size;
+                    self.result.total_file_count = self.result.total_file_count.saturating_add(1);
+                    self.result.total_size = self.result.total_size.saturating_add(size);
                 }
             }
             Mode::RawData => {
@@ -210,8 +236,9 @@ impl<'r> Stats<'r> {
                         id: format!("{} (used by a snapshot, in no index file)", id.to_hex()),
                     })?;
                     self.result.total_blob_count += 1;
-                    self.result.total_size += loc.stored_len as u64;
-                    self.result.total_uncompressed_size += loc.raw_len as u64;
+                    self.result.total_size = self.result.total_size.saturating_add(loc.stored_len as u64);
+                    self.result.total_uncompressed_size =
+                        self.result.total_uncompressed_size.saturating_add(loc.raw_len as u64);
                 }
                 if self.result.total_size > 0 {
                     self.result.compression_ratio =

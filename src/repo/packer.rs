@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::index::{self as index_format, IndexEntry, Location};
 use crate::format::pack::{encode_header, PackBlob};
 use crate::format::{BlobKind, FileKind, HEADER_LEN};
-use crate::id::FileId;
+use crate::id::{BlobId, FileId};
 
 /// Write an index file after this many finished packs...
 const INDEX_EVERY_PACKS: usize = 4;
@@ -84,6 +84,10 @@ pub struct Packer<'r> {
     pack_target: u64,
     /// Write nothing: packs and index files are only measured (`backup --dry-run`).
     dry: bool,
+    /// A dry run's claims, released at the end (released earlier, a repeat of the same
+    /// content would be claimed and counted again). 32 B per new blob, in RAM: a dry
+    /// run's memory grows with the new data it measures (docs/design.md).
+    dry_claims: Vec<BlobId>,
 }
 
 impl<'r> Packer<'r> {
@@ -98,6 +102,7 @@ impl<'r> Packer<'r> {
             stats: PackerStats::default(),
             pack_target: repo.pack_target(),
             dry: false,
+            dry_claims: Vec::new(),
         }
     }
 
@@ -163,7 +168,7 @@ impl<'r> Packer<'r> {
                     compression: b.compression,
                 };
                 offset += b.stored_len as u64;
-                self.repo.index().release(&b.id);
+                self.dry_claims.push(b.id);
                 self.unindexed.push(IndexEntry { id: b.id, loc });
             }
             if self.unindexed.len() >= INDEX_EVERY_ENTRIES {
@@ -250,6 +255,9 @@ impl<'r> Packer<'r> {
         }
         if !self.dry {
             self.repo.backend().wait_stored()?;
+        }
+        for id in &self.dry_claims {
+            self.repo.index().release(id);
         }
         Ok(self.stats)
     }

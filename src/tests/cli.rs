@@ -648,7 +648,7 @@ fn backup_files_from_lists_globs_and_missing_paths() {
     }
     let s = src.to_str().unwrap();
     let list = dir.path().join("list");
-    std::fs::write(&list, format!("# documents\n\n  {s}/a/*.txt  \n{s}/missing\n")).unwrap();
+    std::fs::write(&list, format!("# documents\n\n  {s}/a/*.txt  \n{s}/missing\n{s}/none/*.x\n")).unwrap();
     let verbatim = dir.path().join("verbatim");
     std::fs::write(&verbatim, format!("{s}/b/#hash\n{s}/b/star*\n")).unwrap();
     let raw = dir.path().join("raw");
@@ -659,6 +659,7 @@ fn backup_files_from_lists_globs_and_missing_paths() {
     // A listed path that does not exist is an unreadable source: exit 3, named.
     assert_eq!(o.code, EXIT_PARTIAL, "{}", o.stderr);
     assert!(o.stderr.contains(&format!("{s}/missing")), "{}", o.stderr);
+    assert!(o.stderr.contains(&format!("{s}/none/*.x")), "a glob matching nothing is named: {}", o.stderr);
     let ls = cairn(&repo, "pw", &["ls", "-R", "latest"]).stdout;
     for kept in ["a/one.txt", "a/two.txt", "b/#hash", "b/star*", "c/nul"] {
         assert!(ls.contains(&format!("{s}/{kept}\n")), "{kept} backed up:\n{ls}");
@@ -708,6 +709,9 @@ fn restore_includes_and_excludes_with_backup_patterns() {
     assert_eq!(restored(&["--include", "docs", "--exclude", "old"]), ["docs/a.MD", "docs/b.txt"]);
     assert_eq!(restored(&["-e", "gen", "-e", &format!("{s}/docs")]), ["src/main.rs"]);
     assert_eq!(restored(&["--include", &format!("{s}/src/**/*.rs"), "--exclude", "main.rs"]), ["src/gen/x.rs"]);
+    // Each path is judged by itself: a later `!` takes part of an included tree back.
+    let (docs, old) = (format!("{s}/docs"), format!("!{s}/docs/old"));
+    assert_eq!(restored(&["--include", &docs, "--include", &old]), ["docs/a.MD", "docs/b.txt"]);
     let o = cairn(&repo, "pw", &["restore", "latest", "-t", "/tmp/x", "--include", "a/[z-a]"]);
     assert!(o.code == EXIT_ERROR && o.stderr.contains("--include \"a/[z-a]\""), "{}", o.stderr);
 }

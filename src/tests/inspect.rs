@@ -19,7 +19,7 @@ fn find_skips_directories_that_held_no_match_in_an_earlier_snapshot() {
     let second = do_backup(&t.repo, &[&src]);
     let mut p = crate::pattern::Patterns::new();
     p.add("find", "*.jpg", false).unwrap();
-    let opts = FindOptions { query: Query::Paths(p), oldest: None, newest: None, no_match_entries: 1000 };
+    let opts = FindOptions { query: Query::Paths(p), oldest: None, newest: None, no_match_bytes: 1 << 20 };
     let mut f = Finder::new(&t.repo, opts);
     let mut hits = Vec::new();
     let cancel = AtomicBool::new(false);
