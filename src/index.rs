@@ -505,6 +505,11 @@ impl Index {
                     s.mem_sources.push((*f, *stamp));
                 }
                 Err(e @ (Error::Corrupt { .. } | Error::Tampered { .. })) => failed.push((*f, e)),
+                // Listed, then removed before it was read: a prune or `repair index`
+                // replaced it (the replacement is written first, and the next listing,
+                // under the command's lock, has it). Opening a repository while a prune
+                // runs (a backup that will wait for the lock) must not fail on that.
+                Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
