@@ -513,12 +513,10 @@ impl Repository {
         Ok(id)
     }
 
-    /// The length of the file [`Repository::write_sealed_file`] writes for `payload`.
-    pub fn sealed_file_len(&self, kind: FileKind, payload: &[u8]) -> u64 {
-        let header = kind.header();
-        let mut bytes = header.to_vec();
-        self.keys.seal_into(&header, payload, &mut bytes);
-        bytes.len() as u64
+    /// The length of the file [`Repository::write_sealed_file`] writes for a payload of
+    /// `payload_len` bytes: the header, the nonce, the ciphertext and the tag.
+    pub fn sealed_file_len(payload_len: usize) -> u64 {
+        (HEADER_LEN + crate::crypto::SEAL_OVERHEAD + payload_len) as u64
     }
 
     /// Read and open a sealed file of `kind`.

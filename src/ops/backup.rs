@@ -395,7 +395,7 @@ fn locked_backup(
         let growth = Growth {
             packs: stats.bytes,
             index: stats.index_bytes,
-            snapshot: repo.sealed_file_len(crate::format::FileKind::Snapshot, &payload),
+            snapshot: Repository::sealed_file_len(payload.len()),
         };
         return Ok(BackupResult { id: FileId::of(&payload), parent: snapshot.parent, snapshot, dry_run: Some(growth) });
     }

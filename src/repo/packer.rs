@@ -154,39 +154,22 @@ impl<'r> Packer<'r> {
         pack.write(&header)?;
         pack.write(&(header.len() as u32).to_le_bytes())?;
         let id = FileId(*pack.hasher.finalize().as_bytes());
-        if self.dry {
-            self.stats.packs += 1;
-            self.stats.bytes += pack.len;
-            let mut offset = HEADER_LEN as u64;
-            for b in &pack.blobs {
-                let loc = Location {
-                    pack: id,
-                    offset: offset as u32,
-                    stored_len: b.stored_len,
-                    raw_len: b.raw_len,
-                    kind: b.kind,
-                    compression: b.compression,
-                };
-                offset += b.stored_len as u64;
-                self.dry_claims.push(b.id);
-                self.unindexed.push(IndexEntry { id: b.id, loc });
-            }
-            if self.unindexed.len() >= INDEX_EVERY_ENTRIES {
-                self.write_index()?;
-            }
-            return Ok(());
+        // A dry run measures the pack and its index entries and writes neither.
+        if !self.dry {
+            // Recorded before the pack appears: if this process dies before the pack's
+            // index file is written, the next one indexes it from its header instead of
+            // storing its blobs again. Best effort (a full cache disk must not fail the
+            // backup): without it the pack is a leftover that `check` notes and `repair
+            // index` indexes.
+            let _ = self.repo.index().journal_pack(&id);
+            // Uploaded in the background to a remote repository (`write_index` waits),
+            // whose cache keeps a copy of tree packs (the next backup, `ls` and the mount
+            // read them).
+            let Some(out) = pack.out else {
+                return Err(Error::InvalidInput("packer: a pack of a real run has no file".into()));
+            };
+            self.repo.backend().store_later(Dir::Data, &id, out, kind == BlobKind::Tree)?;
         }
-        // Recorded before the pack appears: if this process dies before the pack's index
-        // file is written, the next one indexes it from its header instead of storing its
-        // blobs again. Best effort (a full cache disk must not fail the backup): without
-        // it the pack is a leftover that `check` notes and `repair index` indexes.
-        let _ = self.repo.index().journal_pack(&id);
-        // Uploaded in the background to a remote repository (`write_index` waits), whose
-        // cache keeps a copy of tree packs (the next backup, `ls` and the mount read them).
-        let Some(out) = pack.out else {
-            return Err(Error::InvalidInput("packer: a pack of a real run has no file".into()));
-        };
-        self.repo.backend().store_later(Dir::Data, &id, out, kind == BlobKind::Tree)?;
         self.stats.packs += 1;
         self.stats.bytes += pack.len;
         let mut offset = HEADER_LEN as u64;
@@ -203,7 +186,11 @@ impl<'r> Packer<'r> {
                 },
             };
             offset += b.stored_len as u64;
-            self.repo.index().insert(&e);
+            if self.dry {
+                self.dry_claims.push(b.id);
+            } else {
+                self.repo.index().insert(&e);
+            }
             self.unindexed.push(e);
         }
         self.unindexed_packs += 1;
@@ -218,27 +205,25 @@ impl<'r> Packer<'r> {
     }
 
     fn write_index(&mut self) -> Result<()> {
-        if self.dry {
-            for part in self.unindexed.chunks_mut(index_format::MAX_ENTRIES) {
-                self.stats.index_files += 1;
-                self.stats.index_bytes += self.repo.sealed_file_len(FileKind::Index, &index_format::encode(part));
-            }
-            self.unindexed.clear();
-            return Ok(());
-        }
         // An index file names only packs that are stored.
-        self.repo.backend().wait_stored()?;
+        if !self.dry {
+            self.repo.backend().wait_stored()?;
+        }
         for part in self.unindexed.chunks_mut(index_format::MAX_ENTRIES) {
             let payload = index_format::encode(part);
-            let id = self.repo.write_sealed_file(FileKind::Index, Dir::Index, &payload)?;
             self.stats.index_files += 1;
-            self.stats.index_bytes += self.repo.sealed_file_len(FileKind::Index, &payload);
-            // Only now may the local cache keep these entries (they are in a durable file).
-            let stamp = self.repo.backend().stamp(Dir::Index, &id)?;
-            self.repo.index().indexed(id, stamp, part)?;
+            self.stats.index_bytes += Repository::sealed_file_len(payload.len());
+            if !self.dry {
+                let id = self.repo.write_sealed_file(FileKind::Index, Dir::Index, &payload)?;
+                // Only now may the local cache keep these entries (they are in a durable file).
+                let stamp = self.repo.backend().stamp(Dir::Index, &id)?;
+                self.repo.index().indexed(id, stamp, part)?;
+            }
         }
-        // Every pack committed so far is indexed. (Best effort, as the journal is.)
-        let _ = self.repo.index().journal_clear();
+        if !self.dry {
+            // Every pack committed so far is indexed. (Best effort, as the journal is.)
+            let _ = self.repo.index().journal_clear();
+        }
         self.unindexed.clear();
         self.unindexed_packs = 0;
         self.oldest_unindexed = None;
