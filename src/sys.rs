@@ -111,11 +111,12 @@ pub fn open_dir_at(dir: &std::fs::File, name: &[u8]) -> io::Result<std::fs::File
 }
 
 /// Create regular file `name` in `dir`, which must not exist (`O_CREAT | O_EXCL |
-/// O_NOFOLLOW`, mode 0600 until restore sets the real one), open for writing.
+/// O_NOFOLLOW`, mode 0600 until restore sets the real one), open for reading and writing
+/// (restore's `--verify` reads it back).
 pub fn create_file_at(dir: &std::fs::File, name: &[u8]) -> io::Result<std::fs::File> {
     use std::os::fd::{AsRawFd, FromRawFd};
     let c = cname(name)?;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: open descriptor, valid C string, mode given for O_CREAT.
     let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o600 as libc::c_uint) };
     if fd < 0 {
@@ -135,6 +136,11 @@ pub fn mkdir_at(dir: &std::fs::File, name: &[u8], mode: u32) -> io::Result<()> {
 
 /// What is at `name` in `dir`, not following a symlink: its `st_mode`, `None` if nothing.
 pub fn mode_at(dir: &std::fs::File, name: &[u8]) -> io::Result<Option<u32>> {
+    Ok(stat_at(dir, name)?.map(|st| st.st_mode))
+}
+
+/// What is at `name` in `dir`, not following a symlink: its `stat`, `None` if nothing.
+pub fn stat_at(dir: &std::fs::File, name: &[u8]) -> io::Result<Option<libc::stat>> {
     use std::os::fd::AsRawFd;
     let c = cname(name)?;
     // SAFETY: stat is plain old data, filled by the call.
@@ -142,7 +148,7 @@ pub fn mode_at(dir: &std::fs::File, name: &[u8]) -> io::Result<Option<u32>> {
     // SAFETY: open descriptor, valid C string, valid stat buffer.
     let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
     if r == 0 {
-        return Ok(Some(st.st_mode));
+        return Ok(Some(st));
     }
     let e = io::Error::last_os_error();
     if e.kind() == io::ErrorKind::NotFound {
@@ -150,6 +156,60 @@ pub fn mode_at(dir: &std::fs::File, name: &[u8]) -> io::Result<Option<u32>> {
     } else {
         Err(e)
     }
+}
+
+/// Open the existing regular file `name` in `dir` for reading and writing, following no
+/// symlink and never blocking (a fifo swapped in does not hang the caller); `None` when
+/// what is there is not a regular file of one link: a hard link may be another user's
+/// file elsewhere, which must be neither written nor given new metadata.
+pub fn open_own_file_at(dir: &std::fs::File, name: &[u8]) -> io::Result<Option<std::fs::File>> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::MetadataExt;
+    let c = cname(name)?;
+    let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: open descriptor, valid C string; the result is a new descriptor we own.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        // A symlink (ELOOP), a directory (EISDIR), a device without a driver (ENXIO):
+        // not a file to write in place.
+        return match e.raw_os_error() {
+            Some(libc::ELOOP | libc::EISDIR | libc::ENXIO | libc::ENOENT) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let m = f.metadata()?;
+    Ok((m.file_type().is_file() && m.nlink() == 1).then_some(f))
+}
+
+/// Make `len` bytes at `offset` of `f` a hole (reading as zeros), or write zeros where
+/// the filesystem cannot punch holes.
+pub fn punch_hole(f: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: open descriptor; the range is plain numbers.
+    if unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) } == 0 {
+        return Ok(());
+    }
+    let zeros = vec![0u8; len.min(1 << 20) as usize];
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(zeros.len() as u64) as usize;
+        f.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// The names in the open directory `dir` (not `.` and `..`), read through
+/// `/proc/self/fd/N`, which the kernel resolves to that very directory.
+pub fn dir_names(dir: &std::fs::File) -> io::Result<impl Iterator<Item = io::Result<Vec<u8>>>> {
+    use std::os::unix::ffi::OsStringExt;
+    let path = proc_path(dir).into_string().expect("ASCII");
+    Ok(std::fs::read_dir(path)?.map(|e| e.map(|e| e.file_name().into_vec())))
 }
 
 /// Remove `name` from `dir` (an empty directory when `is_dir`).

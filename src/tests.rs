@@ -9,6 +9,7 @@ mod decoders;
 mod forget;
 mod inspect;
 mod locks;
+mod overwrite;
 mod prune;
 mod regressions;
 mod repair;

@@ -38,6 +38,25 @@ pub struct RestoreArgs {
     /// fsync every restored file and directory before returning.
     #[arg(long)]
     sync: bool,
+    /// What to do with what is already in the target: `always` (a file there is
+    /// compared chunk by chunk and only what differs is written), `if-changed` (a file of
+    /// the same size and mtime is taken as unchanged unread), `if-newer` (only when the
+    /// snapshot's is newer), `never`.
+    #[arg(long, value_name = "WHEN", default_value = "always")]
+    overwrite: String,
+    /// Remove what is in the target but not in the snapshot (among the paths the
+    /// filters select).
+    #[arg(long)]
+    delete: bool,
+    /// Say what the restore would do (with --verbose, path by path); change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Read every restored file back and check it against the snapshot.
+    #[arg(long)]
+    verify: bool,
+    /// Print each path restored, updated, unchanged, skipped or deleted.
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 /// Run `cairn restore`.
@@ -45,9 +64,10 @@ pub fn run(
     cli: &Cli,
     env: &Env,
     args: &RestoreArgs,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
 ) -> anyhow::Result<i32> {
+    let overwrite = restore::Overwrite::parse(&args.overwrite).map_err(|e| anyhow::anyhow!("--overwrite {e}"))?;
     let include = patterns(env, "include", &args.include, &args.iinclude, &args.include_file, &args.iinclude_file)?;
     let exclude = args.exclude.patterns(env)?;
     let target = &args.target;
@@ -57,24 +77,32 @@ pub fn run(
     print_problems(&repo, err);
     let root = restore::resolve(&repo, &s.root, Path::new(path))?;
     let has_include = !include.is_empty();
-    let opts = RestoreOptions { target: target.clone(), include, exclude, sync: args.sync, lock: lock_options(cli)? };
-    let reporter = RestoreReporter { err: std::sync::Mutex::new(err) };
-    let stats = restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?;
+    let opts = RestoreOptions {
+        target: target.clone(),
+        include,
+        exclude,
+        sync: args.sync,
+        lock: lock_options(cli)?,
+        overwrite,
+        delete: args.delete,
+        dry_run: args.dry_run,
+        verify: args.verify,
+    };
+    let stats = {
+        let reporter = RestoreReporter {
+            err: std::sync::Mutex::new(err),
+            out: (args.verbose && !cli.json).then_some(std::sync::Mutex::new(&mut *out)),
+        };
+        restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?
+    };
     let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
     if cli.json {
-        let v = serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats, "remote": remote });
+        let v = serde_json::json!({
+            "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "stats": stats, "remote": remote
+        });
         writeln!(out, "{v}")?;
     } else if !cli.quiet {
-        writeln!(
-            out,
-            "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
-            id.short(),
-            target.display(),
-            stats.files,
-            stats.dirs,
-            stats.others,
-            human(stats.bytes)
-        )?;
+        writeln!(out, "{}", summary(&id.short(), target, &stats, args.dry_run))?;
         if let Some(t) = &remote {
             writeln!(out, "{}", remote_line(t))?;
         }
@@ -93,8 +121,45 @@ pub fn run(
     Ok(EXIT_OK)
 }
 
+/// The one-line summary of a restore (or, `dry`, of what it would do); the counts that
+/// are zero and say nothing are left out.
+fn summary(id: &str, target: &Path, s: &restore::RestoreStats, dry: bool) -> String {
+    let mut files = format!("{} files", s.files);
+    let mut extra: Vec<String> = Vec::new();
+    if s.unchanged > 0 {
+        extra.push(format!("{} unchanged", s.unchanged));
+    }
+    if s.skipped > 0 {
+        extra.push(format!("{} skipped", s.skipped));
+    }
+    if !extra.is_empty() {
+        files = format!("{files} ({})", extra.join(", "));
+    }
+    let (verb, written, deleted) = match dry {
+        false => ("restored", "written", "deleted"),
+        true => ("would restore", "to write", "to delete"),
+    };
+    let mut line = format!(
+        "{verb} snapshot {id} to {}: {files}, {} dirs, {} other, {} ({} {written})",
+        target.display(),
+        s.dirs,
+        s.others,
+        human(s.bytes),
+        human(s.written)
+    );
+    if s.deleted > 0 {
+        line += &format!(", {} {deleted}", s.deleted);
+    }
+    if s.verified > 0 {
+        line += &format!(", {} files verified", s.verified);
+    }
+    line
+}
+
 struct RestoreReporter<'a> {
     err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
+    /// With `--verbose`: where each path's action goes.
+    out: Option<std::sync::Mutex<&'a mut (dyn Write + Send)>>,
 }
 
 impl restore::Report for RestoreReporter<'_> {
@@ -103,5 +168,10 @@ impl restore::Report for RestoreReporter<'_> {
     }
     fn warn(&self, path: &Path, message: &str) {
         let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "warning: {}: {message}", path.display());
+    }
+    fn action(&self, path: &Path, what: &str) {
+        if let Some(out) = &self.out {
+            let _ = writeln!(out.lock().unwrap_or_else(|p| p.into_inner()), "{what:<9} {}", path.display());
+        }
     }
 }

@@ -33,7 +33,8 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::tree::{Entry, Kind};
+use crate::format::tree::{ChunkRef, Entry, Kind};
+use crate::format::BlobKind;
 use crate::id::BlobId;
 use crate::pattern::Patterns;
 use crate::repo::{Repository, Run, Spacing, Wanted};
@@ -55,6 +56,11 @@ const BATCH_HANDLES: usize = 8192;
 /// Planned runs waiting for a reader thread (a few dozen bytes per chunk each: the
 /// bytes are read only when a reader takes the run).
 const RUN_QUEUE: usize = 16;
+/// Target names `--delete` reads per pass over one directory (~60 bytes each with their
+/// share of the heap: ~4 MiB); a larger directory takes more passes.
+const DELETE_BATCH: usize = 65_536;
+/// Names read per pass when a directory tree is removed, at each level of it.
+const REMOVE_BATCH: usize = 256;
 /// Hard-link groups remembered (path + key, ~100 B each). Past this, later links to an
 /// evicted group are restored as copies, with a warning.
 const HARDLINK_MEMORY: usize = 100_000;
@@ -77,6 +83,47 @@ pub struct RestoreOptions {
     pub sync: bool,
     /// How the shared lock is taken (a prune must not delete packs under the restore).
     pub lock: crate::repo::lock::LockOptions,
+    /// What to do with an entry that is already in the target (`--overwrite`).
+    pub overwrite: Overwrite,
+    /// Remove what is in the target but not in the snapshot (`--delete`), in the
+    /// directories the restore writes, and only paths the filters select.
+    pub delete: bool,
+    /// Decide and count everything as a restore would, change nothing (`--dry-run`).
+    pub dry_run: bool,
+    /// Read every file back once it is written and check each chunk against its id
+    /// (`--verify`).
+    pub verify: bool,
+}
+
+/// What restore does with an entry already in the target (`--overwrite`, restic's values).
+/// Whatever replaces an entry never writes through it: a regular file is updated in place
+/// only when it is one of one link, opened without following a symlink.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Restore over it. A regular file there is read and compared chunk by chunk, and
+    /// only the chunks that differ are read from the repository and written.
+    #[default]
+    Always,
+    /// As `Always`, but a regular file of the snapshot's size and modification time is
+    /// taken as unchanged without reading it.
+    IfChanged,
+    /// Only when the snapshot's entry is newer (modification time) than what is there.
+    IfNewer,
+    /// Never: what is there stays as it is.
+    Never,
+}
+
+impl Overwrite {
+    /// `always`, `if-changed`, `if-newer` or `never`.
+    pub fn parse(s: &str) -> std::result::Result<Overwrite, String> {
+        Ok(match s {
+            "always" => Overwrite::Always,
+            "if-changed" => Overwrite::IfChanged,
+            "if-newer" => Overwrite::IfNewer,
+            "never" => Overwrite::Never,
+            _ => return Err(format!("{s:?}: expected always, if-changed, if-newer or never")),
+        })
+    }
 }
 
 /// Receives problems with single files; the restore goes on.
@@ -85,18 +132,31 @@ pub trait Report: Sync {
     fn error(&self, path: &Path, message: &str);
     /// Metadata could not be fully restored (e.g. ownership when not root).
     fn warn(&self, _path: &Path, _message: &str) {}
+    /// What was done to `path` (or, in a dry run, would be), restic's words:
+    /// `restored`, `updated`, `unchanged`, `skipped` or `deleted`.
+    fn action(&self, _path: &Path, _what: &str) {}
 }
 
 /// Counters of a finished restore.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct RestoreStats {
-    /// Regular files written.
+    /// Regular files restored (written, updated, or found unchanged).
     pub files: u64,
+    /// Of them, files whose content was already there (`--overwrite`): not written.
+    pub unchanged: u64,
+    /// Entries already in the target that `--overwrite` left as they were.
+    pub skipped: u64,
+    /// Entries removed from the target (`--delete`), counting what was inside them.
+    pub deleted: u64,
+    /// Bytes of file content written (the rest was already there, or holes).
+    pub written: u64,
+    /// Files read back and checked (`--verify`).
+    pub verified: u64,
     /// Directories created.
     pub dirs: u64,
     /// Other entries (links, devices, fifos).
     pub others: u64,
-    /// Bytes of file content written.
+    /// Bytes of the restored files' content.
     pub bytes: u64,
     /// Entries that failed.
     pub errors: u64,
@@ -127,6 +187,14 @@ struct Pending {
     sparse: AtomicBool,
     /// It failed (reported once) or the restore was interrupted: it is removed at the end.
     failed: AtomicBool,
+    /// It was already in the target and is updated in place: only the chunks that differ
+    /// are listed, and all-zero ones are punched as holes.
+    in_place: bool,
+    /// It was already in the target and is taken as it is (`--overwrite if-changed`):
+    /// no chunk is listed.
+    keep: bool,
+    /// Something was written to it (a chunk, a hole punched, its length set).
+    wrote: AtomicBool,
 }
 
 /// Where one chunk goes: its file, the offset in it, and its size as the file's chunk
@@ -152,6 +220,8 @@ struct Batch<'t> {
     last_dir: Option<Arc<File>>,
     spacing: Spacing,
     readers: Option<&'t SyncSender<Run<Place>>>,
+    /// The walker's buffer for reading what is already in the target (one chunk).
+    scratch: Vec<u8>,
 }
 
 impl Batch<'_> {
@@ -168,13 +238,22 @@ struct Ctx<'a> {
     exclude: &'a Patterns,
     root: bool,
     sync: bool,
+    overwrite: Overwrite,
+    delete: bool,
+    dry: bool,
+    verify: bool,
     errors: AtomicU64,
     bytes: AtomicU64,
     files: AtomicU64,
+    unchanged: AtomicU64,
+    written: AtomicU64,
+    verified: AtomicU64,
+    deleted: AtomicU64,
     /// User and group names already looked up on this system (one entry per name).
     ids: Mutex<(NameMap, NameMap)>,
-    /// The target directory, open: every other directory is reached from it.
-    target: Arc<File>,
+    /// The target directory, open: every other directory is reached from it (`None` only
+    /// in a dry run into a directory that does not exist).
+    target: Option<Arc<File>>,
     target_path: PathBuf,
     /// Set once the hard-link memory has overflowed (warned about once).
     evicted: AtomicBool,
@@ -207,9 +286,15 @@ fn locked_restore(
     let reserved = tree::MAX_DIR_NESTING + 256;
     let limit = sys::raise_open_files((reserved + 3 * BATCH_HANDLES) as u64) as usize;
     let max_handles = (limit.saturating_sub(reserved) / 3).clamp(16, BATCH_HANDLES);
-    // The target itself is the user's path, resolved once.
-    fs::create_dir_all(&opts.target).at(&opts.target)?;
-    let target = File::open(&opts.target).at(&opts.target)?;
+    // The target itself is the user's path, resolved once. A dry run of a restore into a
+    // directory that does not exist yet walks as if it were empty.
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target).at(&opts.target)?;
+    }
+    let target = match File::open(&opts.target) {
+        Err(e) if opts.dry_run && e.kind() == std::io::ErrorKind::NotFound => None,
+        r => Some(r.at(&opts.target)?),
+    };
     let ctx = Ctx {
         repo,
         report,
@@ -217,12 +302,20 @@ fn locked_restore(
         include: &opts.include,
         exclude: &opts.exclude,
         root: sys::euid() == 0,
-        sync: opts.sync,
+        sync: opts.sync && !opts.dry_run,
+        overwrite: opts.overwrite,
+        delete: opts.delete,
+        dry: opts.dry_run,
+        verify: opts.verify,
         errors: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         files: AtomicU64::new(0),
+        unchanged: AtomicU64::new(0),
+        written: AtomicU64::new(0),
+        verified: AtomicU64::new(0),
+        deleted: AtomicU64::new(0),
         ids: Mutex::new(Default::default()),
-        target: Arc::new(target),
+        target: target.map(Arc::new),
         target_path: opts.target.clone(),
         evicted: AtomicBool::new(false),
     };
@@ -255,6 +348,7 @@ fn locked_restore(
             last_dir: None,
             spacing,
             readers: Some(&tx),
+            scratch: Vec::new(),
         };
         let mut links = lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
         let r = match &root.kind {
@@ -264,7 +358,7 @@ fn locked_restore(
             }
             _ => {
                 // Restoring a single file or link: it goes into the target under its name.
-                let dir = Level { dir: Some(ctx.target.clone()), rel: PathBuf::new(), snap: PathBuf::new() };
+                let dir = Level { dir: ctx.target.clone(), rel: PathBuf::new(), snap: PathBuf::new(), probed: true };
                 ctx.entry(root, &dir, &mut batch, &mut links, &mut stats)
             }
         };
@@ -280,15 +374,19 @@ fn locked_restore(
     }
     // The target directory itself keeps its own metadata: it is the user's, not the
     // snapshot's (and the snapshot root has none).
-    if let Kind::Dir(id) = &root.kind {
+    if let (Kind::Dir(id), true) = (&root.kind, !ctx.dry || ctx.delete) {
         ctx.dir_metadata(id, snap_path);
     }
-    if ctx.sync {
-        ctx.target.sync_all().at(&opts.target)?;
+    if let (true, Some(t)) = (ctx.sync, &ctx.target) {
+        t.sync_all().at(&opts.target)?;
     }
     stats.files = ctx.files.load(Ordering::Relaxed);
     stats.bytes = ctx.bytes.load(Ordering::Relaxed);
     stats.errors = ctx.errors.load(Ordering::Relaxed);
+    stats.unchanged = ctx.unchanged.load(Ordering::Relaxed);
+    stats.written = ctx.written.load(Ordering::Relaxed);
+    stats.verified = ctx.verified.load(Ordering::Relaxed);
+    stats.deleted = ctx.deleted.load(Ordering::Relaxed);
     Ok(stats)
 }
 
@@ -306,12 +404,27 @@ struct FirstLink {
 type Links = lru::LruCache<(u64, u64), Option<FirstLink>>;
 
 /// A directory being restored: its descriptor (`None` while `--include` has not matched
-/// anything in it, so it is not created yet), and its path relative to the target and
-/// in the snapshot.
+/// anything in it, so it is not created yet, or in a dry run, when it does not exist),
+/// and its path relative to the target and in the snapshot.
 struct Level {
     dir: Option<Arc<File>>,
     rel: PathBuf,
     snap: PathBuf,
+    /// A dry run has looked for the directory in the target (`dir` is what it found).
+    probed: bool,
+}
+
+/// What restore does with one entry, given what is at its name in the target.
+enum Plan {
+    /// Make it (replacing whatever is there).
+    Create,
+    /// Leave what is there (`--overwrite never`, or `if-newer` and it is not newer).
+    Skip,
+    /// The regular file there is taken as the snapshot's (`--overwrite if-changed` and
+    /// the same size and time): only its metadata is set.
+    Keep(File),
+    /// The regular file there is compared chunk by chunk and updated in place.
+    Update(File),
 }
 
 impl Ctx<'_> {
@@ -340,7 +453,7 @@ impl Ctx<'_> {
     /// whatever non-directory is in the way.
     fn open_beneath(&self, rel: &Path, create: bool) -> std::io::Result<Arc<File>> {
         use std::os::unix::ffi::OsStrExt;
-        let mut dir = self.target.clone();
+        let mut dir = self.target.clone().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
         for c in rel.components() {
             let name = c.as_os_str().as_bytes();
             // A directory made only on the way to a match gets the usual mode (umask
@@ -362,7 +475,7 @@ impl Ctx<'_> {
         links: &mut Links,
         stats: &mut RestoreStats,
     ) -> Result<()> {
-        let top = Level { dir: Some(self.target.clone()), rel: PathBuf::new(), snap: snap.to_path_buf() };
+        let top = Level { dir: self.target.clone(), rel: PathBuf::new(), snap: snap.to_path_buf(), probed: true };
         let mut walk = Walk::new(self.repo, dir, top);
         while let Some(step) = walk.next() {
             if self.cancel.load(Ordering::Relaxed) {
@@ -391,8 +504,12 @@ impl Ctx<'_> {
             // Each path is judged by itself (a pattern matching a directory matches
             // what is under it too), so a later `!` pattern can take part of it back.
             let m = self.included(&snap_path);
-            // With a filter, directories on the way to a match are created on demand.
-            if m && level.dir.is_none() {
+            // With a filter, directories on the way to a match are created on demand (a
+            // dry run looks for them once).
+            if m && self.dry && !level.probed {
+                level.dir = self.open_beneath(&level.rel, false).ok();
+                level.probed = true;
+            } else if m && level.dir.is_none() && !self.dry {
                 match self.open_beneath(&level.rel, true) {
                     Ok(d) => level.dir = Some(d),
                     Err(err) => {
@@ -403,6 +520,12 @@ impl Ctx<'_> {
             }
             if let Kind::Dir(sub) = &e.kind {
                 let mut sub_dir = None;
+                if m && self.dry {
+                    stats.dirs += 1;
+                    let found = level.dir.as_ref().and_then(|d| sys::open_dir_at(d, &e.name).ok());
+                    walk.enter(sub, Level { dir: found.map(Arc::new), rel, snap: snap_path, probed: true });
+                    continue;
+                }
                 if let (true, Some(parent)) = (m, &level.dir) {
                     match make_dir_at(parent, &e.name, 0o700) {
                         Ok(d) => {
@@ -415,7 +538,7 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                walk.enter(sub, Level { dir: sub_dir, rel, snap: snap_path });
+                walk.enter(sub, Level { dir: sub_dir, rel, snap: snap_path, probed: false });
             } else if m {
                 self.entry(&e, level, batch, links, stats)?;
             }
@@ -434,17 +557,49 @@ impl Ctx<'_> {
         links: &mut Links,
         stats: &mut RestoreStats,
     ) -> Result<()> {
-        let Some(dir) = level.dir.clone() else { return Ok(()) };
+        if matches!(e.kind, Kind::Dir(_) | Kind::Socket) {
+            return Ok(()); // a socket is meaningless without its server
+        }
         let rel = level.rel.join(sys::os(&e.name));
         let path = self.shown(&rel);
         let name = &e.name[..];
+        let plan = match &level.dir {
+            Some(dir) => match self.plan(dir, e) {
+                Ok(plan) => plan,
+                Err(err) => {
+                    self.fail(&path, err);
+                    return Ok(());
+                }
+            },
+            // A dry run in a directory that does not exist yet: everything is new.
+            None if self.dry => Plan::Create,
+            None => return Ok(()),
+        };
+        if let Plan::Skip = plan {
+            stats.skipped += 1;
+            self.report.action(&path, "skipped");
+            return Ok(());
+        }
+        if self.dry {
+            // A later link of a hard-linked file would be a link, not a file.
+            if matches!(e.kind, Kind::File(_)) && e.nlink > 1 {
+                if links.get(&(e.dev, e.ino)).is_some() {
+                    stats.others += 1;
+                    self.report.action(&path, "restored");
+                    return Ok(());
+                }
+                links.push((e.dev, e.ino), None);
+            }
+            return self.dry_entry(e, plan, &path, &mut batch.scratch, stats);
+        }
+        let Some(dir) = level.dir.clone() else { return Ok(()) };
         let r = match &e.kind {
             Kind::File(_) if e.nlink > 1 => {
                 let key = (e.dev, e.ino);
                 match links.get(&key) {
                     Some(Some(first)) => {
                         let first = first.clone();
-                        let _ = remove_at(&dir, name);
+                        let _ = self.clear(&dir, name);
                         // The link shares the first one's inode, which already has its
                         // metadata: nothing is set through the new name.
                         match self.link_first(&first, &dir, name) {
@@ -458,10 +613,17 @@ impl Ctx<'_> {
                         return Ok(());
                     }
                     None => {
-                        let p = self.pending(dir, path.clone(), e);
-                        let mut own = Batch { wants: Vec::new(), last_dir: None, readers: None, ..*batch };
+                        let p = self.pending(dir, path.clone(), e, plan);
+                        let mut own = Batch {
+                            wants: Vec::new(),
+                            last_dir: None,
+                            readers: None,
+                            scratch: std::mem::take(&mut batch.scratch),
+                            ..*batch
+                        };
                         let listed = self.list_chunks(&p, &mut own);
                         // Flushed even when interrupted: the readers remove it then.
+                        batch.scratch = std::mem::take(&mut own.scratch);
                         listed.and(self.flush(&mut own))?;
                         let made = p.made.get().filter(|_| !p.failed.load(Ordering::Relaxed));
                         let first = made.map(|&(dev, ino)| FirstLink { rel, dev, ino });
@@ -475,7 +637,7 @@ impl Ctx<'_> {
                 }
             }
             Kind::File(_) => {
-                let p = self.pending(dir, path, e);
+                let p = self.pending(dir, path, e, plan);
                 self.list_chunks(&p, batch)?;
                 if batch.full() {
                     self.flush(batch)?;
@@ -484,16 +646,16 @@ impl Ctx<'_> {
             }
             Kind::Dir(_) | Kind::Socket => return Ok(()), // a socket is meaningless without its server
             Kind::Symlink(target) => {
-                let _ = remove_at(&dir, name);
+                let _ = self.clear(&dir, name);
                 sys::symlink_at(target, &dir, name)
             }
             Kind::Fifo => {
-                let _ = remove_at(&dir, name);
+                let _ = self.clear(&dir, name);
                 sys::mknod_at(&dir, name, libc::S_IFIFO | 0o600, 0)
             }
             Kind::CharDev(d) | Kind::BlockDev(d) => {
                 let t = if matches!(e.kind, Kind::CharDev(_)) { libc::S_IFCHR } else { libc::S_IFBLK };
-                let _ = remove_at(&dir, name);
+                let _ = self.clear(&dir, name);
                 sys::mknod_at(&dir, name, t | 0o600, *d)
             }
         };
@@ -501,6 +663,7 @@ impl Ctx<'_> {
             Ok(node) => {
                 stats.others += 1;
                 self.node_metadata(e, &dir, &node, &path);
+                self.report.action(&path, "restored");
             }
             Err(err) => self.fail(&path, err),
         }
@@ -543,18 +706,151 @@ impl Ctx<'_> {
     fn create(&self, dir: &File, name: &[u8]) -> std::io::Result<File> {
         match sys::create_file_at(dir, name) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                remove_at(dir, name)?;
+                self.clear(dir, name)?;
                 sys::create_file_at(dir, name)
             }
             r => r,
         }
     }
 
-    /// A regular file to restore into `dir`.
-    fn pending(&self, dir: Arc<File>, path: PathBuf, entry: &Entry) -> Arc<Pending> {
+    /// Remove whatever is at `name` in `dir` to make room for the snapshot's entry: a
+    /// file, a link, an empty directory, or with `--delete` a whole directory tree.
+    fn clear(&self, dir: &File, name: &[u8]) -> std::io::Result<()> {
+        match self.delete {
+            true => remove_tree(dir, name, false, 0).map(drop),
+            false => remove_at(dir, name),
+        }
+    }
+
+    /// What to do with entry `e` of directory `dir`, by what is at its name there and
+    /// `--overwrite`. Only a regular file of one link, in the snapshot and in the target,
+    /// is kept or updated in place ([`sys::open_own_file_at`]); anything else there is
+    /// replaced.
+    fn plan(&self, dir: &File, e: &Entry) -> std::io::Result<Plan> {
+        let Some(st) = sys::stat_at(dir, &e.name)? else { return Ok(Plan::Create) };
+        let mtime = (st.st_mtime, st.st_mtime_nsec);
+        let newer = (e.mtime.sec, e.mtime.nsec as i64) > mtime;
+        match self.overwrite {
+            Overwrite::Never => return Ok(Plan::Skip),
+            Overwrite::IfNewer if !newer => return Ok(Plan::Skip),
+            _ => {}
+        }
+        let file = matches!(e.kind, Kind::File(_)) && e.nlink <= 1;
+        if !file || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(Plan::Create);
+        }
+        let f = match sys::open_own_file_at(dir, &e.name) {
+            Ok(Some(f)) => f,
+            // Not one we may write (another user's, read-only): replaced, as before.
+            Ok(None) => return Ok(Plan::Create),
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => return Ok(Plan::Create),
+            Err(err) => return Err(err),
+        };
+        let same = st.st_size as u64 == e.size && mtime == (e.mtime.sec, e.mtime.nsec as i64);
+        Ok(match self.overwrite == Overwrite::IfChanged && same {
+            true => Plan::Keep(f),
+            false => Plan::Update(f),
+        })
+    }
+
+    /// Whether `f` (of `len` bytes) holds chunk `c` at `offset`: the bytes there have
+    /// the chunk's id.
+    fn holds(&self, f: &File, len: u64, c: &ChunkRef, offset: u64, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+        if offset.saturating_add(c.size as u64) > len {
+            return Ok(false);
+        }
+        buf.resize(c.size as usize, 0);
+        f.read_exact_at(buf, offset)?;
+        Ok(self.repo.keys().blob_id(BlobKind::Data, buf) == c.id)
+    }
+
+    /// Count what restoring entry `e` by `plan` would do, and say it (a dry run). A file
+    /// to update is compared chunk by chunk, as the restore would.
+    fn dry_entry(
+        &self,
+        e: &Entry,
+        plan: Plan,
+        path: &Path,
+        scratch: &mut Vec<u8>,
+        stats: &mut RestoreStats,
+    ) -> Result<()> {
+        let Kind::File(content) = &e.kind else {
+            stats.others += 1;
+            self.report.action(path, "restored");
+            return Ok(());
+        };
+        let (what, written) = match plan {
+            Plan::Keep(_) => ("unchanged", 0),
+            Plan::Update(f) => {
+                let (mut differ, mut offset) = (0u64, 0u64);
+                let len = f.metadata().at(path).map(|m| m.len());
+                let r = len.and_then(|len| {
+                    tree::for_each_chunk(self.repo, content, e.size, &mut |c| {
+                        if !self.holds(&f, len, c, offset, scratch).at(path)? {
+                            differ += c.size as u64;
+                        }
+                        offset += c.size as u64;
+                        Ok(())
+                    })
+                    .map(|()| len)
+                });
+                match r {
+                    Ok(len) if differ == 0 && len == e.size => ("unchanged", 0),
+                    Ok(_) => ("updated", differ),
+                    Err(Error::Interrupted) => return Err(Error::Interrupted),
+                    Err(err) => {
+                        self.fail(path, err);
+                        return Ok(());
+                    }
+                }
+            }
+            _ => ("restored", e.size),
+        };
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(e.size, Ordering::Relaxed);
+        self.written.fetch_add(written, Ordering::Relaxed);
+        self.unchanged.fetch_add((what == "unchanged") as u64, Ordering::Relaxed);
+        self.report.action(path, what);
+        Ok(())
+    }
+
+    /// Check that file `p`, just written, holds the snapshot's content (`--verify`).
+    fn verify_file(&self, p: &Pending, f: &File) -> Result<()> {
+        let Kind::File(content) = &p.entry.kind else { return Ok(()) };
+        let len = f.metadata().at(&p.path)?.len();
+        if len != p.entry.size {
+            let msg = format!("verify: {len} bytes were written, the snapshot has {}", p.entry.size);
+            return Err(std::io::Error::other(msg)).at(&p.path);
+        }
+        let (mut buf, mut offset) = (Vec::new(), 0u64);
+        tree::for_each_chunk(self.repo, content, p.entry.size, &mut |c| {
+            if !self.holds(f, len, c, offset, &mut buf).at(&p.path)? {
+                let msg = format!("verify: the {} bytes at offset {offset} differ from the snapshot", c.size);
+                return Err(std::io::Error::other(msg)).at(&p.path);
+            }
+            offset += c.size as u64;
+            Ok(())
+        })
+    }
+
+    /// A regular file to restore into `dir` by `plan` (the file there already, to keep or
+    /// update in place, or one to make).
+    fn pending(&self, dir: Arc<File>, path: PathBuf, entry: &Entry, plan: Plan) -> Arc<Pending> {
+        let (file, keep) = match plan {
+            Plan::Update(f) => (Some(Arc::new(f)), false),
+            Plan::Keep(f) => (Some(Arc::new(f)), true),
+            Plan::Create | Plan::Skip => (None, false),
+        };
+        let made = std::sync::OnceLock::new();
+        if file.is_some() {
+            let _ = made.set((0, 0));
+        }
         Arc::new(Pending {
-            file: Mutex::new(None),
-            made: std::sync::OnceLock::new(),
+            in_place: file.is_some(),
+            keep,
+            wrote: AtomicBool::new(false),
+            file: Mutex::new(file),
+            made,
             dir,
             path,
             entry: entry.clone(),
@@ -577,8 +873,23 @@ impl Ctx<'_> {
             batch.handles += 1;
         }
         let (mut offset, mut chunks) = (0u64, 0u64);
-        let listed = match &p.entry.kind {
-            Kind::File(content) => tree::for_each_chunk(self.repo, content, p.entry.size, &mut |c| {
+        // A file updated in place: the chunks it already holds are not listed.
+        let existing = match (p.in_place, p.keep) {
+            (true, false) => p.file.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            _ => None,
+        };
+        let old_len = existing.as_ref().map(|f| f.metadata().at(&p.path).map(|m| m.len())).transpose();
+        let mut scratch = std::mem::take(&mut batch.scratch);
+        let listed = match (&p.entry.kind, old_len) {
+            (_, Err(err)) => Err(err),
+            (Kind::File(_), Ok(_)) if p.keep => Ok(()),
+            (Kind::File(content), Ok(old_len)) => tree::for_each_chunk(self.repo, content, p.entry.size, &mut |c| {
+                if let (Some(f), Some(len)) = (&existing, old_len) {
+                    if self.holds(f, len, c, offset, &mut scratch).at(&p.path)? {
+                        offset += c.size as u64;
+                        return Ok(());
+                    }
+                }
                 let loc = (self.repo.index().try_get(&c.id)?)
                     .ok_or_else(|| Error::NotFound { what: "data blob", id: c.id.to_hex() })?;
                 p.left.fetch_add(1, Ordering::Relaxed);
@@ -597,6 +908,7 @@ impl Ctx<'_> {
             }),
             _ => Ok(()),
         };
+        batch.scratch = scratch;
         let flushed = match listed {
             Err(Error::Interrupted) => Err(Error::Interrupted),
             Err(err) => {
@@ -650,11 +962,24 @@ impl Ctx<'_> {
                         p,
                         Error::corrupt("data blob", w.id, format!("is {} bytes, the file lists {size}", d.len())),
                     ),
-                    // Left as a hole: VM images and sparse files stay sparse.
-                    Ok(d) if is_zero(d) => p.sparse.store(true, Ordering::Relaxed),
                     Ok(d) => {
-                        if let Err(err) = self.file(p).and_then(|f| f.write_all_at(d, *offset)) {
-                            self.fail_file(p, err);
+                        let zero = is_zero(d);
+                        let r = match (zero, p.in_place) {
+                            // Left as a hole: VM images and sparse files stay sparse.
+                            (true, false) => {
+                                p.sparse.store(true, Ordering::Relaxed);
+                                Ok(())
+                            }
+                            (true, true) => self.file(p).and_then(|f| sys::punch_hole(&f, *offset, d.len() as u64)),
+                            (false, _) => self.file(p).and_then(|f| f.write_all_at(d, *offset)),
+                        };
+                        match r {
+                            Err(err) => self.fail_file(p, err),
+                            Ok(()) if zero && !p.in_place => {}
+                            Ok(()) => {
+                                p.wrote.store(true, Ordering::Relaxed);
+                                self.written.fetch_add(if zero { 0 } else { d.len() as u64 }, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
@@ -707,8 +1032,21 @@ impl Ctx<'_> {
             // An empty file, or one of holes only, is made here.
             false => self.file(p).map_err(|err| self.fail_file(p, err)).ok(),
         };
-        if let (Some(f), true) = (&file, p.sparse.load(Ordering::Relaxed)) {
-            if let Err(err) = f.set_len(p.entry.size) {
+        if let Some(f) = &file {
+            // A file updated in place gets its new length (longer or shorter); a new one
+            // ending in a hole is extended over it.
+            let r = match p.in_place {
+                true => f.metadata().and_then(|m| match m.len() == p.entry.size {
+                    true => Ok(()),
+                    false => {
+                        p.wrote.store(true, Ordering::Relaxed);
+                        f.set_len(p.entry.size)
+                    }
+                }),
+                false if p.sparse.load(Ordering::Relaxed) => f.set_len(p.entry.size),
+                false => Ok(()),
+            };
+            if let Err(err) = r {
                 self.fail_file(p, err);
             }
         }
@@ -723,7 +1061,22 @@ impl Ctx<'_> {
         };
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(p.entry.size, Ordering::Relaxed);
+        let what = match (p.in_place, p.wrote.load(Ordering::Relaxed)) {
+            (false, _) => "restored",
+            (true, true) => "updated",
+            (true, false) => {
+                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                "unchanged"
+            }
+        };
+        if self.verify {
+            match self.verify_file(p, &file) {
+                Ok(()) => drop(self.verified.fetch_add(1, Ordering::Relaxed)),
+                Err(err) => self.fail(&p.path, err),
+            }
+        }
         self.apply_metadata(&p.entry, &p.path, &file);
+        self.report.action(&p.path, what);
         // After the metadata, so that it is on disk too.
         if self.sync {
             if let Err(err) = file.sync_all() {
@@ -818,9 +1171,11 @@ impl Ctx<'_> {
             rel: PathBuf,
             snap: PathBuf,
             entry: Option<Entry>,
+            /// Its tree in the snapshot (for `--delete`).
+            id: BlobId,
         }
-        let Ok(target) = self.target.try_clone() else { return };
-        let top = Level { dir: target, rel: PathBuf::new(), snap: snap.to_path_buf(), entry: None };
+        let Some(Ok(target)) = self.target.as_ref().map(|t| t.try_clone()) else { return };
+        let top = Level { dir: target, rel: PathBuf::new(), snap: snap.to_path_buf(), entry: None, id: *dir };
         let mut walk = Walk::new(self.repo, dir, top);
         while let Some(step) = walk.next() {
             match step {
@@ -837,9 +1192,14 @@ impl Ctx<'_> {
                     let rel = level.rel.join(sys::os(&e.name));
                     let m = self.included(&snap);
                     let sub = *sub;
-                    walk.enter(&sub, Level { dir: d, rel, snap, entry: m.then_some(e) });
+                    walk.enter(&sub, Level { dir: d, rel, snap, entry: m.then_some(e), id: sub });
                 }
-                Step::Leave(Level { dir, rel, entry: Some(e), .. }) => {
+                Step::Leave(Level { dir, rel, snap, entry, id }) => {
+                    // Before the directory's own times are set: removing changes them.
+                    if self.delete {
+                        self.delete_extras(&dir, &id, &rel, &snap);
+                    }
+                    let Some(e) = entry.filter(|_| !self.dry) else { continue };
                     let path = self.shown(&rel);
                     self.apply_metadata(&e, &path, &dir);
                     if self.sync {
@@ -849,8 +1209,77 @@ impl Ctx<'_> {
                     }
                 }
                 // Damage was reported in the first pass.
-                Step::Leave(_) | Step::Failed(..) | Step::Skipped(..) => {}
+                Step::Failed(..) | Step::Skipped(..) => {}
             }
+        }
+    }
+
+    /// `--delete`: remove from directory `dir` of the target (at `rel`, and `snap` in the
+    /// snapshot) what its snapshot directory `id` does not hold, among the paths the
+    /// filters select. The names are read from the target in sorted batches and merged
+    /// with the snapshot's directory (read in name order), so a directory of any size
+    /// costs one batch.
+    fn delete_extras(&self, dir: &File, id: &BlobId, rel: &Path, snap: &Path) {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            // The first DELETE_BATCH names after the last batch, by a bounded max-heap.
+            let mut batch = std::collections::BinaryHeap::new();
+            let listed = sys::dir_names(dir).and_then(|names| {
+                for n in names {
+                    let n = n?;
+                    if after.as_ref().is_some_and(|a| n <= *a) {
+                        continue;
+                    }
+                    batch.push(n);
+                    if batch.len() > DELETE_BATCH {
+                        batch.pop();
+                    }
+                }
+                Ok(())
+            });
+            if let Err(err) = listed {
+                return self.fail(&self.shown(rel), err);
+            }
+            let full = batch.len() == DELETE_BATCH;
+            let names = batch.into_sorted_vec();
+            let mut it = match tree::DirIter::new(self.repo, id) {
+                Ok(it) => it,
+                Err(err) => return self.fail(&self.shown(rel), err),
+            };
+            let mut cur = None;
+            for n in &names {
+                // The snapshot's next entry at or after `n`.
+                while cur.as_ref().is_none_or(|e: &Entry| e.name < *n) {
+                    match it.next_entry() {
+                        Ok(Some(e)) => cur = Some(e),
+                        Ok(None) => break,
+                        // Not sure what the snapshot holds: nothing more is removed.
+                        Err(err) => return self.fail(&self.shown(rel), err),
+                    }
+                    if cur.as_ref().is_some_and(|e| e.name >= *n) {
+                        break;
+                    }
+                }
+                if cur.as_ref().is_some_and(|e| e.name == *n) {
+                    continue;
+                }
+                let snap_path = snap.join(sys::os(n));
+                if self.exclude.matches(&snap_path) || !self.included(&snap_path) {
+                    continue;
+                }
+                let path = self.shown(&rel.join(sys::os(n)));
+                match remove_tree(dir, n, self.dry, 0) {
+                    Ok(count) => {
+                        self.deleted.fetch_add(count, Ordering::Relaxed);
+                        self.report.action(&path, "deleted");
+                    }
+                    Err(err) => self.fail(&path, err),
+                }
+            }
+            if !full {
+                return;
+            }
+            after = names.last().cloned();
         }
     }
 }
@@ -876,6 +1305,42 @@ fn make_dir_at(dir: &File, name: &[u8], mode: u32) -> std::io::Result<File> {
     }
     // Swapped for a symlink since: O_NOFOLLOW refuses it (ELOOP).
     sys::open_dir_at(dir, name)
+}
+
+/// Remove `name` from `dir` and, if it is a directory, everything in it, through
+/// directory descriptors (no symlink is followed); `dry` only counts. Returns how many
+/// entries were (or would be) removed. Each level holds one descriptor and at most
+/// [`REMOVE_BATCH`] names.
+fn remove_tree(dir: &File, name: &[u8], dry: bool, depth: usize) -> std::io::Result<u64> {
+    let Some(mode) = sys::mode_at(dir, name)? else { return Ok(0) };
+    if mode & libc::S_IFMT != libc::S_IFDIR {
+        if !dry {
+            sys::unlink_at(dir, name, false)?;
+        }
+        return Ok(1);
+    }
+    if depth >= tree::MAX_DIR_NESTING {
+        return Err(std::io::Error::other("directories nested too deep to remove"));
+    }
+    let sub = sys::open_dir_at(dir, name)?;
+    let mut count = 1;
+    if dry {
+        for n in sys::dir_names(&sub)? {
+            count += remove_tree(&sub, &n?, true, depth + 1)?;
+        }
+        return Ok(count);
+    }
+    loop {
+        let names = sys::dir_names(&sub)?.take(REMOVE_BATCH).collect::<std::io::Result<Vec<_>>>()?;
+        if names.is_empty() {
+            break;
+        }
+        for n in &names {
+            count += remove_tree(&sub, n, false, depth + 1)?;
+        }
+    }
+    sys::unlink_at(dir, name, true)?;
+    Ok(count)
 }
 
 /// Remove whatever is at `name` in `dir` (a file, link, or an empty directory).

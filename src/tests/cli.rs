@@ -95,6 +95,28 @@ fn commands_and_exit_codes() {
     let o = cairn(&repo, "pw", &["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
     assert_eq!(std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("a.txt")).unwrap(), b"alpha");
+    // Again into the same place: nothing written, each file said unchanged.
+    let t = target.to_str().unwrap();
+    let o = cairn(&repo, "pw", &["restore", "latest", "--target", t, "--verbose", "--verify"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert!(o.stdout.contains("2 files (2 unchanged)") && o.stdout.contains("(0 B written)"), "{}", o.stdout);
+    assert!(o.stdout.contains("2 files verified"), "{}", o.stdout);
+    assert_eq!(o.stdout.lines().filter(|l| l.starts_with("unchanged ")).count(), 2, "{}", o.stdout);
+    // A dry run with --delete names what it would remove, and removes nothing.
+    let extra = target.join("extra");
+    std::fs::write(&extra, "x").unwrap();
+    let o = cairn(&repo, "pw", &["restore", "latest", "--target", t, "--dry-run", "--delete", "-v"]);
+    assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
+    assert!(o.stdout.contains(&format!("deleted   {}", extra.display())), "{}", o.stdout);
+    assert!(o.stdout.contains("would restore") && o.stdout.contains("1 to delete"), "{}", o.stdout);
+    assert!(extra.exists());
+    let o = cairn(&repo, "pw", &["--json", "restore", "latest", "--target", t, "--delete"]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!((v["stats"]["deleted"].as_u64(), v["dry_run"].as_bool()), (Some(1), Some(false)), "{v}");
+    assert!(!extra.exists());
+    let o = cairn(&repo, "pw", &["restore", "latest", "--target", t, "--overwrite", "sometimes"]);
+    assert_eq!(o.code, EXIT_ERROR, "{}", o.stderr);
+    assert!(o.stderr.contains("--overwrite \"sometimes\": expected always, if-changed"), "{}", o.stderr);
 
     let o = cairn(&repo, "pw", &["check", "--read-data"]);
     assert_eq!(o.code, EXIT_OK, "{}", o.stderr);
