@@ -161,20 +161,22 @@ echo "== end-to-end: progress on a terminal"
 # A backup in a 150x20 tmux terminal (a server of its own, -L), its screen captured
 # every 50 ms while it runs: NAME.during is the last screen showing the progress line,
 # NAME.end the screen once it is done.
-term_backup() {
-    local name=$1
+term_run() {
+    local name=$1 pattern=$2
+    shift 2
     rm -f "$work/$name.during"
     tmux -L cairn-test new-session -d -s term -x 150 -y 20 \
-        "env CAIRN_REPO='$work/repo-term' CAIRN_PASSWORD=e2e-password '$bin' backup '$work/term'; echo TERM-DONE; sleep 60"
+        "env CAIRN_REPO='$work/repo-term' CAIRN_PASSWORD=e2e-password $*; echo TERM-DONE; sleep 60"
     for _ in $(seq 1 1200); do
         tmux -L cairn-test capture-pane -p -t term >"$work/$name.screen"
-        grep -q " read  $work/term/big.bin" "$work/$name.screen" && cp "$work/$name.screen" "$work/$name.during"
+        grep -q -- "$pattern" "$work/$name.screen" && cp "$work/$name.screen" "$work/$name.during"
         grep -q TERM-DONE "$work/$name.screen" && break
         sleep 0.05
     done
     cp "$work/$name.screen" "$work/$name.end"
     tmux -L cairn-test kill-server
 }
+term_backup() { term_run "$1" " read  $work/term/big.bin" "'$bin' backup '$work/term'"; }
 mkdir -p "$work/term"
 head -c 300000000 /dev/urandom >"$work/term/big.bin"
 check "init (terminal)" env CAIRN_REPO="$work/repo-term" "$bin" init --insecure-test-kdf >/dev/null
@@ -187,7 +189,15 @@ head -c 300000000 /dev/urandom >"$work/term/big.bin"
 term_backup second
 check "a repeat backup shows a bar with an ETA" grep -q "ETA" "$work/second.during"
 check "... cleared at the end too" bash -c "! grep -q 'ETA' '$work/second.end'"
-counted "end-to-end, terminal" 6
+# Restore and check draw the same kind of line from the repository's progress meter.
+term_run restore "ETA.*restoring" "'$bin' restore latest --target '$work/term-out'"
+check "a restore shows a bar with an ETA" test -s "$work/restore.during"
+check "... cleared at the end, the summary shown" bash -c "! grep -q 'ETA' '$work/restore.end' && grep -q 'restored snapshot' '$work/restore.end'"
+check "the restored file is whole" cmp "$work/term/big.bin" "$work/term-out/$work/term/big.bin"
+term_run check "checking packs" "'$bin' check --read-data"
+check "check shows its phase" test -s "$work/check.during"
+check "... cleared at the end" bash -c "! grep -q 'checking packs' '$work/check.end' && grep -q 'no errors' '$work/check.end'"
+counted "end-to-end, terminal" 11
 
 echo "== end-to-end: interrupting a backup"
 # Wait (at most ~60 s) until directory $1 of the repository holds more than $2 files.

@@ -23,6 +23,7 @@ mod forget;
 mod inspect;
 mod key;
 mod mount;
+mod progress;
 mod prune;
 mod repair;
 mod restore;
@@ -215,6 +216,9 @@ pub struct Env<'a> {
     pub s3: crate::backend::S3Env,
     /// Any variable, by name: `$NAME` in pattern files (`--exclude-file`).
     pub var: fn(&str) -> Option<String>,
+    /// How far the command has come: given to the repository it opens, shown by
+    /// [`progress::showing`].
+    pub meter: std::sync::Arc<crate::progress::Meter>,
 }
 
 impl<'a> Env<'a> {
@@ -236,6 +240,7 @@ impl<'a> Env<'a> {
             interactive: std::io::stdin().is_terminal(),
             cancel,
             var: |k| std::env::var(k).ok(),
+            meter: Default::default(),
             s3: {
                 let s = |k: &str| var(k).map(|v| v.to_string_lossy().into_owned());
                 crate::backend::S3Env {
@@ -341,8 +346,10 @@ pub(crate) fn open_with(cli: &Cli, env: &Env, pw: &str) -> anyhow::Result<Reposi
         // Forget and prune look up only trees: filters would hold their budget for nothing.
         few_lookups: matches!(cli.command, Command::Forget(_) | Command::Prune(_)),
         s3: crate::backend::S3Env { connections: cli.connections.map_or(0, usize::from), ..env.s3.clone() },
+        meter: env.meter.clone(),
     };
-    Ok(Repository::open_with(&path, pw.as_bytes(), &opts)?)
+    // An index rebuild (a first open, or after a prune elsewhere) shows its progress.
+    Ok(progress::showing(cli, env, false, None, |_| Repository::open_with(&path, pw.as_bytes(), &opts))?)
 }
 
 /// How this command takes repository locks (`--retry-lock`).
@@ -482,13 +489,10 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut (dyn Write + Send), err: &mut (dyn W
         Command::Check { read_data, read_data_subset } => {
             let subset = read_data_subset.as_deref().map(check::Subset::parse).transpose()?;
             let repo = open(cli, env)?;
-            let reporter = CheckReporter { err: std::sync::Mutex::new(err), quiet: cli.quiet };
-            let stats = check::check(
-                &repo,
-                CheckOptions { read_data: *read_data, read_data_subset: subset, lock: lock_options(cli)? },
-                &reporter,
-                env.cancel,
-            )?;
+            let opts = CheckOptions { read_data: *read_data, read_data_subset: subset, lock: lock_options(cli)? };
+            let stats = progress::showing(cli, env, false, Some(err), |shown| {
+                check::check(&repo, opts, &CheckReporter { shown, quiet: cli.quiet }, env.cancel)
+            })?;
             if cli.json {
                 writeln!(out, "{}", serde_json::json!(stats))?;
             } else if !cli.quiet {
@@ -515,18 +519,18 @@ fn dispatch(cli: &Cli, env: &Env, out: &mut (dyn Write + Send), err: &mut (dyn W
     }
 }
 
-struct CheckReporter<'a> {
-    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
+struct CheckReporter<'a, 'e> {
+    shown: &'a progress::Shown<'e>,
     quiet: bool,
 }
 
-impl check::Report for CheckReporter<'_> {
+impl check::Report for CheckReporter<'_, '_> {
     fn error(&self, message: &str) {
-        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "error: {message}");
+        self.shown.say(&format!("error: {message}"));
     }
     fn note(&self, message: &str) {
         if !self.quiet {
-            let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "note: {message}");
+            self.shown.say(&format!("note: {message}"));
         }
     }
 }

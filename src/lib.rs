@@ -20,6 +20,7 @@ pub mod index;
 pub mod mount;
 pub mod ops;
 pub mod pattern;
+pub mod progress;
 pub mod repo;
 pub mod retention;
 pub mod sys;

@@ -44,6 +44,9 @@ pub struct OpenOptions {
     pub few_lookups: bool,
     /// Credentials and settings for an S3 location.
     pub s3: crate::backend::S3Env,
+    /// Where the repository's operations say how far they have come (the command line
+    /// reads it for its progress line).
+    pub meter: std::sync::Arc<crate::progress::Meter>,
 }
 
 /// Settings for `init`.
@@ -91,6 +94,7 @@ pub struct Repository {
     /// The config file's format version: 1 (made by cairn 0.1, whose clients take no
     /// locks) or 2 (every client takes locks). It only goes up.
     config_version: std::sync::atomic::AtomicU8,
+    meter: std::sync::Arc<crate::progress::Meter>,
 }
 
 /// What [`Repository::rewrite_index_files`] met, as it goes.
@@ -236,6 +240,7 @@ impl Repository {
             index_incomplete: std::sync::atomic::AtomicBool::new(false),
             budget: opts.budget,
             config_version: config_version.into(),
+            meter: opts.meter.clone(),
         };
         match index_files.and_then(|files| repo.sync_index(files)) {
             // The cache directory cannot take the index (full, read-only, gone): this
@@ -318,9 +323,20 @@ impl Repository {
     fn sync_index(&self, files: Vec<(FileId, crate::backend::Stamp)>) -> Result<()> {
         // Damage is skipped and reported (sync returns it); a newer format is fatal: this
         // cairn must not write into a repository it only half understands.
-        let failed = self.index.sync(&files, &mut |id| self.read_index_file(id), &mut |id| {
-            self.verify_file(FileKind::Index, Dir::Index, id)
-        })?;
+        let mut started = false;
+        let mut read = |id: &FileId| {
+            if !std::mem::replace(&mut started, true) {
+                self.meter.start("reading index files", crate::progress::Unit::Items, 0);
+            }
+            let r = self.read_index_file(id);
+            self.meter.add(1);
+            r
+        };
+        let failed = self.index.sync(&files, &mut read, &mut |id| self.verify_file(FileKind::Index, Dir::Index, id));
+        if started {
+            self.meter.finish();
+        }
+        let failed = failed?;
         for (_, e) in &failed {
             self.problem(e);
         }
@@ -400,6 +416,11 @@ impl Repository {
         let n = self.backend.connections().max(1);
         let max = (self.budget.read_ahead_bytes() / n) as u64;
         (Spacing { gap: 1 << 20, max: max.max(1 << 20) }, n)
+    }
+
+    /// Where operations on this repository report how far they have come.
+    pub fn meter(&self) -> &crate::progress::Meter {
+        &self.meter
     }
 
     /// The memory budget the repository was opened with.

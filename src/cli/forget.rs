@@ -220,7 +220,7 @@ pub(super) fn run(
     env: &Env,
     args: &ForgetArgs,
     out: &mut dyn Write,
-    err: &mut dyn Write,
+    err: &mut (dyn Write + Send),
 ) -> anyhow::Result<i32> {
     let selection = args.selection()?;
     let prune_opts = args.prune.then(|| args.prune_flags.options(cli, args.dry_run)).transpose()?;

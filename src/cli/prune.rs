@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use super::{human, lock_options, print_problems, Cli, Env, EXIT_OK};
-use crate::ops::prune::{self, MaxUnused, Progress, PruneOptions, PruneStats};
+use crate::ops::prune::{self, MaxUnused, PruneOptions, PruneStats};
 use crate::repo::Repository;
 
 /// How much prune repacks: shared by `cairn prune` and `cairn forget --prune`.
@@ -49,7 +49,7 @@ pub(super) fn run(
     env: &Env,
     args: &PruneArgs,
     out: &mut dyn Write,
-    err: &mut dyn Write,
+    err: &mut (dyn Write + Send),
 ) -> anyhow::Result<i32> {
     let opts = args.flags.options(cli, args.dry_run)?;
     let repo = super::open(cli, env)?;
@@ -63,23 +63,10 @@ pub(super) fn run_on(
     repo: &Repository,
     opts: &PruneOptions,
     out: &mut dyn Write,
-    err: &mut dyn Write,
+    err: &mut (dyn Write + Send),
 ) -> anyhow::Result<i32> {
     let start = Instant::now();
-    let mut last = Instant::now();
-    let talk = !cli.quiet && !cli.json;
-    let mut progress = |p: Progress| {
-        if !talk {
-            return;
-        }
-        // A line per phase, and a count at most every 2 s within one.
-        if p.done == 0 || last.elapsed().as_secs() >= 2 {
-            let count = if p.done == 0 { String::new() } else { format!(": {}", p.done) };
-            let _ = writeln!(err, "[{:6.1}s] {}{count}", start.elapsed().as_secs_f64(), phase_name(p.phase));
-            last = Instant::now();
-        }
-    };
-    let result = prune::prune(repo, opts, env.cancel, &mut progress);
+    let result = super::progress::showing(cli, env, true, Some(&mut *err), |_| prune::prune(repo, opts, env.cancel));
     print_problems(repo, err);
     let s = result?;
     if cli.json {
@@ -88,19 +75,6 @@ pub(super) fn run_on(
         print_summary(out, &s, opts.dry_run, start.elapsed().as_secs_f64())?;
     }
     Ok(EXIT_OK)
-}
-
-fn phase_name(phase: &str) -> &str {
-    match phase {
-        "mark" => "finding the blobs the snapshots use",
-        "account" => "adding up used and unused bytes per pack",
-        "plan" => "deciding which packs to delete and repack",
-        "repack" => "repacking used blobs",
-        "index" => "rewriting index files",
-        "delete" => "deleting packs",
-        "cache" => "updating the local index cache",
-        p => p,
-    }
 }
 
 fn share(part: u64, whole: u64) -> f64 {

@@ -87,14 +87,17 @@ pub fn run(
         delete: args.delete,
         dry_run: args.dry_run,
         verify: args.verify,
+        size_hint: 0,
     };
-    let stats = {
-        let reporter = RestoreReporter {
-            err: std::sync::Mutex::new(err),
-            out: (args.verbose && !cli.json).then_some(std::sync::Mutex::new(&mut *out)),
-        };
-        restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)?
-    };
+    // The whole snapshot, unfiltered: its size is known, and the line shows an ETA.
+    let whole = path.trim_matches('/').is_empty() && !has_include && opts.exclude.is_empty();
+    let size_hint = if whole { s.summary.total_bytes } else { 0 };
+    let opts = RestoreOptions { size_hint, ..opts };
+    let stats = super::progress::showing(cli, env, false, Some(err), |shown| {
+        let reporter =
+            RestoreReporter { shown, out: (args.verbose && !cli.json).then_some(std::sync::Mutex::new(&mut *out)) };
+        restore::restore(&repo, &root, &Path::new("/").join(path), &opts, &reporter, env.cancel)
+    })?;
     let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
     if cli.json {
         let v = serde_json::json!({
@@ -156,22 +159,24 @@ fn summary(id: &str, target: &Path, s: &restore::RestoreStats, dry: bool) -> Str
     line
 }
 
-struct RestoreReporter<'a> {
-    err: std::sync::Mutex<&'a mut (dyn Write + Send)>,
+struct RestoreReporter<'a, 'e> {
+    shown: &'a super::progress::Shown<'e>,
     /// With `--verbose`: where each path's action goes.
     out: Option<std::sync::Mutex<&'a mut (dyn Write + Send)>>,
 }
 
-impl restore::Report for RestoreReporter<'_> {
+impl restore::Report for RestoreReporter<'_, '_> {
     fn error(&self, path: &Path, message: &str) {
-        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "error: {}: {message}", path.display());
+        self.shown.say(&format!("error: {}: {message}", path.display()));
     }
     fn warn(&self, path: &Path, message: &str) {
-        let _ = writeln!(self.err.lock().unwrap_or_else(|p| p.into_inner()), "warning: {}: {message}", path.display());
+        self.shown.say(&format!("warning: {}: {message}", path.display()));
     }
     fn action(&self, path: &Path, what: &str) {
         if let Some(out) = &self.out {
-            let _ = writeln!(out.lock().unwrap_or_else(|p| p.into_inner()), "{what:<9} {}", path.display());
+            self.shown.suspend(|| {
+                let _ = writeln!(out.lock().unwrap_or_else(|p| p.into_inner()), "{what:<9} {}", path.display());
+            });
         }
     }
 }

@@ -36,6 +36,7 @@ use crate::format::key::KeyFile;
 use crate::format::tree::{ChunkRef, Content, Kind};
 use crate::format::{BlobKind, FileKind};
 use crate::id::{BlobId, FileId};
+use crate::progress::Unit;
 use crate::repo::Repository;
 use crate::sys;
 use crate::tree::{self, Step, Walk};
@@ -178,6 +179,7 @@ fn locked_check(repo: &Repository, opts: CheckOptions, report: &dyn Report, canc
     let snapshots = repo.backend().list(Dir::Snapshots)?;
     c.files()?;
     repo.refresh_index()?;
+    repo.meter().start("checking packs", Unit::Items, 0);
     c.packs(&|id| opts.read_data || opts.read_data_subset.is_some_and(|s| s.selects(id)))?;
     let (temps, bytes) = repo.backend().temp_usage()?;
     if temps > 0 {
@@ -187,8 +189,10 @@ fn locked_check(repo: &Repository, opts: CheckOptions, report: &dyn Report, canc
         ));
     }
     c.index()?;
+    repo.meter().start("checking snapshots", Unit::Items, snapshots.len() as u64);
     for id in snapshots {
         c.cancelled()?;
+        repo.meter().add(1);
         c.stats.snapshots += 1;
         match repo.load_snapshot(&id) {
             Ok(s) => c.snapshot(&s.root, &id),
@@ -222,6 +226,7 @@ fn locked_check(repo: &Repository, opts: CheckOptions, report: &dyn Report, canc
             Err(_) => {}
         }
     }
+    repo.meter().finish();
     Ok(c.stats)
 }
 
@@ -279,6 +284,7 @@ impl Checker<'_> {
             self.cancelled()?;
             self.pack_sizes.put(id, len);
             self.stats.packs += 1;
+            repo.meter().add(1);
             if let Err(e) = self.pack(&id, read_data(&id)) {
                 self.error(e);
             }

@@ -25,6 +25,7 @@ use crate::format::pack::{RECORD_LEN, TRAILER_LEN};
 use crate::format::HEADER_LEN;
 use crate::id::{BlobId, FileId};
 use crate::index::Record;
+use crate::progress::Unit;
 use crate::repo::lock::{LockGuard, LockKind, LockOptions};
 use crate::repo::packer::Packer;
 use crate::repo::{Repository, SealedBlob};
@@ -199,15 +200,6 @@ pub struct PruneStats {
     pub estimated_seconds: f64,
 }
 
-/// Where prune is, for progress reports: a phase starts with `done` 0; counts follow.
-#[derive(Clone, Copy, Debug)]
-pub struct Progress {
-    /// `mark`, `account`, `repack`, `index`, `delete` or `cache`.
-    pub phase: &'static str,
-    /// Items done in the phase (snapshots, index entries, packs, blobs, files).
-    pub done: u64,
-}
-
 /// The bytes per second a repack reads, verifies and writes, for the dry-run estimate
 /// (about what this repository's development machine does with a warm page cache; a
 /// rough guide, not a promise).
@@ -348,12 +340,7 @@ fn next_id(names: &mut SortedNames) -> Result<Option<[u8; 32]>> {
 /// `cairn prune`: delete what no snapshot references, repack packs that are mostly
 /// garbage, rewrite the index. Holds the exclusive lock (a shared one for `dry_run`,
 /// which changes nothing) and upgrades a version-1 config first (docs/design.md).
-pub fn prune(
-    repo: &Repository,
-    opts: &PruneOptions,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<PruneStats> {
+pub fn prune(repo: &Repository, opts: &PruneOptions, cancel: &AtomicBool) -> Result<PruneStats> {
     let mut upgraded = false;
     let kind = if opts.dry_run {
         LockKind::Shared
@@ -363,18 +350,12 @@ pub fn prune(
     };
     // A dry run must report even where it may not lock (a read-only repository).
     let lock = LockOptions { skip_shared: opts.dry_run && opts.lock.skip_shared, ..opts.lock };
-    let mut stats = repo.with_lock(kind, "prune", &lock, |guard| locked_prune(repo, opts, guard, cancel, progress))?;
+    let mut stats = repo.with_lock(kind, "prune", &lock, |guard| locked_prune(repo, opts, guard, cancel))?;
     stats.config_upgraded = upgraded;
     Ok(stats)
 }
 
-fn locked_prune(
-    repo: &Repository,
-    opts: &PruneOptions,
-    guard: &LockGuard,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<PruneStats> {
+fn locked_prune(repo: &Repository, opts: &PruneOptions, guard: &LockGuard, cancel: &AtomicBool) -> Result<PruneStats> {
     if !opts.dry_run {
         repo.backend().remove_stale_temps()?;
     }
@@ -382,18 +363,18 @@ fn locked_prune(
     // Prune looks up only trees, all present: the filters would hold its budget for
     // nothing (the runs it writes still store theirs).
     repo.index().drop_filters();
-    let plan = plan(repo, opts, cancel, progress)?;
+    let plan = plan(repo, opts, cancel)?;
     if opts.dry_run {
         return Ok(plan.stats);
     }
-    execute(repo, plan, guard, cancel, progress)
+    execute(repo, plan, guard, cancel)
 }
 
 /// What no snapshot uses, as a dry-run prune with the default `--max-unused` finds it,
 /// for `check`'s warnings. The caller holds a lock and has refreshed the index.
 pub fn unused(repo: &Repository, cancel: &AtomicBool) -> Result<PruneStats> {
     let opts = PruneOptions { dry_run: true, ..Default::default() };
-    Ok(plan(repo, &opts, cancel, &mut |_| {})?.stats)
+    Ok(plan(repo, &opts, cancel)?.stats)
 }
 
 fn cancelled(cancel: &AtomicBool) -> Result<()> {
@@ -418,12 +399,7 @@ struct Plan {
 
 /// Mark, account and choose against the index as last refreshed: everything but
 /// writing. Stops at damage.
-fn plan(
-    repo: &Repository,
-    opts: &PruneOptions,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<Plan> {
+fn plan(repo: &Repository, opts: &PruneOptions, cancel: &AtomicBool) -> Result<Plan> {
     let budget = repo.budget().0;
     let sort_memory = budget / 16;
     let cancelled = || cancelled(cancel);
@@ -438,7 +414,7 @@ fn plan(
     let mut stats = PruneStats::default();
 
     // Mark: the reachable set R, sorted.
-    progress(Progress { phase: "mark", done: 0 });
+    repo.meter().start("finding the blobs the snapshots use", Unit::Items, 0);
     let (mut reach, mark) = mark(repo, sort_memory, budget / 16, cancel)?;
     stats.snapshots = mark.snapshots;
     stats.sort_spills = mark.sort_spills;
@@ -446,7 +422,7 @@ fn plan(
     // Account: R against the index, in id order. The first record of an id met is the
     // copy a lookup finds: used if R holds the id. Every other record is unused. R is
     // copied to a file for the repack pass on the way.
-    progress(Progress { phase: "account", done: 0 });
+    repo.meter().start("adding up used and unused bytes per pack", Unit::Items, 0);
     let mut reach_set = IdSet::writer().map_err(io_err)?;
     let mut next_r = next_id(&mut reach)?;
     let (mut missing, mut first_missing) = (0u64, Vec::new());
@@ -473,7 +449,7 @@ fn plan(
         stats.duplicate_entries += !first as u64;
         if stats.index_entries % (1 << 20) == 0 {
             cancelled()?;
-            progress(Progress { phase: "account", done: stats.index_entries });
+            repo.meter().add(1 << 20);
         }
         let bytes = if used { r.stored_len() as u64 + PER_BLOB } else { 0 };
         sums.add(r.pack, Sum { used: bytes, used_blobs: used as u64, blobs: 1 }).map_err(io_err)
@@ -521,7 +497,7 @@ fn plan(
     // Per-pack sums against the listing of data/ (both in pack id order): each pack is
     // deleted (nothing used), kept, or a repack candidate (some unused). A pack the
     // index names with something used that is not listed is damage: stop.
-    progress(Progress { phase: "plan", done: 0 });
+    repo.meter().start("deciding which packs to delete and repack", Unit::Items, 0);
     let mut by_pack = SumsByKey::new(by_pack.finish().map_err(io_err)?, 32).map_err(io_err)?;
     let mut deleted = IdSet::writer().map_err(io_err)?;
     let mut used_packs = IdSet::writer().map_err(io_err)?;
@@ -619,13 +595,7 @@ fn plan(
 
 /// Repack, rewrite the index files, delete, update the cache: in that order, so that a
 /// crash at any point leaves extra packs and index entries, never a missing one.
-fn execute(
-    repo: &Repository,
-    plan: Plan,
-    guard: &LockGuard,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<PruneStats> {
+fn execute(repo: &Repository, plan: Plan, guard: &LockGuard, cancel: &AtomicBool) -> Result<PruneStats> {
     let Plan { mut stats, reach: reach_set, deleted, used_packs, chosen } = plan;
     let sort_memory = repo.budget().0 / 16;
     let cancelled = || cancelled(cancel);
@@ -638,7 +608,7 @@ fn execute(
     let pack_count = repo.index().pack_count();
     let index_files_before: HashSet<FileId> = repo.backend().list(Dir::Index)?.into_iter().collect();
     if !chosen.is_empty() {
-        progress(Progress { phase: "repack", done: 0 });
+        repo.meter().start("repacking used blobs", Unit::Items, 0);
         let mut chosen_ordinals: HashMap<u32, FileId> = HashMap::new();
         let mut ordinal = 0u32;
         repo.index().for_each_pack(&mut |p| {
@@ -695,7 +665,7 @@ fn execute(
             stats.blobs_repacked += 1;
             if stats.blobs_repacked % 4096 == 0 {
                 cancelled()?;
-                progress(Progress { phase: "repack", done: stats.blobs_repacked });
+                repo.meter().add(4096);
             }
         }
         stats.repack_written = packer.finish()?.bytes;
@@ -724,7 +694,7 @@ fn execute(
     let rewritten = if stats.packs_deleted + stats.packs_repacked + stats.missing_unused_packs == 0 {
         Default::default()
     } else {
-        progress(Progress { phase: "index", done: 0 });
+        repo.meter().start("rewriting index files", Unit::Items, 0);
         let mut keep = |p: &FileId| kept.contains(&p.0).map_err(io_err);
         repo.rewrite_index_files(&new_files, false, &mut keep, &mut |_| {})?
     };
@@ -732,14 +702,10 @@ fn execute(
     stats.index_entries_dropped = rewritten.entries_dropped;
 
     // Only now, with no index file naming them, the packs go.
-    progress(Progress { phase: "delete", done: 0 });
-    let mut removed = 0u64;
-    let mut remove = |id: &FileId| -> Result<()> {
+    repo.meter().start("deleting packs", Unit::Items, stats.packs_deleted + stats.packs_repacked);
+    let remove = |id: &FileId| -> Result<()> {
         repo.backend().remove(Dir::Data, id)?;
-        removed += 1;
-        if removed.is_multiple_of(1024) {
-            progress(Progress { phase: "delete", done: removed });
-        }
+        repo.meter().add(1);
         Ok(())
     };
     for id in deleted.iter() {
@@ -755,7 +721,7 @@ fn execute(
     if stats.packs_deleted + stats.packs_repacked + stats.missing_unused_packs == 0 {
         return Ok(stats); // nothing went: the cache holds exactly what it did
     }
-    progress(Progress { phase: "cache", done: 0 });
+    repo.meter().start("updating the local index cache", Unit::Items, 0);
     let mut gone = vec![0u64; (pack_count as usize).div_ceil(64)]; // 1 bit per pack ordinal
     let mut ordinal = 0u32;
     repo.index().for_each_pack(&mut |p| {

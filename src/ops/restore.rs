@@ -93,6 +93,9 @@ pub struct RestoreOptions {
     /// Read every file back once it is written and check each chunk against its id
     /// (`--verify`).
     pub verify: bool,
+    /// The bytes the restore covers, if known (the snapshot's size, when all of it is
+    /// restored), for the progress meter's total; 0 if not.
+    pub size_hint: u64,
 }
 
 /// What restore does with an entry already in the target (`--overwrite`, restic's values).
@@ -320,6 +323,8 @@ fn locked_restore(
         evicted: AtomicBool::new(false),
     };
     let mut stats = RestoreStats::default();
+    let phase = if opts.dry_run { "comparing" } else { "restoring" };
+    repo.meter().start(phase, crate::progress::Unit::Bytes, opts.size_hint);
     let (spacing, threads) = repo.read_plan();
     let (tx, rx) = sync_channel::<Run<Place>>(RUN_QUEUE);
     // Owned by the readers: if they all stop, the walker's send fails instead of blocking.
@@ -387,6 +392,7 @@ fn locked_restore(
     stats.written = ctx.written.load(Ordering::Relaxed);
     stats.verified = ctx.verified.load(Ordering::Relaxed);
     stats.deleted = ctx.deleted.load(Ordering::Relaxed);
+    repo.meter().finish();
     Ok(stats)
 }
 
@@ -809,6 +815,8 @@ impl Ctx<'_> {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(e.size, Ordering::Relaxed);
         self.written.fetch_add(written, Ordering::Relaxed);
+        self.repo.meter().add(e.size);
+        self.repo.meter().item();
         self.unchanged.fetch_add((what == "unchanged") as u64, Ordering::Relaxed);
         self.report.action(path, what);
         Ok(())
@@ -882,11 +890,15 @@ impl Ctx<'_> {
         let mut scratch = std::mem::take(&mut batch.scratch);
         let listed = match (&p.entry.kind, old_len) {
             (_, Err(err)) => Err(err),
-            (Kind::File(_), Ok(_)) if p.keep => Ok(()),
+            (Kind::File(_), Ok(_)) if p.keep => {
+                self.repo.meter().add(p.entry.size);
+                Ok(())
+            }
             (Kind::File(content), Ok(old_len)) => tree::for_each_chunk(self.repo, content, p.entry.size, &mut |c| {
                 if let (Some(f), Some(len)) = (&existing, old_len) {
                     if self.holds(f, len, c, offset, &mut scratch).at(&p.path)? {
                         offset += c.size as u64;
+                        self.repo.meter().add(c.size as u64);
                         return Ok(());
                     }
                 }
@@ -984,6 +996,7 @@ impl Ctx<'_> {
                     }
                 }
             }
+            self.repo.meter().add(*size as u64);
             self.chunk_done(p);
         });
     }
@@ -1061,6 +1074,7 @@ impl Ctx<'_> {
         };
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(p.entry.size, Ordering::Relaxed);
+        self.repo.meter().item();
         let what = match (p.in_place, p.wrote.load(Ordering::Relaxed)) {
             (false, _) => "restored",
             (true, true) => "updated",

@@ -49,6 +49,7 @@ pub(crate) fn cairn_in(repo: &Path, test_env: &TestEnv, args: &[&str]) -> Out {
         s3: test_env.s3.clone(),
         // Pattern files' `$NAME`s: only what a test sets here.
         var: |k| (k == "CAIRN_TEST_NAME").then(|| "vars".to_string()),
+        meter: Default::default(),
     };
     let mut argv: Vec<OsString> = vec!["cairn".into()];
     argv.extend(args.iter().map(OsString::from));

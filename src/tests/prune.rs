@@ -150,7 +150,7 @@ fn data_bytes(t: &TestRepo) -> u64 {
 
 fn run_prune(repo: &Repository, dry_run: bool, max_unused: MaxUnused) -> PruneStats {
     let opts = PruneOptions { dry_run, max_unused, ..Default::default() };
-    prune(repo, &opts, &AtomicBool::new(false), &mut |_| {}).unwrap()
+    prune(repo, &opts, &AtomicBool::new(false)).unwrap()
 }
 
 fn open_cached(t: &TestRepo, budget: usize) -> Repository {
@@ -303,7 +303,7 @@ fn max_unused_and_max_repack_size_limit_the_repack() {
         max_repack_size: Some(1),
         ..Default::default()
     };
-    let capped = prune(&repo, &opts, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let capped = prune(&repo, &opts, &AtomicBool::new(false)).unwrap();
     assert_eq!(capped.packs_repacked, 0);
     assert_eq!(capped.repack_deferred, all.packs_repacked);
     assert_eq!(MaxUnused::parse("5%").unwrap(), MaxUnused::Percent(5.0));
@@ -329,7 +329,7 @@ fn prune_stops_before_deleting_anything_at_damage() {
     let before = repo_files(&t);
     for dry_run in [true, false] {
         let opts = PruneOptions { dry_run, max_unused: MaxUnused::Percent(0.0), ..Default::default() };
-        let e = prune(&repo, &opts, &AtomicBool::new(false), &mut |_| {}).expect_err("pruned past a missing pack");
+        let e = prune(&repo, &opts, &AtomicBool::new(false)).expect_err("pruned past a missing pack");
         let m = e.to_string();
         assert!(m.contains(&used.to_string()) && m.contains("prune stops"), "{m}");
         assert_eq!(repo_files(&t), before, "something changed");
@@ -343,8 +343,8 @@ fn prune_stops_before_deleting_anything_at_damage() {
     flip_byte(&path, 40);
     let before = repo_files(&t);
     let fresh = open_cached(&t, 256 << 20);
-    let e = prune(&fresh, &PruneOptions::default(), &AtomicBool::new(false), &mut |_| {})
-        .expect_err("pruned past a damaged index file");
+    let e =
+        prune(&fresh, &PruneOptions::default(), &AtomicBool::new(false)).expect_err("pruned past a damaged index file");
     assert!(e.to_string().contains("prune stops"), "{e}");
     assert_eq!(repo_files(&t), before);
     std::fs::write(&path, good).unwrap();
@@ -372,7 +372,6 @@ fn prune_stops_before_deleting_anything_at_damage() {
         &repo,
         &PruneOptions { max_unused: MaxUnused::Percent(0.0), ..Default::default() },
         &AtomicBool::new(false),
-        &mut |_| {},
     )
     .expect_err("repacked a damaged blob");
     assert!(e.to_string().contains(&loc.pack.to_string()) && e.to_string().contains("prune stops"), "{e}");
@@ -393,8 +392,8 @@ fn prune_waits_for_other_clients_and_upgrades_an_old_config() {
     let other = t.reopen();
     other
         .with_lock(crate::repo::lock::LockKind::Shared, "backup", &Default::default(), |_| {
-            let e = prune(&repo, &PruneOptions::default(), &AtomicBool::new(false), &mut |_| {})
-                .expect_err("pruned beside a backup");
+            let e =
+                prune(&repo, &PruneOptions::default(), &AtomicBool::new(false)).expect_err("pruned beside a backup");
             assert!(matches!(e, crate::error::Error::Locked(_)), "{e}");
             Ok(())
         })
