@@ -48,6 +48,12 @@ cairn's prunes of 10^6 (--prune-cgroup-files; --quick: 10^5) small files backed 
 (`cairn-corpus --tiny`, the change set applied between), the first snapshot forgotten:
 completed or OOM-killed, wall time and peak RSS.
 
+diff and find (--only inspect): cairn and restic back up --inspect-files (10^6; --quick:
+10^5) small files twice, the change set between, then `diff` of the two snapshots and
+`find '*.new'` over both, cairn with --memory 64M (target: peak RSS within it + 32 MiB);
+then cairn's `backup --dry-run` of the main corpus into an empty repository, against
+what the real backup then adds.
+
 Remote (--only remote): cairn and restic against one real S3 server (s3s-fs, installed
 by scripts/s3-server) on the loopback, reached through cairn-delay, a TCP proxy that
 delivers every byte half the round trip late in each direction (this kernel has no tc
@@ -87,7 +93,7 @@ PASSWORD = "bench-password"
 MIB = 1024 * 1024
 # Parts of the benchmark, in the order they run (--only picks some).
 SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount", "lifecycle", "prune-scale", "crash",
-            "remote"]
+            "inspect", "remote"]
 # --verify: compare what restores and mounts give back with the source, accept exit 0 only.
 VERIFY = False
 
@@ -357,6 +363,7 @@ def main():
     ap.add_argument("--crash-size", choices=["small", "big"], default="big", help="the crash section's sources")
     ap.add_argument("--prune-series", help="comma-separated blob counts for prune-scale's synthetic repositories")
     ap.add_argument("--prune-cgroup-blobs", type=float, help="blobs of the synthetic repository pruned under the cgroup")
+    ap.add_argument("--inspect-files", type=float, help="small files of the diff/find section (10^6; --quick: 10^5)")
     ap.add_argument("--prune-cgroup-files", type=float, help="small files of the restic/cairn prune under the cgroup")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--verify", action="store_true",
@@ -409,6 +416,10 @@ def main():
         cg_lines += prune_scale_section(a, work, out, tools, record)
     if "crash" in only and "cairn" in tools_wanted:
         cg_lines += crash_section(a, work, out)
+    if "inspect" in only:
+        if "src" not in locals():
+            src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large), "--xattrs", "10"])
+        cg_lines += inspect_section(a, work, tools, src, record)
     if "remote" in only:
         if "src" not in locals():
             src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large), "--xattrs", "10"])
@@ -1342,6 +1353,94 @@ def prune_scale_cgroups(a, work, out, tools, series, budget_mib, record):
     for x in peers:
         shutil.rmtree(x.repo, ignore_errors=True)
     shutil.rmtree(src, ignore_errors=True)
+    return lines
+
+
+def file_bytes(path):
+    """The bytes of the regular files under `path` (what a repository's files hold,
+    without du's directory sizes)."""
+    return sum(p.stat().st_size for p in pathlib.Path(path).rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def snapshot_ids(t):
+    """A tool's snapshot ids, oldest first (cairn and restic)."""
+    import json
+    cmd = [CAIRN if t.name == "cairn" else "restic", "snapshots", "--json"]
+    snaps = json.loads(subprocess.run(cmd, env=t.env(), capture_output=True, text=True, check=True).stdout)
+    return [s["id"] for s in sorted(snaps, key=lambda s: s["time_ns"] if t.name == "cairn" else s["time"])]
+
+
+INSPECT_MEMORY_MIB = 64
+
+
+def inspect_section(a, work, tools, src, record):
+    """`diff` and `find` over two snapshots of --inspect-files small files (the change set
+    applied between them touches ~1.9% of the files: 1% rewritten, 0.3% each appended
+    to, removed and added), cairn with --memory 64M against restic; then cairn's
+    `backup --dry-run` of the main corpus into an empty repository against the real
+    backup that follows."""
+    import json
+    n = int(a.inspect_files or (1e5 if a.quick else 1e6))
+    peers = [x for x in tools if x.name in ("cairn", "restic")]
+    d = work / "inspect-src"  # changed below: made afresh every run
+    shutil.rmtree(d, ignore_errors=True)
+    args = ["--seed", "3", "--files", str(n), "--large-mib", "0", "--tiny"]
+    print(f"bench: generating {n:,} small files for diff and find", file=sys.stderr, flush=True)
+    sh([CORPUS, "generate", d, *args])
+    data = du(d)
+    warm(d)
+    for x in peers:
+        x.reset()
+        record("inspect", f"backup 1 of {n} files", x, n, data, measure(x, x.backup(d)), du(x.repo))
+    sh([CORPUS, "change", d, *args])
+    warm(d)
+    for x in peers:
+        record("inspect", f"backup 2 of {n} files", x, n, data, measure(x, x.backup(d)), du(x.repo))
+    mem = INSPECT_MEMORY_MIB
+    lines = ["", f"### diff and find over two snapshots of {n:,} small files (~1.9% changed between them)", "",
+             f"cairn runs with `--memory {mem}M`; the target is peak RSS within --memory + 32 MiB.", "",
+             "| step | tool | wall (s) | CPU (s) | peak RSS (MiB) | peer / cairn (wall) |", "|---|---|---|---|---|---|"]
+    got = {}
+    for x in peers:
+        old, new = snapshot_ids(x)[-2:]
+        for step, cmd in [("diff", ["diff", old, new]), ("find", ["find", "*.new"])]:
+            full = [CAIRN, "--memory", f"{mem}M", *cmd] if x.name == "cairn" else ["restic", *cmd]
+            m = measure(x, full)
+            record("inspect", f"{step} of {n} files", x, n, data, m, du(x.repo))
+            got[(step, x.name)] = m
+    for step in ["diff", "find"]:
+        c = got.get((step, "cairn"))
+        for x in peers:
+            m = got[(step, x.name)]
+            ratio = f"{m['wall_s'] / max(c['wall_s'], 1e-9):.2f}x" if c and x.name != "cairn" else ""
+            lines.append(f"| {step} | {x.name} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {m['rss_mib']:.1f} | {ratio} |")
+        if c:
+            within = "within" if c["rss_mib"] <= mem + 32 else "OVER"
+            print(f"bench: cairn {step}: peak RSS {c['rss_mib']:.1f} MiB, {within} --memory {mem}M + 32 MiB",
+                  file=sys.stderr, flush=True)
+    for x in peers:
+        shutil.rmtree(x.repo, ignore_errors=True)
+    shutil.rmtree(d, ignore_errors=True)
+
+    # backup --dry-run of the main corpus into an empty repository, then the backup.
+    t = next((x for x in tools if x.name == "cairn"), None)
+    if t is not None:
+        t.reset()
+        before = file_bytes(t.repo)
+        p = subprocess.run([CAIRN, "--json", "backup", "--dry-run", src], env=t.env(), capture_output=True, text=True)
+        if p.returncode not in (0, 3):
+            raise SystemExit(f"cairn backup --dry-run failed ({p.returncode}):\n{p.stderr[-2000:]}")
+        predicted = json.loads(p.stdout.strip().splitlines()[-1])["growth"]["total"]
+        unchanged = file_bytes(t.repo) == before
+        measure(t, t.backup(src))
+        grown = file_bytes(t.repo) - before
+        err = (predicted - grown) * 100 / max(grown, 1)
+        lines += ["", f"`backup --dry-run` of the main corpus into an empty repository predicted {predicted:,} bytes; "
+                  f"the backup then added {grown:,} ({err:+.3f}%); the dry run left the repository "
+                  f"{'unchanged' if unchanged else 'CHANGED'}."]
+        print(f"bench: dry-run predicted {predicted} bytes, the backup added {grown} ({err:+.3f}%)", file=sys.stderr,
+              flush=True)
+        shutil.rmtree(t.repo, ignore_errors=True)
     return lines
 
 

@@ -155,21 +155,12 @@ pub fn find(cli: &Cli, env: &Env, args: &FindArgs, out: &mut dyn Write, err: &mu
     };
     let (oldest, newest) = (time("--oldest", &args.oldest)?, time("--newest", &args.newest)?);
     let repo = open(cli, env)?;
-    let filter = args.filter.filter();
-    let mut wanted = Vec::new();
-    for spec in &args.snapshots {
-        wanted.push(crate::ops::snapshots::resolve(&repo, spec, &filter)?.0);
-    }
+    let chosen = crate::ops::snapshots::Chosen::resolve(&repo, &args.snapshots, args.filter.filter())?;
     // Directories without a match, remembered in a 64th of the budget.
     let no_match_bytes = repo.budget().0 / 64;
     let mut finder = Finder::new(&repo, FindOptions { query, oldest, newest, no_match_bytes });
-    let none = crate::ops::snapshots::GroupBy { host: false, paths: false, tags: false };
-    let select = |id: &FileId, s: &crate::format::snapshot::Snapshot| {
-        (wanted.is_empty() || wanted.contains(id)) && filter.matches(s)
-    };
     let mut damaged = 0u64;
-    let order = crate::ops::snapshots::Order::OldestFirst;
-    crate::ops::snapshots::grouped(&repo, &select, none, order, repo.budget().sort_bytes(), &mut |_, id, snap| {
+    chosen.for_each(&repo, repo.budget().sort_bytes(), &mut |id, snap| {
         let mut first = true;
         let w = |r: std::io::Result<()>| r.map_err(|e| crate::Error::Io { path: "<stdout>".into(), err: e });
         finder.search(
@@ -421,19 +412,10 @@ pub fn stats(cli: &Cli, env: &Env, args: &StatsArgs, out: &mut dyn Write, err: &
     use crate::ops::stats::{Mode, Stats};
     let mode = Mode::parse(&args.mode).map_err(|e| anyhow::anyhow!("--mode {e}"))?;
     let repo = open(cli, env)?;
-    let filter = args.filter.filter();
-    let mut wanted = Vec::new();
-    for spec in &args.ids {
-        wanted.push(crate::ops::snapshots::resolve(&repo, spec, &filter)?.0);
-    }
+    let chosen = crate::ops::snapshots::Chosen::resolve(&repo, &args.ids, args.filter.filter())?;
     let mut stats = Stats::new(&repo, mode);
     let mut damaged = 0u64;
-    let select = |id: &FileId, s: &crate::format::snapshot::Snapshot| {
-        (wanted.is_empty() || wanted.contains(id)) && filter.matches(s)
-    };
-    let none = crate::ops::snapshots::GroupBy { host: false, paths: false, tags: false };
-    let order = crate::ops::snapshots::Order::OldestFirst;
-    crate::ops::snapshots::grouped(&repo, &select, none, order, repo.budget().sort_bytes() / 4, &mut |_, id, s| {
+    chosen.for_each(&repo, repo.budget().sort_bytes() / 4, &mut |id, s| {
         stats.add(&s, env.cancel, &mut |tree, e| {
             damaged += 1;
             let _ = writeln!(err, "error: snapshot {}: tree {}: {e}", id.short(), tree.short());

@@ -67,12 +67,8 @@ pub fn run(
         anyhow::bail!("--latest 0: give at least 1");
     }
     let repo = open(cli, env)?;
-    let filter = args.filter.filter();
-    let mut wanted = Vec::new();
-    for spec in &args.ids {
-        wanted.push(snapshots::resolve(&repo, spec, &filter)?.0);
-    }
-    let select = |id: &FileId, s: &Snapshot| (wanted.is_empty() || wanted.contains(id)) && filter.matches(s);
+    let chosen = snapshots::Chosen::resolve(&repo, &args.ids, args.filter.filter())?;
+    let select = |id: &FileId, s: &Snapshot| chosen.selects(id, s);
     let mut table =
         Table { out: &mut *out, json: cli.json, grouped: explicit.is_some(), groups: 0, rows: 0, head: false };
     table.start()?;

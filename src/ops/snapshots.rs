@@ -267,6 +267,39 @@ pub fn resolve(repo: &Repository, spec: &str, filter: &Filter) -> Result<(FileId
     })
 }
 
+/// The snapshots a command works on: those it names (ids, or `latest` with the filter)
+/// that the filter passes, or every snapshot the filter passes when it names none.
+pub struct Chosen {
+    /// 32 B per snapshot named on the command line.
+    named: Vec<FileId>,
+    filter: Filter,
+}
+
+impl Chosen {
+    /// Resolve the snapshots `specs` names ([`resolve`]).
+    pub fn resolve(repo: &Repository, specs: &[String], filter: Filter) -> Result<Chosen> {
+        let named = specs.iter().map(|spec| resolve(repo, spec, &filter).map(|(id, _)| id)).collect::<Result<_>>()?;
+        Ok(Chosen { named, filter })
+    }
+
+    /// Whether snapshot `id`, `s`, is one of them.
+    pub fn selects(&self, id: &FileId, s: &Snapshot) -> bool {
+        (self.named.is_empty() || self.named.contains(id)) && self.filter.matches(s)
+    }
+
+    /// Visit them oldest first, sorted within `sort_memory` ([`grouped`], one group).
+    pub fn for_each(
+        &self,
+        repo: &Repository,
+        sort_memory: usize,
+        visit: &mut dyn FnMut(FileId, Snapshot) -> Result<()>,
+    ) -> Result<()> {
+        let one = GroupBy { host: false, paths: false, tags: false };
+        let select = |id: &FileId, s: &Snapshot| self.selects(id, s);
+        grouped(repo, &select, one, Order::OldestFirst, sort_memory, &mut |_, id, s| visit(id, s)).map(drop)
+    }
+}
+
 /// How `tag` changes a snapshot's tags.
 #[derive(Clone, Debug, Default)]
 pub struct TagChange {
