@@ -1320,20 +1320,9 @@ def prune_scale_cgroups(a, work, out, tools, series, budget_mib, record):
     files = int(a.prune_cgroup_files or (1e5 if a.quick else 1e6))
     peers = [x for x in tools if x.name in ("cairn", "restic")]
     src = work / "prune-scale-src"  # changed below: made afresh every run
-    shutil.rmtree(src, ignore_errors=True)
-    args = ["--seed", "2", "--files", str(files), "--large-mib", "0", "--tiny"]
-    print(f"bench: generating {files:,} small files for the prune cgroup run", file=sys.stderr, flush=True)
-    sh([CORPUS, "generate", src, *args])
-    data = du(src)
-    warm(src)
-    for x in peers:
-        x.reset()
-        record("prune-scale", f"backup 1 of {prune_scale_n(files)} files", x, files, data, measure(x, x.backup(src)), du(x.repo))
-    sh([CORPUS, "change", src, *args])
-    data = du(src)
-    warm(src)
-    for x in peers:
-        record("prune-scale", f"backup 2 of {prune_scale_n(files)} files", x, files, data, measure(x, x.backup(src)), du(x.repo))
+    two_backups(peers, src, 2, files, "the prune cgroup run",
+                lambda k, x, data, m: record("prune-scale", f"backup {k} of {prune_scale_n(files)} files", x, files, data,
+                                             m, du(x.repo)))
     json = __import__("json")
     for x in peers:
         if x.name == "restic":
@@ -1373,6 +1362,26 @@ def snapshot_ids(t):
 INSPECT_MEMORY_MIB = 64
 
 
+def two_backups(peers, src, seed, files, what, recorded):
+    """Generate `files` small files at `src` (afresh), back them up with each of `peers`
+    (their repositories reset), apply the change set, back up again; `recorded(k, tool,
+    data bytes, measurement)` gets backup k = 1, 2. Returns the data's size."""
+    shutil.rmtree(src, ignore_errors=True)
+    args = ["--seed", str(seed), "--files", str(files), "--large-mib", "0", "--tiny"]
+    print(f"bench: generating {files:,} small files for {what}", file=sys.stderr, flush=True)
+    sh([CORPUS, "generate", src, *args])
+    for k in (1, 2):
+        if k == 2:
+            sh([CORPUS, "change", src, *args])
+        data = du(src)
+        warm(src)
+        for x in peers:
+            if k == 1:
+                x.reset()
+            recorded(k, x, data, measure(x, x.backup(src)))
+    return data
+
+
 def inspect_section(a, work, tools, src, record):
     """`diff` and `find` over two snapshots of --inspect-files small files (the change set
     applied between them touches ~1.9% of the files: 1% rewritten, 0.3% each appended
@@ -1383,19 +1392,8 @@ def inspect_section(a, work, tools, src, record):
     n = int(a.inspect_files or (1e5 if a.quick else 1e6))
     peers = [x for x in tools if x.name in ("cairn", "restic")]
     d = work / "inspect-src"  # changed below: made afresh every run
-    shutil.rmtree(d, ignore_errors=True)
-    args = ["--seed", "3", "--files", str(n), "--large-mib", "0", "--tiny"]
-    print(f"bench: generating {n:,} small files for diff and find", file=sys.stderr, flush=True)
-    sh([CORPUS, "generate", d, *args])
-    data = du(d)
-    warm(d)
-    for x in peers:
-        x.reset()
-        record("inspect", f"backup 1 of {n} files", x, n, data, measure(x, x.backup(d)), du(x.repo))
-    sh([CORPUS, "change", d, *args])
-    warm(d)
-    for x in peers:
-        record("inspect", f"backup 2 of {n} files", x, n, data, measure(x, x.backup(d)), du(x.repo))
+    data = two_backups(peers, d, 3, n, "diff and find",
+                       lambda k, x, data, m: record("inspect", f"backup {k} of {n} files", x, n, data, m, du(x.repo)))
     mem = INSPECT_MEMORY_MIB
     lines = ["", f"### diff and find over two snapshots of {n:,} small files (~1.9% changed between them)", "",
              f"cairn runs with `--memory {mem}M`; the target is peak RSS within --memory + 32 MiB.", "",
