@@ -744,10 +744,23 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let matching = matching.cloned();
-            let entry = if verdict == Verdict::KeepEmpty {
+            let entry = if let Verdict::KeepEmpty | Verdict::KeepMarker(_) = verdict {
                 self.summary.dirs += 1;
-                let empty = DirWriter::new().finish(self)?;
-                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(empty), &child))
+                let mut only = DirWriter::new();
+                if let Verdict::KeepMarker(i) = verdict {
+                    let marker = self.select.marker_name(i).to_os_string();
+                    let path = child.join(&marker);
+                    match fs::symlink_metadata(&path) {
+                        Ok(m) => {
+                            if let Some(e) = self.entry(&path, marker.as_encoded_bytes(), &m, None)? {
+                                only.push(&e, self)?;
+                            }
+                        }
+                        Err(e) => self.warning(&path, &e.to_string()),
+                    }
+                }
+                let tree = only.finish(self)?;
+                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(tree), &child))
             } else {
                 self.entry(&child, name.as_bytes(), &meta, matching.as_ref())?
             };

@@ -67,7 +67,7 @@ pub struct Selection {
     /// stat'ed, and a directory never listed.
     pub exclude: Patterns,
     /// Directories holding one of these files (`--exclude-if-present`,
-    /// `--exclude-caches`), with everything in them.
+    /// `--exclude-caches`): kept with that file alone in them, as restic keeps them.
     pub markers: Vec<Marker>,
     /// Regular files larger than this many bytes (`--exclude-larger-than`).
     pub larger_than: Option<u64>,
@@ -84,6 +84,8 @@ pub(super) enum Verdict {
     Keep,
     /// Back up the directory, but not what is in it (another filesystem's root).
     KeepEmpty,
+    /// Back up the directory with only marker file `markers[i]` in it.
+    KeepMarker(usize),
     /// Leave it out.
     Drop,
 }
@@ -94,13 +96,18 @@ impl Selection {
         self.exclude.matches(path)
     }
 
+    /// The name of marker `i` (of a [`Verdict::KeepMarker`]).
+    pub(super) fn marker_name(&self, i: usize) -> &std::ffi::OsStr {
+        &self.markers[i].name
+    }
+
     /// What to do with `path`, stat'ed as `meta`, found under a source; `devices` are
     /// the sources' filesystems.
     pub(super) fn verdict(&self, path: &Path, meta: &Metadata, devices: &[u64]) -> Verdict {
         let other_fs = self.one_file_system && !devices.contains(&meta.dev());
         if meta.is_dir() {
-            if !self.markers.is_empty() && self.markers.iter().any(|m| m.in_dir(path)) {
-                return Verdict::Drop;
+            if let Some(i) = self.markers.iter().position(|m| m.in_dir(path)) {
+                return Verdict::KeepMarker(i);
             }
             return if other_fs { Verdict::KeepEmpty } else { Verdict::Keep };
         }
@@ -160,6 +167,6 @@ mod tests {
         assert_eq!(s.verdict(&d.join("big"), &big, &[dev + 1]), Verdict::Drop);
         s.markers.push(Marker::parse("x").unwrap());
         std::fs::write(d.join("sub/x"), b"").unwrap();
-        assert_eq!(s.verdict(&d.join("sub"), &sub, &[dev]), Verdict::Drop);
+        assert_eq!(s.verdict(&d.join("sub"), &sub, &[dev]), Verdict::KeepMarker(0));
     }
 }
