@@ -171,10 +171,10 @@ pub fn open_own_file_at(dir: &std::fs::File, name: &[u8]) -> io::Result<Option<s
     let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        // A symlink (ELOOP), a directory (EISDIR), a device without a driver (ENXIO):
-        // not a file to write in place.
+        // A symlink (ELOOP), a directory (EISDIR), a device without a driver (ENXIO), a
+        // program being run (ETXTBSY): not a file to write in place.
         return match e.raw_os_error() {
-            Some(libc::ELOOP | libc::EISDIR | libc::ENXIO | libc::ENOENT) => Ok(None),
+            Some(libc::ELOOP | libc::EISDIR | libc::ENXIO | libc::ENOENT | libc::ETXTBSY) => Ok(None),
             _ => Err(e),
         };
     }

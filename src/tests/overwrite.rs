@@ -265,3 +265,23 @@ fn a_hard_link_to_a_file_elsewhere_is_replaced_not_written_through() {
         fs::hard_link(&outside, &victim).unwrap();
     }
 }
+
+#[test]
+fn a_program_running_from_the_target_is_replaced() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::copy("/bin/sleep", src.join("prog")).unwrap();
+    let r = do_backup(&t.repo, &[&src]);
+    let out = t.scratch("out");
+    restore_with(&t.repo, &r, &out, Default::default());
+    let prog = out.join(src.strip_prefix("/").unwrap()).join("prog");
+    // Running, it cannot be opened for writing (ETXTBSY): it is replaced instead.
+    let mut child = std::process::Command::new(&prog).arg("30").spawn().unwrap();
+    let (stats, msgs) = restore_with(&t.repo, &r, &out, Default::default());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(msgs.is_empty(), "{msgs:?}");
+    assert_eq!((stats.files, stats.unchanged), (1, 0), "{stats:?}");
+    assert_eq!(fs::read(&prog).unwrap(), fs::read("/bin/sleep").unwrap());
+}
