@@ -237,14 +237,23 @@ struct Ctx<'a> {
     repo: &'a Repository,
     report: &'a dyn Report,
     cancel: &'a AtomicBool,
-    include: &'a Patterns,
-    exclude: &'a Patterns,
+    opts: &'a RestoreOptions,
+    /// Running as root: owners are restored.
     root: bool,
-    sync: bool,
-    overwrite: Overwrite,
-    delete: bool,
-    dry: bool,
-    verify: bool,
+    /// What the walker and the readers have done so far.
+    count: Counts,
+    /// User and group names already looked up on this system (one entry per name).
+    ids: Mutex<(NameMap, NameMap)>,
+    /// The target directory, open: every other directory is reached from it (`None` only
+    /// in a dry run into a directory that does not exist).
+    target: Option<Arc<File>>,
+    /// Set once the hard-link memory has overflowed (warned about once).
+    evicted: AtomicBool,
+}
+
+/// The counters of [`RestoreStats`] that the reader threads bump too.
+#[derive(Default)]
+struct Counts {
     errors: AtomicU64,
     bytes: AtomicU64,
     files: AtomicU64,
@@ -252,14 +261,20 @@ struct Ctx<'a> {
     written: AtomicU64,
     verified: AtomicU64,
     deleted: AtomicU64,
-    /// User and group names already looked up on this system (one entry per name).
-    ids: Mutex<(NameMap, NameMap)>,
-    /// The target directory, open: every other directory is reached from it (`None` only
-    /// in a dry run into a directory that does not exist).
-    target: Option<Arc<File>>,
-    target_path: PathBuf,
-    /// Set once the hard-link memory has overflowed (warned about once).
-    evicted: AtomicBool,
+}
+
+impl Counts {
+    /// Copy them into `stats`.
+    fn fill(&self, stats: &mut RestoreStats) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        stats.files = get(&self.files);
+        stats.bytes = get(&self.bytes);
+        stats.errors = get(&self.errors);
+        stats.unchanged = get(&self.unchanged);
+        stats.written = get(&self.written);
+        stats.verified = get(&self.verified);
+        stats.deleted = get(&self.deleted);
+    }
 }
 
 /// Restore the directory tree `root` (a snapshot's root or a subdirectory of it, found at
@@ -302,24 +317,11 @@ fn locked_restore(
         repo,
         report,
         cancel,
-        include: &opts.include,
-        exclude: &opts.exclude,
+        opts,
         root: sys::euid() == 0,
-        sync: opts.sync && !opts.dry_run,
-        overwrite: opts.overwrite,
-        delete: opts.delete,
-        dry: opts.dry_run,
-        verify: opts.verify,
-        errors: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        files: AtomicU64::new(0),
-        unchanged: AtomicU64::new(0),
-        written: AtomicU64::new(0),
-        verified: AtomicU64::new(0),
-        deleted: AtomicU64::new(0),
+        count: Counts::default(),
         ids: Mutex::new(Default::default()),
         target: target.map(Arc::new),
-        target_path: opts.target.clone(),
         evicted: AtomicBool::new(false),
     };
     let mut stats = RestoreStats::default();
@@ -358,7 +360,7 @@ fn locked_restore(
         let mut links = lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero"));
         let r = match &root.kind {
             Kind::Dir(id) => {
-                stats.matched += (ctx.included(snap_path) && !ctx.include.is_empty()) as u64;
+                stats.matched += (ctx.included(snap_path) && !ctx.opts.include.is_empty()) as u64;
                 ctx.walk(id, snap_path, &mut batch, &mut links, &mut stats)
             }
             _ => {
@@ -379,19 +381,13 @@ fn locked_restore(
     }
     // The target directory itself keeps its own metadata: it is the user's, not the
     // snapshot's (and the snapshot root has none).
-    if let (Kind::Dir(id), true) = (&root.kind, !ctx.dry || ctx.delete) {
+    if let (Kind::Dir(id), true) = (&root.kind, !ctx.opts.dry_run || ctx.opts.delete) {
         ctx.dir_metadata(id, snap_path);
     }
-    if let (true, Some(t)) = (ctx.sync, &ctx.target) {
+    if let (true, Some(t)) = (ctx.sync(), &ctx.target) {
         t.sync_all().at(&opts.target)?;
     }
-    stats.files = ctx.files.load(Ordering::Relaxed);
-    stats.bytes = ctx.bytes.load(Ordering::Relaxed);
-    stats.errors = ctx.errors.load(Ordering::Relaxed);
-    stats.unchanged = ctx.unchanged.load(Ordering::Relaxed);
-    stats.written = ctx.written.load(Ordering::Relaxed);
-    stats.verified = ctx.verified.load(Ordering::Relaxed);
-    stats.deleted = ctx.deleted.load(Ordering::Relaxed);
+    ctx.count.fill(&mut stats);
     repo.meter().finish();
     Ok(stats)
 }
@@ -434,15 +430,20 @@ enum Plan {
 }
 
 impl Ctx<'_> {
+    /// fsync what is restored (`--sync`, not in a dry run).
+    fn sync(&self) -> bool {
+        self.opts.sync && !self.opts.dry_run
+    }
+
     /// Whether `--include` selects `snap_path` by itself (or there is no `--include`).
     fn included(&self, snap_path: &Path) -> bool {
-        self.include.is_empty() || self.include.matches(snap_path)
+        self.opts.include.is_empty() || self.opts.include.matches(snap_path)
     }
 
     /// Report that `path` failed. The report names the path, so an error that starts
     /// with it (an I/O error on that very path) is given without it.
     fn fail(&self, path: &Path, msg: impl std::fmt::Display) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.count.errors.fetch_add(1, Ordering::Relaxed);
         let msg = msg.to_string();
         let prefix = format!("{}: ", path.display());
         self.report.error(path, msg.strip_prefix(&prefix).unwrap_or(&msg));
@@ -450,7 +451,7 @@ impl Ctx<'_> {
 
     /// Where `rel` (relative to the target) is, for messages.
     fn shown(&self, rel: &Path) -> PathBuf {
-        self.target_path.join(rel)
+        self.opts.target.join(rel)
     }
 
     /// The directory `rel` under the target, opened component by component from the
@@ -495,27 +496,27 @@ impl Ctx<'_> {
                     continue;
                 }
                 Step::Skipped(err, _) => {
-                    self.fail(&self.target_path, err);
+                    self.fail(&self.opts.target, err);
                     continue;
                 }
             };
             let Some(level) = walk.top() else { continue };
             let rel = level.rel.join(sys::os(&e.name));
             let snap_path = level.snap.join(sys::os(&e.name));
-            if self.exclude.matches(&snap_path) {
+            if self.opts.exclude.matches(&snap_path) {
                 continue;
             }
-            let hit = !self.include.is_empty() && self.include.matches(&snap_path);
+            let hit = !self.opts.include.is_empty() && self.opts.include.matches(&snap_path);
             stats.matched += hit as u64;
             // Each path is judged by itself (a pattern matching a directory matches
             // what is under it too), so a later `!` pattern can take part of it back.
             let m = self.included(&snap_path);
             // With a filter, directories on the way to a match are created on demand (a
             // dry run looks for them once).
-            if m && self.dry && !level.probed {
+            if m && self.opts.dry_run && !level.probed {
                 level.dir = self.open_beneath(&level.rel, false).ok();
                 level.probed = true;
-            } else if m && level.dir.is_none() && !self.dry {
+            } else if m && level.dir.is_none() && !self.opts.dry_run {
                 match self.open_beneath(&level.rel, true) {
                     Ok(d) => level.dir = Some(d),
                     Err(err) => {
@@ -526,7 +527,7 @@ impl Ctx<'_> {
             }
             if let Kind::Dir(sub) = &e.kind {
                 let mut sub_dir = None;
-                if m && self.dry {
+                if m && self.opts.dry_run {
                     stats.dirs += 1;
                     let found = level.dir.as_ref().and_then(|d| sys::open_dir_at(d, &e.name).ok());
                     walk.enter(sub, Level { dir: found.map(Arc::new), rel, snap: snap_path, probed: true });
@@ -578,7 +579,7 @@ impl Ctx<'_> {
                 }
             },
             // A dry run in a directory that does not exist yet: everything is new.
-            None if self.dry => Plan::Create,
+            None if self.opts.dry_run => Plan::Create,
             None => return Ok(()),
         };
         if let Plan::Skip = plan {
@@ -586,7 +587,7 @@ impl Ctx<'_> {
             self.report.action(&path, "skipped");
             return Ok(());
         }
-        if self.dry {
+        if self.opts.dry_run {
             // A later link of a hard-linked file would be a link, not a file.
             if matches!(e.kind, Kind::File(_)) && e.nlink > 1 {
                 if links.get(&(e.dev, e.ino)).is_some() {
@@ -722,7 +723,7 @@ impl Ctx<'_> {
     /// Remove whatever is at `name` in `dir` to make room for the snapshot's entry: a
     /// file, a link, an empty directory, or with `--delete` a whole directory tree.
     fn clear(&self, dir: &File, name: &[u8]) -> std::io::Result<()> {
-        match self.delete {
+        match self.opts.delete {
             true => remove_tree(dir, name, false, 0).map(drop),
             false => remove_at(dir, name),
         }
@@ -736,7 +737,7 @@ impl Ctx<'_> {
         let Some(st) = sys::stat_at(dir, &e.name)? else { return Ok(Plan::Create) };
         let mtime = (st.st_mtime, st.st_mtime_nsec);
         let newer = (e.mtime.sec, e.mtime.nsec as i64) > mtime;
-        match self.overwrite {
+        match self.opts.overwrite {
             Overwrite::Never => return Ok(Plan::Skip),
             Overwrite::IfNewer if !newer => return Ok(Plan::Skip),
             _ => {}
@@ -753,7 +754,7 @@ impl Ctx<'_> {
             Err(err) => return Err(err),
         };
         let same = st.st_size as u64 == e.size && mtime == (e.mtime.sec, e.mtime.nsec as i64);
-        Ok(match self.overwrite == Overwrite::IfChanged && same {
+        Ok(match self.opts.overwrite == Overwrite::IfChanged && same {
             true => Plan::Keep(f),
             false => Plan::Update(f),
         })
@@ -812,12 +813,12 @@ impl Ctx<'_> {
             }
             _ => ("restored", e.size),
         };
-        self.files.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(e.size, Ordering::Relaxed);
-        self.written.fetch_add(written, Ordering::Relaxed);
+        self.count.files.fetch_add(1, Ordering::Relaxed);
+        self.count.bytes.fetch_add(e.size, Ordering::Relaxed);
+        self.count.written.fetch_add(written, Ordering::Relaxed);
         self.repo.meter().add(e.size);
         self.repo.meter().item();
-        self.unchanged.fetch_add((what == "unchanged") as u64, Ordering::Relaxed);
+        self.count.unchanged.fetch_add((what == "unchanged") as u64, Ordering::Relaxed);
         self.report.action(path, what);
         Ok(())
     }
@@ -990,7 +991,7 @@ impl Ctx<'_> {
                             Ok(()) if zero && !p.in_place => {}
                             Ok(()) => {
                                 p.wrote.store(true, Ordering::Relaxed);
-                                self.written.fetch_add(if zero { 0 } else { d.len() as u64 }, Ordering::Relaxed);
+                                self.count.written.fetch_add(if zero { 0 } else { d.len() as u64 }, Ordering::Relaxed);
                             }
                         }
                     }
@@ -1072,27 +1073,27 @@ impl Ctx<'_> {
             p.file.lock().unwrap_or_else(|e| e.into_inner()).take();
             return;
         };
-        self.files.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(p.entry.size, Ordering::Relaxed);
+        self.count.files.fetch_add(1, Ordering::Relaxed);
+        self.count.bytes.fetch_add(p.entry.size, Ordering::Relaxed);
         self.repo.meter().item();
         let what = match (p.in_place, p.wrote.load(Ordering::Relaxed)) {
             (false, _) => "restored",
             (true, true) => "updated",
             (true, false) => {
-                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                self.count.unchanged.fetch_add(1, Ordering::Relaxed);
                 "unchanged"
             }
         };
-        if self.verify {
+        if self.opts.verify {
             match self.verify_file(p, &file) {
-                Ok(()) => drop(self.verified.fetch_add(1, Ordering::Relaxed)),
+                Ok(()) => drop(self.count.verified.fetch_add(1, Ordering::Relaxed)),
                 Err(err) => self.fail(&p.path, err),
             }
         }
         self.apply_metadata(&p.entry, &p.path, &file);
         self.report.action(&p.path, what);
         // After the metadata, so that it is on disk too.
-        if self.sync {
+        if self.sync() {
             if let Err(err) = file.sync_all() {
                 self.fail(&p.path, err);
             }
@@ -1199,7 +1200,7 @@ impl Ctx<'_> {
                     // Not restored (left out, or it failed): nothing to set. (A directory
                     // left out may still be there, the user's own: it is not touched.)
                     let snap = level.snap.join(sys::os(&e.name));
-                    if self.exclude.matches(&snap) {
+                    if self.opts.exclude.matches(&snap) {
                         continue;
                     }
                     let Ok(d) = sys::open_dir_at(&level.dir, &e.name) else { continue };
@@ -1210,13 +1211,13 @@ impl Ctx<'_> {
                 }
                 Step::Leave(Level { dir, rel, snap, entry, id }) => {
                     // Before the directory's own times are set: removing changes them.
-                    if self.delete {
+                    if self.opts.delete {
                         self.delete_extras(&dir, &id, &rel, &snap);
                     }
-                    let Some(e) = entry.filter(|_| !self.dry) else { continue };
+                    let Some(e) = entry.filter(|_| !self.opts.dry_run) else { continue };
                     let path = self.shown(&rel);
                     self.apply_metadata(&e, &path, &dir);
-                    if self.sync {
+                    if self.sync() {
                         if let Err(err) = dir.sync_all() {
                             self.fail(&path, err);
                         }
@@ -1278,13 +1279,13 @@ impl Ctx<'_> {
                     continue;
                 }
                 let snap_path = snap.join(sys::os(n));
-                if self.exclude.matches(&snap_path) || !self.included(&snap_path) {
+                if self.opts.exclude.matches(&snap_path) || !self.included(&snap_path) {
                     continue;
                 }
                 let path = self.shown(&rel.join(sys::os(n)));
-                match remove_tree(dir, n, self.dry, 0) {
+                match remove_tree(dir, n, self.opts.dry_run, 0) {
                     Ok(count) => {
-                        self.deleted.fetch_add(count, Ordering::Relaxed);
+                        self.count.deleted.fetch_add(count, Ordering::Relaxed);
                         self.report.action(&path, "deleted");
                     }
                     Err(err) => self.fail(&path, err),
