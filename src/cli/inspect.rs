@@ -258,7 +258,7 @@ pub fn dump(cli: &Cli, env: &Env, args: &DumpArgs, out: &mut dyn Write, err: &mu
 /// `cairn cat` arguments.
 #[derive(clap::Args, Debug)]
 pub struct CatArgs {
-    /// What: config, snapshot, tree, index, pack, key or blob.
+    /// What: config, snapshot, tree, index, pack, key, lock or blob.
     #[arg(value_name = "TYPE")]
     what: String,
     /// Its id (a unique prefix for files; all 64 hex digits for trees and blobs;
@@ -310,8 +310,8 @@ fn entry_json(e: &Entry) -> serde_json::Value {
 pub fn cat(cli: &Cli, env: &Env, args: &CatArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<i32> {
     use crate::backend::Dir;
     use crate::format::tree::Node;
-    const TYPES: &str = "config, snapshot, tree, index, pack, key or blob";
-    if !["config", "snapshot", "tree", "index", "pack", "key", "blob"].contains(&args.what.as_str()) {
+    const TYPES: &str = "config, snapshot, tree, index, pack, key, lock or blob";
+    if !["config", "snapshot", "tree", "index", "pack", "key", "lock", "blob"].contains(&args.what.as_str()) {
         anyhow::bail!("cat {}: unknown type (use {TYPES})", args.what);
     }
     let id = match (&args.what[..], &args.id) {
@@ -381,6 +381,17 @@ pub fn cat(cli: &Cli, env: &Env, args: &CatArgs, out: &mut dyn Write, err: &mut 
             serde_json::json!({ "id": id.to_hex(), "created": k.created, "host": k.host, "user": k.user,
                 "kdf": "argon2id", "mem_kib": k.kdf.mem_kib, "iterations": k.kdf.iterations,
                 "parallelism": k.kdf.parallelism })
+        }
+        "lock" => {
+            let id = file_id(&repo, Dir::Locks, "lock", &id)?;
+            let (_, info) =
+                repo.locks()?.into_iter().find(|(i, _)| *i == id).ok_or_else(|| {
+                    anyhow::anyhow!("cat lock {}: the lock is gone (its holder finished)", id.short())
+                })?;
+            let l = info?;
+            serde_json::json!({ "id": id.to_hex(), "time": super::local_time(l.time_ns), "time_ns": l.time_ns,
+                "exclusive": l.exclusive, "pid": l.pid, "machine": crate::id::hex(&l.machine), "host": l.host,
+                "user": l.user, "command": l.command })
         }
         _ => {
             let id = blob_id("blob")?;

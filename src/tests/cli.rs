@@ -1014,6 +1014,16 @@ fn cat_decodes_every_kind_of_object() {
     assert!(!cat(&["pack", &pack]).get("blobs").unwrap().as_array().unwrap().is_empty());
     let key = cat(&["key", &first("keys")]);
     assert!(key["mem_kib"].as_u64().is_some() && key.get("salt").is_none(), "{key}");
+    // A lock, while another client (this test) holds it.
+    let held = crate::repo::Repository::open(&repo, b"pw").unwrap();
+    let opts = crate::repo::lock::LockOptions::default();
+    held.with_lock(crate::repo::lock::LockKind::Exclusive, "prune", &opts, |_| {
+        let lock = cat(&["lock", &first("locks")[..8]]);
+        assert_eq!((lock["command"].as_str(), lock["exclusive"].as_bool()), (Some("prune"), Some(true)), "{lock}");
+        assert_eq!(lock["pid"].as_u64(), Some(std::process::id() as u64), "{lock}");
+        Ok(())
+    })
+    .unwrap();
     for (args, says) in [
         (&["cat", "colour"][..], "unknown type"),
         (&["cat", "tree", "abc"][..], "not an id"),
