@@ -33,7 +33,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::tree::{ChunkRef, Entry, Kind};
+use crate::format::tree::{ChunkRef, Content, Entry, Kind};
 use crate::format::BlobKind;
 use crate::id::BlobId;
 use crate::pattern::Patterns;
@@ -760,15 +760,38 @@ impl Ctx<'_> {
         })
     }
 
-    /// Whether `f` (of `len` bytes) holds chunk `c` at `offset`: the bytes there have
-    /// the chunk's id.
-    fn holds(&self, f: &File, len: u64, c: &ChunkRef, offset: u64, buf: &mut Vec<u8>) -> std::io::Result<bool> {
-        if offset.saturating_add(c.size as u64) > len {
-            return Ok(false);
-        }
-        buf.resize(c.size as usize, 0);
-        f.read_exact_at(buf, offset)?;
-        Ok(self.repo.keys().blob_id(BlobKind::Data, buf) == c.id)
+    /// The chunks of file content `content` (`size` bytes, at `path`) in order, each
+    /// given to `each` with its offset and whether `existing`, a file in the target,
+    /// already holds it there (its bytes at that offset have the chunk's id; read into
+    /// `buf`, one chunk). Returns the existing file's length (0 without one).
+    fn chunks_held(
+        &self,
+        content: &Content,
+        size: u64,
+        existing: Option<&File>,
+        path: &Path,
+        buf: &mut Vec<u8>,
+        each: &mut dyn FnMut(&ChunkRef, u64, bool) -> Result<()>,
+    ) -> Result<u64> {
+        let len = match existing {
+            Some(f) => f.metadata().at(path)?.len(),
+            None => 0,
+        };
+        let mut offset = 0u64;
+        tree::for_each_chunk(self.repo, content, size, &mut |c| {
+            let held = match existing {
+                Some(f) if offset.saturating_add(c.size as u64) <= len => {
+                    buf.resize(c.size as usize, 0);
+                    f.read_exact_at(buf, offset).at(path)?;
+                    self.repo.keys().blob_id(BlobKind::Data, buf) == c.id
+                }
+                _ => false,
+            };
+            each(c, offset, held)?;
+            offset += c.size as u64;
+            Ok(())
+        })?;
+        Ok(len)
     }
 
     /// Count what restoring entry `e` by `plan` would do, and say it (a dry run). A file
@@ -789,17 +812,10 @@ impl Ctx<'_> {
         let (what, written) = match plan {
             Plan::Keep(_) => ("unchanged", 0),
             Plan::Update(f) => {
-                let (mut differ, mut offset) = (0u64, 0u64);
-                let len = f.metadata().at(path).map(|m| m.len());
-                let r = len.and_then(|len| {
-                    tree::for_each_chunk(self.repo, content, e.size, &mut |c| {
-                        if !self.holds(&f, len, c, offset, scratch).at(path)? {
-                            differ += c.size as u64;
-                        }
-                        offset += c.size as u64;
-                        Ok(())
-                    })
-                    .map(|()| len)
+                let mut differ = 0u64;
+                let r = self.chunks_held(content, e.size, Some(&f), path, scratch, &mut |c, _, held| {
+                    differ += if held { 0 } else { c.size as u64 };
+                    Ok(())
                 });
                 match r {
                     Ok(len) if differ == 0 && len == e.size => ("unchanged", 0),
@@ -826,20 +842,19 @@ impl Ctx<'_> {
     /// Check that file `p`, just written, holds the snapshot's content (`--verify`).
     fn verify_file(&self, p: &Pending, f: &File) -> Result<()> {
         let Kind::File(content) = &p.entry.kind else { return Ok(()) };
-        let len = f.metadata().at(&p.path)?.len();
+        let mut buf = Vec::new();
+        let len = self.chunks_held(content, p.entry.size, Some(f), &p.path, &mut buf, &mut |c, offset, held| {
+            if held {
+                return Ok(());
+            }
+            let msg = format!("verify: the {} bytes at offset {offset} differ from the snapshot", c.size);
+            Err(std::io::Error::other(msg)).at(&p.path)
+        })?;
         if len != p.entry.size {
             let msg = format!("verify: {len} bytes were written, the snapshot has {}", p.entry.size);
             return Err(std::io::Error::other(msg)).at(&p.path);
         }
-        let (mut buf, mut offset) = (Vec::new(), 0u64);
-        tree::for_each_chunk(self.repo, content, p.entry.size, &mut |c| {
-            if !self.holds(f, len, c, offset, &mut buf).at(&p.path)? {
-                let msg = format!("verify: the {} bytes at offset {offset} differ from the snapshot", c.size);
-                return Err(std::io::Error::other(msg)).at(&p.path);
-            }
-            offset += c.size as u64;
-            Ok(())
-        })
+        Ok(())
     }
 
     /// A regular file to restore into `dir` by `plan` (the file there already, to keep or
@@ -881,44 +896,41 @@ impl Ctx<'_> {
             batch.last_dir = Some(p.dir.clone());
             batch.handles += 1;
         }
-        let (mut offset, mut chunks) = (0u64, 0u64);
+        let mut chunks = 0u64;
         // A file updated in place: the chunks it already holds are not listed.
         let existing = match (p.in_place, p.keep) {
             (true, false) => p.file.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             _ => None,
         };
-        let old_len = existing.as_ref().map(|f| f.metadata().at(&p.path).map(|m| m.len())).transpose();
         let mut scratch = std::mem::take(&mut batch.scratch);
-        let listed = match (&p.entry.kind, old_len) {
-            (_, Err(err)) => Err(err),
-            (Kind::File(_), Ok(_)) if p.keep => {
+        let listed = match &p.entry.kind {
+            Kind::File(_) if p.keep => {
                 self.repo.meter().add(p.entry.size);
                 Ok(())
             }
-            (Kind::File(content), Ok(old_len)) => tree::for_each_chunk(self.repo, content, p.entry.size, &mut |c| {
-                if let (Some(f), Some(len)) = (&existing, old_len) {
-                    if self.holds(f, len, c, offset, &mut scratch).at(&p.path)? {
-                        offset += c.size as u64;
+            Kind::File(content) => {
+                let mut each = |c: &ChunkRef, offset: u64, held: bool| {
+                    if held {
                         self.repo.meter().add(c.size as u64);
                         return Ok(());
                     }
-                }
-                let loc = (self.repo.index().try_get(&c.id)?)
-                    .ok_or_else(|| Error::NotFound { what: "data blob", id: c.id.to_hex() })?;
-                p.left.fetch_add(1, Ordering::Relaxed);
-                batch.wants.push(Wanted { id: c.id, loc, to: Place { file: p.clone(), offset, size: c.size } });
-                batch.bytes += WANT_BYTES;
-                offset += c.size as u64;
-                chunks += 1;
-                // Open from its first chunk to its last (one chunk opens and closes it).
-                if chunks == 2 {
-                    batch.handles += 1;
-                }
-                if batch.full() {
-                    self.flush(batch)?;
-                }
-                Ok(())
-            }),
+                    let loc = (self.repo.index().try_get(&c.id)?)
+                        .ok_or_else(|| Error::NotFound { what: "data blob", id: c.id.to_hex() })?;
+                    p.left.fetch_add(1, Ordering::Relaxed);
+                    batch.wants.push(Wanted { id: c.id, loc, to: Place { file: p.clone(), offset, size: c.size } });
+                    batch.bytes += WANT_BYTES;
+                    chunks += 1;
+                    // Open from its first chunk to its last (one chunk opens and closes it).
+                    if chunks == 2 {
+                        batch.handles += 1;
+                    }
+                    if batch.full() {
+                        self.flush(batch)?;
+                    }
+                    Ok(())
+                };
+                self.chunks_held(content, p.entry.size, existing.as_deref(), &p.path, &mut scratch, &mut each).map(drop)
+            }
             _ => Ok(()),
         };
         batch.scratch = scratch;
