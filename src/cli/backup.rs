@@ -1,7 +1,7 @@
 //! `cairn backup`: thin over [`crate::ops::backup`]: options into [`BackupOptions`] (the
 //! selection rules, the paths of `--files-from`), progress and the summary out.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -293,8 +293,7 @@ pub fn run(
         dry_run: args.dry_run,
     };
     let reporter = BackupReporter {
-        err: std::sync::Mutex::new(err),
-        bar: (!cli.quiet && !cli.json && std::io::stderr().is_terminal()).then(new_bar),
+        shown: super::progress::Shown::new(cli, Some(err)),
         status: if cli.json && !cli.quiet { Some(std::sync::Mutex::new(&mut *out)) } else { None },
         quiet: cli.quiet,
         expected: std::sync::atomic::AtomicBool::new(false),
@@ -313,9 +312,7 @@ pub fn run(
     } else {
         backup::backup(&repo, &opts, &reporter, env.cancel)
     };
-    if let Some(bar) = &reporter.bar {
-        bar.finish_and_clear();
-    }
+    reporter.shown.clear();
     drop(reporter);
     let r = r?;
     let remote = repo.backend().is_remote().then(crate::backend::s3::traffic);
@@ -323,23 +320,11 @@ pub fn run(
     Ok(if r.snapshot.summary.warnings > 0 { EXIT_PARTIAL } else { EXIT_OK })
 }
 
-/// The progress line of a backup on a terminal: with a parent, a bar of the bytes done
-/// against the parent's size (its rate and an ETA); without, a spinner; the file
-/// being read last, cut to the terminal's width (indicatif draws it, at most 10 times
-/// a second, and clears it at the end).
-fn new_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(10));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {bytes} ({bytes_per_sec}) {wide_msg}")
-            .expect("a valid template"),
-    );
-    bar
-}
-
+/// On a terminal, the progress line shows bytes done, the rate and the file being read:
+/// with a parent, as a bar against the parent's size (so an ETA); without, a spinner.
 struct BackupReporter<'e, 'o> {
-    err: std::sync::Mutex<&'e mut (dyn Write + Send)>,
-    /// The progress line, on a terminal.
-    bar: Option<indicatif::ProgressBar>,
+    /// Standard error, and the progress line on a terminal.
+    shown: super::progress::Shown<'e>,
     /// With --json: status lines go to standard output, as restic's.
     status: Option<std::sync::Mutex<&'o mut (dyn Write + Send)>>,
     quiet: bool,
@@ -347,41 +332,21 @@ struct BackupReporter<'e, 'o> {
     expected: std::sync::atomic::AtomicBool,
 }
 
-impl BackupReporter<'_, '_> {
-    /// Print a line on standard error, clear of the progress line.
-    fn say(&self, line: &str) {
-        let print = || {
-            let mut e = self.err.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(e, "{line}");
-        };
-        match &self.bar {
-            Some(bar) => bar.suspend(print),
-            None => print(),
-        }
-    }
-}
-
 impl backup::Report for BackupReporter<'_, '_> {
     fn note(&self, path: &Path, message: &str) {
         if !self.quiet {
-            self.say(&format!("note: {}: {message}", path.display()));
+            self.shown.say(&format!("note: {}: {message}", path.display()));
         }
     }
     fn warn(&self, path: &Path, message: &str) {
-        self.say(&format!("warning: {}: {message}", path.display()));
+        self.shown.say(&format!("warning: {}: {message}", path.display()));
     }
     fn progress(&self, p: &backup::Progress<'_>) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.shown.bar() {
             if let Some(total) = p.expected_bytes.filter(|t| *t > 0) {
                 if !self.expected.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     bar.set_length(total);
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{elapsed_precise} [{bar:20}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {wide_msg}",
-                        )
-                        .expect("a valid template")
-                        .progress_chars("=> "),
-                    );
+                    bar.set_style(super::progress::style(crate::progress::Unit::Bytes, true));
                 }
             }
             bar.set_position(p.bytes_done);

@@ -17,7 +17,26 @@ pub struct Shown<'e> {
     bar: Option<indicatif::ProgressBar>,
 }
 
-impl Shown<'_> {
+impl<'e> Shown<'e> {
+    /// Lines go to `err`; on a terminal (unless `--quiet` or `--json`) there is a
+    /// progress line, a spinner of bytes until it is given a style ([`style`]).
+    pub fn new(cli: &Cli, err: Option<&'e mut (dyn Write + Send)>) -> Shown<'e> {
+        let tty = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
+        Shown { err: err.map(Mutex::new), bar: tty.then(new_bar) }
+    }
+
+    /// The progress line, if there is one.
+    pub fn bar(&self) -> Option<&indicatif::ProgressBar> {
+        self.bar.as_ref()
+    }
+
+    /// Clear the progress line for good.
+    pub fn clear(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
     /// Run `f` (which prints) with the progress line out of the way.
     pub fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
         match &self.bar {
@@ -48,10 +67,10 @@ pub fn showing<T>(
     err: Option<&mut (dyn Write + Send)>,
     f: impl FnOnce(&Shown) -> T,
 ) -> T {
-    let talk = !cli.quiet && !cli.json;
-    let tty = talk && std::io::stderr().is_terminal();
-    let lines = lines && talk && !tty && err.is_some();
-    let shown = Shown { err: err.map(Mutex::new), bar: tty.then(new_bar) };
+    let has_err = err.is_some();
+    let shown = Shown::new(cli, err);
+    let tty = shown.bar.is_some();
+    let lines = lines && !cli.quiet && !cli.json && !tty && has_err;
     if !(tty || lines) || !env.meter.watch() {
         return f(&shown);
     }
@@ -65,14 +84,29 @@ pub fn showing<T>(
         r
     });
     env.meter.unwatch();
-    if let Some(bar) = &shown.bar {
-        bar.finish_and_clear();
-    }
+    shown.clear();
     r
 }
 
+/// A progress line on standard error, drawn at most 10 times a second.
 fn new_bar() -> indicatif::ProgressBar {
-    indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(10))
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(10));
+    bar.set_style(style(Unit::Bytes, false));
+    bar
+}
+
+/// How a progress line of `unit` looks: a bar with a rate and an ETA when the total is
+/// `known`, else a spinner; the message (the phase, or the file) fills the rest.
+pub fn style(unit: Unit, known: bool) -> indicatif::ProgressStyle {
+    let template = match (unit, known) {
+        (Unit::Bytes, true) => {
+            "{elapsed_precise} [{bar:20}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {wide_msg}"
+        }
+        (Unit::Bytes, false) => "{spinner} {elapsed_precise} {bytes} ({bytes_per_sec}) {wide_msg}",
+        (Unit::Items, true) => "{elapsed_precise} [{bar:20}] {pos}/{len} (ETA {eta}) {wide_msg}",
+        (Unit::Items, false) => "{spinner} {elapsed_precise} {pos} {wide_msg}",
+    };
+    indicatif::ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> ")
 }
 
 /// Until `done`: draw the meter on the bar, or log its phases.
@@ -108,17 +142,8 @@ fn poll(shown: &Shown, env: &Env, lines: bool, done: &AtomicBool) {
 /// Show reading `r` on `bar`; `restyle` when its phase is new.
 fn draw(bar: &indicatif::ProgressBar, r: &Reading, restyle: bool) {
     if restyle {
-        let template = match (r.unit, r.total > 0) {
-            (Unit::Bytes, true) => {
-                "{elapsed_precise} [{bar:20}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {wide_msg}"
-            }
-            (Unit::Bytes, false) => "{spinner} {elapsed_precise} {bytes} ({bytes_per_sec}) {wide_msg}",
-            (Unit::Items, true) => "{elapsed_precise} [{bar:20}] {pos}/{len} (ETA {eta}) {wide_msg}",
-            (Unit::Items, false) => "{spinner} {elapsed_precise} {pos} {wide_msg}",
-        };
-        let style = indicatif::ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> ");
         bar.reset();
-        bar.set_style(style);
+        bar.set_style(style(r.unit, r.total > 0));
         bar.set_length(r.total);
     }
     bar.set_position(r.done);
