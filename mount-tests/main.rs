@@ -496,6 +496,97 @@ fn a_multi_gigabyte_file_reads_back_at_random_offsets() {
     assert_eq!(&tail, b"the very end");
 }
 
+/// Bytes the mount process has written: every FUSE reply (fuser writes each with
+/// `writev` on /dev/fuse, which the kernel counts in `wchar`), so the data served.
+fn served(m: &Mounted) -> u64 {
+    let pid = m.child.as_ref().expect("running").id();
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines().find_map(|l| l.strip_prefix("wchar: ")).unwrap().trim().parse().unwrap()
+}
+
+/// `lseek(fd, offset, whence)`: the offset, or the errno.
+fn seek(f: &fs::File, offset: u64, whence: i32) -> Result<u64, i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor this function borrows.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), offset as libc::off_t, whence) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    } else {
+        Ok(r as u64)
+    }
+}
+
+#[test]
+fn sparse_files_copy_out_sparse_reading_only_their_data() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // 1 GiB holding 8 KiB of data, ending in a hole.
+    let (len, at): (u64, u64) = (1 << 30, (300 << 20) + 1234);
+    let d = data(3, 8192);
+    let f = fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(len).unwrap();
+    f.write_all_at(&d, at).unwrap();
+    drop(f);
+    s.cairn(&["backup", src.to_str().unwrap()]);
+
+    let m = s.mount(&[]);
+    let inside = latest(&m, &src).join("sparse");
+    let meta = fs::metadata(&inside).unwrap();
+    assert_eq!(meta.len(), len);
+    assert!(meta.blocks() * 512 <= 16 << 20, "{} blocks reported", meta.blocks());
+    assert!(meta.blocks() * 512 >= d.len() as u64, "{} blocks reported", meta.blocks());
+    // SEEK_DATA / SEEK_HOLE as on the source, to the chunk (at most 4 MiB).
+    let fi = fs::File::open(&inside).unwrap();
+    let data_at = seek(&fi, 0, libc::SEEK_DATA).unwrap();
+    assert!(data_at <= at && at - data_at <= 4 << 20, "data from {data_at}");
+    let hole_at = seek(&fi, data_at, libc::SEEK_HOLE).unwrap();
+    assert!(hole_at >= at + d.len() as u64 && hole_at - at <= 8 << 20, "hole from {hole_at}");
+    assert_eq!(seek(&fi, hole_at, libc::SEEK_DATA), Err(libc::ENXIO));
+    assert_eq!(seek(&fi, 5, libc::SEEK_HOLE), Ok(5));
+    assert_eq!(seek(&fi, len, libc::SEEK_HOLE), Err(libc::ENXIO));
+    drop(fi);
+    let du = run(Command::new("du").arg("-B1").arg(&inside));
+    let du: u64 = du.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(du <= 16 << 20, "du through the mount: {du}");
+
+    // cp (SEEK_DATA/SEEK_HOLE) reads only the data through the mount, and the copy is
+    // sparse; tar --sparse the same; rsync --sparse reads every byte (it never seeks)
+    // but gets holes without chunks being loaded, and writes a sparse copy.
+    let out = s.path("out");
+    fs::create_dir_all(&out).unwrap();
+    let before = served(&m);
+    run(Command::new("cp").arg("-a").arg(&inside).arg(out.join("cp")));
+    let by_cp = served(&m) - before;
+    assert!(by_cp < 16 << 20, "cp read {by_cp} bytes through the mount");
+    let before = served(&m);
+    let tarball = s.path("sparse.tar");
+    run(Command::new("tar")
+        .arg("--sparse")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(inside.parent().unwrap())
+        .arg("sparse"));
+    let by_tar = served(&m) - before;
+    assert!(by_tar < 16 << 20, "tar read {by_tar} bytes through the mount");
+    // tar archives each data extent whole: the chunks that hold the data.
+    let archived = fs::metadata(&tarball).unwrap().len();
+    assert!(archived < 16 << 20, "the archive holds the holes as data: {archived} bytes");
+    run(Command::new("rsync").arg("-a").arg("--sparse").arg(&inside).arg(out.join("rsync")));
+    let want = fs::read(src.join("sparse")).unwrap();
+    for name in ["cp", "rsync"] {
+        let copy = out.join(name);
+        let meta = fs::metadata(&copy).unwrap();
+        assert_eq!(meta.len(), len, "{name}");
+        assert!(meta.blocks() * 512 <= 1 << 20, "{name}: the copy has {} blocks", meta.blocks());
+        assert!(fs::read(&copy).unwrap() == want, "{name}: the copy's bytes differ");
+    }
+}
+
 #[test]
 fn a_directory_of_100k_entries_lists_completely() {
     if !fuse_available() {

@@ -75,6 +75,20 @@ impl Keys {
         BlobId(*blake3::keyed_hash(key, plaintext).as_bytes())
     }
 
+    /// The id of a data blob of `len` zero bytes ([`Keys::blob_id`] of them, hashed
+    /// from a small buffer rather than `len` bytes of memory).
+    pub fn zero_blob_id(&self, len: u32) -> BlobId {
+        const ZEROS: [u8; 16 << 10] = [0; 16 << 10];
+        let mut h = blake3::Hasher::new_keyed(&self.id);
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(ZEROS.len());
+            h.update(&ZEROS[..n]);
+            left -= n;
+        }
+        BlobId(*h.finalize().as_bytes())
+    }
+
     /// Seal `plaintext` with associated data `aad`: `nonce || ciphertext || tag`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
@@ -250,6 +264,15 @@ mod tests {
             let tampered = matches!(k.open(b"a", &sealed, "blob", &"x"), Err(Error::Tampered { .. }));
             prop_assert!(tampered);
         }
+    }
+
+    #[test]
+    fn the_zero_blob_id_is_the_id_of_that_many_zeros() {
+        let k = Keys::generate();
+        for len in [0u32, 1, 16 << 10, (16 << 10) + 1, 1 << 20, 4 << 20] {
+            assert_eq!(k.zero_blob_id(len), k.blob_id(BlobKind::Data, &vec![0; len as usize]), "{len}");
+        }
+        assert_ne!(k.zero_blob_id(5), k.blob_id(BlobKind::Data, &[0, 0, 0, 0, 1]));
     }
 
     #[test]

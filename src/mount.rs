@@ -14,7 +14,7 @@ use std::time::Duration;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::error::{Error, Result};
@@ -100,7 +100,7 @@ fn attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.allocated.div_ceil(512),
         atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
@@ -186,6 +186,23 @@ impl Filesystem for Fs {
         }
         match self.vfs.read(ino.0, offset, size as usize) {
             Ok(d) => reply.data(&d),
+            Err(e) => reply.error(self.errno(&e)),
+        }
+    }
+
+    /// SEEK_DATA and SEEK_HOLE (the kernel answers the other kinds itself), so `cp` and
+    /// `tar --sparse` read a sparse file's data and skip its holes. Never ENOSYS: the
+    /// kernel would take every file as all data for the rest of the mount.
+    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let hole = match whence {
+            libc::SEEK_DATA => false,
+            libc::SEEK_HOLE => true,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let Ok(offset) = u64::try_from(offset) else { return reply.error(Errno::ENXIO) };
+        match self.vfs.seek_data(ino.0, offset, hole) {
+            Ok(Some(at)) => reply.offset(at as i64),
+            Ok(None) => reply.error(Errno::ENXIO),
             Err(e) => reply.error(self.errno(&e)),
         }
     }

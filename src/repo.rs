@@ -21,9 +21,10 @@ use crate::compress::Compressor;
 use crate::crypto::{self, KdfParams, Keys, WrappingKey};
 use crate::error::{Error, Result};
 use crate::format::config::{Config, DEFAULT_PACK_SIZE};
-use crate::format::index::{self as index_format, IndexEntry};
+use crate::format::index::{self as index_format, IndexEntry, Location};
 use crate::format::key::KeyFile;
 use crate::format::snapshot::Snapshot;
+use crate::format::tree::ChunkRef;
 use crate::format::{blob_aad, BlobKind, Compression, FileKind, HEADER_LEN};
 use crate::id::{BlobId, FileId};
 use crate::index::{Index, IndexOptions};
@@ -95,6 +96,9 @@ pub struct Repository {
     /// locks) or 2 (every client takes locks). It only goes up.
     config_version: std::sync::atomic::AtomicU8,
     meter: std::sync::Arc<crate::progress::Meter>,
+    /// The id of an all-zero data blob by length ([`Repository::is_zero_chunk`]): the
+    /// 16 lengths met last, ~40 B each.
+    zero_ids: Mutex<lru::LruCache<u32, BlobId>>,
 }
 
 /// What [`Repository::rewrite_index_files`] met, as it goes.
@@ -241,6 +245,7 @@ impl Repository {
             budget: opts.budget,
             config_version: config_version.into(),
             meter: opts.meter.clone(),
+            zero_ids: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(16).expect("non-zero"))),
         };
         match index_files.and_then(|files| repo.sync_index(files)) {
             // The cache directory cannot take the index (full, read-only, gone): this
@@ -522,6 +527,42 @@ impl Repository {
     /// The blob index.
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// Whether chunk `c` is all zeros (a hole to a reader), known from its id without
+    /// reading it: a data blob's id is a keyed hash of its bytes, so each length has one
+    /// all-zero id. Only lengths a zero chunk can have are hashed, so a file's chunks cost
+    /// no hashing of their size each:
+    /// - the chunker's maximum, where a run of zeros is cut (the rolling hash of zeros is
+    ///   a constant that misses the cut masks), whose id is computed once;
+    /// - any length for the file's last chunk (`last`: a file that ends in a hole), when
+    ///   the index says it was stored compressed to almost nothing, as zeros are.
+    ///
+    /// A zero chunk of another length (a chunker seed whose constant hits a mask) counts
+    /// as data: that only costs reading it, never a wrong byte.
+    pub fn is_zero_chunk(&self, c: &ChunkRef, last: bool) -> bool {
+        if c.size != self.config.chunker.max {
+            if !last {
+                return false;
+            }
+            // zstd stores 4 MiB of zeros in ~150 bytes; this bound keeps every zero
+            // chunk and lets almost nothing else through to the hash.
+            let tiny = |l: &Location| {
+                l.compression == Compression::Zstd
+                    && (l.stored_len as usize) <= 64 + c.size as usize / 1024 + crate::crypto::SEAL_OVERHEAD
+            };
+            if !self.index.get(&c.id).is_some_and(|l| tiny(&l)) {
+                return false;
+            }
+        }
+        let mut ids = self.zero_ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = ids.get(&c.size) {
+            return *id == c.id;
+        }
+        drop(ids);
+        let id = self.keys.zero_blob_id(c.size);
+        self.zero_ids.lock().unwrap_or_else(|e| e.into_inner()).put(c.size, id);
+        id == c.id
     }
 
     /// Write `payload` as a sealed file of `kind` in `dir`; returns its id.

@@ -699,6 +699,45 @@ pub fn check_size(content: &Content, total: u64, size: u64) -> Result<()> {
     Err(Error::corrupt("tree", what, format!("the chunks add up to {total} bytes, the entry says {size}")))
 }
 
+/// How many of a file's `size` bytes hold data: all but its all-zero chunks
+/// ([`Repository::is_zero_chunk`]), which are holes to a reader. A file's allocated
+/// size (`st_blocks`) as the mount reports it, so `cp`, `tar` and `du` see holes where
+/// the source had them. Reads one list node per level at a time.
+pub fn data_bytes(repo: &Repository, content: &Content, size: u64) -> Result<u64> {
+    let (mut at, mut data) = (0u64, 0u64);
+    for_each_chunk(repo, content, size, &mut |c| {
+        at += c.size as u64;
+        if !repo.is_zero_chunk(c, at == size) {
+            data += c.size as u64;
+        }
+        Ok(())
+    })?;
+    Ok(data)
+}
+
+/// `lseek(2)`'s SEEK_DATA (`hole` false) or SEEK_HOLE (`hole` true) from `offset` in a
+/// file of `size` bytes: the first offset at or after `offset` in data (a chunk that is
+/// not all zeros) or in a hole (an all-zero chunk, or the end of the file, where every
+/// file has one). `None` (ENXIO) at or past the end, or when only holes remain and data
+/// is sought. Reads one list node per level to find `offset`, then walks on.
+pub fn seek_data(repo: &Repository, content: &Content, size: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
+    if offset >= size {
+        return Ok(None);
+    }
+    let (mut it, mut start) = ChunkIter::at(repo, content, offset)?;
+    while let Some(c) = it.next_chunk()? {
+        let end = start.saturating_add(c.size as u64);
+        if end > size {
+            break; // damaged: the chunks run past the size; the rest reads as EIO
+        }
+        if repo.is_zero_chunk(&c, end == size) == hole {
+            return Ok(Some(start.max(offset)));
+        }
+        start = end;
+    }
+    Ok(if hole { Some(size) } else { None })
+}
+
 /// Iterates a file's chunks in order, one list node per level in memory.
 /// `R` as for [`DirIter`].
 pub struct ChunkIter<R: Deref<Target = Repository>> {

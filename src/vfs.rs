@@ -79,6 +79,9 @@ pub struct Attr {
     pub ino: u64,
     /// Size in bytes.
     pub size: u64,
+    /// Bytes allocated: for a file, the bytes of its chunks that are not all zeros (holes
+    /// to `cp`, `tar` and `du`, as on the source); for anything else its size.
+    pub allocated: u64,
     /// Type.
     pub kind: FileKind,
     /// Permission bits (st_mode & 0o7777).
@@ -262,7 +265,16 @@ pub struct Vfs {
     owner: (u32, u32),
     /// The classes of extended attributes any snapshot may hold.
     xattr_classes: XattrClasses,
+    /// Data bytes of files with out-of-line chunk lists, by list root
+    /// ([`crate::tree::data_bytes`] reads their nodes): 48 B each, [`DATA_BYTES`] lists.
+    data_bytes: Mutex<lru::LruCache<BlobId, u64>>,
+    /// Zeros that reads of all-zero chunks are answered from, never loaded: as long as
+    /// the longest such read so far (at most a chunk).
+    zeros: Mutex<Arc<Vec<u8>>>,
 }
+
+/// Files with chunk-list trees whose data bytes are remembered.
+const DATA_BYTES: usize = 4096;
 
 /// Files loaded ahead of a reader going through a directory, per request.
 const SIBLINGS: u64 = 32;
@@ -328,6 +340,23 @@ fn shown_name(s: &str) -> Vec<u8> {
     out
 }
 
+/// The type of `node`, without its attributes.
+fn kind_of(node: &Node) -> FileKind {
+    match node {
+        Node::Link(_) => FileKind::Symlink,
+        Node::Entry { entry, .. } => match &entry.kind {
+            Kind::File(_) => FileKind::File,
+            Kind::Dir(_) => FileKind::Dir,
+            Kind::Symlink(_) => FileKind::Symlink,
+            Kind::Fifo => FileKind::Fifo,
+            Kind::CharDev(_) => FileKind::CharDev,
+            Kind::BlockDev(_) => FileKind::BlockDev,
+            Kind::Socket => FileKind::Socket,
+        },
+        _ => FileKind::Dir,
+    }
+}
+
 fn enoent() -> Error {
     Error::NotFound { what: NO_ENTRY, id: "no such entry".into() }
 }
@@ -390,6 +419,8 @@ impl Vfs {
             readers: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(READERS).expect("non-zero"))),
             owner,
             xattr_classes,
+            data_bytes: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(DATA_BYTES).expect("non-zero"))),
+            zeros: Mutex::new(Arc::new(Vec::new())),
         })
     }
 
@@ -627,6 +658,7 @@ impl Vfs {
         let virt = |kind: FileKind, size: u64| Attr {
             ino,
             size,
+            allocated: size,
             kind,
             perm: if kind == FileKind::Symlink { 0o777 } else { 0o555 },
             nlink: if kind == FileKind::Dir { 2 } else { 1 },
@@ -643,21 +675,24 @@ impl Vfs {
             }
             Node::Link(target) => virt(FileKind::Symlink, target.len() as u64),
             Node::Entry { entry: e, .. } => {
-                let (kind, size, rdev) = match &e.kind {
-                    Kind::File(_) => (FileKind::File, e.size, 0),
-                    Kind::Dir(_) => (FileKind::Dir, 0, 0),
-                    Kind::Symlink(t) => (FileKind::Symlink, t.len() as u64, 0),
-                    Kind::Fifo => (FileKind::Fifo, 0, 0),
-                    Kind::CharDev(d) => (FileKind::CharDev, 0, *d as u32),
-                    Kind::BlockDev(d) => (FileKind::BlockDev, 0, *d as u32),
-                    Kind::Socket => (FileKind::Socket, 0, 0),
+                let kind = kind_of(node);
+                let (size, rdev) = match &e.kind {
+                    Kind::File(_) => (e.size, 0),
+                    Kind::Symlink(t) => (t.len() as u64, 0),
+                    Kind::CharDev(d) | Kind::BlockDev(d) => (0, *d as u32),
+                    _ => (0, 0),
                 };
                 // Directories report 2 links (their subdirectory count is not stored);
                 // files their source link count, so hard links show as such.
                 let nlink = if kind == FileKind::Dir { 2 } else { e.nlink.max(1) };
+                let allocated = match &e.kind {
+                    Kind::File(c) => self.data_bytes(c, size),
+                    _ => size,
+                };
                 Attr {
                     ino,
                     size,
+                    allocated,
                     kind,
                     perm: (e.mode & 0o7777) as u16,
                     nlink,
@@ -670,6 +705,46 @@ impl Vfs {
                 }
             }
         }
+    }
+
+    /// The bytes of a file's chunks that hold data ([`crate::tree::data_bytes`]): an
+    /// inline list is walked each time (no reads), a chunk-list tree once. A list that
+    /// cannot be read counts as all data (its reads report the damage).
+    fn data_bytes(&self, content: &Content, size: u64) -> u64 {
+        let Content::List(root) = content else {
+            return crate::tree::data_bytes(&self.repo, content, size).unwrap_or(size);
+        };
+        if let Some(n) = self.data_bytes.lock().unwrap_or_else(|e| e.into_inner()).get(root) {
+            return *n;
+        }
+        match crate::tree::data_bytes(&self.repo, content, size) {
+            Ok(n) => {
+                self.data_bytes.lock().unwrap_or_else(|e| e.into_inner()).put(*root, n);
+                n
+            }
+            Err(_) => size,
+        }
+    }
+
+    /// `lseek(2)` with SEEK_DATA (`hole` false) or SEEK_HOLE (`hole` true) in file `ino`
+    /// ([`crate::tree::seek_data`]); `None` is ENXIO.
+    pub fn seek_data(&self, ino: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
+        match self.node(ino)? {
+            Node::Entry { entry, .. } => match &entry.kind {
+                Kind::File(c) => crate::tree::seek_data(&self.repo, c, entry.size, offset, hole),
+                _ => Err(Error::InvalidInput(NOT_FILE.into())),
+            },
+            _ => Err(Error::InvalidInput(NOT_FILE.into())),
+        }
+    }
+
+    /// At least `len` zero bytes, shared.
+    fn zeros(&self, len: usize) -> Arc<Vec<u8>> {
+        let mut z = self.zeros.lock().unwrap_or_else(|e| e.into_inner());
+        if z.len() < len {
+            *z = Arc::new(vec![0; len]);
+        }
+        z.clone()
     }
 
     /// The target of symlink `ino`.
@@ -707,7 +782,7 @@ impl Vfs {
     /// Open directory `ino`; returns a handle for [`Vfs::readdir`].
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let n = self.node(ino)?;
-        if self.attr_of(ino, &n).kind != FileKind::Dir {
+        if kind_of(&n) != FileKind::Dir {
             return Err(Error::InvalidInput(NOT_DIR.into()));
         }
         let fh = self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -776,7 +851,7 @@ impl Vfs {
         let base = self.base(dir, &dir_node)?;
         self.list(&mut h, &dir_node, offset, &mut |name, node, next| match node {
             None => add(name, FileKind::Dir, dir, next),
-            Some(n) => add(name, self.attr_of(0, n).kind, base + next - 3, next),
+            Some(n) => add(name, kind_of(n), base + next - 3, next),
         })
     }
 
@@ -945,10 +1020,17 @@ impl Vfs {
                 if c_end > size {
                     return Err(mismatch("go on past"));
                 }
-                let data = self.chunk(&c)?;
                 let from = (offset.max(cur.start) - cur.start) as usize;
-                let to = ((end.min(c_end) - cur.start) as usize).min(data.len());
-                out.push(data, from.min(to)..to, (end - offset) as usize);
+                let to = (end.min(c_end) - cur.start) as usize;
+                if self.repo.is_zero_chunk(&c, c_end == size) {
+                    // A hole: answered without loading the chunk.
+                    let n = to - from.min(to);
+                    out.push(self.zeros(n), 0..n, (end - offset) as usize);
+                } else {
+                    let data = self.chunk(&c)?;
+                    let to = to.min(data.len());
+                    out.push(data, from.min(to)..to, (end - offset) as usize);
+                }
                 if c_end > end {
                     break; // the next sequential read starts in this chunk
                 }
@@ -959,7 +1041,7 @@ impl Vfs {
         cur.last_end = end;
         if sequential {
             // Damage ahead is not this read's: the reader meets it when it gets there.
-            let _ = self.read_ahead(cur, end);
+            let _ = self.read_ahead(cur, end, size);
         }
         Ok(())
     }
@@ -1044,8 +1126,8 @@ impl Vfs {
     }
 
     /// Hand the chunks of the next `window` bytes after `end` to the prefetcher (those
-    /// not handed over yet).
-    fn read_ahead(&self, cur: &mut Cursor, end: u64) -> Result<()> {
+    /// not handed over yet, and not holes), in a file of `size` bytes.
+    fn read_ahead(&self, cur: &mut Cursor, end: u64, size: u64) -> Result<()> {
         // Refill once the reader is half a window from the end of what was handed over,
         // not on every read: the walk below is over the whole window.
         if cur.fetched >= end.saturating_add(self.window / 2) {
@@ -1063,10 +1145,11 @@ impl Vfs {
                 }
             }
             let c = cur.ahead[i];
-            if at >= cur.fetched && at >= end {
+            let c_end = at + c.size as u64;
+            if at >= cur.fetched && at >= end && !self.repo.is_zero_chunk(&c, c_end == size) {
                 run.push(c);
             }
-            at += c.size as u64;
+            at = c_end;
             i += 1;
         }
         if !run.is_empty() {

@@ -367,3 +367,58 @@ fn hosts_and_tags_that_are_not_file_names_are_listed_escaped_one_to_one() {
         assert_eq!(names(&format!("tags/{long_tag}")).len(), 1, "{long_tag}");
     }
 }
+
+#[test]
+fn holes_are_reported_sought_and_read_without_loading_a_chunk() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // A hole, 8 KiB of data, a hole to an odd length: ~100 chunks of the test chunker
+    // (a chunk-list tree); the same shape inline; all zeros; all data.
+    let data = bytes(7, 8192, false);
+    let at = (1 << 20) + 100;
+    let sparse = |path: &Path, size: u64| {
+        let f = std::fs::File::create(path).unwrap();
+        f.set_len(size).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &data, at).unwrap();
+    };
+    sparse(&src.join("list"), (6 << 20) + 1234);
+    sparse(&src.join("inline"), (2 << 20) + 77);
+    std::fs::File::create(src.join("zeros")).unwrap().set_len(2 << 20).unwrap();
+    write(&src.join("dense"), &bytes(8, 300_000, false));
+    do_backup(&t.repo, &[&src]);
+
+    let v = Vfs::new(Arc::new(t.reopen()), 64 << 20, 1 << 20, (0, 0)).unwrap();
+    let snap = list(&v, walk(&v, ROOT, Path::new("snapshots")).ino, 10).pop().unwrap();
+    let dir = Path::new("snapshots").join(std::str::from_utf8(&snap).unwrap()).join(src.strip_prefix("/").unwrap());
+    let base = walk(&v, ROOT, &dir);
+    let max = 65536; // the test chunker's largest chunk: data sits in at most 2 chunks
+    for name in ["list", "inline"] {
+        let a = walk(&v, base.ino, Path::new(name));
+        assert!(a.allocated >= data.len() as u64 && a.allocated <= 2 * max, "{name}: {} allocated", a.allocated);
+        let first = v.seek_data(a.ino, 0, false).unwrap().unwrap();
+        assert!(first <= at && at - first < max, "{name}: data from {first}");
+        assert_eq!(v.seek_data(a.ino, first, false).unwrap(), Some(first));
+        let hole = v.seek_data(a.ino, first, true).unwrap().unwrap();
+        assert!(hole >= at + data.len() as u64 && hole - first <= 2 * max, "{name}: hole from {hole}");
+        assert_eq!(v.seek_data(a.ino, hole, false).unwrap(), None, "{name}: no data after the hole");
+        assert_eq!(v.seek_data(a.ino, 0, true).unwrap(), Some(0), "{name}: starts with a hole");
+        assert_eq!(v.seek_data(a.ino, a.size - 1, true).unwrap(), Some(a.size - 1));
+        assert_eq!(v.seek_data(a.ino, a.size, true).unwrap(), None, "{name}: past the end");
+        // Reads of holes are zeros, and load no chunk: only the data's are cached.
+        assert!(read_all(&v, a.ino, a.size, 1 << 17) == std::fs::read(src.join(name)).unwrap(), "{name}");
+        assert!(v.chunk_cache().bytes() as u64 <= 4 * max, "{name}: {} B cached", v.chunk_cache().bytes());
+    }
+    let z = walk(&v, base.ino, Path::new("zeros"));
+    assert_eq!((z.size, z.allocated), (2 << 20, 0));
+    assert_eq!(v.seek_data(z.ino, 0, false).unwrap(), None);
+    assert_eq!(v.seek_data(z.ino, 5, true).unwrap(), Some(5));
+    let d = walk(&v, base.ino, Path::new("dense"));
+    assert_eq!(d.allocated, d.size);
+    assert_eq!(v.seek_data(d.ino, 10, false).unwrap(), Some(10));
+    assert_eq!(v.seek_data(d.ino, 10, true).unwrap(), Some(d.size));
+    // Listings report the same.
+    let listed = listing(&v, base.ino, 100, true);
+    let z_listed = listed.iter().find(|(n, _)| n == b"zeros").and_then(|(_, a)| *a).unwrap();
+    assert_eq!(z_listed.allocated, 0);
+}
