@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn::format::snapshot::XattrClasses;
+use cairn::format::snapshot::MAX_XATTR_NAMES;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cairn");
 
@@ -237,11 +237,11 @@ fn cp_a_out_of_the_mount_reproduces_the_source() {
     // file). Where the snapshot has none, the mount says it has none, as a filesystem
     // without them would, and the kernel stops asking (cp -a above asked for each file);
     // where it has some, only names of the classes it holds are looked up.
-    let classes = snapshot_xattr_classes(&src);
+    let names = snapshot_xattr_names(&src);
     for p in [inside.join("dir/small"), inside.join("dir"), m.mnt.join("snapshots")] {
-        let list = if classes.is_empty() { libc::EOPNOTSUPP } else { 0 };
+        let list = if names.is_empty() { libc::EOPNOTSUPP } else { 0 };
         assert_eq!(xattr_errno(&p, None), list, "{}", p.display());
-        assert_eq!(xattr_errno(&p, Some("user.x")), absent_xattr_errno(classes, "user.x"), "{}", p.display());
+        assert_eq!(xattr_errno(&p, Some("user.x")), absent_xattr_errno(&names, "user.x"), "{}", p.display());
     }
 
     // Read-only: writes fail with EROFS.
@@ -253,10 +253,9 @@ fn cp_a_out_of_the_mount_reproduces_the_source() {
     assert!(!mounted(&m.mnt), "still mounted after SIGTERM");
 }
 
-/// The classes of xattr names the snapshot of `src` holds: those of everything under
-/// `src` and of the directories above it (whose metadata the snapshot holds), as this
-/// host gave them.
-fn snapshot_xattr_classes(src: &Path) -> XattrClasses {
+/// The xattr names the snapshot of `src` holds: those of everything under `src` and of
+/// the directories above it (whose metadata the snapshot holds), as this host gave them.
+fn snapshot_xattr_names(src: &Path) -> std::collections::BTreeSet<Vec<u8>> {
     let mut paths: Vec<PathBuf> = src.ancestors().map(Path::to_path_buf).collect();
     let mut stack = vec![src.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -268,22 +267,21 @@ fn snapshot_xattr_classes(src: &Path) -> XattrClasses {
             paths.push(p);
         }
     }
-    let mut classes = XattrClasses::NONE;
+    let mut names = std::collections::BTreeSet::new();
     for p in paths {
-        for (name, _) in cairn::sys::xattrs(&p).unwrap() {
-            classes = classes.union(XattrClasses::of(&name));
-        }
+        names.extend(cairn::sys::xattrs(&p).unwrap().into_iter().map(|(n, _)| n));
     }
-    classes
+    assert!(names.len() <= MAX_XATTR_NAMES, "the snapshot lists its names");
+    names
 }
 
-/// The errno of looking up an xattr `name` that no file has, on a mount whose snapshots
-/// hold the xattr classes `classes` (README.md): "not supported" where they hold none at
-/// all, or for SELinux labels and ACLs where they hold none of those; "no such
-/// attribute" otherwise.
-fn absent_xattr_errno(classes: XattrClasses, name: &str) -> i32 {
+/// The errno of looking up an xattr `name` that this file lacks, on a mount whose
+/// snapshots hold the xattr names `names` (README.md): "not supported" where they hold
+/// none at all, or for SELinux labels and ACLs no snapshot holds; "no such attribute"
+/// otherwise.
+fn absent_xattr_errno(names: &std::collections::BTreeSet<Vec<u8>>, name: &str) -> i32 {
     let labels_or_acls = name.starts_with("security.") || name.starts_with("system.");
-    if classes.is_empty() || (labels_or_acls && !classes.contains(XattrClasses::of(name.as_bytes()))) {
+    if names.is_empty() || (labels_or_acls && !names.contains(name.as_bytes())) {
         libc::EOPNOTSUPP
     } else {
         libc::ENODATA
@@ -332,6 +330,9 @@ fn rsync_with_hard_links_acls_and_xattrs_reproduces_the_source() {
     fs::write(src.join("d/tagged"), b"with attributes\n").unwrap();
     cairn::sys::set_xattr(&src.join("d/tagged"), b"user.colour", b"blue").unwrap();
     cairn::sys::set_xattr(&src.join("d/tagged"), b"user.empty", b"").unwrap();
+    // As root, a `security.` name besides SELinux's (as a file capability is): the
+    // snapshot lists its names, so `security.selinux` is still "not supported" below.
+    let _ = cairn::sys::set_xattr(&src.join("d/tagged"), b"security.cairn", b"label");
     fs::hard_link(src.join("d/e/g1"), src.join("d/g1-again")).unwrap();
     fs::hard_link(src.join("d/e/g1"), src.join("g1-third")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", src.join("dangling")).unwrap();
@@ -377,7 +378,7 @@ fn rsync_with_hard_links_acls_and_xattrs_reproduces_the_source() {
     // The test set user.* attributes only; the host may have added others (an SELinux
     // label). The classes no file has are not supported on the mount (EOPNOTSUPP, which
     // ls remembers for the mount: no ACL lookups); absent user.* names are absent.
-    let classes = snapshot_xattr_classes(&src);
+    let names = snapshot_xattr_names(&src);
     let tagged = inside.join("d/tagged");
     for (p, name) in [
         (&tagged, "system.posix_acl_access"),
@@ -385,13 +386,18 @@ fn rsync_with_hard_links_acls_and_xattrs_reproduces_the_source() {
         (&tagged, "trusted.x"),
         (&tagged, "user.none"),
     ] {
-        assert_eq!(xattr_errno(p, Some(name)), absent_xattr_errno(classes, name), "{name} of {}", p.display());
+        assert_eq!(xattr_errno(p, Some(name)), absent_xattr_errno(&names, name), "{name} of {}", p.display());
     }
     let label = cairn::sys::xattrs(&src.join("d/tagged")).unwrap().into_iter().find(|(n, _)| n == b"security.selinux");
     match label {
         Some((_, v)) => assert!(got.contains(&(b"security.selinux".to_vec(), v))),
         None => {
-            assert_eq!(xattr_errno(&tagged, Some("security.selinux")), absent_xattr_errno(classes, "security.selinux"))
+            assert_eq!(xattr_errno(&tagged, Some("security.selinux")), absent_xattr_errno(&names, "security.selinux"));
+            if names.contains(&b"security.cairn"[..]) {
+                assert_eq!(xattr_errno(&tagged, Some("security.selinux")), libc::EOPNOTSUPP);
+                assert_eq!(xattr_errno(&tagged, Some("security.cairn")), 0);
+                assert_eq!(xattr_errno(&inside.join("d/e/g1"), Some("security.cairn")), libc::ENODATA);
+            }
         }
     }
     assert_eq!(xattr_errno(&tagged, Some("user.colour")), 0);

@@ -71,11 +71,12 @@ impl FileKind {
     }
 
     /// The version of this kind this build writes, and the newest it reads
-    /// (docs/format.md, section 15): snapshots and the config are at version 2 (a
-    /// version-2 config says "clients take locks"), everything else at 1.
+    /// (docs/format.md, section 15): snapshots at version 3 (they list their xattr
+    /// names), the config at version 2 (it says "clients take locks"), everything else at 1.
     pub fn version(self) -> u8 {
         match self {
-            FileKind::Snapshot | FileKind::Config => 2,
+            FileKind::Snapshot => 3,
+            FileKind::Config => 2,
             FileKind::Key | FileKind::Pack | FileKind::Index | FileKind::Lock => 1,
         }
     }
@@ -368,10 +369,10 @@ mod tests {
         future[8] = 2;
         assert!(matches!(FileKind::Index.check_header(&future, &"x"), Err(Error::UnsupportedVersion { found: 2, .. })));
         assert!(FileKind::Index.check_header(&h[..5], &"x").is_err());
-        // Snapshots: versions 1 and 2 are read, 3 is refused; 0 is no version at all.
+        // Snapshots: versions 1 to 3 are read, 4 is refused; 0 is no version at all.
         let mut snap = FileKind::Snapshot.header();
-        assert_eq!(snap[8], 2);
-        for (v, ok) in [(0, false), (1, true), (2, true), (3, false)] {
+        assert_eq!(snap[8], 3);
+        for (v, ok) in [(0, false), (1, true), (2, true), (3, true), (4, false)] {
             snap[8] = v;
             assert_eq!(FileKind::Snapshot.check_header(&snap, &"x").is_ok(), ok, "version {v}");
         }

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, MountOption,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::error::{Error, Result};
@@ -44,7 +44,6 @@ impl Fs {
             Error::InvalidInput(m) if m == vfs::NOT_DIR => Errno::ENOTDIR,
             Error::InvalidInput(m) if m == vfs::NOT_FILE => Errno::EISDIR,
             Error::InvalidInput(m) if m == vfs::NOT_LINK => Errno::EINVAL,
-            Error::InvalidInput(m) if m == vfs::BAD_HANDLE => Errno::EBADF,
             _ => {
                 log_line(&self.log, &e.to_string());
                 Errno::EIO
@@ -66,10 +65,12 @@ fn log_line(log: &std::sync::Mutex<Box<dyn std::io::Write + Send>>, msg: &str) {
 /// - No snapshot holds any xattr: ENOSYS, which tells the kernel that this filesystem has
 ///   none, so it answers every later getxattr and listxattr itself (EOPNOTSUPP), as for
 ///   OPEN (see [`Fs::open`]): `cp -a` then makes one request per file instead of four.
-/// - No snapshot holds one of `security.*` or `system.*` (POSIX ACLs): EOPNOTSUPP, what a
-///   filesystem without SELinux labels or ACLs answers, which `ls -l` remembers for the
-///   whole mount (it asks for both on every file otherwise: two requests per file).
-/// - Other classes (`user.*`, `trusted.*`): ENODATA, as for any absent attribute.
+/// - No snapshot holds this `security.*` or `system.*` name (by the names snapshots
+///   list, or else by class): EOPNOTSUPP, what a filesystem without SELinux labels or
+///   ACLs answers, which `ls -l` remembers for the whole mount (it asks for
+///   `security.selinux` and an ACL on every file otherwise: two requests per file). A
+///   single file with a capability (`security.capability`) no longer costs that.
+/// - Other names (`user.*`, `trusted.*`): ENODATA, as for any absent attribute.
 fn xattr_absent(vfs: &Vfs, name: Option<&[u8]>) -> Option<Errno> {
     if !vfs.has_xattrs() {
         return Some(Errno::ENOSYS);
@@ -129,6 +130,7 @@ impl Filesystem for Fs {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_NO_OPEN_SUPPORT,
+            InitFlags::FUSE_NO_OPENDIR_SUPPORT,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -207,18 +209,20 @@ impl Filesystem for Fs {
         }
     }
 
-    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.vfs.opendir(ino.0) {
-            Ok(fh) => {
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
-                self.vfs.opened_by(ino.0, req.pid());
-            }
-            Err(e) => reply.error(self.errno(&e)),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // As for files (see [`Fs::open`]): listings need no handle (the view keys them by
+        // inode and offset), and ENOSYS tells the kernel to send no OPENDIR and
+        // RELEASEDIR from now on (FUSE_NO_OPENDIR_SUPPORT) and to cache listings, as
+        // FOPEN_CACHE_DIR does: two round trips fewer per directory, none for a
+        // directory listed again.
+        reply.error(Errno::ENOSYS)
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let r = self.vfs.readdir(fh.0, offset, &mut |name, k, ino, next| {
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if offset == 0 {
+            self.vfs.listed_by(ino.0, req.pid());
+        }
+        let r = self.vfs.readdir(ino.0, offset, &mut |name, k, ino, next| {
             !reply.add(INodeNo(ino), next, kind(k), OsStr::from_bytes(name))
         });
         match r {
@@ -227,19 +231,17 @@ impl Filesystem for Fs {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let r = self.vfs.readdirplus(fh.0, offset, &mut |name, a, next| {
+    fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        if offset == 0 {
+            self.vfs.listed_by(ino.0, req.pid());
+        }
+        let r = self.vfs.readdirplus(ino.0, offset, &mut |name, a, next| {
             !reply.add(INodeNo(a.ino), next, OsStr::from_bytes(name), &vfs::TTL, &attr(a), Generation(0))
         });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(&e)),
         }
-    }
-
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.vfs.releasedir(fh.0);
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -127,6 +127,7 @@ pub(crate) fn craft(repo: &Repository, blobs: Vec<SealedBlob>, root: BlobId) -> 
         program: "test".into(),
         summary: Default::default(),
         xattrs: None,
+        xattr_names: None,
     };
     let id = repo.save_snapshot(&snapshot).unwrap();
     crate::ops::backup::BackupResult { id, snapshot, parent: None, dry_run: None }

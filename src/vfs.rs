@@ -50,8 +50,6 @@ pub const NOT_DIR: &str = "not a directory";
 pub const NOT_FILE: &str = "not a regular file";
 /// See [`NOT_DIR`].
 pub const NOT_LINK: &str = "not a symlink";
-/// See [`NOT_DIR`].
-pub const BAD_HANDLE: &str = "bad handle";
 
 /// File types as the view reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -189,9 +187,9 @@ struct Snap {
     root: BlobId,
 }
 
-/// An open directory: a position in its listing.
-struct DirHandle {
-    ino: u64,
+/// A directory being listed: a position in its listing, kept between the calls of one
+/// listing (the kernel sends no OPENDIR: see [`Vfs::readdir`]).
+struct DirCursor {
     /// Offset of the next entry `iter` yields: "." is at 0, ".." at 1, entry `i` (name
     /// order) at `i + 2`; an entry's "next offset" is its own plus one, so the entry
     /// handed out with next offset `n` is at position `n - 3` (as for virtual directories).
@@ -244,12 +242,12 @@ pub struct Vfs {
     repo: Arc<Repository>,
     snaps: Vec<Snap>,
     inodes: Mutex<Inodes>,
-    /// Open directories by handle; each locked on its own, so listings of different
-    /// directories (and their tree reads) run in parallel.
-    dirs: Mutex<HashMap<u64, Arc<Mutex<DirHandle>>>>,
+    /// Listings under way, by directory and the offset their next call starts at; taken
+    /// out while a call lists, so listings (and their tree reads) run in parallel. Each
+    /// holds one tree node per level ([`LISTINGS`] at most).
+    listings: Mutex<lru::LruCache<(u64, u64), DirCursor>>,
     /// Read state by inode, for the most recently read files.
     files: Mutex<lru::LruCache<u64, Arc<Mutex<FileHandle>>>>,
-    next_fh: std::sync::atomic::AtomicU64,
     chunks: Arc<ChunkCache>,
     prefetch: Prefetcher,
     /// Where small files loaded ahead of a reader go (see [`Vfs::sink_handle`]).
@@ -265,6 +263,9 @@ pub struct Vfs {
     owner: (u32, u32),
     /// The classes of extended attributes any snapshot may hold.
     xattr_classes: XattrClasses,
+    /// Every extended attribute name any snapshot holds, where all of them list theirs
+    /// (at most [`XATTR_NAMES`], ~60 B each).
+    xattr_names: Option<std::collections::BTreeSet<Vec<u8>>>,
     /// Data bytes of files with out-of-line chunk lists, by list root
     /// ([`crate::tree::data_bytes`] reads their nodes): 48 B each, [`DATA_BYTES`] lists.
     data_bytes: Mutex<lru::LruCache<BlobId, u64>>,
@@ -272,6 +273,14 @@ pub struct Vfs {
     /// the longest such read so far (at most a chunk).
     zeros: Mutex<Arc<Vec<u8>>>,
 }
+
+/// Most xattr names the view keeps; past that it answers by their classes alone.
+const XATTR_NAMES: usize = 1024;
+
+/// Listings kept between calls: a listing abandoned halfway (no RELEASEDIR says so) is
+/// dropped once this many others ran since; one taken up again after that starts over
+/// from its offset (one node read per level).
+const LISTINGS: usize = 16;
 
 /// Files with chunk-list trees whose data bytes are remembered.
 const DATA_BYTES: usize = 4096;
@@ -369,8 +378,16 @@ impl Vfs {
         let list = repo.snapshots()?;
         let mut snaps: Vec<Snap> = Vec::with_capacity(list.len());
         let mut xattr_classes = XattrClasses::NONE;
+        let mut xattr_names = Some(std::collections::BTreeSet::new());
         for (id, s) in list {
             xattr_classes = xattr_classes.union(s.xattrs.unwrap_or(XattrClasses::ALL));
+            xattr_names = match (xattr_names, s.xattr_names) {
+                (Some(mut all), Some(names)) if all.len() + names.len() <= XATTR_NAMES => {
+                    all.extend(names);
+                    Some(all)
+                }
+                _ => None,
+            };
             let secs = s.time_ns.div_euclid(1_000_000_000);
             let time = systime(&Time { sec: secs, nsec: s.time_ns.rem_euclid(1_000_000_000) as u32 });
             let name = chrono::DateTime::from_timestamp(secs, 0)
@@ -411,14 +428,14 @@ impl Vfs {
                 links: HashMap::new(),
                 nodes: ByteLru::new(node_cache_bytes),
             }),
-            dirs: Mutex::new(HashMap::new()),
+            listings: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(LISTINGS).expect("non-zero"))),
             files: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(OPEN_FILES).expect("non-zero"))),
-            next_fh: std::sync::atomic::AtomicU64::new(1),
             chunks,
             siblings: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(64).expect("non-zero"))),
             readers: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(READERS).expect("non-zero"))),
             owner,
             xattr_classes,
+            xattr_names,
             data_bytes: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(DATA_BYTES).expect("non-zero"))),
             zeros: Mutex::new(Arc::new(Vec::new())),
         })
@@ -759,11 +776,15 @@ impl Vfs {
         }
     }
 
-    /// Whether any snapshot may hold an extended attribute of `name`'s class (a
-    /// version-1 snapshot does not say, so it may hold any): if not, `name` is absent
-    /// from every inode, known without looking at one.
+    /// Whether any snapshot may hold extended attribute `name`: by the names the
+    /// snapshots list (version 3), else by its class (a version-1 snapshot does not
+    /// say, so it may hold any). If not, `name` is absent from every inode, known without
+    /// looking at one.
     pub fn may_have_xattr(&self, name: &[u8]) -> bool {
-        self.xattr_classes.contains(XattrClasses::of(name))
+        match &self.xattr_names {
+            Some(names) => names.contains(name),
+            None => self.xattr_classes.contains(XattrClasses::of(name)),
+        }
     }
 
     /// Whether any snapshot may hold extended attributes at all.
@@ -777,25 +798,6 @@ impl Vfs {
             Node::Entry { entry, .. } => Ok(entry.xattrs.clone()),
             _ => Ok(Vec::new()),
         }
-    }
-
-    /// Open directory `ino`; returns a handle for [`Vfs::readdir`].
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
-        let n = self.node(ino)?;
-        if kind_of(&n) != FileKind::Dir {
-            return Err(Error::InvalidInput(NOT_DIR.into()));
-        }
-        let fh = self.next_fh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, Arc::new(Mutex::new(DirHandle { ino, next: 2, iter: None, pending: None })));
-        Ok(fh)
-    }
-
-    /// Close a directory handle.
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh);
     }
 
     /// Names of a virtual directory.
@@ -838,18 +840,20 @@ impl Vfs {
         names
     }
 
-    /// List directory handle `fh` from `offset` (0 = start; otherwise the offset handed out
+    /// List directory `dir` from `offset` (0 = start; otherwise the offset handed out
     /// with an earlier entry): `add(name, kind, next offset)` returns false when the caller's
     /// buffer is full (that entry is then given again next time).
     /// `add` gets each entry's inode number too (a hard link's may differ from the one
     /// `lookup` gives: that one is the first link's).
-    pub fn readdir(&self, fh: u64, offset: u64, add: ReaddirFn<'_>) -> Result<()> {
-        let h = self.dir_handle(fh)?;
-        let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = h.ino;
+    ///
+    /// Listings need no open handle: the mount tells the kernel not to send OPENDIR and
+    /// RELEASEDIR (two round trips fewer per directory; the kernel then also caches the
+    /// listing, snapshots never change). A call that continues a listing takes up its
+    /// cursor by (directory, offset) ([`LISTINGS`]).
+    pub fn readdir(&self, dir: u64, offset: u64, add: ReaddirFn<'_>) -> Result<()> {
         let dir_node = self.node(dir)?;
         let base = self.base(dir, &dir_node)?;
-        self.list(&mut h, &dir_node, offset, &mut |name, node, next| match node {
+        self.list(dir, &dir_node, offset, &mut |name, node, next| match node {
             None => add(name, FileKind::Dir, dir, next),
             Some(n) => add(name, kind_of(n), base + next - 3, next),
         })
@@ -858,14 +862,11 @@ impl Vfs {
     /// [`Vfs::readdir`] with each entry's attributes (FUSE's READDIRPLUS, which spares the
     /// kernel a lookup per entry: `ls -l` and `cp -a` of a listed directory need no more
     /// calls), with the inode numbers `lookup` gives.
-    pub fn readdirplus(&self, fh: u64, offset: u64, add: &mut dyn FnMut(&[u8], &Attr, u64) -> bool) -> Result<()> {
-        let h = self.dir_handle(fh)?;
-        let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = h.ino;
+    pub fn readdirplus(&self, dir: u64, offset: u64, add: &mut dyn FnMut(&[u8], &Attr, u64) -> bool) -> Result<()> {
         let dir_node = self.node(dir)?;
         let dir_attr = self.attr_of(dir, &dir_node);
         let base = self.base(dir, &dir_node)?;
-        self.list(&mut h, &dir_node, offset, &mut |name, node, next| match node {
+        self.list(dir, &dir_node, offset, &mut |name, node, next| match node {
             None => add(name, &dir_attr, next),
             Some(n) => {
                 let ino = self.ino_of(base, next - 3, n);
@@ -874,14 +875,32 @@ impl Vfs {
         })
     }
 
-    fn dir_handle(&self, fh: u64) -> Result<Arc<Mutex<DirHandle>>> {
-        let dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        dirs.get(&fh).cloned().ok_or_else(|| Error::InvalidInput(BAD_HANDLE.into()))
+    /// The listing behind [`Vfs::readdir`] of directory `dir`, whose node is `node`: each
+    /// entry with its node (`None` for "." and ".."), through the cursor of the listing
+    /// this call continues, if it is still kept.
+    fn list(&self, dir: u64, node: &Node, offset: u64, add: ListFn<'_>) -> Result<()> {
+        if kind_of(node) != FileKind::Dir {
+            return Err(Error::InvalidInput(NOT_DIR.into()));
+        }
+        let listings = || self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = listings().pop(&(dir, offset));
+        let mut h = taken.unwrap_or(DirCursor { next: 2, iter: None, pending: None });
+        let mut added = false;
+        let r = self.list_from(&mut h, node, offset, &mut |name, n, next| {
+            let fits = add(name, n, next);
+            added |= fits;
+            fits
+        });
+        // A call that added nothing is the listing's end (or a buffer too small for one
+        // entry, which the kernel never sends): nothing to keep.
+        if r.is_ok() && added && h.iter.is_some() {
+            listings().put((dir, h.next), h);
+        }
+        r
     }
 
-    /// The listing behind [`Vfs::readdir`] of open directory `h`, whose node is `node`:
-    /// each entry with its node (`None` for "." and "..").
-    fn list(&self, h: &mut DirHandle, node: &Node, offset: u64, add: ListFn<'_>) -> Result<()> {
+    /// [`Vfs::list`] through cursor `h`.
+    fn list_from(&self, h: &mut DirCursor, node: &Node, offset: u64, add: ListFn<'_>) -> Result<()> {
         let mut off = offset;
         if off == 0 {
             if !add(b".", None, 1) {
@@ -1069,19 +1088,19 @@ impl Vfs {
         }
     }
 
-    /// Process `pid` read a file from its start: the directories it opens from now on
-    /// get their first small files loaded ahead at once ([`Vfs::opened_by`]). Remembered
+    /// Process `pid` read a file from its start: the directories it lists from now on
+    /// get their first small files loaded ahead at once ([`Vfs::listed_by`]). Remembered
     /// for the [`READERS`] most recent processes, for [`READER_TTL`]; a process that only
     /// lists (`ls -lR`, `find`) never loads any data.
     pub fn note_reader(&self, pid: u32) {
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).put(pid, std::time::Instant::now());
     }
 
-    /// Directory `ino` was opened by process `pid`: if that process reads files (see
+    /// Process `pid` starts listing directory `ino`: if that process reads files (see
     /// [`Vfs::note_reader`]), load the directory's first small files ahead of it. Without
     /// this, its first few files would each wait for a read: the files after a file
     /// start loading only when that file is read.
-    pub fn opened_by(&self, ino: u64, pid: u32) {
+    pub fn listed_by(&self, ino: u64, pid: u32) {
         if !self.is_reader(pid) {
             return;
         }

@@ -287,6 +287,7 @@ fn run(
                 ..Summary::default()
             },
             xattrs: Some(XattrClasses::NONE),
+            xattr_names: Some(Vec::new()),
         };
         ids.push(repo.save_snapshot(&snap)?);
     }

@@ -118,6 +118,10 @@ impl XattrClasses {
     }
 }
 
+/// Most distinct extended attribute names a snapshot lists (docs/format.md, section
+/// 12); a tree with more records only their classes.
+pub const MAX_XATTR_NAMES: usize = 32;
+
 /// A snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -142,6 +146,11 @@ pub struct Snapshot {
     /// The classes of extended attributes in the tree; `None` for a version-1 snapshot,
     /// which does not record them.
     pub xattrs: Option<XattrClasses>,
+    /// The distinct extended attribute names in the tree, sorted, when there are at most
+    /// [`MAX_XATTR_NAMES`]; `None` when there are more, or for a snapshot of version 1
+    /// or 2, which does not record them. Readers answer for an absent name without
+    /// reading the tree (`ls -l` asks for `security.selinux` on every file).
+    pub xattr_names: Option<Vec<Vec<u8>>>,
 }
 
 impl Snapshot {
@@ -172,12 +181,22 @@ impl Snapshot {
         for f in self.summary.fields() {
             v.u64(f);
         }
-        // Written at version 2; a snapshot decoded from version 1 is never written again.
+        // Written at version 3; a snapshot decoded from an older version is written
+        // again (by `tag`) as holding every class, or its classes, and no names.
         v.u8(self.xattrs.unwrap_or(XattrClasses::ALL).0);
+        match &self.xattr_names {
+            Some(names) if self.xattrs.is_some() && names.len() <= MAX_XATTR_NAMES => {
+                v.u8(names.len() as u8);
+                for n in names {
+                    v.bytes8(n);
+                }
+            }
+            _ => v.u8(NAMES_UNKNOWN),
+        }
         v
     }
 
-    /// Decode the plaintext payload of a file of `version` (1 or 2: the file header's).
+    /// Decode the plaintext payload of a file of `version` (1 to 3: the file header's).
     pub fn decode(bytes: &[u8], version: u8, id: &FileId) -> Result<Snapshot> {
         let mut r = Reader::new(bytes, "snapshot", id);
         let time_ns = r.i64()?;
@@ -215,6 +234,30 @@ impl Snapshot {
                 b => Some(XattrClasses(b)),
             },
         };
+        let xattr_names = match (version, xattrs) {
+            (3.., Some(classes)) => match r.u8()? {
+                NAMES_UNKNOWN => None,
+                n if n as usize > MAX_XATTR_NAMES => return Err(r.err(format!("{n} xattr names listed"))),
+                n => {
+                    let mut names: Vec<Vec<u8>> = Vec::with_capacity(n as usize);
+                    let mut seen = XattrClasses::NONE;
+                    for _ in 0..n {
+                        let name = r.bytes8()?.to_vec();
+                        if name.is_empty() || names.last().is_some_and(|l| *l >= name) {
+                            return Err(r.err("xattr names not distinct, non-empty and sorted"));
+                        }
+                        seen = seen.union(XattrClasses::of(&name));
+                        names.push(name);
+                    }
+                    // Both are exact: the names' classes are the classes.
+                    if seen != classes {
+                        return Err(r.err("xattr names disagree with the xattr classes"));
+                    }
+                    Some(names)
+                }
+            },
+            _ => None,
+        };
         r.finish()?;
         Ok(Snapshot {
             time_ns,
@@ -227,9 +270,13 @@ impl Snapshot {
             program,
             summary: Summary::from_fields(f),
             xattrs,
+            xattr_names,
         })
     }
 }
+
+/// The names byte of a snapshot that does not list its xattr names.
+const NAMES_UNKNOWN: u8 = 0xFF;
 
 #[cfg(test)]
 mod tests {
@@ -238,22 +285,29 @@ mod tests {
 
     proptest! {
         #[test]
-        fn roundtrip(host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,8}", 0..4), paths in proptest::collection::vec("/[a-z/]{0,20}", 0..4), parent in any::<Option<[u8; 4]>>(), n in any::<u64>(), x in 0u8..32) {
+        fn roundtrip(host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,8}", 0..4), paths in proptest::collection::vec("/[a-z/]{0,20}", 0..4), parent in any::<Option<[u8; 4]>>(), n in any::<u64>(), names in proptest::collection::btree_set("(user|security|system|trusted|x)\\.[a-z]{0,6}", 0..6), listed in any::<bool>()) {
+            let names: Vec<Vec<u8>> = names.into_iter().map(String::into_bytes).collect();
+            let classes = names.iter().fold(XattrClasses::NONE, |c, n| c.union(XattrClasses::of(n)));
             let s = Snapshot {
                 time_ns: n as i64, host, user: "me".into(), paths: paths.into_iter().map(PathBuf::from).collect(), tags,
                 parent: parent.map(|p| FileId([p[0]; 32])), root: BlobId([9; 32]), program: "cairn 0.1".into(),
                 summary: Summary { files_new: n, bytes_added: n / 2, ..Summary::default() },
-                xattrs: Some(XattrClasses(x)),
+                xattrs: Some(classes),
+                xattr_names: listed.then_some(names.clone()),
             };
-            prop_assert_eq!(Snapshot::decode(&s.encode(), 2, &FileId::default()).unwrap(), s.clone());
-            // Version 1 had no xattr byte: the same payload without it, and nothing is known.
-            let v1 = s.encode();
-            let old = Snapshot::decode(&v1[..v1.len() - 1], 1, &FileId::default()).unwrap();
-            prop_assert_eq!(old, Snapshot { xattrs: None, ..s });
+            let v3 = s.encode();
+            prop_assert_eq!(Snapshot::decode(&v3, 3, &FileId::default()).unwrap(), s.clone());
+            // Version 2 ends with the classes byte; version 1 has no xattr byte at all.
+            let names_len = if listed { 1 + names.iter().map(|n| 1 + n.len()).sum::<usize>() } else { 1 };
+            let v2 = &v3[..v3.len() - names_len];
+            let old = Snapshot::decode(v2, 2, &FileId::default()).unwrap();
+            prop_assert_eq!(old, Snapshot { xattr_names: None, ..s.clone() });
+            let old = Snapshot::decode(&v2[..v2.len() - 1], 1, &FileId::default()).unwrap();
+            prop_assert_eq!(old, Snapshot { xattrs: None, xattr_names: None, ..s });
         }
 
         #[test]
-        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), version in 1u8..3) {
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), version in 1u8..4) {
             let _ = Snapshot::decode(&bytes, version, &FileId::default());
         }
     }
@@ -289,9 +343,23 @@ mod xattr_tests {
             program: "p".into(),
             summary: Summary::default(),
             xattrs: Some(XattrClasses::NONE),
+            xattr_names: None,
         };
         let mut b = s.encode();
+        b.pop();
         *b.last_mut().unwrap() = 0x20;
         assert!(matches!(Snapshot::decode(&b, 2, &FileId::default()), Err(crate::error::Error::Corrupt { .. })));
+        // Names that are not sorted, or disagree with the classes, are corrupt too.
+        let bad = |names: &[&[u8]], classes: XattrClasses| {
+            let names = Some(names.iter().map(|n| n.to_vec()).collect());
+            let b = Snapshot { xattrs: Some(classes), xattr_names: names, ..s.clone() }.encode();
+            matches!(Snapshot::decode(&b, 3, &FileId::default()), Err(crate::error::Error::Corrupt { .. }))
+        };
+        let user = XattrClasses::of(b"user.a");
+        assert!(!bad(&[b"user.a", b"user.b"], user));
+        assert!(bad(&[b"user.b", b"user.a"], user));
+        assert!(bad(&[b"user.a", b"user.a"], user));
+        assert!(bad(&[b"user.a"], user.union(XattrClasses::of(b"security.x"))));
+        assert!(bad(&[b"user.a", b"security.x"], user));
     }
 }

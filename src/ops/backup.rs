@@ -32,7 +32,7 @@ use crate::chunker::{Chunker, Cutter};
 use crate::compress::Compressor;
 use crate::error::{Error, IoContext, Result};
 use crate::extsort::NameSorter;
-use crate::format::snapshot::{Snapshot, Summary, XattrClasses};
+use crate::format::snapshot::{Snapshot, Summary, XattrClasses, MAX_XATTR_NAMES};
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
 use crate::format::BlobKind;
 use crate::id::{BlobId, FileId};
@@ -335,6 +335,7 @@ fn locked_backup(
                 || parent.as_ref().is_some_and(|(_, p)| p.time_ns <= repo.index().lost_at()),
             summary: Summary::default(),
             xattr_classes: XattrClasses::NONE,
+            xattr_names: Some(std::collections::BTreeSet::new()),
             buf: Vec::new(),
             names: NameCache::default(),
             hardlinks: lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero")),
@@ -355,7 +356,7 @@ fn locked_backup(
         // Send what is batched even after an interrupt: it is stored and indexed, and the
         // next backup reuses it.
         let flushed = w.flush();
-        let walk = walk.and_then(|root| flushed.map(|()| (root, w.summary, w.xattr_classes)));
+        let walk = walk.and_then(|root| flushed.map(|()| (root, w.summary, (w.xattr_classes, w.xattr_names.take()))));
         drop(w); // closes the job queue so workers and then the packer finish
         let mut worker_err = None;
         for h in workers {
@@ -373,7 +374,7 @@ fn locked_backup(
     });
     // A storage error explains a walker that stopped because its queue closed.
     let stats = packed?;
-    let (root, mut summary, xattrs) = walk?;
+    let (root, mut summary, (xattrs, xattr_names)) = walk?;
     summary.bytes_added = stats.bytes;
     summary.blobs_added = stats.blobs;
     summary.duration_ms = start.elapsed().as_millis() as u64;
@@ -389,6 +390,7 @@ fn locked_backup(
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
         xattrs: Some(xattrs),
+        xattr_names: xattr_names.map(|n| n.into_iter().collect()),
     };
     if opts.dry_run {
         let payload = snapshot.encode();
@@ -543,6 +545,8 @@ struct Walker<'a> {
     summary: Summary,
     /// The classes of every xattr name stored so far.
     xattr_classes: XattrClasses,
+    /// Every xattr name stored so far, up to [`MAX_XATTR_NAMES`] (`None` past that).
+    xattr_names: Option<std::collections::BTreeSet<Vec<u8>>>,
     buf: Vec<u8>,
     names: NameCache,
     /// (dev, ino) -> (mtime, ctime, size at stat, size read, content) of hard-linked files.
@@ -840,6 +844,14 @@ impl<'a> Walker<'a> {
         });
         for (n, _) in &xattrs {
             self.xattr_classes = self.xattr_classes.union(XattrClasses::of(n));
+            if let Some(names) = &mut self.xattr_names {
+                if !names.contains(n) {
+                    names.insert(n.clone());
+                    if names.len() > MAX_XATTR_NAMES {
+                        self.xattr_names = None;
+                    }
+                }
+            }
         }
         if xattrs.len() < before {
             self.warning(

@@ -183,7 +183,8 @@ fn parse_record(r: &[u8]) -> Result<(FileId, Snapshot)> {
     let key = record_key(r)?;
     let rest = r.get(4 + key.len() + 8..).ok_or_else(bad)?;
     let id = FileId(rest.get(..32).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-    let snap = Snapshot::decode(&rest[32..], 2, &id)?;
+    // Encoded by this build a moment ago: at the version it writes.
+    let snap = Snapshot::decode(&rest[32..], crate::format::FileKind::Snapshot.version(), &id)?;
     Ok((id, snap))
 }
 

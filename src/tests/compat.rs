@@ -5,6 +5,7 @@
 //! - v1: the initial format.
 //! - v2: snapshots at version 2, recording the classes of xattr names they hold (its
 //!   source has a `user.` attribute).
+//! - v3: snapshots at version 3, listing the xattr names they hold.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -67,6 +68,12 @@ fn make_fixture(version: u8) {
 #[ignore = "run once by scripts/make-fixture.sh; the fixture is never regenerated"]
 fn make_fixture_v2() {
     make_fixture(2);
+}
+
+#[test]
+#[ignore = "run once by scripts/make-fixture.sh; the fixture is never regenerated"]
+fn make_fixture_v3() {
+    make_fixture(3);
 }
 
 /// Open, check and restore the frozen fixture of `version`; returns its snapshot.
@@ -133,6 +140,14 @@ fn reads_frozen_fixture_v1() {
 fn reads_frozen_fixture_v2() {
     let snap = read_fixture(2);
     assert_eq!(snap.xattrs, Some(crate::format::snapshot::XattrClasses::of(b"user.cairn")));
+    assert_eq!(snap.xattr_names, None, "version 2 does not list xattr names");
+}
+
+#[test]
+fn reads_frozen_fixture_v3() {
+    let snap = read_fixture(3);
+    assert_eq!(snap.xattrs, Some(crate::format::snapshot::XattrClasses::of(b"user.cairn")));
+    assert_eq!(snap.xattr_names, Some(vec![b"user.cairn".to_vec()]));
 }
 
 use std::os::unix::fs::FileTypeExt;
