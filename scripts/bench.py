@@ -566,6 +566,9 @@ class FreshFs:
 def mount_section(work, tools, src, files, record):
     """Each tool's FUSE mount of its snapshot of the main corpus.
 
+    Then each tool backs up a directory-heavy tree of as many files (4 per directory, 5
+    levels) and `ls -lR`s it through a fresh mount.
+
     Steps, in this order on a fresh mount of a repository read into the page cache just
     before: read the largest file (512 MiB) with cat,
     `ls -lR` the snapshot, `cp -a` it to local disk, and for cairn `cp -a` once more with
@@ -619,6 +622,29 @@ def mount_section(work, tools, src, files, record):
                 steps.append(("cp -a again (kernel caches warm)", ["cp", "-a", inside], True))
             run_mount_steps(work, t, proc, steps, data, run_src, "out of the mount",
                             lambda step, m, wall: record("mount", step, t, files, data, m, du(t.repo)))
+        finally:
+            stop_mount(proc, mnt)
+
+    # A directory-heavy tree (4 small files per directory, 5 levels deep: like /usr, ~9
+    # entries per directory), listed through a fresh mount: the cost that follows the
+    # directories rather than the files.
+    dirs_src = corpus(work, "dirs", ["--seed", "3", "--files", str(files), "--large-mib", "0", "--tiny",
+                                     "--per-dir", "4"])
+    dirs_data = du(dirs_src)
+    warm(dirs_src)
+    for t in tools:
+        measure(t, t.backup(dirs_src))
+        mnt = work / f"mnt-{t.name}"
+        cmd = {"cairn": [CAIRN, "mount", mnt], "restic": ["restic", "mount", mnt],
+               "borg": ["borg", "mount", "-f", f"::a{t.n}", mnt]}[t.name]
+        inside = {"cairn": mnt / "latest", "restic": mnt / "snapshots" / "latest", "borg": mnt}[t.name]
+        inside = inside / str(dirs_src).lstrip("/")
+        warm(t.repo)
+        proc = start_mount(t, cmd, mnt, inside)
+        try:
+            run_mount_steps(work, t, proc, [("ls -lR, directory-heavy tree", ["ls", "-lR", inside], False)],
+                            dirs_data, dirs_src, "out of the mount",
+                            lambda step, m, wall: record("mount", step, t, files, dirs_data, m, du(t.repo)))
         finally:
             stop_mount(proc, mnt)
 

@@ -4,11 +4,12 @@
 //! tools on one machine) see byte-identical data.
 //!
 //! ```text
-//! cairn-corpus generate DIR [--seed S] [--files N] [--large-mib M] [--tiny] [--xattrs P]
+//! cairn-corpus generate DIR [--seed S] [--files N] [--large-mib M] [--tiny] [--xattrs P] [--per-dir K]
 //! cairn-corpus change DIR [--seed S]
 //! ```
 //! Small files: log-normal sizes (median 4 KiB, 2% empty, capped at 2 MiB; `--tiny`:
-//! median 400 B, for the memory-scaling series), ~30 per directory in a 3-level tree;
+//! median 400 B, for the memory-scaling series), ~30 per directory in a 3-level tree
+//! (`--per-dir K`: K per directory in a 5-level tree, a directory-heavy tree like /usr);
 //! 62% text-like (compressible), 28% random, 10% copies of earlier files. With
 //! `--xattrs P`, P per mille of them carry a `user.xdg.origin.url` attribute, as files a
 //! browser downloaded do on Linux (real home directories have a few such `user.` xattrs,
@@ -99,6 +100,8 @@ struct Opts {
     large_mib: u64,
     tiny: bool,
     xattrs_per_mille: u64,
+    /// Small files per directory: 30 in a 3-level tree, or another number in a 5-level one.
+    per_dir: u64,
 }
 
 fn small_size(r: &mut Rng, tiny: bool) -> usize {
@@ -110,7 +113,19 @@ fn small_size(r: &mut Rng, tiny: bool) -> usize {
     (s as usize).min(if tiny { 64 << 10 } else { 2 << 20 })
 }
 
-fn small_path(dir: &Path, i: u64) -> PathBuf {
+fn small_path(o: &Opts, i: u64) -> PathBuf {
+    let dir = &o.dir;
+    if o.per_dir != 30 {
+        let d = i / o.per_dir.max(1);
+        return dir.join(format!(
+            "src/a{:x}/b{:x}/c{:x}/d{:x}/f{i:07}.{}",
+            d / 4096,
+            (d / 256) % 16,
+            (d / 16) % 16,
+            d % 16,
+            ["rs", "c", "txt", "json", "bin"][(i % 5) as usize]
+        ));
+    }
     let d = i / 30;
     dir.join(format!(
         "src/m{:02x}/p{:x}/q{:x}/f{i:07}.{}",
@@ -168,7 +183,7 @@ fn generate(o: &Opts) {
     let mut x = Rng::new(o.seed ^ 6);
     for i in 0..o.files {
         small_content(o, &text, i, 0, &mut buf);
-        let p = small_path(&o.dir, i);
+        let p = small_path(o, i);
         write_file(&p, &buf);
         if x.below(1000) < o.xattrs_per_mille {
             let url = format!("https://downloads.example.org/{:x}/f{i}", x.next());
@@ -230,7 +245,7 @@ fn change(o: &Opts) {
     let mut r = Rng::new(o.seed ^ 0x00C4_A96E);
     let mut buf = Vec::new();
     for i in 0..o.files {
-        let p = small_path(&o.dir, i);
+        let p = small_path(o, i);
         match r.below(1000) {
             0..=9 => {
                 small_content(o, &text, i, 1, &mut buf);
@@ -266,13 +281,21 @@ fn change(o: &Opts) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: cairn-corpus generate|change DIR [--seed S] [--files N] [--large-mib M] [--tiny] [--xattrs P]";
+    let usage =
+        "usage: cairn-corpus generate|change DIR [--seed S] [--files N] [--large-mib M] [--tiny] [--xattrs P] [--per-dir K]";
     if args.len() < 3 {
         eprintln!("{usage}");
         std::process::exit(2);
     }
-    let mut o =
-        Opts { dir: PathBuf::from(&args[2]), seed: 1, files: 10_000, large_mib: 256, tiny: false, xattrs_per_mille: 0 };
+    let mut o = Opts {
+        dir: PathBuf::from(&args[2]),
+        seed: 1,
+        files: 10_000,
+        large_mib: 256,
+        tiny: false,
+        xattrs_per_mille: 0,
+        per_dir: 30,
+    };
     let mut i = 3;
     while i < args.len() {
         let val = || args.get(i + 1).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{usage}"));
@@ -281,6 +304,7 @@ fn main() {
             "--files" => o.files = val(),
             "--large-mib" => o.large_mib = val(),
             "--xattrs" => o.xattrs_per_mille = val(),
+            "--per-dir" => o.per_dir = val(),
             "--tiny" => {
                 o.tiny = true;
                 i -= 1;
