@@ -535,12 +535,19 @@ impl Repository {
     /// no hashing of their size each:
     /// - the chunker's maximum, where a run of zeros is cut (the rolling hash of zeros is
     ///   a constant that misses the cut masks), whose id is computed once;
-    /// - any length for the file's last chunk (`last`: a file that ends in a hole), when
-    ///   the index says it was stored compressed to almost nothing, as zeros are.
+    /// - any length for the last chunk of a file of several (`last`: a file that ends in
+    ///   a hole), when the index says it was stored compressed to almost nothing, as
+    ///   zeros are (one index lookup).
     ///
-    /// A zero chunk of another length (a chunker seed whose constant hits a mask) counts
-    /// as data: that only costs reading it, never a wrong byte.
+    /// A zero chunk of another length (a chunker seed whose constant hits a mask, a file
+    /// of one chunk) counts as data: that only costs reading it, never a wrong byte.
     pub fn is_zero_chunk(&self, c: &ChunkRef, last: bool) -> bool {
+        self.is_zero_blob(c, last, || self.index.get(&c.id))
+    }
+
+    /// [`Repository::is_zero_chunk`] for a chunk whose index entry the caller has:
+    /// `loc` gives it when it is needed.
+    pub fn is_zero_blob(&self, c: &ChunkRef, last: bool, loc: impl FnOnce() -> Option<Location>) -> bool {
         if c.size != self.config.chunker.max {
             if !last {
                 return false;
@@ -551,7 +558,7 @@ impl Repository {
                 l.compression == Compression::Zstd
                     && (l.stored_len as usize) <= 64 + c.size as usize / 1024 + crate::crypto::SEAL_OVERHEAD
             };
-            if !self.index.get(&c.id).is_some_and(|l| tiny(&l)) {
+            if !loc().is_some_and(|l| tiny(&l)) {
                 return false;
             }
         }

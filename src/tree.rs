@@ -706,8 +706,9 @@ pub fn check_size(content: &Content, total: u64, size: u64) -> Result<()> {
 pub fn data_bytes(repo: &Repository, content: &Content, size: u64) -> Result<u64> {
     let (mut at, mut data) = (0u64, 0u64);
     for_each_chunk(repo, content, size, &mut |c| {
+        let last = at > 0 && at + c.size as u64 == size;
         at += c.size as u64;
-        if !repo.is_zero_chunk(c, at == size) {
+        if !repo.is_zero_chunk(c, last) {
             data += c.size as u64;
         }
         Ok(())
@@ -730,7 +731,7 @@ pub fn seek_data(repo: &Repository, content: &Content, size: u64, offset: u64, h
         if end > size {
             break; // damaged: the chunks run past the size; the rest reads as EIO
         }
-        if repo.is_zero_chunk(&c, end == size) == hole {
+        if repo.is_zero_chunk(&c, start > 0 && end == size) == hole {
             return Ok(Some(start.max(offset)));
         }
         start = end;

@@ -916,6 +916,20 @@ impl Ctx<'_> {
                     }
                     let loc = (self.repo.index().try_get(&c.id)?)
                         .ok_or_else(|| Error::NotFound { what: "data blob", id: c.id.to_hex() })?;
+                    let last = offset > 0 && offset + c.size as u64 == p.entry.size;
+                    if self.repo.is_zero_blob(c, last, || Some(loc)) {
+                        // A hole, known from its id: nothing to read.
+                        self.repo.meter().add(c.size as u64);
+                        if !p.in_place {
+                            p.sparse.store(true, Ordering::Relaxed);
+                        } else {
+                            match self.file(p).and_then(|f| sys::punch_hole(&f, offset, c.size as u64)) {
+                                Ok(()) => p.wrote.store(true, Ordering::Relaxed),
+                                Err(err) => self.fail_file(p, err),
+                            }
+                        }
+                        return Ok(());
+                    }
                     p.left.fetch_add(1, Ordering::Relaxed);
                     batch.wants.push(Wanted { id: c.id, loc, to: Place { file: p.clone(), offset, size: c.size } });
                     batch.bytes += WANT_BYTES;

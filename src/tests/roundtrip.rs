@@ -257,6 +257,15 @@ fn sparse_zero_runs_restore_as_holes_with_equal_bytes() {
     assert!(allocated <= 100_000 + 2 * 65_536 + 8192, "{allocated} bytes allocated for 100 kB of data");
     let source = fs::metadata(src.join("vm.img")).unwrap().blocks() * 512;
     assert!(source >= data.len() as u64, "the source is not sparse itself ({source} bytes allocated)");
+    // The zero chunks are known by their id and never read: damage to the stored one
+    // (which `check --read-data` reports) does not reach a restore.
+    let zero = t.repo.keys().zero_blob_id(t.repo.config().chunker.max);
+    let loc = t.repo.index().get(&zero).expect("a chunk of zeros of the largest size is stored");
+    crate::testutil::flip_byte(&t.repo.pack_path(&loc.pack), loc.offset as u64 + 30);
+    let out2 = t.scratch("out2");
+    let (stats, msgs) = do_restore(&t.reopen(), &r, &out2, &[]);
+    assert_eq!(stats.errors, 0, "{msgs:?}");
+    assert_eq!(fs::read(out2.join(src.strip_prefix("/").unwrap()).join("vm.img")).unwrap(), data);
 }
 
 /// Interrupts a backup when its walker reaches the repository inside the sources (which
