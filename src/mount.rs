@@ -18,7 +18,7 @@ use fuser::{
 };
 
 use crate::error::{Error, Result};
-use crate::vfs::{self, Attr, FileKind, Vfs};
+use crate::vfs::{self, Attr, FileKind, Vfs, ViewError};
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -38,13 +38,13 @@ struct Fs {
 
 impl Fs {
     /// The errno for a view error; damaged data is logged (it names the blob and pack).
-    fn errno(&self, e: &Error) -> Errno {
+    fn errno(&self, e: &ViewError) -> Errno {
         match e {
-            Error::NotFound { what, .. } if *what == vfs::NO_ENTRY => Errno::ENOENT,
-            Error::InvalidInput(m) if m == vfs::NOT_DIR => Errno::ENOTDIR,
-            Error::InvalidInput(m) if m == vfs::NOT_FILE => Errno::EISDIR,
-            Error::InvalidInput(m) if m == vfs::NOT_LINK => Errno::EINVAL,
-            _ => {
+            ViewError::NoEntry => Errno::ENOENT,
+            ViewError::NotDir => Errno::ENOTDIR,
+            ViewError::NotFile => Errno::EISDIR,
+            ViewError::NotLink => Errno::EINVAL,
+            ViewError::Repo(e) => {
                 log_line(&self.log, &e.to_string());
                 Errno::EIO
             }

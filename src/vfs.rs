@@ -32,7 +32,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::format::snapshot::XattrClasses;
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
 use crate::id::{BlobId, FileId};
@@ -59,15 +59,30 @@ use read::{FileHandle, DATA_BYTES, OPEN_FILES};
 /// The root directory's inode.
 pub const ROOT: u64 = 1;
 
-/// What the view's own "no such name or inode" errors name ([`Error::NotFound`]); any
-/// other missing thing (a blob, a pack) is damage to the repository.
-pub const NO_ENTRY: &str = "path";
-/// Messages of the view's own errors (the FUSE layer maps each to its errno).
-pub const NOT_DIR: &str = "not a directory";
-/// See [`NOT_DIR`].
-pub const NOT_FILE: &str = "not a regular file";
-/// See [`NOT_DIR`].
-pub const NOT_LINK: &str = "not a symlink";
+/// Why a call to the view failed: one of its own answers, each the errno a filesystem
+/// gives, or damage to the repository (a blob or pack missing or not authentic), which
+/// the FUSE layer logs and answers EIO for that call alone.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// No such name in a directory, or no such inode (ENOENT).
+    #[error("no such entry")]
+    NoEntry,
+    /// A directory operation on something else (ENOTDIR).
+    #[error("not a directory")]
+    NotDir,
+    /// A file read of something else (EISDIR).
+    #[error("not a regular file")]
+    NotFile,
+    /// READLINK of something else (EINVAL).
+    #[error("not a symlink")]
+    NotLink,
+    /// The repository could not give what the call needs.
+    #[error(transparent)]
+    Repo(#[from] Error),
+}
+
+/// The view's results (its constructor, [`Vfs::new`], fails with the repository's own).
+pub type Result<T> = std::result::Result<T, ViewError>;
 
 /// File types as the view reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -208,15 +223,16 @@ fn kind_of(node: &Node) -> FileKind {
     }
 }
 
-fn enoent() -> Error {
-    Error::NotFound { what: NO_ENTRY, id: "no such entry".into() }
-}
-
 impl Vfs {
     /// A view of `repo` with a chunk cache of `cache_bytes` and a node cache of
     /// `node_cache_bytes`. Dropping it stops its prefetch threads, so the repository is
     /// released (and a private index cache removed) when the last holder drops it.
-    pub fn new(repo: Arc<Repository>, cache_bytes: usize, node_cache_bytes: usize, owner: (u32, u32)) -> Result<Vfs> {
+    pub fn new(
+        repo: Arc<Repository>,
+        cache_bytes: usize,
+        node_cache_bytes: usize,
+        owner: (u32, u32),
+    ) -> crate::error::Result<Vfs> {
         let list = repo.snapshots()?;
         let mut snaps: Vec<Snap> = Vec::with_capacity(list.len());
         let mut xattr_classes = XattrClasses::NONE;
@@ -375,9 +391,9 @@ impl Vfs {
             Node::Link(t) => Ok(t),
             Node::Entry { entry, .. } => match &entry.kind {
                 Kind::Symlink(t) => Ok(t.clone()),
-                _ => Err(Error::InvalidInput(NOT_LINK.into())),
+                _ => Err(ViewError::NotLink),
             },
-            _ => Err(Error::InvalidInput(NOT_LINK.into())),
+            _ => Err(ViewError::NotLink),
         }
     }
 

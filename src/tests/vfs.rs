@@ -6,9 +6,10 @@ use std::path::{Component, Path};
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::error::Error;
 use crate::format::BlobKind;
 use crate::testutil::{bytes, flip_byte, temp_repo, write};
-use crate::vfs::{Attr, FileKind, Vfs, ROOT};
+use crate::vfs::{Attr, FileKind, Vfs, ViewError, ROOT};
 
 /// Look up every component of `path` under `from`.
 fn walk(v: &Vfs, from: u64, path: &Path) -> Attr {
@@ -182,7 +183,14 @@ fn a_snapshot_reads_back_through_the_view() {
     if has_xattr {
         assert!(v.xattrs(s1.ino).unwrap().contains(&(b"user.cairn".to_vec(), b"v1".to_vec())));
     }
-    assert!(matches!(v.lookup(base.ino, b"missing"), Err(crate::error::Error::NotFound { .. })));
+    assert!(matches!(v.lookup(base.ino, b"missing"), Err(ViewError::NoEntry)));
+    // The view's own answers are typed: the FUSE layer gives each its errno.
+    assert!(matches!(v.readdir(s1.ino, 0, &mut |_, _, _, _| true), Err(ViewError::NotDir)));
+    assert!(matches!(v.lookup(s1.ino, b"x"), Err(ViewError::NotDir)));
+    assert!(matches!(v.read(base.ino, 0, 10), Err(ViewError::NotFile)));
+    assert!(matches!(v.seek_data(base.ino, 0, false), Err(ViewError::NotFile)));
+    assert!(matches!(v.readlink(s1.ino), Err(ViewError::NotLink)));
+    assert!(matches!(v.getattr(u64::MAX / 2), Err(ViewError::NoEntry)));
 
     // Inode numbers are derived: stable across lookups however small the node cache,
     // and every one the view handed out resolves again (here after the cache evicted it).
@@ -219,7 +227,7 @@ fn a_damaged_chunk_fails_that_file_only() {
     let base = walk(&v, ROOT, &dir);
     let fa = walk(&v, base.ino, Path::new("a")).ino;
     let err = v.read(fa, 0, 4096).unwrap_err();
-    assert!(matches!(err, crate::error::Error::Tampered { .. } | crate::error::Error::Corrupt { .. }), "{err}");
+    assert!(matches!(err, ViewError::Repo(Error::Tampered { .. } | Error::Corrupt { .. })), "{err}");
     assert_eq!(read_all(&v, walk(&v, base.ino, Path::new("b")).ino, 3000, 4096), b);
 }
 

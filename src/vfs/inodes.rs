@@ -83,17 +83,17 @@ impl Vfs {
             if let Some(n) = t.nodes.get(&at) {
                 break n.clone();
             }
-            let (dir, pos) = t.locate(at).ok_or_else(enoent)?;
+            let (dir, pos) = t.locate(at).ok_or(ViewError::NoEntry)?;
             // A directory's block is handed out after the directory has its number, so
             // this only ends a loop that cannot happen.
             if dir >= at {
-                return Err(enoent());
+                return Err(ViewError::NoEntry);
             }
             down.push((at, pos));
             at = dir;
         };
         while let Some((i, pos)) = down.pop() {
-            node = self.nth_child(&node, pos)?.ok_or_else(enoent)?;
+            node = self.nth_child(&node, pos)?.ok_or(ViewError::NoEntry)?;
             self.inodes.lock().unwrap_or_else(|e| e.into_inner()).remember(i, &node);
         }
         Ok(node)
@@ -105,9 +105,9 @@ impl Vfs {
             Node::Entry { snap, entry } => match &entry.kind {
                 Kind::Dir(tree) => Ok(crate::tree::nth_entry(&self.repo, tree, pos)?
                     .map(|e| Node::Entry { snap: *snap, entry: Arc::new(e) })),
-                _ => Err(Error::InvalidInput(NOT_DIR.into())),
+                _ => Err(ViewError::NotDir),
             },
-            Node::Link(_) => Err(Error::InvalidInput(NOT_DIR.into())),
+            Node::Link(_) => Err(ViewError::NotDir),
             _ => {
                 let names = self.virtual_names(dir);
                 match usize::try_from(pos).ok().and_then(|i| names.get(i)) {
@@ -126,9 +126,9 @@ impl Vfs {
         let (len, tree) = match dir {
             Node::Entry { entry, .. } => match &entry.kind {
                 Kind::Dir(tree) => (crate::tree::dir_len(&self.repo, tree)?, Some(*tree)),
-                _ => return Err(Error::InvalidInput(NOT_DIR.into())),
+                _ => return Err(ViewError::NotDir),
             },
-            Node::Link(_) => return Err(Error::InvalidInput(NOT_DIR.into())),
+            Node::Link(_) => return Err(ViewError::NotDir),
             _ => (self.virtual_names(dir).len() as u64, None),
         };
         let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
@@ -142,7 +142,7 @@ impl Vfs {
             Some(n) => n,
             None => {
                 let id = tree.map(|t| t.to_string()).unwrap_or_default();
-                return Err(Error::corrupt("tree", id, format!("directory claims {len} entries")));
+                return Err(Error::corrupt("tree", id, format!("directory claims {len} entries")).into());
             }
         };
         t.blocks.push(Block { base, len, dir: ino });

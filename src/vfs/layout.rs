@@ -88,42 +88,42 @@ impl Vfs {
                 b"hosts" => Ok(Node::Hosts),
                 b"tags" => Ok(Node::Tags),
                 b"ids" => Ok(Node::Ids),
-                b"latest" => self.snaps.last().map(|s| link_to(s, "")).ok_or_else(enoent),
-                _ => Err(enoent()),
+                b"latest" => self.snaps.last().map(|s| link_to(s, "")).ok_or(ViewError::NoEntry),
+                _ => Err(ViewError::NoEntry),
             },
-            Node::Snapshots => self.snap_index(name).map(|i| self.snap_root(i)).ok_or_else(enoent),
+            Node::Snapshots => self.snap_index(name).map(|i| self.snap_root(i)).ok_or(ViewError::NoEntry),
             Node::Hosts => self
                 .snaps
                 .iter()
                 .find(|s| shown_name(&s.host) == name)
                 .map(|s| Node::Host(s.host.clone()))
-                .ok_or_else(enoent),
+                .ok_or(ViewError::NoEntry),
             Node::Tags => self
                 .snaps
                 .iter()
                 .flat_map(|s| &s.tags)
                 .find(|t| shown_name(t) == name)
                 .map(|t| Node::Tag(t.clone()))
-                .ok_or_else(enoent),
+                .ok_or(ViewError::NoEntry),
             Node::Ids => self
                 .snaps
                 .iter()
                 .find(|s| s.id.short().as_bytes() == name)
                 .map(|s| link_to(s, "../"))
-                .ok_or_else(enoent),
+                .ok_or(ViewError::NoEntry),
             Node::Host(h) => self
                 .snaps
                 .iter()
                 .find(|s| &s.host == h && s.name.as_bytes() == name)
                 .map(|s| link_to(s, "../../"))
-                .ok_or_else(enoent),
+                .ok_or(ViewError::NoEntry),
             Node::Tag(t) => self
                 .snaps
                 .iter()
                 .find(|s| s.tags.contains(t) && s.name.as_bytes() == name)
                 .map(|s| link_to(s, "../../"))
-                .ok_or_else(enoent),
-            Node::Entry { .. } | Node::Link(_) => Err(Error::InvalidInput(NOT_DIR.into())),
+                .ok_or(ViewError::NoEntry),
+            Node::Entry { .. } | Node::Link(_) => Err(ViewError::NotDir),
         }
     }
 
@@ -133,13 +133,13 @@ impl Vfs {
             Node::Entry { snap, entry } => match &entry.kind {
                 Kind::Dir(tree) => match crate::tree::lookup_indexed(&self.repo, tree, name)? {
                     Some((pos, e)) => Ok((pos, Node::Entry { snap: *snap, entry: Arc::new(e) })),
-                    None => Err(enoent()),
+                    None => Err(ViewError::NoEntry),
                 },
-                _ => Err(Error::InvalidInput(NOT_DIR.into())),
+                _ => Err(ViewError::NotDir),
             },
-            Node::Link(_) => Err(Error::InvalidInput(NOT_DIR.into())),
+            Node::Link(_) => Err(ViewError::NotDir),
             _ => {
-                let pos = self.virtual_names(parent).iter().position(|(n, _)| n == name).ok_or_else(enoent)?;
+                let pos = self.virtual_names(parent).iter().position(|(n, _)| n == name).ok_or(ViewError::NoEntry)?;
                 Ok((pos as u64, self.child(parent, name)?))
             }
         }

@@ -70,7 +70,7 @@ impl Vfs {
     /// this call continues, if it is still kept.
     pub(super) fn list(&self, dir: u64, node: &Node, offset: u64, add: ListFn<'_>) -> Result<()> {
         if kind_of(node) != FileKind::Dir {
-            return Err(Error::InvalidInput(NOT_DIR.into()));
+            return Err(ViewError::NotDir);
         }
         let listings = || self.listings.lock().unwrap_or_else(|e| e.into_inner());
         let taken = listings().pop(&(dir, offset));
@@ -137,7 +137,7 @@ impl Vfs {
                     Err(e) => {
                         // The next call seeks to `h.next` again from the root node.
                         h.iter = None;
-                        return Err(e);
+                        return Err(e.into());
                     }
                 },
             };

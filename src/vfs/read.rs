@@ -119,10 +119,10 @@ impl Vfs {
     pub fn seek_data(&self, ino: u64, offset: u64, hole: bool) -> Result<Option<u64>> {
         match self.node(ino)? {
             Node::Entry { entry, .. } => match &entry.kind {
-                Kind::File(c) => crate::tree::seek_data(&self.repo, c, entry.size, offset, hole),
-                _ => Err(Error::InvalidInput(NOT_FILE.into())),
+                Kind::File(c) => Ok(crate::tree::seek_data(&self.repo, c, entry.size, offset, hole)?),
+                _ => Err(ViewError::NotFile),
             },
-            _ => Err(Error::InvalidInput(NOT_FILE.into())),
+            _ => Err(ViewError::NotFile),
         }
     }
 
@@ -145,9 +145,9 @@ impl Vfs {
         let (content, size) = match self.node(ino)? {
             Node::Entry { entry, .. } => match &entry.kind {
                 Kind::File(c) => (c.clone(), entry.size),
-                _ => return Err(Error::InvalidInput(NOT_FILE.into())),
+                _ => return Err(ViewError::NotFile),
             },
-            _ => return Err(Error::InvalidInput(NOT_FILE.into())),
+            _ => return Err(ViewError::NotFile),
         };
         let h = Arc::new(Mutex::new(FileHandle { content, size, cursor: None }));
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,7 +204,7 @@ impl Vfs {
             if cur.ahead.is_empty() {
                 match cur.iter.next_chunk()? {
                     Some(c) => cur.ahead.push_back(c),
-                    None if cur.start < end => return Err(mismatch("end before")),
+                    None if cur.start < end => return Err(mismatch("end before").into()),
                     None => break,
                 }
             }
@@ -213,12 +213,12 @@ impl Vfs {
             if c_end > offset {
                 if cur.start >= end {
                     if end == size {
-                        return Err(mismatch("go on past"));
+                        return Err(mismatch("go on past").into());
                     }
                     break;
                 }
                 if c_end > size {
-                    return Err(mismatch("go on past"));
+                    return Err(mismatch("go on past").into());
                 }
                 let from = (offset.max(cur.start) - cur.start) as usize;
                 let to = (end.min(c_end) - cur.start) as usize;
@@ -281,6 +281,6 @@ impl Vfs {
     }
 
     pub(super) fn chunk(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
-        self.chunks.get(&c.id, || load_chunk(&self.repo, self.chunks.pool(), c))
+        Ok(self.chunks.get(&c.id, || load_chunk(&self.repo, self.chunks.pool(), c))?)
     }
 }
