@@ -17,7 +17,8 @@
 //! pool and the prefetch threads). This file holds the types, lookups and attributes.
 //!
 //! Memory (docs/design.md, "Mount"):
-//! - the snapshot list: ~200 B per snapshot, as for `snapshots`;
+//! - the snapshot list: ~200 B per snapshot, as for `snapshots`, and the virtual
+//!   directories built from it: ~150 B per row, a few rows per snapshot;
 //! - inodes: numbers derived from (directory, position), ~80 B per directory given
 //!   numbers and per hard-linked file met; decoded nodes in an LRU of `node_cache_bytes`
 //!   (a sixteenth of the budget), found again from their directory when evicted;
@@ -50,7 +51,7 @@ use ahead::READERS;
 use chunks::{load_chunk, ByteLru, Job, Prefetcher};
 pub use chunks::{ChunkCache, Pool, Sink};
 use inodes::Inodes;
-use layout::Snap;
+use layout::{Layout, Snap};
 pub use listing::ReaddirFn;
 use listing::{DirCursor, LISTINGS};
 pub use read::ReadData;
@@ -136,26 +137,20 @@ pub struct Attr {
 /// What an inode is.
 #[derive(Clone, Debug)]
 enum Node {
-    Root,
-    Snapshots,
-    Hosts,
-    Tags,
-    Ids,
-    Host(String),
-    Tag(String),
+    /// A directory of the virtual layout: its index in the [`Layout`].
+    Virtual(u32),
     /// A symlink of the virtual layout, with its target.
     Link(Vec<u8>),
     /// Something inside snapshot `snap` (its root directory included).
-    Entry {
-        snap: u32,
-        entry: Arc<Entry>,
-    },
+    Entry { snap: u32, entry: Arc<Entry> },
 }
 
 /// The filesystem view.
 pub struct Vfs {
     repo: Arc<Repository>,
     snaps: Vec<Snap>,
+    /// The virtual directories, built from `snaps`.
+    layout: Layout,
     inodes: Mutex<Inodes>,
     /// Listings under way, by directory and the offset their next call starts at; taken
     /// out while a call lists, so listings (and their tree reads) run in parallel. Each
@@ -278,6 +273,7 @@ impl Vfs {
             sink,
             window,
             repo,
+            layout: Layout::build(&snaps),
             snaps,
             inodes: Mutex::new(Inodes {
                 next: ROOT + 1,
@@ -348,9 +344,7 @@ impl Vfs {
             ctime: newest,
         };
         match node {
-            Node::Root | Node::Snapshots | Node::Hosts | Node::Tags | Node::Ids | Node::Host(_) | Node::Tag(_) => {
-                virt(FileKind::Dir, 0)
-            }
+            Node::Virtual(_) => virt(FileKind::Dir, 0),
             Node::Link(target) => virt(FileKind::Symlink, target.len() as u64),
             Node::Entry { entry: e, .. } => {
                 let kind = kind_of(node);

@@ -56,7 +56,6 @@ pub(super) fn node_bytes(n: &Node) -> usize {
             let xattrs: usize = e.xattrs.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
             256 + e.name.len() + e.user.len() + e.group.len() + kind + xattrs
         }
-        Node::Host(h) | Node::Tag(h) => 96 + h.len(),
         Node::Link(t) => 96 + t.len(),
         _ => 96,
     }
@@ -77,7 +76,7 @@ impl Vfs {
         let mut at = ino;
         let mut node = loop {
             if at == ROOT {
-                break Node::Root;
+                break Node::Virtual(Layout::ROOT);
             }
             let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = t.nodes.get(&at) {
@@ -108,12 +107,9 @@ impl Vfs {
                 _ => Err(ViewError::NotDir),
             },
             Node::Link(_) => Err(ViewError::NotDir),
-            _ => {
-                let names = self.virtual_names(dir);
-                match usize::try_from(pos).ok().and_then(|i| names.get(i)) {
-                    Some((name, _)) => self.child(dir, name).map(Some),
-                    None => Ok(None),
-                }
+            Node::Virtual(d) => {
+                let rows = self.layout.rows(*d);
+                Ok(usize::try_from(pos).ok().and_then(|i| rows.get(i)).map(|(_, v)| self.virtual_node(v)))
             }
         }
     }
@@ -129,7 +125,7 @@ impl Vfs {
                 _ => return Err(ViewError::NotDir),
             },
             Node::Link(_) => return Err(ViewError::NotDir),
-            _ => (self.virtual_names(dir).len() as u64, None),
+            Node::Virtual(d) => (self.layout.rows(*d).len() as u64, None),
         };
         let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = t.bases.get(&ino) {

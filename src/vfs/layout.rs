@@ -1,8 +1,9 @@
 //! The virtual layout over the snapshots: `snapshots/`, `latest`, `hosts/`, `tags/`,
-//! `ids/`, and the names hosts and tags are shown under.
+//! `ids/` as a table built once ([`Layout`]), and the names hosts and tags are shown under.
 
 use super::*;
 
+/// A snapshot as the view shows it.
 pub(super) struct Snap {
     pub(super) id: FileId,
     pub(super) name: String,
@@ -49,6 +50,81 @@ pub(super) fn shown_name(s: &str) -> Vec<u8> {
     out
 }
 
+/// What a name in a virtual directory is.
+#[derive(Clone, Debug)]
+pub(super) enum Virt {
+    /// Another virtual directory: its index in the [`Layout`].
+    Dir(u32),
+    /// The root directory of snapshot `i` (its place in the snapshot list).
+    Snap(u32),
+    /// A symlink, with its target.
+    Link(Vec<u8>),
+}
+
+/// The virtual directories above the snapshots' trees, built once from the snapshot
+/// list: each one its rows (shown name, what it is) in name order; directory 0 is the
+/// root. A new view is more rows built here, not more match arms in every call.
+/// Memory: per snapshot its row under `snapshots/` and `ids/`, and one under its host's
+/// and each of its tags' directories, ~150 B each; it grows with the snapshot list, as
+/// the list itself does (~200 B per snapshot).
+pub(super) struct Layout {
+    dirs: Vec<Vec<(Vec<u8>, Virt)>>,
+}
+
+impl Layout {
+    /// The root directory.
+    pub(super) const ROOT: u32 = 0;
+
+    /// The layout of `snaps` (oldest first: `latest` is the last).
+    pub(super) fn build(snaps: &[Snap]) -> Layout {
+        use std::collections::BTreeMap;
+        let link = |s: &Snap, up: &str| Virt::Link(format!("{up}snapshots/{}", s.name).into_bytes());
+        // 0 root, 1 snapshots/, 2 hosts/, 3 tags/, 4 ids/, then one per host and per tag.
+        let mut dirs: Vec<Vec<(Vec<u8>, Virt)>> = vec![Vec::new(); 5];
+        for (i, name) in ["snapshots", "hosts", "tags", "ids"].iter().enumerate() {
+            dirs[0].push((name.as_bytes().to_vec(), Virt::Dir(i as u32 + 1)));
+        }
+        if let Some(s) = snaps.last() {
+            dirs[0].push((b"latest".to_vec(), link(s, "")));
+        }
+        let mut hosts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut tags: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, s) in snaps.iter().enumerate() {
+            dirs[1].push((s.name.as_bytes().to_vec(), Virt::Snap(i as u32)));
+            dirs[4].push((s.id.short().into_bytes(), link(s, "../")));
+            hosts.entry(&s.host).or_default().push(i);
+            for t in &s.tags {
+                tags.entry(t).or_default().push(i);
+            }
+        }
+        for (parent, groups) in [(2, hosts), (3, tags)] {
+            for (name, members) in groups {
+                let d = dirs.len() as u32;
+                dirs.push(
+                    members.iter().map(|&i| (snaps[i].name.as_bytes().to_vec(), link(&snaps[i], "../../"))).collect(),
+                );
+                dirs[parent].push((shown_name(name), Virt::Dir(d)));
+            }
+        }
+        for rows in &mut dirs {
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            rows.dedup_by(|a, b| a.0 == b.0);
+        }
+        Layout { dirs }
+    }
+
+    /// The rows of directory `d` in name order.
+    pub(super) fn rows(&self, d: u32) -> &[(Vec<u8>, Virt)] {
+        self.dirs.get(d as usize).map_or(&[], |r| r.as_slice())
+    }
+
+    /// Row `name` of directory `d`, with its position.
+    pub(super) fn find(&self, d: u32, name: &[u8]) -> Option<(usize, &Virt)> {
+        let rows = self.rows(d);
+        rows.binary_search_by(|(n, _)| n.as_slice().cmp(name)).ok().map(|i| (i, &rows[i].1))
+    }
+}
+
 impl Vfs {
     pub(super) fn snap_root(&self, i: usize) -> Node {
         let s = &self.snaps[i];
@@ -74,60 +150,16 @@ impl Vfs {
         Node::Entry { snap: i as u32, entry: Arc::new(entry) }
     }
 
-    pub(super) fn snap_index(&self, name: &[u8]) -> Option<usize> {
-        self.snaps.iter().position(|s| s.name.as_bytes() == name)
-    }
-
-    /// The child `name` of virtual directory `parent` (tree directories go through
-    /// [`Vfs::child_indexed`], which also gives the position).
-    pub(super) fn child(&self, parent: &Node, name: &[u8]) -> Result<Node> {
-        let link_to = |s: &Snap, up: &str| Node::Link(format!("{up}snapshots/{}", s.name).into_bytes());
-        match parent {
-            Node::Root => match name {
-                b"snapshots" => Ok(Node::Snapshots),
-                b"hosts" => Ok(Node::Hosts),
-                b"tags" => Ok(Node::Tags),
-                b"ids" => Ok(Node::Ids),
-                b"latest" => self.snaps.last().map(|s| link_to(s, "")).ok_or(ViewError::NoEntry),
-                _ => Err(ViewError::NoEntry),
-            },
-            Node::Snapshots => self.snap_index(name).map(|i| self.snap_root(i)).ok_or(ViewError::NoEntry),
-            Node::Hosts => self
-                .snaps
-                .iter()
-                .find(|s| shown_name(&s.host) == name)
-                .map(|s| Node::Host(s.host.clone()))
-                .ok_or(ViewError::NoEntry),
-            Node::Tags => self
-                .snaps
-                .iter()
-                .flat_map(|s| &s.tags)
-                .find(|t| shown_name(t) == name)
-                .map(|t| Node::Tag(t.clone()))
-                .ok_or(ViewError::NoEntry),
-            Node::Ids => self
-                .snaps
-                .iter()
-                .find(|s| s.id.short().as_bytes() == name)
-                .map(|s| link_to(s, "../"))
-                .ok_or(ViewError::NoEntry),
-            Node::Host(h) => self
-                .snaps
-                .iter()
-                .find(|s| &s.host == h && s.name.as_bytes() == name)
-                .map(|s| link_to(s, "../../"))
-                .ok_or(ViewError::NoEntry),
-            Node::Tag(t) => self
-                .snaps
-                .iter()
-                .find(|s| s.tags.contains(t) && s.name.as_bytes() == name)
-                .map(|s| link_to(s, "../../"))
-                .ok_or(ViewError::NoEntry),
-            Node::Entry { .. } | Node::Link(_) => Err(ViewError::NotDir),
+    /// The node a row of the layout stands for.
+    pub(super) fn virtual_node(&self, v: &Virt) -> Node {
+        match v {
+            Virt::Dir(d) => Node::Virtual(*d),
+            Virt::Snap(i) => self.snap_root(*i as usize),
+            Virt::Link(t) => Node::Link(t.clone()),
         }
     }
 
-    /// [`Vfs::child`] with the child's position in its directory.
+    /// The child `name` of directory `parent`, with its position in the directory.
     pub(super) fn child_indexed(&self, parent: &Node, name: &[u8]) -> Result<(u64, Node)> {
         match parent {
             Node::Entry { snap, entry } => match &entry.kind {
@@ -138,50 +170,10 @@ impl Vfs {
                 _ => Err(ViewError::NotDir),
             },
             Node::Link(_) => Err(ViewError::NotDir),
-            _ => {
-                let pos = self.virtual_names(parent).iter().position(|(n, _)| n == name).ok_or(ViewError::NoEntry)?;
-                Ok((pos as u64, self.child(parent, name)?))
+            Node::Virtual(d) => {
+                let (pos, v) = self.layout.find(*d, name).ok_or(ViewError::NoEntry)?;
+                Ok((pos as u64, self.virtual_node(v)))
             }
         }
-    }
-
-    /// Names of a virtual directory.
-    pub(super) fn virtual_names(&self, node: &Node) -> Vec<(Vec<u8>, FileKind)> {
-        let mut names: Vec<(Vec<u8>, FileKind)> = match node {
-            Node::Root => {
-                let mut v = vec![
-                    (b"snapshots".to_vec(), FileKind::Dir),
-                    (b"hosts".to_vec(), FileKind::Dir),
-                    (b"tags".to_vec(), FileKind::Dir),
-                    (b"ids".to_vec(), FileKind::Dir),
-                ];
-                if !self.snaps.is_empty() {
-                    v.push((b"latest".to_vec(), FileKind::Symlink));
-                }
-                v
-            }
-            Node::Snapshots => self.snaps.iter().map(|s| (s.name.as_bytes().to_vec(), FileKind::Dir)).collect(),
-            Node::Hosts => self.snaps.iter().map(|s| (shown_name(&s.host), FileKind::Dir)).collect(),
-            Node::Tags => {
-                self.snaps.iter().flat_map(|s| s.tags.iter().map(|t| (shown_name(t), FileKind::Dir))).collect()
-            }
-            Node::Ids => self.snaps.iter().map(|s| (s.id.short().into_bytes(), FileKind::Symlink)).collect(),
-            Node::Host(h) => self
-                .snaps
-                .iter()
-                .filter(|s| &s.host == h)
-                .map(|s| (s.name.as_bytes().to_vec(), FileKind::Symlink))
-                .collect(),
-            Node::Tag(t) => self
-                .snaps
-                .iter()
-                .filter(|s| s.tags.contains(t))
-                .map(|s| (s.name.as_bytes().to_vec(), FileKind::Symlink))
-                .collect(),
-            _ => Vec::new(),
-        };
-        names.sort();
-        names.dedup();
-        names
     }
 }

@@ -112,10 +112,10 @@ impl Vfs {
             _ => (0, None),
         };
         let Some(tree) = tree else {
-            // Virtual directories: short lists, rebuilt per call.
-            for (i, (name, _)) in self.virtual_names(node).iter().enumerate().skip((off - 2) as usize) {
-                let child = self.child(node, name)?;
-                if !add(name, Some(&child), i as u64 + 3) {
+            // Virtual directories: rows of the layout.
+            let Node::Virtual(d) = node else { return Ok(()) };
+            for (i, (name, v)) in self.layout.rows(*d).iter().enumerate().skip((off - 2) as usize) {
+                if !add(name, Some(&self.virtual_node(v)), i as u64 + 3) {
                     break;
                 }
             }
