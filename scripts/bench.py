@@ -598,18 +598,10 @@ def mount_section(work, tools, src, files, record):
             record("mount", "cp -a from local disk", t, files, data, m, du(t.repo))
     big = max((p for p in run_src.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     for t in tools:
-        mnt = work / f"mnt-{t.name}"
-        if mounted(mnt):
-            sh(["fusermount", "-u", "-z", mnt])
-        mnt.mkdir(exist_ok=True)
-        cmd = {"cairn": [CAIRN, "mount", mnt], "restic": ["restic", "mount", mnt],
-               "borg": ["borg", "mount", "-f", f"::a{t.n}", mnt]}[t.name]
-        inside = {"cairn": mnt / "latest", "restic": mnt / "snapshots" / "latest", "borg": mnt}[t.name]
-        inside = inside / str(run_src).lstrip("/")
         # Every tool's repository is read into the page cache first, so the steps measure
         # the mounts and not which pack files the writes of earlier steps evicted.
         warm(t.repo)
-        proc = start_mount(t, cmd, mnt, inside)
+        proc, mnt, inside = mount_latest(work, t, run_src)
         try:
             steps = [("cat of the largest file", ["cat", inside / big.relative_to(run_src)], False),
                      ("ls -lR", ["ls", "-lR", inside], False),
@@ -634,13 +626,8 @@ def mount_section(work, tools, src, files, record):
     warm(dirs_src)
     for t in tools:
         measure(t, t.backup(dirs_src))
-        mnt = work / f"mnt-{t.name}"
-        cmd = {"cairn": [CAIRN, "mount", mnt], "restic": ["restic", "mount", mnt],
-               "borg": ["borg", "mount", "-f", f"::a{t.n}", mnt]}[t.name]
-        inside = {"cairn": mnt / "latest", "restic": mnt / "snapshots" / "latest", "borg": mnt}[t.name]
-        inside = inside / str(dirs_src).lstrip("/")
         warm(t.repo)
-        proc = start_mount(t, cmd, mnt, inside)
+        proc, mnt, inside = mount_latest(work, t, dirs_src)
         try:
             run_mount_steps(work, t, proc, [("ls -lR, directory-heavy tree", ["ls", "-lR", inside], False)],
                             dirs_data, dirs_src, "out of the mount",
@@ -667,6 +654,21 @@ def run_mount_steps(work, t, proc, steps, data, run_src, what, record_step):
             raise SystemExit(f"{t.name}: {' '.join(map(str, client))} failed: {p.stderr[-2000:]}")
         rss, cpu = proc_status(proc.pid)
         record_step(step, {"wall_s": wall, "cpu_s": cpu, "rss_mib": rss, "exit": 0}, wall)
+
+
+def mount_latest(work, t, src, prefix="mnt"):
+    """Mount t's repository at work/<prefix>-<tool> (unmounting a stale mount there
+    first); return the mount process, the mount point and where `src` shows in its
+    newest snapshot (borg: its last archive)."""
+    mnt = work / f"{prefix}-{t.name}"
+    if mounted(mnt):
+        sh(["fusermount", "-u", "-z", mnt])
+    mnt.mkdir(exist_ok=True)
+    cmd = {"cairn": [CAIRN, "mount", mnt], "restic": ["restic", "mount", mnt],
+           "borg": ["borg", "mount", "-f", f"::a{t.n}", mnt]}[t.name]
+    inside = {"cairn": mnt / "latest", "restic": mnt / "snapshots" / "latest", "borg": mnt}[t.name]
+    inside = inside / str(src).lstrip("/")
+    return start_mount(t, cmd, mnt, inside), mnt, inside
 
 
 def start_mount(t, cmd, mnt, inside):
@@ -1577,13 +1579,7 @@ def remote_measure(t, cmd, cwd=None):
 
 def remote_mount(work, t, run_src, big, files, data, sec, label, record):
     """cat of the largest file and cp -a of the tree through t's mount of its S3 repository."""
-    mnt = work / f"mnt-remote-{t.name}"
-    if mounted(mnt):
-        sh(["fusermount", "-u", "-z", mnt])
-    mnt.mkdir(exist_ok=True)
-    cmd = {"cairn": [CAIRN, "mount", mnt], "restic": ["restic", "mount", mnt]}[t.name]
-    inside = {"cairn": mnt / "latest", "restic": mnt / "snapshots" / "latest"}[t.name] / str(run_src).lstrip("/")
-    proc = start_mount(t, cmd, mnt, inside)
+    proc, mnt, inside = mount_latest(work, t, run_src, "mnt-remote")
     try:
         steps = [("4 mount: cat of the largest file", ["cat", inside / big.relative_to(run_src)], False)]
         # restic's cp -a out of its S3 mount is left out: at 0 ms it had not finished

@@ -535,21 +535,23 @@ impl Repository {
     /// no hashing of their size each:
     /// - the chunker's maximum, where a run of zeros is cut (the rolling hash of zeros is
     ///   a constant that misses the cut masks), whose id is computed once;
-    /// - any length for the last chunk of a file of several (`last`: a file that ends in
-    ///   a hole), when the index says it was stored compressed to almost nothing, as
-    ///   zeros are (one index lookup).
+    /// - any length for the last chunk of a file of several (a file that ends in a
+    ///   hole), when the index says it was stored compressed to almost nothing, as zeros
+    ///   are (one index lookup).
     ///
-    /// A zero chunk of another length (a chunker seed whose constant hits a mask, a file
-    /// of one chunk) counts as data: that only costs reading it, never a wrong byte.
-    pub fn is_zero_chunk(&self, c: &ChunkRef, last: bool) -> bool {
-        self.is_zero_blob(c, last, || self.index.get(&c.id))
+    /// `c` starts at byte `at` of a file of `file_size` bytes. A zero chunk of another
+    /// length (a chunker seed whose constant hits a mask, a file of one chunk) counts as
+    /// data: that only costs reading it, never a wrong byte.
+    pub fn is_zero_chunk(&self, c: &ChunkRef, at: u64, file_size: u64) -> bool {
+        self.is_zero_blob(c, at, file_size, || self.index.get(&c.id))
     }
 
     /// [`Repository::is_zero_chunk`] for a chunk whose index entry the caller has:
     /// `loc` gives it when it is needed.
-    pub fn is_zero_blob(&self, c: &ChunkRef, last: bool, loc: impl FnOnce() -> Option<Location>) -> bool {
+    pub fn is_zero_blob(&self, c: &ChunkRef, at: u64, file_size: u64, loc: impl FnOnce() -> Option<Location>) -> bool {
         if c.size != self.config.chunker.max {
-            if !last {
+            let last_of_several = at > 0 && at.saturating_add(c.size as u64) == file_size;
+            if !last_of_several {
                 return false;
             }
             // zstd stores 4 MiB of zeros in ~150 bytes; this bound keeps every zero

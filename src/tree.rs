@@ -678,6 +678,14 @@ pub fn for_each_chunk(
     f: &mut dyn FnMut(&ChunkRef) -> Result<()>,
 ) -> Result<()> {
     let mut total = 0u64;
+    if let Content::Inline(cs) = content {
+        // In the entry already: no iterator (it would copy the list).
+        for c in cs {
+            total = total.saturating_add(c.size as u64);
+            f(c)?;
+        }
+        return check_size(content, total, size);
+    }
     let mut it = ChunkIter::new(repo, content)?;
     while let Some(c) = it.next_chunk()? {
         total = total.saturating_add(c.size as u64);
@@ -706,11 +714,10 @@ pub fn check_size(content: &Content, total: u64, size: u64) -> Result<()> {
 pub fn data_bytes(repo: &Repository, content: &Content, size: u64) -> Result<u64> {
     let (mut at, mut data) = (0u64, 0u64);
     for_each_chunk(repo, content, size, &mut |c| {
-        let last = at > 0 && at + c.size as u64 == size;
-        at += c.size as u64;
-        if !repo.is_zero_chunk(c, last) {
+        if !repo.is_zero_chunk(c, at, size) {
             data += c.size as u64;
         }
+        at += c.size as u64;
         Ok(())
     })?;
     Ok(data)
@@ -731,7 +738,7 @@ pub fn seek_data(repo: &Repository, content: &Content, size: u64, offset: u64, h
         if end > size {
             break; // damaged: the chunks run past the size; the rest reads as EIO
         }
-        if repo.is_zero_chunk(&c, start > 0 && end == size) == hole {
+        if repo.is_zero_chunk(&c, start, size) == hole {
             return Ok(Some(start.max(offset)));
         }
         start = end;

@@ -916,8 +916,7 @@ impl Ctx<'_> {
                     }
                     let loc = (self.repo.index().try_get(&c.id)?)
                         .ok_or_else(|| Error::NotFound { what: "data blob", id: c.id.to_hex() })?;
-                    let last = offset > 0 && offset + c.size as u64 == p.entry.size;
-                    if self.repo.is_zero_blob(c, last, || Some(loc)) {
+                    if self.repo.is_zero_blob(c, offset, p.entry.size, || Some(loc)) {
                         // A hole, known from its id: nothing to read.
                         self.repo.meter().add(c.size as u64);
                         if !p.in_place {

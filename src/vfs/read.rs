@@ -222,7 +222,7 @@ impl Vfs {
                 }
                 let from = (offset.max(cur.start) - cur.start) as usize;
                 let to = (end.min(c_end) - cur.start) as usize;
-                if self.repo.is_zero_chunk(&c, cur.start > 0 && c_end == size) {
+                if self.repo.is_zero_chunk(&c, cur.start, size) {
                     // A hole: answered without loading the chunk.
                     let n = to - from.min(to);
                     out.push(self.zeros(n), 0..n, (end - offset) as usize);
@@ -267,7 +267,7 @@ impl Vfs {
             }
             let c = cur.ahead[i];
             let c_end = at + c.size as u64;
-            if at >= cur.fetched && at >= end && !self.repo.is_zero_chunk(&c, at > 0 && c_end == size) {
+            if at >= cur.fetched && at >= end && !self.repo.is_zero_chunk(&c, at, size) {
                 run.push(c);
             }
             at = c_end;
