@@ -205,6 +205,16 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0, what, id }
     }
 
+    /// Read `buf` from byte `pos` on (a decoder that stops and takes up again).
+    pub fn at(buf: &'a [u8], pos: usize, what: &'static str, id: &'a dyn Display) -> Self {
+        Reader { buf, pos: pos.min(buf.len()), what, id }
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// A `Corrupt` error about this object.
     pub fn err(&self, detail: impl Display) -> Error {
         Error::corrupt(self.what, self.id, format!("{detail} (at byte {})", self.pos))

@@ -15,7 +15,7 @@ use std::ops::Deref;
 use crate::error::{Error, Result};
 use crate::format::tree::{
     finish_node, put_chunk_ref, put_dir_child, put_entry, put_list_child, start_node, ChunkRef, Content, DirChild,
-    Entry, ListChild, Node, NodeKind,
+    Entry, LeafEntries, ListChild, Node, NodeKind,
 };
 use crate::id::BlobId;
 use crate::repo::Repository;
@@ -324,25 +324,71 @@ type Counted = Option<(u64, u64)>;
 /// node that disagrees with them is damaged rather than read at the wrong place.
 fn read_counted(repo: &Repository, id: &BlobId, want: Counted) -> Result<Node> {
     let node = repo.read_tree(id)?;
-    if let Some(want) = want {
-        let sum = |it: &mut dyn Iterator<Item = (u64, u64)>| {
-            it.fold((0u64, 0u64), |(n, b), (dn, db)| (n.saturating_add(dn), b.saturating_add(db)))
-        };
-        let got = match &node {
-            Node::DirLeaf(es) => (es.len() as u64, 0),
-            Node::DirInterior(cs) => sum(&mut cs.iter().map(|c| (c.entries, 0))),
-            Node::ListLeaf(cs) => sum(&mut cs.iter().map(|c| (1, c.size as u64))),
-            Node::ListInterior(cs) => sum(&mut cs.iter().map(|c| (c.chunks, c.bytes))),
-        };
-        if got != want {
-            return Err(Error::corrupt(
-                "tree",
-                id,
-                format!("holds {} items of {} bytes, its parent counts {} of {}", got.0, got.1, want.0, want.1),
-            ));
+    check_counted(id, counted(&node), want)?;
+    Ok(node)
+}
+
+/// What a node holds, as its parent counts it: (entries, 0) for a directory node,
+/// (chunks, bytes) for a chunk list node.
+fn counted(node: &Node) -> (u64, u64) {
+    let sum = |it: &mut dyn Iterator<Item = (u64, u64)>| {
+        it.fold((0u64, 0u64), |(n, b), (dn, db)| (n.saturating_add(dn), b.saturating_add(db)))
+    };
+    match node {
+        Node::DirLeaf(es) => (es.len() as u64, 0),
+        Node::DirInterior(cs) => sum(&mut cs.iter().map(|c| (c.entries, 0))),
+        Node::ListLeaf(cs) => sum(&mut cs.iter().map(|c| (1, c.size as u64))),
+        Node::ListInterior(cs) => sum(&mut cs.iter().map(|c| (c.chunks, c.bytes))),
+    }
+}
+
+/// That node `id`, holding `got` (items, bytes), is what its parent counts (`want`).
+fn check_counted(id: &BlobId, got: (u64, u64), want: Counted) -> Result<()> {
+    match want {
+        Some(want) if got != want => Err(Error::corrupt(
+            "tree",
+            id,
+            format!("holds {} items of {} bytes, its parent counts {} of {}", got.0, got.1, want.0, want.1),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The entries left of the directory leaf a [`DirIter`] is in.
+enum Leaf {
+    /// Decoded whole.
+    Whole(std::vec::IntoIter<Entry>),
+    /// Kept as plaintext (a compact iterator, [`DirIter::compact`]), with the next entry
+    /// once peeked.
+    Plain(Box<(LeafEntries, Option<Entry>)>),
+}
+
+impl Leaf {
+    fn empty() -> Leaf {
+        Leaf::Whole(Vec::new().into_iter())
+    }
+
+    /// The next entry, without taking it.
+    fn peek(&mut self) -> Result<Option<&Entry>> {
+        match self {
+            Leaf::Whole(it) => Ok(it.as_slice().first()),
+            Leaf::Plain(p) => {
+                let (rest, next) = &mut **p;
+                if next.is_none() {
+                    *next = rest.next_entry()?;
+                }
+                Ok(next.as_ref())
+            }
         }
     }
-    Ok(node)
+
+    /// Take the entry [`Leaf::peek`] gave.
+    fn take(&mut self) -> Option<Entry> {
+        match self {
+            Leaf::Whole(it) => it.next(),
+            Leaf::Plain(p) => p.1.take(),
+        }
+    }
 }
 
 /// Iterates a directory's entries in name order, one node per level in memory.
@@ -351,7 +397,9 @@ fn read_counted(repo: &Repository, id: &BlobId, want: Counted) -> Result<Node> {
 pub struct DirIter<R: Deref<Target = Repository>> {
     repo: R,
     stack: Vec<std::vec::IntoIter<DirChild>>,
-    leaf: std::vec::IntoIter<Entry>,
+    leaf: Leaf,
+    /// Whether leaves are kept as plaintext ([`DirIter::compact`]).
+    compact: bool,
     last: Option<Vec<u8>>,
     /// The `first_name` the interior nodes above the leaf being entered give it: the next
     /// entry must bear it (lookups by name go by these names).
@@ -376,7 +424,8 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
         DirIter {
             repo,
             stack: Vec::new(),
-            leaf: Vec::new().into_iter(),
+            leaf: Leaf::empty(),
+            compact: false,
             last: None,
             first: None,
             root: *root,
@@ -387,6 +436,17 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     /// Start at a directory's root node.
     pub fn new(repo: R, root: &BlobId) -> Result<DirIter<R>> {
         let mut it = DirIter::unread(repo, root);
+        it.descend(root, None)?;
+        Ok(it)
+    }
+
+    /// [`DirIter::new`], holding each leaf as its plaintext and decoding one entry at a
+    /// time: a sixth of the memory for a reader that keeps many iterators at once (the
+    /// mount's merge of `versions/`). A leaf that fails to decode midway is given up
+    /// whole by [`DirIter::skip_failed`].
+    pub fn compact(repo: R, root: &BlobId) -> Result<DirIter<R>> {
+        let mut it = DirIter::unread(repo, root);
+        it.compact = true;
         it.descend(root, None)?;
         Ok(it)
     }
@@ -404,7 +464,7 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
                     if rest > 0 {
                         leaf.nth(usize::try_from(rest - 1).unwrap_or(usize::MAX));
                     }
-                    it.leaf = leaf;
+                    it.leaf = Leaf::Whole(leaf);
                     return Ok(it);
                 }
                 Node::DirInterior(cs) => {
@@ -431,8 +491,24 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     }
 
     fn descend(&mut self, id: &BlobId, want: Counted) -> Result<()> {
-        match read_counted(&self.repo, id, want)? {
-            Node::DirLeaf(es) => self.leaf = es.into_iter(),
+        let node = if self.compact {
+            match LeafEntries::open(self.repo.read_blob(id, crate::format::BlobKind::Tree)?, id)? {
+                Ok(leaf) => {
+                    check_counted(id, (leaf.len() as u64, 0), want)?;
+                    self.leaf = Leaf::Plain(Box::new((leaf, None)));
+                    return Ok(());
+                }
+                Err(Node::DirLeaf(_)) => unreachable!("a directory leaf opens as one"),
+                Err(node) => {
+                    check_counted(id, counted(&node), want)?;
+                    node
+                }
+            }
+        } else {
+            read_counted(&self.repo, id, want)?
+        };
+        match node {
+            Node::DirLeaf(es) => self.leaf = Leaf::Whole(es.into_iter()),
             Node::DirInterior(cs) => {
                 if self.stack.len() >= MAX_DEPTH {
                     return Err(Error::corrupt("tree", id, "directory tree too deep"));
@@ -464,9 +540,19 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     pub fn skip_failed(&mut self) -> Option<u64> {
         match self.failed.take()? {
             Failed::Entry => {
-                self.leaf.next();
                 self.first = None;
-                Some(1)
+                match &mut self.leaf {
+                    Leaf::Whole(it) => {
+                        it.next();
+                        Some(1)
+                    }
+                    // Its entries cannot be told apart past a failed decode: the rest go.
+                    Leaf::Plain(p) => {
+                        let n = p.0.len() as u64 + u64::from(p.1.is_some());
+                        self.leaf = Leaf::empty();
+                        Some(n)
+                    }
+                }
             }
             Failed::Child => {
                 let c = self.stack.last_mut()?.next()?;
@@ -478,7 +564,11 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
 
     fn step(&mut self) -> Result<Option<Entry>> {
         loop {
-            if let Some(e) = self.leaf.as_slice().first() {
+            let peeked = self.leaf.peek();
+            if peeked.is_err() {
+                self.failed = Some(Failed::Entry);
+            }
+            if let Some(e) = peeked? {
                 if self.last.as_ref().is_some_and(|l| *l >= e.name) {
                     self.failed = Some(Failed::Entry);
                     return Err(Error::corrupt(
@@ -500,7 +590,7 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
                     ));
                 }
                 self.first = None;
-                let e = self.leaf.next().expect("peeked");
+                let e = self.leaf.take().expect("peeked");
                 self.last = Some(e.name.clone());
                 return Ok(Some(e));
             }
