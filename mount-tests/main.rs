@@ -622,6 +622,74 @@ fn a_directory_of_100k_entries_lists_completely() {
     assert!(fs::metadata(inside.join("entry-099999")).unwrap().is_file());
 }
 
+/// Peak resident memory of the mount process, in bytes.
+fn peak_rss(m: &Mounted) -> u64 {
+    let pid = m.child.as_ref().expect("running").id();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib << 10
+}
+
+#[test]
+fn versions_list_every_change_of_a_wide_directory_within_the_budget() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path("src");
+    let wide = src.join("wide");
+    fs::create_dir_all(&wide).unwrap();
+    // 20,000 files across 30 snapshots (30 distinct trees of the directory); snapshot
+    // i > 0 rewrites file i % 10, so f00003 has 4 versions (its first, and those of
+    // snapshots 3, 13 and 23) and files from f00010 on one.
+    const N: usize = 20_000;
+    const SNAPS: usize = 30;
+    for i in 0..N {
+        fs::write(wide.join(format!("f{i:05}")), format!("file {i}")).unwrap();
+    }
+    let content = |k: usize, snap: usize| format!("file {k}, as changed in snapshot {snap}").repeat(snap + 1);
+    for snap in 0..SNAPS {
+        if snap > 0 {
+            fs::write(wide.join(format!("f{:05}", snap % 10)), content(snap % 10, snap)).unwrap();
+        }
+        let time = format!("2026-01-01 00:{snap:02}:00");
+        s.cairn(&["backup", "--host", "h", "--time", &time, src.to_str().unwrap()]);
+    }
+    let m = s.mount(&["--memory", "64M"]);
+    let dir = m.mnt.join("versions/h").join(wide.strip_prefix("/").unwrap());
+    let ls = run(Command::new("ls").arg("-l").arg(&dir));
+    assert_eq!(ls.lines().filter(|l| l.starts_with('d')).count(), N, "every file is a directory of versions");
+    // f00003 was made before snapshot 0 and rewritten in snapshots 3, 13 and 23.
+    let f3 = dir.join("f00003");
+    let mut names: Vec<String> =
+        fs::read_dir(&f3).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let when = |snap: usize| names.iter().position(|n| n.contains(&format!("T00:{snap:02}:00"))).is_some();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!([0, 3, 13, 23].into_iter().all(when), "{names:?}");
+    let copy = s.path("copy");
+    run(Command::new("cp").arg("-a").arg(&f3).arg(&copy));
+    let mut got: Vec<Vec<u8>> = names.iter().map(|n| fs::read(copy.join(n)).unwrap()).collect();
+    got.sort();
+    let mut want = vec![b"file 3".to_vec()];
+    want.extend([3, 13, 23].map(|snap| content(3, snap).into_bytes()));
+    want.sort();
+    assert!(got == want, "the versions' bytes differ");
+    assert_eq!(fs::read_dir(dir.join("f00042")).unwrap().count(), 1);
+    // Listing merges 30 trees of 20,000 entries one directory at a time: memory stays
+    // within --memory + 32 MiB (the target every command has).
+    let peak = peak_rss(&m);
+    assert!(peak <= 96 << 20, "the mount peaked at {} MiB", peak >> 20);
+}
+
 #[test]
 fn a_damaged_pack_fails_the_affected_file_only() {
     if !fuse_available() {

@@ -351,6 +351,8 @@ def main():
     ap.add_argument("--work", type=pathlib.Path, default=ROOT / "target/bench-work")
     ap.add_argument("--out", type=pathlib.Path)
     ap.add_argument("--files", type=int, help="small files in the main corpus")
+    ap.add_argument("--versions-snapshots", type=int,
+                    help="snapshots of the wide directory the mount section lists under versions/ (100; --quick: 20)")
     ap.add_argument("--large-mib", type=int, help="MiB of large files in the main corpus")
     ap.add_argument("--series", help="comma-separated file counts for the memory series")
     ap.add_argument("--index-series", help="comma-separated entry counts for cairn's index benchmark")
@@ -409,7 +411,8 @@ def main():
     cg_lines = cgroup_run(a, work, tools) if "cgroup" in only else []
     index_rows = index_section(a, work) if "index" in only and "cairn" in tools_wanted else []
     if "mount" in only:
-        mount_section(work, tools, src, files, record)
+        mount_section(work, tools, src, files, record,
+                      a.versions_snapshots or (20 if a.quick else 100))
     if "lifecycle" in only:
         cg_lines += lifecycle_section(a, work, tools, files, large, record)
     if "prune-scale" in only and "cairn" in tools_wanted:
@@ -563,11 +566,12 @@ class FreshFs:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def mount_section(work, tools, src, files, record):
+def mount_section(work, tools, src, files, record, versions_snapshots):
     """Each tool's FUSE mount of its snapshot of the main corpus.
 
     Then each tool backs up a directory-heavy tree of as many files (4 per directory, 5
-    levels) and `ls -lR`s it through a fresh mount.
+    levels) and `ls -lR`s it through a fresh mount. Last, cairn alone lists a wide
+    directory across many snapshots under `versions/` (versions_section).
 
     Steps, in this order on a fresh mount of a repository read into the page cache just
     before: read the largest file (512 MiB) with cat,
@@ -636,6 +640,61 @@ def mount_section(work, tools, src, files, record):
             stop_mount(proc, mnt)
 
 
+    if "cairn" in [t.name for t in tools]:
+        versions_section(work, next(t for t in tools if t.name == "cairn"), files, versions_snapshots, record)
+
+
+def versions_section(work, t, files, snapshots, record):
+    """cairn alone (restic's mount has no such view; borg's `mount --versions` builds the
+    whole tree in memory first): one directory of `files` tiny files backed up
+    `snapshots` times into a repository of its own, a hundredth of its files rewritten
+    before each backup (so every snapshot holds a distinct tree of it: the merge's worst
+    case), then `ls -l` of that directory under `versions/HOST/` through a fresh mount
+    with --memory 64M (each file a directory of its versions), and `ls -l` of one file's
+    versions. Peak RSS and CPU are the mount process's."""
+    wide = work / "versions-src" / "wide"
+    shutil.rmtree(wide.parent, ignore_errors=True)
+    wide.mkdir(parents=True)
+    for i in range(files):
+        (wide / f"f{i:07d}").write_text(f"file {i}\n")
+    repo = work / "repo-cairn-versions"
+    shutil.rmtree(repo, ignore_errors=True)
+    env = dict(t.env(), CAIRN_REPO=str(repo))
+    sh([CAIRN, "init"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    step = max(1, files // 100)
+    start = time.time()
+    for k in range(snapshots):
+        for i in range(k * step % files, min(files, k * step % files + step)):
+            (wide / f"f{i:07d}").write_text(f"file {i}, version {k}\n")
+        when = f"2026-01-01 {k // 3600:02d}:{k // 60 % 60:02d}:{k % 60:02d}"
+        sh([CAIRN, "backup", "--host", "bench", "--time", when, wide], env=env, stdout=subprocess.DEVNULL)
+    print(f"bench: versions: {snapshots} backups of {files:,} files in {time.time() - start:.0f} s",
+          file=sys.stderr, flush=True)
+    warm(repo)
+    mnt = work / "mnt-versions"
+    if mounted(mnt):
+        sh(["fusermount", "-u", "-z", mnt])
+    mnt.mkdir(exist_ok=True)
+    inside = mnt / "versions" / "bench" / str(wide).lstrip("/")
+    proc = start_mount(t, [CAIRN, "mount", "--memory", "64M", mnt], mnt, inside, env)
+    try:
+        what = f"versions/: ls -l of {files:,} files across {snapshots} snapshots"
+        steps = [(what, ["ls", "-l", inside], False),
+                 ("versions/: ls -l of one file's versions", ["ls", "-l", inside / "f0000000"], False)]
+        run_mount_steps(work, t, proc, steps, 0, wide, "out of the mount",
+                        lambda step, m, wall: record("mount", step, t, files, 0, m, du(repo)))
+        listed = subprocess.run(["ls", inside], capture_output=True, text=True, check=True).stdout.split()
+        if len(listed) != files:
+            raise SystemExit(f"cairn: versions/ lists {len(listed)} names, the directory has {files}")
+        rss, _ = proc_status(proc.pid)
+        within = "within" if rss <= 64 + 32 else "OVER"
+        print(f"bench: cairn versions/: peak RSS {rss:.1f} MiB, {within} --memory 64M + 32 MiB", file=sys.stderr)
+    finally:
+        stop_mount(proc, mnt)
+        shutil.rmtree(repo, ignore_errors=True)
+        shutil.rmtree(wide.parent, ignore_errors=True)
+
+
 def run_mount_steps(work, t, proc, steps, data, run_src, what, record_step):
     """Run each (step, client command, writes a tree) against the mount `proc` serves;
     record_step(step, measurement, wall) after each (wall: the client's; RSS and CPU: the
@@ -671,9 +730,10 @@ def mount_latest(work, t, src, prefix="mnt"):
     return start_mount(t, cmd, mnt, inside), mnt, inside
 
 
-def start_mount(t, cmd, mnt, inside):
-    """Start t's mount command; return its process once `inside` shows in the mount."""
-    proc = subprocess.Popen(cmd, env=t.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start_mount(t, cmd, mnt, inside, env=None):
+    """Start t's mount command (in t's environment, or `env`); return its process once
+    `inside` shows in the mount."""
+    proc = subprocess.Popen(cmd, env=env or t.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (mounted(mnt) and inside.exists()):
         if proc.poll() is not None or time.time() > deadline:

@@ -8,13 +8,16 @@
 //! /hosts/<host>/<name> -> ../../snapshots/<name>
 //! /tags/<tag>/<name>   -> ../../snapshots/<name>
 //! /ids/<short id>      -> ../snapshots/<name>
+//! /versions/<host>/...  the union of the host's snapshots; each regular file a
+//!                       directory of its versions, named by snapshot time
 //! ```
 //!
 //! The view is one struct, [`Vfs`], whose methods live by concern: `layout` (the
 //! virtual directories above the snapshots' trees), `inodes` (numbering and the node
 //! cache), `listing` (directory listings), `read` (file reads, holes, SEEK_DATA),
-//! `ahead` (small files loaded ahead of a copier), `chunks` (the chunk cache, the buffer
-//! pool and the prefetch threads). This file holds the types, lookups and attributes.
+//! `ahead` (small files loaded ahead of a copier), `versions` (`versions/`, directories
+//! merged across snapshots), `chunks` (the chunk cache, the buffer pool and the
+//! prefetch threads). This file holds the types, lookups and attributes.
 //!
 //! Memory (docs/design.md, "Mount"):
 //! - the snapshot list: ~200 B per snapshot, as for `snapshots`, and the virtual
@@ -23,6 +26,8 @@
 //!   numbers and per hard-linked file met; decoded nodes in an LRU of `node_cache_bytes`
 //!   (a sixteenth of the budget), found again from their directory when evicted;
 //! - open directories and files: one tree node per level of their listing or chunk list;
+//!   a listing of `versions/` one per level and one entry per distinct tree merged (at
+//!   most one per snapshot of the host);
 //! - decrypted chunks: an LRU charged by the bytes it holds ([`ChunkCache`]), and a pool
 //!   of reusable buffers of a quarter of that;
 //! - read-ahead state: the 64 directories being read through and the 16 processes
@@ -46,6 +51,7 @@ mod inodes;
 mod layout;
 mod listing;
 mod read;
+mod versions;
 
 use ahead::READERS;
 use chunks::{load_chunk, ByteLru, Job, Prefetcher};
@@ -56,6 +62,7 @@ pub use listing::ReaddirFn;
 use listing::{DirCursor, LISTINGS};
 pub use read::ReadData;
 use read::{FileHandle, DATA_BYTES, OPEN_FILES};
+use versions::{Merge, Merged, Span, Versions};
 
 /// The root directory's inode.
 pub const ROOT: u64 = 1;
@@ -143,6 +150,10 @@ enum Node {
     Link(Vec<u8>),
     /// Something inside snapshot `snap` (its root directory included).
     Entry { snap: u32, entry: Arc<Entry> },
+    /// A directory of `versions/HOST/`: one path merged across the host's snapshots.
+    Merged(Arc<Merged>),
+    /// A regular file of `versions/HOST/`, shown as a directory of its versions.
+    Versions(Arc<Versions>),
 }
 
 /// The filesystem view.
@@ -346,6 +357,20 @@ impl Vfs {
         match node {
             Node::Virtual(_) => virt(FileKind::Dir, 0),
             Node::Link(target) => virt(FileKind::Symlink, target.len() as u64),
+            Node::Merged(m) => match &m.entry {
+                Some(e) => self.attr_of(ino, &Node::Entry { snap: 0, entry: e.clone() }),
+                None => virt(FileKind::Dir, 0),
+            },
+            Node::Versions(v) => match v.newest() {
+                // A file's versions: a directory as readable as the file, with the
+                // newest version's owner and times.
+                Some(e) => {
+                    let file = self.attr_of(ino, &Node::Entry { snap: 0, entry: e.clone() });
+                    let perm = file.perm | (file.perm & 0o444) >> 2;
+                    Attr { size: 0, allocated: 0, kind: FileKind::Dir, perm, nlink: 2, ..file }
+                }
+                None => virt(FileKind::Dir, 0),
+            },
             Node::Entry { entry: e, .. } => {
                 let kind = kind_of(node);
                 let (size, rdev) = match &e.kind {
@@ -411,6 +436,7 @@ impl Vfs {
     pub fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         match self.node(ino)? {
             Node::Entry { entry, .. } => Ok(entry.xattrs.clone()),
+            Node::Merged(m) => Ok(m.entry.as_ref().map_or_else(Vec::new, |e| e.xattrs.clone())),
             _ => Ok(Vec::new()),
         }
     }

@@ -102,7 +102,7 @@ fn a_snapshot_reads_back_through_the_view() {
                           // directories.
     let v = Vfs::new(Arc::new(t.reopen()), cache, 4096, (0, 0)).unwrap();
     let root: Vec<Vec<u8>> = list(&v, ROOT, 3);
-    let want: Vec<&[u8]> = vec![b".", b"..", b"hosts", b"ids", b"latest", b"snapshots", b"tags"];
+    let want: Vec<&[u8]> = vec![b".", b"..", b"hosts", b"ids", b"latest", b"snapshots", b"tags", b"versions"];
     assert_eq!(root, want);
     let snaps = walk(&v, ROOT, Path::new("snapshots"));
     let names = list(&v, snaps.ino, 100);
@@ -430,4 +430,119 @@ fn holes_are_reported_sought_and_read_without_loading_a_chunk() {
     let listed = listing(&v, base.ino, 100, true);
     let z_listed = listed.iter().find(|(n, _)| n == b"zeros").and_then(|(_, a)| *a).unwrap();
     assert_eq!(z_listed.allocated, 0);
+}
+
+/// A backup of `src` as host `host` at second `sec`.
+fn backup_at(repo: &Repository, src: &Path, host: &str, sec: i64) {
+    let opts = crate::ops::backup::BackupOptions {
+        paths: vec![src.to_path_buf()],
+        host: Some(host.into()),
+        time_ns: Some(sec * 1_000_000_000),
+        ..Default::default()
+    };
+    let c = Collect::default();
+    crate::ops::backup::backup(repo, &opts, &c, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    assert!(c.all().is_empty(), "{:?}", c.all());
+}
+
+#[test]
+fn versions_show_each_distinct_content_of_a_file_across_a_hosts_snapshots() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    std::fs::create_dir_all(src.join("keep")).unwrap();
+    write(&src.join("keep/same"), b"never changes");
+    // Five snapshots, a second apart (2026-01-01T00:00:00 + i).
+    let start = 1_767_225_600;
+    let name = |i: i64| chrono::DateTime::from_timestamp(start + i, 0).unwrap().format("%Y-%m-%dT%H:%M:%S").to_string();
+    let big = bytes(3, 300_000, false); // a chunk list of its own
+    for i in 0..5i64 {
+        // `a` changes in snapshots 0, 2 and 4 (lengths differ, so backup sees it).
+        if i % 2 == 0 {
+            write(&src.join("a"), &bytes(i as u64, 100 + i as usize, false));
+        }
+        // `gone` is deleted in snapshot 2 and made again, different, in 3.
+        match i {
+            0 => write(&src.join("gone"), b"first"),
+            2 => std::fs::remove_file(src.join("gone")).unwrap(),
+            3 => write(&src.join("gone"), b"second!"),
+            _ => {}
+        }
+        // `back` is deleted in 2 and made again in 3 with its old bytes: one version.
+        match i {
+            0 | 3 => write(&src.join("back"), &big),
+            2 => std::fs::remove_file(src.join("back")).unwrap(),
+            _ => {}
+        }
+        // `flip` is a file in 0-2 and a directory in 3-4.
+        match i {
+            0 => write(&src.join("flip"), b"a file"),
+            3 => {
+                std::fs::remove_file(src.join("flip")).unwrap();
+                write(&src.join("flip/inside"), b"in the directory");
+            }
+            _ => {}
+        }
+        backup_at(&t.repo, &src, "h", start + i);
+    }
+    // Another host's snapshot does not mix in.
+    let other = t.scratch("other");
+    write(&other.join("a"), b"other host");
+    backup_at(&t.repo, &other, "h2", start + 10);
+
+    // A node cache of 4 KiB: most nodes are found again from their directory's trees.
+    let v = Vfs::new(Arc::new(t.reopen()), 1 << 20, 4096, (0, 0)).unwrap();
+    let dots = |mut l: Vec<Vec<u8>>| {
+        assert_eq!(&l[..2], [b".".to_vec(), b"..".to_vec()]);
+        l.drain(..2);
+        l.into_iter().map(|n| String::from_utf8(n).unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(dots(list(&v, walk(&v, ROOT, Path::new("versions")).ino, 1)), ["h", "h2"]);
+    let rel = src.strip_prefix("/").unwrap();
+    let dir = walk(&v, ROOT, &Path::new("versions/h").join(rel));
+    assert_eq!(dir.kind, FileKind::Dir);
+    for batch in [1, 2, 100] {
+        assert_eq!(dots(list(&v, dir.ino, batch)), ["a", "back", "flip", "gone", "keep"], "batch {batch}");
+    }
+    // Each listed inode is the one lookup gives, and its attributes hold.
+    for (n, a) in listing(&v, dir.ino, 2, true).into_iter().skip(2) {
+        let a = a.unwrap();
+        let l = v.lookup(dir.ino, &n).unwrap();
+        assert_eq!(a, l, "{}", String::from_utf8_lossy(&n));
+        assert_eq!(v.getattr(a.ino).unwrap(), a);
+        assert_eq!(a.kind, FileKind::Dir);
+    }
+    let versions = |file: &str| {
+        let d = walk(&v, dir.ino, Path::new(file));
+        let names = dots(list(&v, d.ino, 1));
+        let contents: Vec<Vec<u8>> = names
+            .iter()
+            .map(|n| {
+                let f = v.lookup(d.ino, n.as_bytes()).unwrap();
+                assert_eq!(f.kind, FileKind::File);
+                read_all(&v, f.ino, f.size, 4096)
+            })
+            .collect();
+        (names, contents)
+    };
+    let (names, contents) = versions("a");
+    assert_eq!(names, [name(0), name(2), name(4)]);
+    assert_eq!(contents, [0, 2, 4].map(|i| bytes(i, 100 + i as usize, false)));
+    // The newest version's size and time are the directory's; each version keeps its own.
+    let last = walk(&v, dir.ino, &Path::new("a").join(name(4)));
+    assert_eq!(last.mtime, std::fs::metadata(src.join("a")).unwrap().modified().unwrap());
+    assert_eq!(walk(&v, dir.ino, &Path::new("a").join(name(0))).size, 100);
+    assert_eq!(walk(&v, dir.ino, Path::new("a")).mtime, last.mtime);
+    assert_eq!(versions("gone"), (vec![name(0), name(3)], vec![b"first".to_vec(), b"second!".to_vec()]));
+    assert_eq!(versions("back"), (vec![name(0)], vec![big.clone()]));
+    assert_eq!(versions("keep/same"), (vec![name(0)], vec![b"never changes".to_vec()]));
+    // A file in some snapshots and a directory in others shows as the directory.
+    let flip = walk(&v, dir.ino, Path::new("flip"));
+    assert_eq!(dots(list(&v, flip.ino, 10)), ["inside"]);
+    assert_eq!(versions("flip/inside").1, [b"in the directory".to_vec()]);
+    // The other host has its own tree.
+    let h2 = walk(&v, ROOT, &Path::new("versions/h2").join(other.strip_prefix("/").unwrap()));
+    let f = walk(&v, h2.ino, Path::new("a"));
+    assert_eq!(dots(list(&v, f.ino, 10)), [name(10)]);
+    assert!(matches!(v.lookup(dir.ino, b"nothing"), Err(ViewError::NoEntry)));
+    assert!(matches!(v.lookup(walk(&v, dir.ino, Path::new("a")).ino, b"2020-01-01T00:00:00"), Err(ViewError::NoEntry)));
 }

@@ -57,7 +57,15 @@ pub(super) fn node_bytes(n: &Node) -> usize {
             256 + e.name.len() + e.user.len() + e.group.len() + kind + xattrs
         }
         Node::Link(t) => 96 + t.len(),
-        _ => 96,
+        Node::Merged(m) => {
+            let e = m.entry.as_ref().map_or(0, |e| node_bytes(&Node::Entry { snap: 0, entry: e.clone() }));
+            96 + m.trees.len() * std::mem::size_of::<Span>() + e
+        }
+        Node::Versions(v) => {
+            let each = |e: &Arc<Entry>| 16 + node_bytes(&Node::Entry { snap: 0, entry: e.clone() });
+            96 + v.list.iter().map(|x| each(&x.2)).sum::<usize>()
+        }
+        Node::Virtual(_) => 96,
     }
 }
 
@@ -111,6 +119,11 @@ impl Vfs {
                 let rows = self.layout.rows(*d);
                 Ok(usize::try_from(pos).ok().and_then(|i| rows.get(i)).map(|(_, v)| self.virtual_node(v)))
             }
+            Node::Merged(m) => self.merged_nth(m, pos),
+            Node::Versions(v) => Ok(usize::try_from(pos)
+                .ok()
+                .and_then(|i| v.list.get(i))
+                .map(|(snap, _, entry)| Node::Entry { snap: *snap, entry: entry.clone() })),
         }
     }
 
@@ -126,6 +139,8 @@ impl Vfs {
             },
             Node::Link(_) => return Err(ViewError::NotDir),
             Node::Virtual(d) => (self.layout.rows(*d).len() as u64, None),
+            Node::Merged(m) => (*versions::offsets(&self.repo, m)?.last().expect("one more than trees"), None),
+            Node::Versions(v) => (v.list.len() as u64, None),
         };
         let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = t.bases.get(&ino) {

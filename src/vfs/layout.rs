@@ -1,7 +1,9 @@
 //! The virtual layout over the snapshots: `snapshots/`, `latest`, `hosts/`, `tags/`,
-//! `ids/` as a table built once ([`Layout`]), and the names hosts and tags are shown under.
+//! `ids/` and `versions/` as a table built once ([`Layout`]), and the names hosts and
+//! tags are shown under.
 
 use super::*;
+use versions::merged_child;
 
 /// A snapshot as the view shows it.
 pub(super) struct Snap {
@@ -59,6 +61,8 @@ pub(super) enum Virt {
     Snap(u32),
     /// A symlink, with its target.
     Link(Vec<u8>),
+    /// `versions/HOST`: the merged root of host `i` (its place in [`Layout::hosts`]).
+    Host(u32),
 }
 
 /// The virtual directories above the snapshots' trees, built once from the snapshot
@@ -69,6 +73,8 @@ pub(super) enum Virt {
 /// the list itself does (~200 B per snapshot).
 pub(super) struct Layout {
     dirs: Vec<Vec<(Vec<u8>, Virt)>>,
+    /// Per host, the distinct root trees of its snapshots (40 B each).
+    hosts: Vec<Arc<Merged>>,
 }
 
 impl Layout {
@@ -79,9 +85,10 @@ impl Layout {
     pub(super) fn build(snaps: &[Snap]) -> Layout {
         use std::collections::BTreeMap;
         let link = |s: &Snap, up: &str| Virt::Link(format!("{up}snapshots/{}", s.name).into_bytes());
-        // 0 root, 1 snapshots/, 2 hosts/, 3 tags/, 4 ids/, then one per host and per tag.
-        let mut dirs: Vec<Vec<(Vec<u8>, Virt)>> = vec![Vec::new(); 5];
-        for (i, name) in ["snapshots", "hosts", "tags", "ids"].iter().enumerate() {
+        // 0 root, 1 snapshots/, 2 hosts/, 3 tags/, 4 ids/, 5 versions/, then one per host
+        // and per tag.
+        let mut dirs: Vec<Vec<(Vec<u8>, Virt)>> = vec![Vec::new(); 6];
+        for (i, name) in ["snapshots", "hosts", "tags", "ids", "versions"].iter().enumerate() {
             dirs[0].push((name.as_bytes().to_vec(), Virt::Dir(i as u32 + 1)));
         }
         if let Some(s) = snaps.last() {
@@ -97,6 +104,18 @@ impl Layout {
                 tags.entry(t).or_default().push(i);
             }
         }
+        let mut roots = Vec::new();
+        for (name, members) in &hosts {
+            let hits = members.iter().map(|&i| {
+                let at = i as u32;
+                (Span { id: snaps[i].root, first: at, last: at }, root_entry(&snaps[i].root))
+            });
+            let Node::Merged(m) = merged_child(hits.collect()) else { unreachable!("roots are directories") };
+            // A host's root is shown as a virtual directory, not as any snapshot's root.
+            let m = Arc::new(Merged { trees: m.trees.clone(), entry: None });
+            dirs[5].push((shown_name(name), Virt::Host(roots.len() as u32)));
+            roots.push(m);
+        }
         for (parent, groups) in [(2, hosts), (3, tags)] {
             for (name, members) in groups {
                 let d = dirs.len() as u32;
@@ -110,7 +129,7 @@ impl Layout {
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             rows.dedup_by(|a, b| a.0 == b.0);
         }
-        Layout { dirs }
+        Layout { dirs, hosts: roots }
     }
 
     /// The rows of directory `d` in name order.
@@ -125,6 +144,27 @@ impl Layout {
     }
 }
 
+/// An entry standing for directory `tree` (only its kind is looked at).
+fn root_entry(tree: &BlobId) -> Entry {
+    Entry {
+        name: Vec::new(),
+        kind: Kind::Dir(*tree),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        user: Vec::new(),
+        group: Vec::new(),
+        size: 0,
+        mtime: Time { sec: 0, nsec: 0 },
+        ctime: Time { sec: 0, nsec: 0 },
+        atime: Time { sec: 0, nsec: 0 },
+        dev: 0,
+        ino: 0,
+        nlink: 2,
+        xattrs: Vec::new(),
+    }
+}
+
 impl Vfs {
     pub(super) fn snap_root(&self, i: usize) -> Node {
         let s = &self.snaps[i];
@@ -132,20 +172,12 @@ impl Vfs {
         let time = Time { sec: t.as_secs() as i64, nsec: t.subsec_nanos() };
         let entry = Entry {
             name: s.name.as_bytes().to_vec(),
-            kind: Kind::Dir(s.root),
-            mode: 0o755,
             uid: self.owner.0,
             gid: self.owner.1,
-            user: Vec::new(),
-            group: Vec::new(),
-            size: 0,
             mtime: time,
             ctime: time,
             atime: time,
-            dev: 0,
-            ino: 0,
-            nlink: 2,
-            xattrs: Vec::new(),
+            ..root_entry(&s.root)
         };
         Node::Entry { snap: i as u32, entry: Arc::new(entry) }
     }
@@ -156,6 +188,7 @@ impl Vfs {
             Virt::Dir(d) => Node::Virtual(*d),
             Virt::Snap(i) => self.snap_root(*i as usize),
             Virt::Link(t) => Node::Link(t.clone()),
+            Virt::Host(h) => Node::Merged(self.layout.hosts[*h as usize].clone()),
         }
     }
 
@@ -173,6 +206,12 @@ impl Vfs {
             Node::Virtual(d) => {
                 let (pos, v) = self.layout.find(*d, name).ok_or(ViewError::NoEntry)?;
                 Ok((pos as u64, self.virtual_node(v)))
+            }
+            Node::Merged(m) => self.merged_lookup(m, name),
+            Node::Versions(v) => {
+                let pos = v.list.iter().position(|x| self.version_name(x) == name).ok_or(ViewError::NoEntry)?;
+                let (snap, _, entry) = &v.list[pos];
+                Ok((pos as u64, Node::Entry { snap: *snap, entry: entry.clone() }))
             }
         }
     }

@@ -14,15 +14,18 @@ pub(super) struct DirCursor {
     /// An entry taken from `iter` that did not fit the caller's buffer: it comes first
     /// next time.
     pub(super) pending: Option<Arc<Entry>>,
+    /// For a directory of `versions/`, the merge of its trees in place of `iter`.
+    pub(super) merge: Option<Merge>,
 }
 
 /// Receives [`Vfs::readdir`]'s entries: name, type, inode number, next offset; returns
 /// false when the caller's buffer is full.
 pub type ReaddirFn<'a> = &'a mut dyn FnMut(&[u8], FileKind, u64, u64) -> bool;
 
-/// Receives a listing's entries: name, node (`None` for "." and ".."), next offset;
-/// returns false when the caller's buffer is full.
-pub(super) type ListFn<'a> = &'a mut dyn FnMut(&[u8], Option<&Node>, u64) -> bool;
+/// Receives a listing's entries: name, node and position in the directory's inode
+/// block (`None` for "." and ".."), next offset; returns false when the caller's buffer
+/// is full.
+pub(super) type ListFn<'a> = &'a mut dyn FnMut(&[u8], Option<(&Node, u64)>, u64) -> bool;
 
 /// Listings kept between calls: a listing abandoned halfway (no RELEASEDIR says so) is
 /// dropped once this many others ran since; one taken up again after that starts over
@@ -45,7 +48,7 @@ impl Vfs {
         let base = self.base(dir, &dir_node)?;
         self.list(dir, &dir_node, offset, &mut |name, node, next| match node {
             None => add(name, FileKind::Dir, dir, next),
-            Some(n) => add(name, kind_of(n), base + next - 3, next),
+            Some((n, pos)) => add(name, kind_of(n), base + pos, next),
         })
     }
 
@@ -58,8 +61,8 @@ impl Vfs {
         let base = self.base(dir, &dir_node)?;
         self.list(dir, &dir_node, offset, &mut |name, node, next| match node {
             None => add(name, &dir_attr, next),
-            Some(n) => {
-                let ino = self.ino_of(base, next - 3, n);
+            Some((n, pos)) => {
+                let ino = self.ino_of(base, pos, n);
                 add(name, &self.attr_of(ino, n), next)
             }
         })
@@ -74,7 +77,7 @@ impl Vfs {
         }
         let listings = || self.listings.lock().unwrap_or_else(|e| e.into_inner());
         let taken = listings().pop(&(dir, offset));
-        let mut h = taken.unwrap_or(DirCursor { next: 2, iter: None, pending: None });
+        let mut h = taken.unwrap_or(DirCursor { next: 2, iter: None, pending: None, merge: None });
         let mut added = false;
         let r = self.list_from(&mut h, node, offset, &mut |name, n, next| {
             let fits = add(name, n, next);
@@ -83,7 +86,7 @@ impl Vfs {
         });
         // A call that added nothing is the listing's end (or a buffer too small for one
         // entry, which the kernel never sends): nothing to keep.
-        if r.is_ok() && added && h.iter.is_some() {
+        if r.is_ok() && added && (h.iter.is_some() || h.merge.is_some()) {
             listings().put((dir, h.next), h);
         }
         r
@@ -106,20 +109,28 @@ impl Vfs {
         }
         let (snap, tree) = match node {
             Node::Entry { snap, entry } => match &entry.kind {
-                Kind::Dir(t) => (*snap, Some(*t)),
-                _ => (*snap, None),
+                Kind::Dir(t) => (*snap, *t),
+                _ => return Ok(()),
             },
-            _ => (0, None),
-        };
-        let Some(tree) = tree else {
-            // Virtual directories: rows of the layout.
-            let Node::Virtual(d) = node else { return Ok(()) };
-            for (i, (name, v)) in self.layout.rows(*d).iter().enumerate().skip((off - 2) as usize) {
-                if !add(name, Some(&self.virtual_node(v)), i as u64 + 3) {
-                    break;
+            Node::Virtual(d) => {
+                for (i, (name, v)) in self.layout.rows(*d).iter().enumerate().skip((off - 2) as usize) {
+                    if !add(name, Some((&self.virtual_node(v), i as u64)), i as u64 + 3) {
+                        break;
+                    }
                 }
+                return Ok(());
             }
-            return Ok(());
+            Node::Versions(v) => {
+                for (i, x) in v.list.iter().enumerate().skip((off - 2) as usize) {
+                    let n = Node::Entry { snap: x.0, entry: x.2.clone() };
+                    if !add(self.version_name(x), Some((&n, i as u64)), i as u64 + 3) {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+            Node::Merged(m) => return self.list_merged(h, m, off, add),
+            Node::Link(_) => return Ok(()),
         };
         // Tree directories stream: continue where the last call stopped, or seek by the
         // interior nodes' entry counts (a seek back, rare: rewinddir).
@@ -142,8 +153,41 @@ impl Vfs {
                 },
             };
             let child = Node::Entry { snap, entry: e.clone() };
-            if !add(&e.name, Some(&child), h.next + 1) {
+            if !add(&e.name, Some((&child, h.next - 2)), h.next + 1) {
                 h.pending = Some(e);
+                return Ok(());
+            }
+            h.next += 1;
+        }
+    }
+
+    /// [`Vfs::list_from`] of a directory of `versions/`: its trees merged by name. Offsets
+    /// count the merged entries (one after another, as for a tree); a listing taken up
+    /// again elsewhere than where its cursor stands merges from the start up to there.
+    fn list_merged(&self, h: &mut DirCursor, m: &Arc<Merged>, off: u64, add: ListFn<'_>) -> Result<()> {
+        if h.merge.is_none() || h.next != off {
+            h.merge = None;
+            let mut merge = Merge::start(&self.repo, m)?;
+            for _ in 2..off {
+                if merge.next()?.is_none() {
+                    break;
+                }
+            }
+            h.merge = Some(merge);
+            h.next = off;
+        }
+        let merge = h.merge.as_mut().expect("set");
+        loop {
+            let (name, node, pos) = match merge.next() {
+                Ok(Some(x)) => x,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    h.merge = None;
+                    return Err(e);
+                }
+            };
+            if !add(&name, Some((&node, pos)), h.next + 1) {
+                merge.pending = Some((name, node, pos));
                 return Ok(());
             }
             h.next += 1;
