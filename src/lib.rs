@@ -26,6 +26,7 @@ pub mod retention;
 pub mod sys;
 pub mod tree;
 pub mod vfs;
+pub mod wipe;
 
 #[cfg(test)]
 mod tests;

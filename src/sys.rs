@@ -1,6 +1,7 @@
 //! The few operating-system calls std does not offer: extended attributes, device nodes,
 //! fifos, timestamps without following links, user and group names, the host name.
-//! This is the one module allowed `unsafe`; each block says why it is sound.
+//! This is one of the two modules allowed `unsafe` (with `wipe`); each block says why it
+//! is sound.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, OsStr};
