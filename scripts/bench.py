@@ -648,8 +648,8 @@ def versions_section(work, t, files, snapshots, record):
     """cairn alone (restic's mount has no such view; borg's `mount --versions` builds the
     whole tree in memory first): one directory of `files` tiny files backed up
     `snapshots` times into a repository of its own, a hundredth of its files rewritten
-    before each backup (so every snapshot holds a distinct tree of it: the merge's worst
-    case), then `ls -l` of that directory under `versions/HOST/` through a fresh mount
+    before each backup (so every snapshot holds a distinct tree of it, sharing most of
+    its leaves with the others), then `ls -l` of that directory under `versions/HOST/` through a fresh mount
     with --memory 64M (each file a directory of its versions), and `ls -l` of one file's
     versions. Peak RSS and CPU are the mount process's."""
     wide = work / "versions-src" / "wide"

@@ -10,7 +10,9 @@
 //!
 //! Readers hold one decoded node per level.
 
+use std::collections::HashMap;
 use std::ops::Deref;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::error::{Error, Result};
 use crate::format::tree::{
@@ -354,6 +356,14 @@ fn check_counted(id: &BlobId, got: (u64, u64), want: Counted) -> Result<()> {
     }
 }
 
+/// Tree nodes' plaintexts shared by compact iterators ([`DirIter::compact`]), by id:
+/// each lives while an iterator is in it. Memory: the live nodes, and ~56 B per entry,
+/// entries of nodes no longer live dropped once [`SHARED_LEAVES`] are listed.
+pub type SharedLeaves = Arc<Mutex<HashMap<BlobId, Weak<Vec<u8>>>>>;
+
+/// Entries [`SharedLeaves`] lists before dropping those of nodes no longer live.
+const SHARED_LEAVES: usize = 256;
+
 /// The entries left of the directory leaf a [`DirIter`] is in.
 enum Leaf {
     /// Decoded whole.
@@ -398,8 +408,8 @@ pub struct DirIter<R: Deref<Target = Repository>> {
     repo: R,
     stack: Vec<std::vec::IntoIter<DirChild>>,
     leaf: Leaf,
-    /// Whether leaves are kept as plaintext ([`DirIter::compact`]).
-    compact: bool,
+    /// For a compact iterator ([`DirIter::compact`]), the leaves it shares.
+    compact: Option<SharedLeaves>,
     last: Option<Vec<u8>>,
     /// The `first_name` the interior nodes above the leaf being entered give it: the next
     /// entry must bear it (lookups by name go by these names).
@@ -425,7 +435,7 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
             repo,
             stack: Vec::new(),
             leaf: Leaf::empty(),
-            compact: false,
+            compact: None,
             last: None,
             first: None,
             root: *root,
@@ -441,12 +451,14 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     }
 
     /// [`DirIter::new`], holding each leaf as its plaintext and decoding one entry at a
-    /// time: a sixth of the memory for a reader that keeps many iterators at once (the
-    /// mount's merge of `versions/`). A leaf that fails to decode midway is given up
-    /// whole by [`DirIter::skip_failed`].
-    pub fn compact(repo: R, root: &BlobId) -> Result<DirIter<R>> {
+    /// time, and sharing that plaintext through `shared` with the other compact
+    /// iterators given it: for a reader that keeps many iterators at once over related
+    /// trees (the mount's merge of one directory across snapshots, whose trees mostly
+    /// hold the same leaves). A leaf that fails to decode midway is given up whole by
+    /// [`DirIter::skip_failed`].
+    pub fn compact(repo: R, root: &BlobId, shared: SharedLeaves) -> Result<DirIter<R>> {
         let mut it = DirIter::unread(repo, root);
-        it.compact = true;
+        it.compact = Some(shared);
         it.descend(root, None)?;
         Ok(it)
     }
@@ -491,8 +503,22 @@ impl<R: Deref<Target = Repository>> DirIter<R> {
     }
 
     fn descend(&mut self, id: &BlobId, want: Counted) -> Result<()> {
-        let node = if self.compact {
-            match LeafEntries::open(self.repo.read_blob(id, crate::format::BlobKind::Tree)?, id)? {
+        let node = if let Some(shared) = &self.compact {
+            let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+            let known = lock().get(id).and_then(std::sync::Weak::upgrade);
+            let bytes = match known {
+                Some(b) => b,
+                None => {
+                    let b = Arc::new(self.repo.read_blob(id, crate::format::BlobKind::Tree)?);
+                    let mut m = lock();
+                    if m.len() >= SHARED_LEAVES {
+                        m.retain(|_, w| w.strong_count() > 0);
+                    }
+                    m.insert(*id, Arc::downgrade(&b));
+                    b
+                }
+            };
+            match LeafEntries::open(bytes, id)? {
                 Ok(leaf) => {
                     check_counted(id, (leaf.len() as u64, 0), want)?;
                     self.leaf = Leaf::Plain(Box::new((leaf, None)));

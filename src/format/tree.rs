@@ -378,16 +378,16 @@ fn header(r: &mut Reader, id: &BlobId) -> Result<u8> {
 /// reader that holds many leaves at once, the mount's merge of `versions/` (~50 B an
 /// entry held, against ~300 B decoded).
 pub struct LeafEntries {
-    bytes: Vec<u8>,
+    bytes: std::sync::Arc<Vec<u8>>,
     id: BlobId,
     at: usize,
     left: usize,
 }
 
 impl LeafEntries {
-    /// The entries of node `id` from its plaintext if it is a directory leaf; any other
-    /// node decoded whole.
-    pub fn open(bytes: Vec<u8>, id: &BlobId) -> Result<std::result::Result<LeafEntries, Node>> {
+    /// The entries of node `id` from its plaintext (which several readers may share) if
+    /// it is a directory leaf; any other node decoded whole.
+    pub fn open(bytes: std::sync::Arc<Vec<u8>>, id: &BlobId) -> Result<std::result::Result<LeafEntries, Node>> {
         let mut r = Reader::new(&bytes, "tree", id);
         if header(&mut r, id)? != 0 {
             return decode(&bytes, id).map(Err);
@@ -537,7 +537,7 @@ pub(crate) mod tests {
             // Decoded one entry at a time, the same; cut short or with a byte more, an
             // error, never a panic.
             let all = |bytes: Vec<u8>| -> Result<Vec<Entry>> {
-                let Ok(mut leaf) = LeafEntries::open(bytes, &BlobId::default())? else { panic!("not a leaf") };
+                let Ok(mut leaf) = LeafEntries::open(bytes.into(), &BlobId::default())? else { panic!("not a leaf") };
                 std::iter::from_fn(|| leaf.next_entry().transpose()).collect()
             };
             prop_assert_eq!(all(bytes.clone()).unwrap(), es);
@@ -558,7 +558,7 @@ pub(crate) mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = decode(&bytes, &BlobId::default());
-            if let Ok(Ok(mut leaf)) = LeafEntries::open(bytes, &BlobId::default()) {
+            if let Ok(Ok(mut leaf)) = LeafEntries::open(bytes.into(), &BlobId::default()) {
                 while let Ok(Some(_)) = leaf.next_entry() {}
             }
         }

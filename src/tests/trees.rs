@@ -32,8 +32,18 @@ fn huge_directory_is_split_and_an_edit_rewrites_few_nodes() {
     assert!(names.windows(2).all(|w| w[0] < w[1]));
     // A compact iterator (leaves kept as plaintext) gives the same entries.
     let whole: Vec<_> = DirIter::new(&t.repo, &dir).unwrap().map(|e| e.unwrap()).collect();
-    let compact: Vec<_> = DirIter::compact(&t.repo, &dir).unwrap().map(|e| e.unwrap()).collect();
+    let shared = crate::tree::SharedLeaves::default();
+    let compact: Vec<_> = DirIter::compact(&t.repo, &dir, shared.clone()).unwrap().map(|e| e.unwrap()).collect();
     assert!(whole == compact, "compact iteration differs");
+    // Two compact iterators in step share each leaf: one plaintext for both.
+    let mut a = DirIter::compact(&t.repo, &dir, shared.clone()).unwrap();
+    let mut b = DirIter::compact(&t.repo, &dir, shared.clone()).unwrap();
+    for _ in 0..3000 {
+        assert_eq!(a.next_entry().unwrap(), b.next_entry().unwrap());
+    }
+    let live: Vec<_> = shared.lock().unwrap().values().filter_map(|w| w.upgrade()).collect();
+    assert_eq!(live.len(), 1, "one leaf held, by both");
+    assert_eq!(std::sync::Arc::strong_count(&live[0]), 3);
     for i in [0, 1, 2999, 5999] {
         let name = format!("file-{i:05}");
         assert_eq!(lookup(&t.repo, &dir, name.as_bytes()).unwrap().unwrap().name, name.as_bytes());

@@ -103,7 +103,8 @@ pub(super) fn merged_child(hits: Vec<(Span, Entry)>) -> Node {
 
 /// A merged directory being listed: the next entry of each of its trees.
 /// Memory: per tree one compact [`DirIter`] (one node per level, the leaf as its
-/// plaintext, ~50 B an entry) and one entry.
+/// plaintext, shared with the other trees in the same leaf: trees of one directory in
+/// successive snapshots mostly hold the same leaves) and one entry.
 pub(super) struct Merge {
     dir: Arc<Merged>,
     /// Where each tree's positions start in the directory's inode block.
@@ -120,8 +121,9 @@ impl Merge {
         let offsets = offsets(repo, dir)?;
         let mut iters = Vec::with_capacity(dir.trees.len());
         let mut heads = Vec::with_capacity(dir.trees.len());
+        let shared = crate::tree::SharedLeaves::default();
         for t in &dir.trees {
-            let mut it = DirIter::compact(repo.clone(), &t.id)?;
+            let mut it = DirIter::compact(repo.clone(), &t.id, shared.clone())?;
             heads.push(it.next_entry()?.map(|e| (0, e)));
             iters.push(it);
         }
