@@ -139,7 +139,7 @@ impl Vfs {
             },
             Node::Link(_) => return Err(ViewError::NotDir),
             Node::Virtual(d) => (self.layout.rows(*d).len() as u64, None),
-            Node::Merged(m) => (*versions::offsets(&self.repo, m)?.last().expect("one more than trees"), None),
+            Node::Merged(m) => (*m.offsets(&self.repo)?.last().expect("one more than trees"), None),
             Node::Versions(v) => (v.list.len() as u64, None),
         };
         let mut t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());

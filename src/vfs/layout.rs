@@ -112,7 +112,7 @@ impl Layout {
             });
             let Node::Merged(m) = merged_child(hits.collect()) else { unreachable!("roots are directories") };
             // A host's root is shown as a virtual directory, not as any snapshot's root.
-            let m = Arc::new(Merged { trees: m.trees.clone(), entry: None });
+            let m = Arc::new(Merged::new(m.trees.clone(), None));
             dirs[5].push((shown_name(name), Virt::Host(roots.len() as u32)));
             roots.push(m);
         }

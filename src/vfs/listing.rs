@@ -10,12 +10,18 @@ pub(super) struct DirCursor {
     /// order) at `i + 2`; an entry's "next offset" is its own plus one, so the entry
     /// handed out with next offset `n` is at position `n - 3` (as for virtual directories).
     pub(super) next: u64,
-    pub(super) iter: Option<DirIter<Arc<Repository>>>,
-    /// An entry taken from `iter` that did not fit the caller's buffer: it comes first
-    /// next time.
-    pub(super) pending: Option<Arc<Entry>>,
-    /// For a directory of `versions/`, the merge of its trees in place of `iter`.
-    pub(super) merge: Option<Merge>,
+    /// Where the listing stands, once it has been started (or after an error, `None`:
+    /// the next call starts over from `next`).
+    pub(super) at: Option<Stream>,
+}
+
+/// The source of a listing's entries.
+pub(super) enum Stream {
+    /// A snapshot's directory: its tree, and an entry taken from it that did not fit
+    /// the caller's buffer (it comes first next time).
+    Tree { iter: DirIter<Arc<Repository>>, pending: Option<Arc<Entry>> },
+    /// A directory of `versions/`: the merge of its trees.
+    Merge(Merge),
 }
 
 /// Receives [`Vfs::readdir`]'s entries: name, type, inode number, next offset; returns
@@ -77,7 +83,7 @@ impl Vfs {
         }
         let listings = || self.listings.lock().unwrap_or_else(|e| e.into_inner());
         let taken = listings().pop(&(dir, offset));
-        let mut h = taken.unwrap_or(DirCursor { next: 2, iter: None, pending: None, merge: None });
+        let mut h = taken.unwrap_or(DirCursor { next: 2, at: None });
         let mut added = false;
         let r = self.list_from(&mut h, node, offset, &mut |name, n, next| {
             let fits = add(name, n, next);
@@ -86,7 +92,7 @@ impl Vfs {
         });
         // A call that added nothing is the listing's end (or a buffer too small for one
         // entry, which the kernel never sends): nothing to keep.
-        if r.is_ok() && added && (h.iter.is_some() || h.merge.is_some()) {
+        if r.is_ok() && added && h.at.is_some() {
             listings().put((dir, h.next), h);
         }
         r
@@ -134,27 +140,33 @@ impl Vfs {
         };
         // Tree directories stream: continue where the last call stopped, or seek by the
         // interior nodes' entry counts (a seek back, rare: rewinddir).
-        if h.iter.is_none() || h.next != off {
-            h.iter = Some(DirIter::at(self.repo.clone(), &tree, off - 2)?);
-            h.pending = None;
-            h.next = off;
-        }
+        let (iter, pending) = match &mut h.at {
+            Some(Stream::Tree { iter, pending }) if h.next == off => (iter, pending),
+            _ => {
+                let iter = DirIter::at(self.repo.clone(), &tree, off - 2)?;
+                h.next = off;
+                match h.at.insert(Stream::Tree { iter, pending: None }) {
+                    Stream::Tree { iter, pending } => (iter, pending),
+                    Stream::Merge(_) => unreachable!("just set"),
+                }
+            }
+        };
         loop {
-            let e = match h.pending.take() {
+            let e = match pending.take() {
                 Some(e) => e,
-                None => match h.iter.as_mut().expect("set").next_entry() {
+                None => match iter.next_entry() {
                     Ok(Some(e)) => Arc::new(e),
                     Ok(None) => return Ok(()),
                     Err(e) => {
                         // The next call seeks to `h.next` again from the root node.
-                        h.iter = None;
+                        h.at = None;
                         return Err(e.into());
                     }
                 },
             };
             let child = Node::Entry { snap, entry: e.clone() };
             if !add(&e.name, Some((&child, h.next - 2)), h.next + 1) {
-                h.pending = Some(e);
+                *pending = Some(e);
                 return Ok(());
             }
             h.next += 1;
@@ -165,24 +177,29 @@ impl Vfs {
     /// count the merged entries (one after another, as for a tree); a listing taken up
     /// again elsewhere than where its cursor stands merges from the start up to there.
     fn list_merged(&self, h: &mut DirCursor, m: &Arc<Merged>, off: u64, add: ListFn<'_>) -> Result<()> {
-        if h.merge.is_none() || h.next != off {
-            h.merge = None;
-            let mut merge = Merge::start(&self.repo, m)?;
-            for _ in 2..off {
-                if merge.next()?.is_none() {
-                    break;
+        let merge = match &mut h.at {
+            Some(Stream::Merge(merge)) if h.next == off => merge,
+            _ => {
+                h.at = None;
+                let mut merge = Merge::start(&self.repo, m)?;
+                for _ in 2..off {
+                    if merge.next()?.is_none() {
+                        break;
+                    }
+                }
+                h.next = off;
+                match h.at.insert(Stream::Merge(merge)) {
+                    Stream::Merge(merge) => merge,
+                    Stream::Tree { .. } => unreachable!("just set"),
                 }
             }
-            h.merge = Some(merge);
-            h.next = off;
-        }
-        let merge = h.merge.as_mut().expect("set");
+        };
         loop {
             let (name, node, pos) = match merge.next() {
                 Ok(Some(x)) => x,
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    h.merge = None;
+                    h.at = None;
                     return Err(e);
                 }
             };

@@ -31,7 +31,8 @@ pub(super) struct Span {
     pub(super) last: u32,
 }
 
-/// A directory of `versions/HOST/`. Memory: 40 B per distinct tree, and its entry.
+/// A directory of `versions/HOST/`. Memory: 48 B per distinct tree (its span, and
+/// once known its offset), and its entry.
 #[derive(Debug)]
 pub(super) struct Merged {
     /// The distinct trees of the path, ordered by first snapshot.
@@ -39,6 +40,31 @@ pub(super) struct Merged {
     /// The directory's own entry, from the newest snapshot that has it (none for a
     /// host's root, which is shown as a virtual directory).
     pub(super) entry: Option<Arc<Entry>>,
+    /// Where each tree's positions start in the directory's inode block, and after them
+    /// the block's length: read once (a root node per tree), by [`Merged::offsets`].
+    offsets: std::sync::OnceLock<Vec<u64>>,
+}
+
+impl Merged {
+    pub(super) fn new(trees: Vec<Span>, entry: Option<Arc<Entry>>) -> Merged {
+        Merged { trees, entry, offsets: std::sync::OnceLock::new() }
+    }
+
+    /// Where each tree's positions start in the directory's inode block (one root node
+    /// read per tree, the first time), and after them the block's length.
+    pub(super) fn offsets(&self, repo: &Repository) -> Result<&[u64]> {
+        if let Some(o) = self.offsets.get() {
+            return Ok(o);
+        }
+        let mut at = 0u64;
+        let mut out = Vec::with_capacity(self.trees.len() + 1);
+        for t in &self.trees {
+            out.push(at);
+            at = at.saturating_add(crate::tree::dir_len(repo, &t.id)?);
+        }
+        out.push(at);
+        Ok(self.offsets.get_or_init(|| out))
+    }
 }
 
 /// A regular file of `versions/HOST/`, shown as a directory of its distinct contents.
@@ -76,7 +102,7 @@ pub(super) fn merged_child(hits: Vec<(Span, Entry)>) -> Node {
             }
         }
         trees.sort_by_key(|t| t.first);
-        return Node::Merged(Arc::new(Merged { trees, entry: newest.map(|(_, e)| Arc::new(e)) }));
+        return Node::Merged(Arc::new(Merged::new(trees, newest.map(|(_, e)| Arc::new(e)))));
     }
     if hits.iter().any(|(_, e)| matches!(e.kind, Kind::File(_))) {
         let mut list: Vec<(u32, u32, Arc<Entry>)> = Vec::new();
@@ -107,8 +133,6 @@ pub(super) fn merged_child(hits: Vec<(Span, Entry)>) -> Node {
 /// successive snapshots mostly hold the same leaves) and one entry.
 pub(super) struct Merge {
     dir: Arc<Merged>,
-    /// Where each tree's positions start in the directory's inode block.
-    offsets: Vec<u64>,
     iters: Vec<DirIter<Arc<Repository>>>,
     /// Each tree's next entry and its position in that tree.
     heads: Vec<Option<(u64, Entry)>>,
@@ -118,7 +142,7 @@ pub(super) struct Merge {
 
 impl Merge {
     pub(super) fn start(repo: &Arc<Repository>, dir: &Arc<Merged>) -> Result<Merge> {
-        let offsets = offsets(repo, dir)?;
+        dir.offsets(repo)?;
         let mut iters = Vec::with_capacity(dir.trees.len());
         let mut heads = Vec::with_capacity(dir.trees.len());
         let shared = crate::tree::SharedLeaves::default();
@@ -127,7 +151,7 @@ impl Merge {
             heads.push(it.next_entry()?.map(|e| (0, e)));
             iters.push(it);
         }
-        Ok(Merge { dir: dir.clone(), offsets, iters, heads, pending: None })
+        Ok(Merge { dir: dir.clone(), iters, heads, pending: None })
     }
 
     /// The next name of the merged listing, with its node and its position in the
@@ -139,6 +163,8 @@ impl Merge {
         let Some(name) = self.heads.iter().flatten().map(|(_, e)| &e.name).min().cloned() else {
             return Ok(None);
         };
+        // Set by `start`: read once, kept in the directory.
+        let offsets = self.dir.offsets.get().expect("read by Merge::start");
         let mut hits = Vec::new();
         let mut pos = None;
         for (i, head) in self.heads.iter_mut().enumerate() {
@@ -149,31 +175,18 @@ impl Merge {
             let next = self.iters[i].next_entry()?;
             let (p, e) = head.take().expect("matched");
             *head = next.map(|n| (p + 1, n));
-            pos.get_or_insert(self.offsets[i] + p);
+            pos.get_or_insert(offsets[i] + p);
             hits.push((self.dir.trees[i], e));
         }
         Ok(Some((name, merged_child(hits), pos.expect("some tree has the name"))))
     }
 }
 
-/// Where each of `dir`'s trees' positions start in its inode block (one root node read
-/// per tree), and after them the block's length.
-pub(super) fn offsets(repo: &Repository, dir: &Merged) -> Result<Vec<u64>> {
-    let mut at = 0u64;
-    let mut out = Vec::with_capacity(dir.trees.len() + 1);
-    for t in &dir.trees {
-        out.push(at);
-        at = at.saturating_add(crate::tree::dir_len(repo, &t.id)?);
-    }
-    out.push(at);
-    Ok(out)
-}
-
 impl Vfs {
     /// Entry `name` of merged directory `dir`, with its position in the directory's
     /// inode block: one lookup per tree.
     pub(super) fn merged_lookup(&self, dir: &Merged, name: &[u8]) -> Result<(u64, Node)> {
-        let offsets = offsets(&self.repo, dir)?;
+        let offsets = dir.offsets(&self.repo)?;
         let mut hits = Vec::new();
         let mut pos = None;
         for (i, t) in dir.trees.iter().enumerate() {
@@ -188,7 +201,7 @@ impl Vfs {
 
     /// The entry at position `pos` of merged directory `dir`'s inode block.
     pub(super) fn merged_nth(&self, dir: &Merged, pos: u64) -> Result<Option<Node>> {
-        let offsets = offsets(&self.repo, dir)?;
+        let offsets = dir.offsets(&self.repo)?;
         let Some(i) = offsets.partition_point(|o| *o <= pos).checked_sub(1) else { return Ok(None) };
         let Some(t) = dir.trees.get(i) else { return Ok(None) };
         let Some(e) = crate::tree::nth_entry(&self.repo, &t.id, pos - offsets[i])? else { return Ok(None) };
