@@ -89,6 +89,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CAIRN = ROOT / "target/release/cairn"
 CORPUS = ROOT / "target/release/cairn-corpus"
 INDEXBENCH = ROOT / "target/release/cairn-indexbench"
+FUSEFLOOR = ROOT / "target/release/cairn-fusefloor"
 PASSWORD = "bench-password"
 MIB = 1024 * 1024
 # Parts of the benchmark, in the order they run (--only picks some).
@@ -620,6 +621,8 @@ def mount_section(work, tools, src, files, record, versions_snapshots):
                             lambda step, m, wall: record("mount", step, t, files, data, m, du(t.repo)))
         finally:
             stop_mount(proc, mnt)
+    if "cairn" in [t.name for t in tools]:
+        floor_ls(work, next(t for t in tools if t.name == "cairn"), run_src, data, "ls -lR", files, record)
 
     # A directory-heavy tree (4 small files per directory, 5 levels deep: like /usr, ~9
     # entries per directory), listed through a fresh mount: the cost that follows the
@@ -638,10 +641,33 @@ def mount_section(work, tools, src, files, record, versions_snapshots):
                             lambda step, m, wall: record("mount", step, t, files, dirs_data, m, du(t.repo)))
         finally:
             stop_mount(proc, mnt)
+    if "cairn" in [t.name for t in tools]:
+        floor_ls(work, next(t for t in tools if t.name == "cairn"), dirs_src, dirs_data,
+                 "ls -lR, directory-heavy tree", files, record)
 
 
     if "cairn" in [t.name for t in tools]:
         versions_section(work, next(t for t in tools if t.name == "cairn"), files, versions_snapshots, record)
+
+
+def floor_ls(work, t, src, data, step, files, record):
+    """The floor of `step` (an `ls -lR`) on this machine: the same listing of `src` through
+    cairn-fusefloor, a FUSE server holding the tree's names and attributes in RAM with
+    the protocol choices of cairn's mount (src/bin/cairn-fusefloor.rs). It does no work
+    per request, so what it takes is the kernel's and the round trips' share. Recorded
+    as cairn's row "<step> (FUSE floor)"; RSS and CPU are the floor server's (the tree
+    in RAM, and reading it at start)."""
+    mnt = work / "mnt-floor"
+    if mounted(mnt):
+        sh(["fusermount", "-u", "-z", mnt])
+    mnt.mkdir(exist_ok=True)
+    proc = start_mount(t, [FUSEFLOOR, src, mnt], mnt, mnt / ".")
+    try:
+        run_mount_steps(work, t, proc, [(f"{step} (FUSE floor)", ["ls", "-lR", mnt], False)], data, src,
+                        "through the floor server",
+                        lambda step, m, wall: record("mount", step, t, files, data, m, du(t.repo)))
+    finally:
+        stop_mount(proc, mnt)
 
 
 def versions_section(work, t, files, snapshots, record):

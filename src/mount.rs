@@ -85,6 +85,23 @@ fn xattr_absent(vfs: &Vfs, name: Option<&[u8]>) -> Option<Errno> {
     }
 }
 
+/// Ask the kernel for what the mount relies on, each only where the kernel has it:
+/// listings with attributes (no lookup per entry), lookups in one directory in parallel,
+/// symlink targets cached by the kernel, no OPEN and OPENDIR (see [`Fs::open`] and
+/// [`Fs::opendir`]). Public for `cairn-fusefloor`, which measures the listing floor with
+/// the same choices.
+pub fn add_capabilities(config: &mut KernelConfig) {
+    for cap in [
+        InitFlags::FUSE_DO_READDIRPLUS,
+        InitFlags::FUSE_PARALLEL_DIROPS,
+        InitFlags::FUSE_CACHE_SYMLINKS,
+        InitFlags::FUSE_NO_OPEN_SUPPORT,
+        InitFlags::FUSE_NO_OPENDIR_SUPPORT,
+    ] {
+        let _ = config.add_capabilities(cap);
+    }
+}
+
 fn kind(k: FileKind) -> FileType {
     match k {
         FileKind::Dir => FileType::Directory,
@@ -123,17 +140,7 @@ impl Filesystem for Fs {
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
-        // Listings with attributes (no lookup per entry), lookups in one directory in
-        // parallel, symlink targets cached by the kernel. Each only where the kernel has it.
-        for cap in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_NO_OPEN_SUPPORT,
-            InitFlags::FUSE_NO_OPENDIR_SUPPORT,
-        ] {
-            let _ = config.add_capabilities(cap);
-        }
+        add_capabilities(config);
         Ok(())
     }
 
