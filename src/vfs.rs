@@ -27,7 +27,8 @@
 //!   (a sixteenth of the budget), found again from their directory when evicted;
 //! - open directories and files: one tree node per level of their listing or chunk list;
 //!   a listing of `versions/` one per level and one entry per distinct tree merged (at
-//!   most one per snapshot of the host);
+//!   most one per snapshot of the host), and one more such merge kept for finding that
+//!   directory's entries again;
 //! - decrypted chunks: an LRU charged by the bytes it holds ([`ChunkCache`]), and a pool
 //!   of reusable buffers of a quarter of that;
 //! - read-ahead state: the 64 directories being read through and the 16 processes
@@ -163,6 +164,9 @@ pub struct Vfs {
     /// The virtual directories, built from `snaps`.
     layout: Layout,
     inodes: Mutex<Inodes>,
+    /// The merge of the last `versions/` directory whose entries were found again by
+    /// position, where it stands ([`Vfs::refind`]): one compact iterator per tree.
+    refind: Mutex<Option<(Arc<Merged>, Merge)>>,
     /// Listings under way, by directory and the offset their next call starts at; taken
     /// out while a call lists, so listings (and their tree reads) run in parallel. Each
     /// holds one tree node per level ([`LISTINGS`] at most).
@@ -293,6 +297,7 @@ impl Vfs {
                 links: HashMap::new(),
                 nodes: ByteLru::new(node_cache_bytes),
             }),
+            refind: Mutex::new(None),
             listings: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(LISTINGS).expect("non-zero"))),
             files: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(OPEN_FILES).expect("non-zero"))),
             chunks,

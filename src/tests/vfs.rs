@@ -546,3 +546,39 @@ fn versions_show_each_distinct_content_of_a_file_across_a_hosts_snapshots() {
     assert!(matches!(v.lookup(dir.ino, b"nothing"), Err(ViewError::NoEntry)));
     assert!(matches!(v.lookup(walk(&v, dir.ino, Path::new("a")).ino, b"2020-01-01T00:00:00"), Err(ViewError::NoEntry)));
 }
+
+/// Entries of a `versions/` directory that left the node cache are found again by
+/// position, in the listing's order (from the merge kept for it), backwards (behind
+/// that merge: by one lookup per tree) and in any order, each as the listing gave it.
+#[test]
+fn versions_entries_are_found_again_in_any_order() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    let start = 1_767_225_600;
+    for s in 0..4i64 {
+        for i in 0..300 {
+            // Every file in 0, and each once again later (a third in each snapshot; the
+            // length differs, so backup sees the change).
+            if s == 0 || i % 3 == s as usize % 3 {
+                write(&src.join(format!("f{i:03}")), format!("file {i} in {s}{}", "!".repeat(s as usize)).as_bytes());
+            }
+        }
+        backup_at(&t.repo, &src, "h", start + s);
+    }
+    // A node cache of 4 KiB: a few of the 300 entries stay in it.
+    let v = Vfs::new(Arc::new(t.reopen()), 1 << 20, 4096, (0, 0)).unwrap();
+    let dir = walk(&v, ROOT, &Path::new("versions/h").join(src.strip_prefix("/").unwrap()));
+    let listed: Vec<Attr> = listing(&v, dir.ino, 7, true).into_iter().skip(2).map(|(_, a)| a.unwrap()).collect();
+    assert_eq!(listed.len(), 300);
+    let forward: Vec<usize> = (0..300).collect();
+    let backward: Vec<usize> = (0..300).rev().collect();
+    let strided: Vec<usize> = (0..300).map(|i| i * 97 % 300).collect();
+    for order in [forward, backward, strided] {
+        for i in order {
+            let a = &listed[i];
+            assert_eq!(&v.getattr(a.ino).unwrap(), a, "entry {i}");
+            // Its versions: the first snapshot's and the rewrite's.
+            assert_eq!(list(&v, a.ino, 10).len(), 2 + 2, "entry {i}");
+        }
+    }
+}

@@ -82,6 +82,10 @@ impl Versions {
     }
 }
 
+/// Names a merge kept for finding entries again steps through before giving up
+/// ([`Vfs::refind`]).
+const REFIND_STEPS: usize = 64;
+
 /// What `name` is in a merged directory, from its entries in the directory's trees
 /// (`hits`: each tree's span and entry, in the trees' order).
 pub(super) fn merged_child(hits: Vec<(Span, Entry)>) -> Node {
@@ -199,8 +203,13 @@ impl Vfs {
         Ok((pos, merged_child(hits)))
     }
 
-    /// The entry at position `pos` of merged directory `dir`'s inode block.
-    pub(super) fn merged_nth(&self, dir: &Merged, pos: u64) -> Result<Option<Node>> {
+    /// The entry at position `pos` of merged directory `dir`'s inode block: from the
+    /// running merge if it is a few names ahead ([`Vfs::refind`]), else by one lookup
+    /// per tree.
+    pub(super) fn merged_nth(&self, dir: &Arc<Merged>, pos: u64) -> Result<Option<Node>> {
+        if let Some(node) = self.refind(dir, pos) {
+            return Ok(Some(node));
+        }
         let offsets = dir.offsets(&self.repo)?;
         let Some(i) = offsets.partition_point(|o| *o <= pos).checked_sub(1) else { return Ok(None) };
         let Some(t) = dir.trees.get(i) else { return Ok(None) };
@@ -209,6 +218,33 @@ impl Vfs {
         // of it was ever handed out.
         let (at, node) = self.merged_lookup(dir, &e.name)?;
         Ok((at == pos).then_some(node))
+    }
+
+    /// The entry at position `pos` of `dir` if the merge kept for finding entries again
+    /// reaches it within [`REFIND_STEPS`] names (a merge of `dir` started if the one kept
+    /// is another directory's, or finished). Processes that list a directory and then
+    /// each of its entries (`ls -lR`, `find`, `cp -a`) ask for the entries that have
+    /// left the node cache in the merge's order, so each is found in a step or two
+    /// instead of one lookup per tree. A miss (an entry behind the merge, or far ahead)
+    /// costs those steps and leaves the merge where it stopped; an error drops it.
+    fn refind(&self, dir: &Arc<Merged>, pos: u64) -> Option<Node> {
+        let mut kept = self.refind.lock().unwrap_or_else(|e| e.into_inner());
+        let mut merge = match kept.take() {
+            Some((d, m)) if Arc::ptr_eq(&d, dir) => m,
+            _ => Merge::start(&self.repo, dir).ok()?,
+        };
+        for _ in 0..REFIND_STEPS {
+            match merge.next() {
+                Ok(Some((_, node, at))) if at == pos => {
+                    *kept = Some((dir.clone(), merge));
+                    return Some(node);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+        *kept = Some((dir.clone(), merge));
+        None
     }
 
     /// The name version `v` of a file is shown under: its first snapshot's.
