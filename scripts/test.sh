@@ -382,4 +382,4 @@ if [ "$cgroup" = no ]; then
 else
     check "bench smoke: the $cgroup cgroup run completed" grep -q "| cairn | 20,000 index entries | .* | completed" "$work/bench-out/table.md"
 fi
-counted "bench smoke" 19
+counted "bench smoke" 20
