@@ -6,10 +6,12 @@
 //! the snapshot is written. Every file is written whole and atomically by the backend
 //! ([`Backend::store`]; locally: temp file, fsync, rename, fsync the directory).
 
+mod cache;
 pub mod lock;
 pub mod packer;
 mod reader;
 
+pub use cache::{ByteLru, ChunkCache, Pool};
 pub use reader::{coalesce, plan, BlobVisitor, PackHeader, Run, Spacing, Wanted, COALESCE_GAP, COALESCE_MAX};
 
 use std::path::Path;

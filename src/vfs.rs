@@ -16,8 +16,8 @@
 //! virtual directories above the snapshots' trees), `inodes` (numbering and the node
 //! cache), `listing` (directory listings), `read` (file reads, holes, SEEK_DATA),
 //! `ahead` (small files loaded ahead of a copier), `versions` (`versions/`, directories
-//! merged across snapshots), `chunks` (the chunk cache, the buffer pool and the
-//! prefetch threads). This file holds the types, lookups and attributes.
+//! merged across snapshots), `chunks` (the prefetch threads; the chunk cache and its
+//! buffer pool are `repo`'s, shared with restore). This file holds the types, lookups and attributes.
 //!
 //! Memory (docs/design.md, "Mount"):
 //! - the snapshot list: ~200 B per snapshot, as for `snapshots`, and the virtual
@@ -54,9 +54,11 @@ mod listing;
 mod read;
 mod versions;
 
+use crate::repo::ByteLru;
+pub use crate::repo::{ChunkCache, Pool};
 use ahead::READERS;
-use chunks::{load_chunk, ByteLru, Job, Prefetcher};
-pub use chunks::{ChunkCache, Pool, Sink};
+pub use chunks::Sink;
+use chunks::{Job, Prefetcher};
 use inodes::Inodes;
 use layout::{Layout, Snap};
 pub use listing::ReaddirFn;

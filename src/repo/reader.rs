@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::Repository;
+use super::{Pool, Repository};
 use crate::backend::Dir;
 use crate::compress;
 use crate::error::{Error, IoContext, Result};
@@ -95,7 +95,7 @@ pub struct Wanted<T> {
 
 /// A wanted blob's plaintext, or why it could not be had (the run's read failed, or
 /// the blob did not open).
-pub type Opened<'a> = std::result::Result<&'a [u8], &'a Error>;
+pub type Opened<'a> = std::result::Result<Vec<u8>, &'a Error>;
 
 /// Neighbouring wanted blobs of one pack, read with one request ([`Repository::read_run`]).
 pub struct Run<T> {
@@ -178,40 +178,50 @@ impl Repository {
     }
 
     /// Read `run` with one request ([`Backend::read_planned`]: no read-ahead) and open its
-    /// data blobs, handing each want its blob's plaintext, or the error that kept it (a
-    /// blob wanted twice is opened once). `sealed` and `plain` are buffers kept between
-    /// runs: memory is the run's bytes and one blob.
+    /// data blobs, handing `f` the wants of each blob (a blob wanted twice is opened
+    /// once) with its plaintext in a buffer of `pool`, which `f` keeps or gives back, or
+    /// with the error that kept it. Memory: the run's sealed bytes (a buffer of `pool`,
+    /// given back at the end) and what `f` keeps.
+    ///
+    /// The one pack reader of restore and the mount.
     ///
     /// [`Backend::read_planned`]: crate::backend::Backend::read_planned
-    pub fn read_run<T>(
-        &self,
-        run: &Run<T>,
-        sealed: &mut Vec<u8>,
-        plain: &mut Vec<u8>,
-        f: &mut dyn FnMut(&Wanted<T>, Opened<'_>),
-    ) {
-        let read = self.read_range_into(&run.pack, run.from, run.to, sealed, Via::Planned);
+    pub fn read_run<T>(&self, run: &Run<T>, pool: &Pool, f: &mut dyn FnMut(&[Wanted<T>], Opened<'_>)) {
+        let mut sealed = pool.take_transient((run.to - run.from) as usize);
+        let read = self.read_range_into(&run.pack, run.from, run.to, &mut sealed, Via::Planned);
         let mut i = 0;
         while let Some(w) = run.wants.get(i) {
             let same = run.wants[i..].iter().take_while(|o| o.id == w.id && o.loc.offset == w.loc.offset).count();
+            let failed;
             let opened = match &read {
-                Err(_) => Ok(()),
-                Ok(()) => {
-                    let at = (w.loc.offset as u64 - run.from) as usize;
-                    match sealed.get_mut(at..at + w.loc.stored_len as usize) {
-                        Some(b) => self.open_blob_into(&w.id, BlobKind::Data, &w.loc, b, plain),
-                        None => Err(Error::corrupt("pack", run.pack, "a planned read is shorter than its blobs")),
+                Err(e) => Err(e),
+                Ok(()) => match self.open_in_run(run, w, &mut sealed, pool) {
+                    Ok(plain) => Ok(plain),
+                    Err(e) => {
+                        failed = e;
+                        Err(&failed)
                     }
-                }
+                },
             };
-            let r = match (&read, &opened) {
-                (Err(e), _) | (_, Err(e)) => Err(e),
-                _ => Ok(&plain[..]),
-            };
-            for w in &run.wants[i..i + same] {
-                f(w, r);
-            }
+            f(&run.wants[i..i + same], opened);
             i += same;
+        }
+        pool.give(sealed);
+    }
+
+    /// Open want `w` of `run` from the run's `sealed` bytes (which this garbles) into a
+    /// buffer of `pool`.
+    fn open_in_run<T>(&self, run: &Run<T>, w: &Wanted<T>, sealed: &mut [u8], pool: &Pool) -> Result<Vec<u8>> {
+        let at = (w.loc.offset as u64 - run.from) as usize;
+        let b = (sealed.get_mut(at..at + w.loc.stored_len as usize))
+            .ok_or_else(|| Error::corrupt("pack", run.pack, "a planned read is shorter than its blobs"))?;
+        let mut plain = pool.take(w.loc.raw_len as usize);
+        match self.open_blob_into(&w.id, BlobKind::Data, &w.loc, b, &mut plain) {
+            Ok(()) => Ok(plain),
+            Err(e) => {
+                pool.give(plain);
+                Err(e)
+            }
         }
     }
 

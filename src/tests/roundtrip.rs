@@ -268,6 +268,46 @@ fn sparse_zero_runs_restore_as_holes_with_equal_bytes() {
     assert_eq!(fs::read(out2.join(src.strip_prefix("/").unwrap()).join("vm.img")).unwrap(), data);
 }
 
+#[test]
+fn restore_writes_a_chunk_opened_for_an_earlier_file_from_the_cache() {
+    // A chunk a batch wants twice stays in restore's chunk cache. The first link of a
+    // hard-linked file is read by the walker itself, before it goes on (its next link
+    // must find it complete), so its repeated chunks (a block that occurs twice in it)
+    // are cached when the walker comes to a copy of the file further on: those of the
+    // copy's chunks are written from the cache, not read again.
+    let t = temp_repo();
+    let src = t.scratch("src");
+    let block = bytes(11, 300_000, false);
+    let data = [&block[..], &block[..]].concat();
+    write(&src.join("a/first"), &data);
+    fs::hard_link(src.join("a/first"), src.join("a/link")).unwrap();
+    for i in 0..50 {
+        write(&src.join(format!("m/f{i:02}")), &bytes(100 + i, 3000, true));
+    }
+    write(&src.join("z/copy"), &data);
+    let r = do_backup(&t.repo, &[&src]);
+    let copy = restore::resolve(&t.repo, &r.snapshot.root, &src.join("z/copy")).unwrap();
+    let crate::format::tree::Kind::File(content) = &copy.kind else { panic!("z/copy is a file") };
+    let mut ids = Vec::new();
+    crate::tree::for_each_chunk(&t.repo, content, copy.size, &mut |c| {
+        ids.push(c.id);
+        Ok(())
+    })
+    .unwrap();
+    let n = ids.iter().filter(|id| ids.iter().filter(|o| o == id).count() > 1).count() as u64;
+    assert!(n >= 4 && n < ids.len() as u64, "{n} of {} chunks are repeated", ids.len());
+    let out = t.scratch("out");
+    let (stats, msgs) = do_restore(&t.reopen(), &r, &out, &[]);
+    assert!(stats.errors == 0 && msgs.is_empty(), "{msgs:?}");
+    assert_eq!(stats.cached, n, "the copy's repeated chunks came from the cache, the others were read");
+    let base = out.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(base.join("z/copy")).unwrap(), data);
+    assert_eq!(fs::read(base.join("a/link")).unwrap(), data);
+    for i in 0..50 {
+        assert_eq!(fs::read(base.join(format!("m/f{i:02}"))).unwrap(), bytes(100 + i, 3000, true));
+    }
+}
+
 /// Interrupts a backup when its walker reaches the repository inside the sources (which
 /// it skips, saying so): a point reached after every file sorted before it was read.
 struct CancelAtRepository<'a> {

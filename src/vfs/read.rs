@@ -281,6 +281,6 @@ impl Vfs {
     }
 
     pub(super) fn chunk(&self, c: &ChunkRef) -> Result<Arc<Vec<u8>>> {
-        Ok(self.chunks.get(&c.id, || load_chunk(&self.repo, self.chunks.pool(), c))?)
+        Ok(self.chunks.get(&c.id, || self.repo.load_chunk(self.chunks.pool(), c))?)
     }
 }
