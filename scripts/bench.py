@@ -55,6 +55,13 @@ diff and find (--only inspect): cairn and restic back up --inspect-files (10^6; 
 then cairn's `backup --dry-run` of the main corpus into an empty repository, against
 what the real backup then adds.
 
+Cold page cache (--only cold): every tool's first backup and unchanged re-backup of the
+main corpus and of 10^6 tiny files (--cold-files; --quick: 10^5; `cairn-corpus --tiny`),
+each step once with a warm page cache (the source read in first) and once cold: the
+page cache, dentries and inodes dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`)
+before each tool's step, so the source, the repository and the tool's own cache are all
+read from disk, as a nightly backup meets them. Needs root (skipped, and said, without).
+
 Remote (--only remote): cairn and restic against one real S3 server (s3s-fs, installed
 by scripts/s3-server) on the loopback, reached through cairn-delay, a TCP proxy that
 delivers every byte half the round trip late in each direction (this kernel has no tc
@@ -95,7 +102,7 @@ PASSWORD = "bench-password"
 MIB = 1024 * 1024
 # Parts of the benchmark, in the order they run (--only picks some).
 SECTIONS = ["main", "budget", "series", "repo", "cgroup", "index", "mount", "lifecycle", "prune-scale", "crash",
-            "inspect", "remote"]
+            "inspect", "cold", "remote"]
 # --verify: compare what restores and mounts give back with the source, accept exit 0 only.
 VERIFY = False
 
@@ -369,6 +376,7 @@ def main():
     ap.add_argument("--prune-cgroup-blobs", type=float, help="blobs of the synthetic repository pruned under the cgroup")
     ap.add_argument("--inspect-files", type=float, help="small files of the diff/find section (10^6; --quick: 10^5)")
     ap.add_argument("--prune-cgroup-files", type=float, help="small files of the restic/cairn prune under the cgroup")
+    ap.add_argument("--cold-files", type=float, help="tiny files of the cold section's second corpus (10^6; --quick: 10^5)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--verify", action="store_true",
                     help="compare restored trees and copies out of mounts with the source; fail on any exit code but 0")
@@ -425,6 +433,10 @@ def main():
         if "src" not in locals():
             src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large), "--xattrs", "10"])
         cg_lines += inspect_section(a, work, tools, src, record)
+    if "cold" in only:
+        if "src" not in locals():
+            src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large), "--xattrs", "10"])
+        cold_section(a, work, tools, src, files, record)
     if "remote" in only:
         if "src" not in locals():
             src = corpus(work, "corpus", ["--seed", "1", "--files", str(files), "--large-mib", str(large), "--xattrs", "10"])
@@ -777,6 +789,36 @@ def stop_mount(proc, mnt):
         proc.wait()
     if mounted(mnt):
         sh(["fusermount", "-u", "-z", mnt])
+
+
+def drop_caches():
+    """Write back, then drop the page cache, dentries and inodes (root only)."""
+    sh(["sync"])
+    pathlib.Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def cold_section(a, work, tools, src, files, record):
+    """First and unchanged backups with a warm and with a cold page cache (issue 17)."""
+    if os.geteuid() != 0:
+        print("bench: not root: the cold section (drop_caches) is skipped", file=sys.stderr)
+        return
+    n_tiny = int(float(a.cold_files or (1e5 if a.quick else 1e6)))
+    tiny = corpus(work, f"tiny-{n_tiny}", ["--seed", "3", "--files", str(n_tiny), "--large-mib", "0", "--tiny"])
+    for name, s, n in [("main", pristine(work, src), files), (f"{n_tiny:,} tiny files", tiny, n_tiny)]:
+        d = du(s)
+        for cold in (False, True):
+            for t in tools:
+                t.reset()
+            for step in ("1 first backup", "2 unchanged"):
+                if not cold:
+                    warm(s)
+                for t in tools:
+                    if cold:
+                        drop_caches()
+                    label = f"{name}, {'cold' if cold else 'warm'}: {step}"
+                    record("cold", label, t, n, d, measure(t, t.backup(s)), du(t.repo))
+    for t in tools:
+        shutil.rmtree(t.repo, ignore_errors=True)
 
 
 def series_section(work, tools, series, record):

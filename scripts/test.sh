@@ -355,11 +355,11 @@ echo "== benchmark smoke run (checks scripts/bench works; measures nothing)"
 # a backup that could not read everything (exit 3) fails the run.
 scripts/bench --tools cairn --files 300 --large-mib 8 --series 200 --index-series 20000 --no-plots \
     --repo-series 1000,30000 --cgroup-files 200 --cgroup-entries 20000 --lifecycle-days 3 \
-    --prune-series 20000 --prune-cgroup-blobs 20000 --prune-cgroup-files 200 --crash-size small --inspect-files 300 --versions-snapshots 5 --verify \
+    --prune-series 20000 --prune-cgroup-blobs 20000 --prune-cgroup-files 200 --crash-size small --inspect-files 300 --versions-snapshots 5 --cold-files 300 --verify \
     --work "$work/bench" --out "$work/bench-out" >/dev/null 2>"$work/bench.log" || { cat "$work/bench.log"; fail "scripts/bench"; }
 for step in "1 first backup" "2 unchanged" "3 after changes" "4 restore" "backup 200 files" "30,000 entries" "ls -lR" "cp -a" \
     "ls -lR, directory-heavy tree" "ls -lR, directory-heavy tree (FUSE floor)" "versions/: ls -l of 300 files across 5 snapshots" \
-    "forget+prune" "prune 20,000 blobs" "diff of 300 files" "find of 300 files"; do
+    "forget+prune" "prune 20,000 blobs" "diff of 300 files" "find of 300 files" "300 tiny files, cold: 2 unchanged"; do
     check "bench smoke: a '$step' row" grep -qF "$step" "$work/bench-out/results.tsv"
 done
 check "bench smoke: restores and mount copies compared" grep -q "verified: .* equals the source" "$work/bench.log"
@@ -382,4 +382,4 @@ if [ "$cgroup" = no ]; then
 else
     check "bench smoke: the $cgroup cgroup run completed" grep -q "| cairn | 20,000 index entries | .* | completed" "$work/bench-out/table.md"
 fi
-counted "bench smoke" 20
+counted "bench smoke" 21
