@@ -57,6 +57,9 @@ const SEALED_QUEUE: usize = 4;
 const WORKERS: usize = 2;
 /// Most bytes of extended attributes stored per entry (names + values).
 const XATTR_BUDGET: usize = 1 << 20;
+/// The largest one extended attribute can be on Linux: a name of XATTR_NAME_MAX (255)
+/// bytes and a value of XATTR_SIZE_MAX (64 KiB).
+const XATTR_LARGEST: usize = 255 + (64 << 10);
 /// RAM for one directory's names while sorting them (per directory level being walked);
 /// a larger listing spills to temp files ([`crate::extsort`]).
 const LISTING_BYTES: usize = 1 << 20;
@@ -658,7 +661,7 @@ impl<'a> Walker<'a> {
                     _ => None,
                 };
                 let sub = self.virtual_dir(&child, group, sub_parent.as_ref())?;
-                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(sub), &child))
+                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(sub), &child, prev.as_ref()))
             };
             if let Some(e) = entry {
                 w.push(&e, self)?;
@@ -764,7 +767,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 let tree = only.finish(self)?;
-                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(tree), &child))
+                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(tree), &child, None))
             } else {
                 self.entry(&child, name.as_bytes(), &meta, matching.as_ref())?
             };
@@ -792,7 +795,7 @@ impl<'a> Walker<'a> {
         } else if ft.is_file() {
             match self.file_content(path, meta, prev)? {
                 Some((content, size)) => {
-                    let mut e = self.make_entry(name, meta, Kind::File(content), path);
+                    let mut e = self.make_entry(name, meta, Kind::File(content), path, prev);
                     e.size = size;
                     self.summary.total_bytes += size;
                     return Ok(Some(e));
@@ -823,11 +826,27 @@ impl<'a> Walker<'a> {
                 Kind::Socket
             }
         };
-        Ok(Some(self.make_entry(name, meta, kind, path)))
+        Ok(Some(self.make_entry(name, meta, kind, path, prev)))
     }
 
-    fn make_entry(&mut self, name: &[u8], meta: &Metadata, kind: Kind, path: &Path) -> Entry {
-        let mut xattrs = match crate::sys::xattrs(path) {
+    /// The entry for `path`, whose `lstat` is `meta`; `prev` is the parent snapshot's
+    /// entry of the same name, if any. Its extended attributes are read, unless `prev`
+    /// is the same inode with the same ctime: every change to an inode's xattrs sets its
+    /// ctime, so the parent's are still right (without `--force`). That saves the
+    /// `llistxattr` (and any `getxattr`) of every unchanged entry, and a read of the
+    /// inode's xattr block from disk when it is not in the inode itself. Parent xattrs
+    /// that may have been cut to [`XATTR_BUDGET`] are read again, so that the warning
+    /// repeats: below the budget by more than one largest xattr, nothing was cut.
+    fn make_entry(&mut self, name: &[u8], meta: &Metadata, kind: Kind, path: &Path, prev: Option<&Entry>) -> Entry {
+        let ctime = time(meta.ctime(), meta.ctime_nsec());
+        let uncut =
+            |p: &Entry| p.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() <= XATTR_BUDGET - XATTR_LARGEST;
+        let same_inode = prev.filter(|p| !self.force && p.ino == meta.ino() && p.ctime == ctime && uncut(p));
+        let read = match same_inode {
+            Some(p) => Ok(p.xattrs.clone()),
+            None => crate::sys::xattrs(path),
+        };
+        let mut xattrs = match read {
             Ok(x) => x,
             Err(e) => {
                 self.warning(path, &format!("reading extended attributes: {e}"));
@@ -872,7 +891,7 @@ impl<'a> Walker<'a> {
             user: self.names.user(meta.uid()),
             group: self.names.group(meta.gid()),
             mtime: time(meta.mtime(), meta.mtime_nsec()),
-            ctime: time(meta.ctime(), meta.ctime_nsec()),
+            ctime,
             atime: if self.atime {
                 time(meta.atime(), meta.atime_nsec())
             } else {

@@ -189,6 +189,34 @@ fn incremental_backup_reads_only_changed_files() {
 }
 
 #[test]
+fn unchanged_entries_keep_their_xattrs_and_changed_ones_are_read_again() {
+    // An unchanged inode (same inode number and ctime) keeps the parent's xattrs without
+    // reading them; setting an xattr changes the ctime, so it is read again.
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("a"), b"a");
+    write(&src.join("b"), b"b");
+    if !crate::testutil::set_test_xattr(&src.join("a"), b"user.k", b"v1") {
+        return;
+    }
+    let xattrs_of = |r: &BackupResult, name: &str| {
+        let mut x = restore::resolve(&t.repo, &r.snapshot.root, &src.join(name)).unwrap().xattrs;
+        x.retain(|(n, _)| n.starts_with(b"user."));
+        x
+    };
+    let user = |v: &[u8]| vec![(b"user.k".to_vec(), v.to_vec())];
+    let r1 = do_backup(&t.repo, &[&src]);
+    let r2 = do_backup(&t.repo, &[&src]);
+    assert_eq!(r2.parent, Some(r1.id));
+    assert_eq!((xattrs_of(&r2, "a"), xattrs_of(&r2, "b")), (user(b"v1"), vec![]));
+    crate::testutil::set_test_xattr(&src.join("a"), b"user.k", b"v2");
+    crate::testutil::set_test_xattr(&src.join("b"), b"user.k", b"new");
+    let r3 = do_backup(&t.repo, &[&src]);
+    assert_eq!((xattrs_of(&r3, "a"), xattrs_of(&r3, "b")), (user(b"v2"), user(b"new")));
+    assert_eq!(r3.snapshot.summary.files_unchanged, 0, "a changed ctime is a changed file");
+}
+
+#[test]
 fn several_sources_and_include_filter() {
     let t = temp_repo();
     let (a, b) = (t.scratch("one/a"), t.scratch("two"));
