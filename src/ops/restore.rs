@@ -54,9 +54,10 @@ const FILE_BYTES: usize = 320;
 /// allows: about three batches are in flight.
 const BATCH_HANDLES: usize = 8192;
 /// The chunk cache's share of `--memory` (16 MiB at the default 256 MiB). Within a batch
-/// a chunk is opened once anyway ([`crate::repo::plan`]); the cache holds the chunks a batch wanted more than once
-/// (what a tree repeats: a file copied across it, a block repeated in a disk image), so
-/// that later batches wanting them again write them from there. A chunk wanted once,
+/// a chunk is opened once anyway ([`crate::repo::plan`]); the cache holds the chunks a
+/// batch wanted more than once (what a tree repeats: a file copied across it, a block
+/// repeated in a disk image), so that later batches wanting them again write them from
+/// there. A chunk wanted once,
 /// most of any restore, is not kept: caching every chunk cost a 2.9 GiB restore 0.5
 /// user-s and 60 MiB of RSS (fresh buffers instead of reused ones) and saved nothing on
 /// the benchmark's corpus.
@@ -263,8 +264,8 @@ struct Ctx<'a> {
     target: Option<Arc<File>>,
     /// Set once the hard-link memory has overflowed (warned about once).
     evicted: AtomicBool,
-    /// Chunks opened for a batch, for later batches that want them again (the mount's
-    /// cache, charged a [`CACHE_SHARE`] of `--memory`).
+    /// Chunks opened for a batch, for later batches that want them again (the cache the
+    /// mount uses too, charged a [`CACHE_SHARE`] of `--memory`).
     cache: ChunkCache,
 }
 

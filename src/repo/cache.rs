@@ -10,7 +10,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::format::tree::ChunkRef;
-use crate::format::BlobKind;
 use crate::id::{BlobId, BlobSet};
 use crate::repo::Repository;
 
@@ -75,7 +74,8 @@ const POOL_MIN: usize = crate::sys::STREAMING_MMAP_THRESHOLD;
 
 /// Large byte buffers kept for reuse: the sealed bytes of ranged pack reads, decoded
 /// chunks the cache has evicted, reads that span chunks. Holds at most `cap` bytes of
-/// capacity; a buffer is handed out for a request of at least half its size.
+/// capacity; a buffer is handed out for a chunk of at least half its size (any size in
+/// a [`Pool::transient`] pool, and for [`Pool::take_transient`]).
 pub struct Pool {
     bufs: Mutex<Vec<Vec<u8>>>,
     cap: usize,
@@ -300,18 +300,11 @@ impl Repository {
             return Err(Error::corrupt("blob", c.id, "size differs from the chunk list"));
         }
         let mut sealed = pool.take_transient(loc.stored_len as usize);
-        let mut plain = pool.take(c.size as usize);
         let from = loc.offset as u64;
         let r = (self.read_planned_into(&loc.pack, from, from + loc.stored_len as u64, &mut sealed))
-            .and_then(|()| self.open_blob_into(&c.id, BlobKind::Data, &loc, &mut sealed, &mut plain));
+            .and_then(|()| self.open_data_into(&c.id, &loc, &mut sealed, pool));
         pool.give(sealed);
-        match r {
-            Ok(()) => Ok(plain),
-            Err(e) => {
-                pool.give(plain);
-                Err(e)
-            }
-        }
+        r
     }
 }
 

@@ -215,8 +215,20 @@ impl Repository {
         let at = (w.loc.offset as u64 - run.from) as usize;
         let b = (sealed.get_mut(at..at + w.loc.stored_len as usize))
             .ok_or_else(|| Error::corrupt("pack", run.pack, "a planned read is shorter than its blobs"))?;
-        let mut plain = pool.take(w.loc.raw_len as usize);
-        match self.open_blob_into(&w.id, BlobKind::Data, &w.loc, b, &mut plain) {
+        self.open_data_into(&w.id, &w.loc, b, pool)
+    }
+
+    /// Open data blob `id` at `loc` from its `sealed` bytes (which this garbles) into a
+    /// buffer of `pool` (given back if it does not open).
+    pub(super) fn open_data_into(
+        &self,
+        id: &BlobId,
+        loc: &Location,
+        sealed: &mut [u8],
+        pool: &Pool,
+    ) -> Result<Vec<u8>> {
+        let mut plain = pool.take(loc.raw_len as usize);
+        match self.open_blob_into(id, BlobKind::Data, loc, sealed, &mut plain) {
             Ok(()) => Ok(plain),
             Err(e) => {
                 pool.give(plain);
