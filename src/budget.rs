@@ -66,6 +66,14 @@ impl Budget {
         self.0 / 8
     }
 
+    /// Small files a backup reads ahead of its walker (src/ops/backup/ahead.rs): a
+    /// thirty-second of the budget (8 MiB at the default, 2 MiB at 64M). Enough for
+    /// the requests in flight that a cold disk wants; a file that does not fit is read
+    /// by the walker, as without read-ahead.
+    pub fn backup_ahead_bytes(&self) -> usize {
+        self.0 / 32
+    }
+
     /// An external sort's records held in RAM before they spill to temp files (`forget`'s
     /// snapshot records): a sixteenth of the budget.
     pub fn sort_bytes(&self) -> usize {

@@ -11,6 +11,7 @@ mod inspect;
 mod locks;
 mod overwrite;
 mod prune;
+mod readahead;
 mod regressions;
 mod repair;
 mod roundtrip;

@@ -651,6 +651,51 @@ impl<R: Deref<Target = Repository>> Iterator for DirIter<R> {
     }
 }
 
+/// A directory's entries looked up in increasing name order: a merge-join of a listing
+/// (sorted the same way) with a stored directory, one node per level in memory. A
+/// damaged stored directory ends the cursor: [`DirCursor::seek`] returns the error once,
+/// then finds nothing.
+pub struct DirCursor<'r> {
+    iter: Option<DirIter<&'r Repository>>,
+    /// The first entry not before the last name sought.
+    at: Option<Entry>,
+}
+
+impl<'r> DirCursor<'r> {
+    /// A cursor over `root`, or over nothing.
+    pub fn new(repo: &'r Repository, root: Option<&BlobId>) -> Result<DirCursor<'r>> {
+        let iter = root.map(|r| DirIter::new(repo, r)).transpose()?;
+        Ok(DirCursor { iter, at: None })
+    }
+
+    /// A cursor that finds nothing.
+    pub fn empty() -> DirCursor<'r> {
+        DirCursor { iter: None, at: None }
+    }
+
+    /// The entry named `name`, if there is one; names must come in increasing order.
+    pub fn seek(&mut self, name: &[u8]) -> Result<Option<&Entry>> {
+        if let Some(it) = self.iter.as_mut() {
+            while self.at.as_ref().is_none_or(|e| e.name.as_slice() < name) {
+                match it.next_entry() {
+                    Ok(Some(e)) => self.at = Some(e),
+                    Ok(None) => {
+                        self.iter = None;
+                        self.at = None;
+                        break;
+                    }
+                    Err(e) => {
+                        self.iter = None;
+                        self.at = None;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(self.at.as_ref().filter(|e| e.name.as_slice() == name))
+    }
+}
+
 /// Find one entry by name, reading one node per level.
 pub fn lookup(repo: &Repository, root: &BlobId, name: &[u8]) -> Result<Option<Entry>> {
     Ok(lookup_indexed(repo, root, name)?.map(|(_, e)| e))

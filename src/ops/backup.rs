@@ -2,7 +2,9 @@
 //!
 //! Pipeline (docs/design.md, "Backup"):
 //! ```text
-//! walker (this thread): stat, compare with parent, read, chunk, hash, claim new ids
+//! scout thread: lists ahead ─> 8 lookers: lstat, read small changed files (ahead.rs)
+//! walker (this thread): takes those (or stats and reads), compares with parent, chunks,
+//!   hashes, claims new ids
 //!   └─ jobs (bounded, JOB_QUEUE) ─> 2 workers: zstd + seal
 //!        └─ sealed (bounded, SEALED_QUEUE) ─> packer thread: packs, then index files
 //! ```
@@ -19,9 +21,9 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -39,9 +41,13 @@ use crate::id::{BlobId, FileId};
 use crate::repo::lock::{LockGuard, LockKind, LockOptions};
 use crate::repo::packer::Packer;
 use crate::repo::{Repository, SealedBlob};
-use crate::tree::{lookup, ChunkIter, DirIter, DirWriter, ListWriter, TreeSink};
+use crate::tree::{lookup, ChunkIter, DirCursor, DirWriter, ListWriter, TreeSink};
 
+mod ahead;
 mod select;
+#[cfg(test)]
+pub(crate) use ahead::{hook_under, Stage};
+use ahead::{Ahead, Early};
 use select::Verdict;
 pub use select::{Marker, Selection};
 
@@ -310,6 +316,8 @@ fn locked_backup(
     // of blocking forever on a full queue.
     let job_rx = Arc::new(Mutex::new(job_rx));
 
+    let repo_path = fs::canonicalize(repo.path()).ok();
+    let devices: Vec<u64> = sources.iter().filter_map(|p| fs::symlink_metadata(p).ok()).map(|m| m.dev()).collect();
     let (walk, packed) = std::thread::scope(|s| {
         let packer = s.spawn(|| pack_all(repo, opts.dry_run, sealed_rx));
         let mut workers = Vec::new();
@@ -320,6 +328,16 @@ fn locked_backup(
         }
         drop(sealed_tx);
         drop(job_rx);
+        let root = parent.as_ref().map(|(_, p)| p.root);
+        let ahead = stream.is_none().then(|| {
+            let look = ahead::Look {
+                select: &opts.select,
+                devices: &devices,
+                force: opts.force,
+                budget: repo.budget().backup_ahead_bytes(),
+            };
+            Ahead::start(s, repo, &sources, root, look, repo_path.as_deref(), cancel)
+        });
         let mut w = Walker {
             repo,
             cutter: &cutter,
@@ -343,15 +361,15 @@ fn locked_backup(
             names: NameCache::default(),
             hardlinks: lru::LruCache::new(std::num::NonZeroUsize::new(HARDLINK_MEMORY).expect("non-zero")),
             last_progress: Instant::now(),
-            repo_path: fs::canonicalize(repo.path()).ok(),
+            repo_path: repo_path.clone(),
             select: &opts.select,
-            devices: sources.iter().filter_map(|p| fs::symlink_metadata(p).ok()).map(|m| m.dev()).collect(),
+            devices: devices.clone(),
             expected_bytes: parent.as_ref().map(|(_, p)| p.summary.total_bytes),
+            ahead,
         };
         for m in &missing {
             w.warning(m, "listed in --files-from, does not exist");
         }
-        let root = parent.as_ref().map(|(_, p)| p.root);
         let walk = match stream {
             Some(st) => w.stream_tree(&sources[0], st.reader),
             None => w.virtual_dir(Path::new("/"), &sources, root.as_ref()),
@@ -561,6 +579,8 @@ struct Walker<'a> {
     devices: Vec<u64>,
     /// The parent's size (for progress).
     expected_bytes: Option<u64>,
+    /// What is stat'ed and read ahead of this walk (not for a stream).
+    ahead: Option<Ahead<'a>>,
 }
 
 impl TreeSink for Walker<'_> {
@@ -654,7 +674,7 @@ impl<'a> Walker<'a> {
                 }
             };
             let entry = if group.len() == 1 && group[0] == child {
-                self.entry(&child, name.as_bytes(), &meta, prev.as_ref())?
+                self.entry(&child, name.as_bytes(), &meta, prev.as_ref(), None)?
             } else {
                 let sub_parent = match prev.as_ref().map(|e| &e.kind) {
                     Some(Kind::Dir(id)) => Some(*id),
@@ -702,44 +722,28 @@ impl<'a> Walker<'a> {
             Err(e) => self.warning(path, &format!("reading directory: {e}")),
         }
         let mut names = sorter.finish().at(path)?;
-        let mut prev_iter = match parent.map(|p| DirIter::new(self.repo, p)) {
-            Some(Ok(it)) => Some(it),
-            Some(Err(e)) => {
-                self.parent_damaged(path, &e);
-                None
-            }
-            None => None,
-        };
-        let mut prev: Option<Entry> = None;
+        let mut cursor = DirCursor::new(self.repo, parent).unwrap_or_else(|e| {
+            self.parent_damaged(path, &e);
+            DirCursor::empty()
+        });
         let mut w = DirWriter::new();
         while let Some(name) = names.next_name().at(path)? {
             let name = OsString::from_vec(name);
             self.check_cancel()?;
-            // Merge-join with the parent listing: advance it to this name.
-            if let Some(it) = prev_iter.as_mut() {
-                while prev.as_ref().is_none_or(|p| p.name.as_slice() < name.as_bytes()) {
-                    match it.next_entry() {
-                        Ok(Some(e)) => prev = Some(e),
-                        Ok(None) => {
-                            prev_iter = None;
-                            prev = None;
-                            break;
-                        }
-                        Err(e) => {
-                            self.parent_damaged(path, &e);
-                            prev_iter = None;
-                            prev = None;
-                            break;
-                        }
-                    }
-                }
-            }
-            let matching = prev.as_ref().filter(|p| p.name.as_slice() == name.as_bytes());
+            let matching = cursor.seek(name.as_bytes()).unwrap_or_else(|e| {
+                self.parent_damaged(path, &e);
+                None
+            });
             let child = path.join(&name);
             if self.select.excluded_by_name(&child) {
                 continue;
             }
-            let meta = match fs::symlink_metadata(&child) {
+            let scouted = self.ahead.as_ref().and_then(|a| a.take(&child));
+            let (meta, early) = match scouted {
+                Some(s) => (s.meta, s.early),
+                None => (fs::symlink_metadata(&child), None),
+            };
+            let meta = match meta {
                 Ok(m) => m,
                 Err(e) => {
                     self.warning(&child, &e.to_string());
@@ -750,7 +754,6 @@ impl<'a> Walker<'a> {
             if verdict == Verdict::Drop {
                 continue;
             }
-            let matching = matching.cloned();
             let entry = if let Verdict::KeepEmpty | Verdict::KeepMarker(_) = verdict {
                 self.summary.dirs += 1;
                 let mut only = DirWriter::new();
@@ -759,7 +762,7 @@ impl<'a> Walker<'a> {
                     let path = child.join(&marker);
                     match fs::symlink_metadata(&path) {
                         Ok(m) => {
-                            if let Some(e) = self.entry(&path, marker.as_encoded_bytes(), &m, None)? {
+                            if let Some(e) = self.entry(&path, marker.as_encoded_bytes(), &m, None, None)? {
                                 only.push(&e, self)?;
                             }
                         }
@@ -769,7 +772,7 @@ impl<'a> Walker<'a> {
                 let tree = only.finish(self)?;
                 Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(tree), &child, None))
             } else {
-                self.entry(&child, name.as_bytes(), &meta, matching.as_ref())?
+                self.entry(&child, name.as_bytes(), &meta, matching, early)?
             };
             if let Some(e) = entry {
                 w.push(&e, self)?;
@@ -778,8 +781,16 @@ impl<'a> Walker<'a> {
         w.finish(self)
     }
 
-    /// The entry for one path; `None` if it was skipped.
-    fn entry(&mut self, path: &Path, name: &[u8], meta: &Metadata, prev: Option<&Entry>) -> Result<Option<Entry>> {
+    /// The entry for one path; `None` if it was skipped. `early` is its content if it was
+    /// read ahead.
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+        prev: Option<&Entry>,
+        early: Option<Early>,
+    ) -> Result<Option<Entry>> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             if self.repo_path.as_deref() == Some(path) {
@@ -793,7 +804,7 @@ impl<'a> Walker<'a> {
             };
             Kind::Dir(self.dir_tree(path, sub_parent.as_ref())?)
         } else if ft.is_file() {
-            match self.file_content(path, meta, prev)? {
+            match self.file_content(path, meta, prev, early)? {
                 Some((content, size)) => {
                     let mut e = self.make_entry(name, meta, Kind::File(content), path, prev);
                     e.size = size;
@@ -905,8 +916,15 @@ impl<'a> Walker<'a> {
     }
 
     /// A regular file's content and size: reused from the parent when unchanged, otherwise
-    /// read and chunked. `None` if it could not be read (a warning was given).
-    fn file_content(&mut self, path: &Path, meta: &Metadata, prev: Option<&Entry>) -> Result<Option<(Content, u64)>> {
+    /// read (or taken as `early`, read ahead) and chunked. `None` if it could not be read
+    /// (a warning was given).
+    fn file_content(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        prev: Option<&Entry>,
+        early: Option<Early>,
+    ) -> Result<Option<(Content, u64)>> {
         let (mtime, ctime) = (time(meta.mtime(), meta.mtime_nsec()), time(meta.ctime(), meta.ctime_nsec()));
         if !self.force {
             if let Some(Entry { kind: Kind::File(c), size, mtime: pm, ctime: pc, ino, .. }) = prev {
@@ -927,32 +945,28 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        // Never follow a link or block on a fifo swapped in since the lstat, and read only
-        // the very file that was stat'ed (same device and inode, still a regular file).
-        let open =
-            |flags| File::options().read(true).custom_flags(flags | libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
-        let file = match open(libc::O_NOATIME).or_else(|_| open(0)) {
-            Ok(f) => f,
-            Err(e) => {
-                self.warning(path, &format!("cannot read: {e}"));
+        let (read, changed) = match early {
+            Some(Early::Failed(msg)) => {
+                self.warning(path, &msg);
                 return Ok(None);
+            }
+            Some(Early::Read { data, changed, .. }) => (self.read_content(data.as_slice(), path)?, changed),
+            None => {
+                let file = match ahead::open_stated(path, meta) {
+                    Ok(f) => f,
+                    Err(msg) => {
+                        self.warning(path, &msg);
+                        return Ok(None);
+                    }
+                };
+                let read = self.read_content(&file, path)?;
+                let changed = read.as_ref().is_some_and(|(_, size)| ahead::changed_since(&file, meta, *size));
+                (read, changed)
             }
         };
-        match file.metadata() {
-            Ok(m) if m.is_file() && m.dev() == meta.dev() && m.ino() == meta.ino() => {}
-            _ => {
-                self.warning(path, "replaced by another file while being backed up; skipped");
-                return Ok(None);
-            }
-        }
-        let Some((content, size)) = self.read_content(&file, path)? else { return Ok(None) };
-        match file.metadata() {
-            Ok(after)
-                if after.len() != size || after.mtime() != meta.mtime() || after.mtime_nsec() != meta.mtime_nsec() =>
-            {
-                self.warning(path, "file changed while it was read; stored what was read");
-            }
-            _ => {}
+        let Some((content, size)) = read else { return Ok(None) };
+        if changed {
+            self.warning(path, "file changed while it was read; stored what was read");
         }
         self.count_read_file(prev);
         if meta.nlink() > 1 {

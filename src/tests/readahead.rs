@@ -1,0 +1,130 @@
+//! Backup's read-ahead (src/ops/backup/ahead.rs): what happens to a file between the
+//! scout's listing and a looker's `lstat`, and between the `lstat` and the read, gives
+//! the same warnings (and so exit code 3) as the walker gives without read-ahead. The
+//! hooks change the file at those very points; in tests the walker waits for the scout,
+//! so every entry goes through the read-ahead.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::ops::backup::{hook_under, BackupOptions, Selection, Stage};
+use crate::testutil::{bytes, temp_repo, write};
+
+/// Restore the source `src` of snapshot `r` into `out` and return where it landed.
+fn restored(t: &crate::testutil::TestRepo, r: &backup::BackupResult, src: &Path, out: &Path) -> PathBuf {
+    let e = restore::resolve(&t.repo, &r.snapshot.root, src).unwrap();
+    let opts = RestoreOptions { target: out.to_path_buf(), ..Default::default() };
+    restore::restore(&t.repo, &e, src, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
+    out.to_path_buf()
+}
+
+#[test]
+fn files_changed_between_listing_and_read_give_the_warnings_they_gave_before() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    for name in ["keep", "vanish", "gone", "grow", "shrink", "swap", "dir"] {
+        write(&src.join(name), &bytes(name.len() as u64, 5000, true));
+    }
+    write(&t.scratch("other"), b"another file");
+    let other = t.scratch("other");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    let _hook = hook_under(&src, move |path, stage| {
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        s2.lock().unwrap().push((name.clone(), stage));
+        match (name.as_str(), stage) {
+            // Gone before the lstat: the walker warns as for an entry it cannot stat.
+            ("vanish", Stage::Listed) => fs::remove_file(path).unwrap(),
+            // Gone between the lstat and the open: "cannot read", as an unreadable file
+            // (the same open failure; as root no mode makes a file unreadable).
+            ("gone", Stage::Stated) => fs::remove_file(path).unwrap(),
+            // Grown past what was stat'ed: the walker reads it whole and says it changed.
+            ("grow", Stage::Stated) => {
+                use std::io::Write;
+                fs::OpenOptions::new().append(true).open(path).unwrap().write_all(&[7; 3000]).unwrap();
+            }
+            ("shrink", Stage::Stated) => fs::OpenOptions::new().write(true).open(path).unwrap().set_len(100).unwrap(),
+            // Another file (another inode) under the name: not read.
+            ("swap", Stage::Stated) => fs::hard_link(&other, path).map(|_| ()).unwrap_or_else(|_| {
+                fs::remove_file(path).unwrap();
+                fs::hard_link(&other, path).unwrap();
+            }),
+            // A directory now: not read either.
+            ("dir", Stage::Stated) => {
+                fs::remove_file(path).unwrap();
+                fs::create_dir(path).unwrap();
+            }
+            _ => {}
+        }
+    });
+    let report = Collect::default();
+    let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+    let r = backup::backup(&t.repo, &opts, &report, &AtomicBool::new(false)).unwrap();
+    drop(_hook);
+    let msgs = report.all();
+    let warned = |name: &str, what: &str| {
+        msgs.iter().any(|m| m.starts_with(&format!("{}:", src.join(name).display())) && m.contains(what))
+    };
+    assert!(warned("vanish", "No such file"), "{msgs:#?}");
+    assert!(warned("gone", "cannot read: No such file"), "{msgs:#?}");
+    assert!(warned("grow", "file changed while it was read"), "{msgs:#?}");
+    assert!(warned("shrink", "file changed while it was read"), "{msgs:#?}");
+    assert!(warned("swap", "replaced by another file"), "{msgs:#?}");
+    assert!(warned("dir", "replaced by another file"), "{msgs:#?}");
+    assert_eq!(msgs.len(), 6, "{msgs:#?}");
+    assert_eq!(r.snapshot.summary.warnings, 6, "six warnings: exit code 3");
+    // Every entry went through the read-ahead (the hook saw it listed).
+    let seen = seen.lock().unwrap().clone();
+    for name in ["keep", "vanish", "gone", "grow", "shrink", "swap", "dir"] {
+        assert!(seen.contains(&(name.to_string(), Stage::Listed)), "{name}: {seen:?}");
+    }
+    // What was read is what is stored; what could not be read is not.
+    let out = restored(&t, &r, &src, &t.scratch("out"));
+    assert_eq!(fs::read(out.join("keep")).unwrap(), bytes(4, 5000, true));
+    let mut grown = bytes(4, 5000, true);
+    grown.extend_from_slice(&[7; 3000]);
+    assert_eq!(fs::read(out.join("grow")).unwrap(), grown, "the walker read the grown file whole");
+    assert_eq!(fs::read(out.join("shrink")).unwrap(), bytes(6, 100, true));
+    for gone in ["vanish", "gone", "swap", "dir"] {
+        assert!(!out.join(gone).exists(), "{gone} is not in the snapshot");
+    }
+}
+
+#[test]
+fn read_ahead_reads_no_file_the_selection_leaves_out_or_the_parent_has_unchanged() {
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("small"), &bytes(1, 1000, true));
+    write(&src.join("large"), &bytes(2, 9000, true));
+    write(&src.join("sub/linked"), &bytes(3, 1000, true));
+    fs::hard_link(src.join("sub/linked"), src.join("sub/link2")).unwrap();
+    let stated = Arc::new(Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&stated);
+    let _hook = hook_under(&src, move |path, stage| {
+        if stage == Stage::Stated {
+            s2.lock().unwrap().push(path.file_name().unwrap().to_os_string());
+        }
+    });
+    let select = Selection { larger_than: Some(5000), ..Default::default() };
+    let opts = BackupOptions { paths: vec![src.clone()], select, ..Default::default() };
+    let r1 = backup::backup(&t.repo, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
+    // "large" is left out; hard links are the walker's to read (it remembers them).
+    assert_eq!(stated.lock().unwrap().as_slice(), ["small"]);
+    assert_eq!(r1.snapshot.summary.files_new, 3);
+    stated.lock().unwrap().clear();
+    // Unchanged since the parent: stat'ed ahead, not read.
+    let r2 = backup::backup(&t.repo, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
+    assert!(stated.lock().unwrap().is_empty(), "{:?}", stated.lock().unwrap());
+    assert_eq!((r2.snapshot.summary.files_unchanged, r2.snapshot.summary.bytes_read), (3, 0));
+    // Changed: read ahead again (a new inode: the parent's stamp does not match).
+    write(&src.join("small"), &bytes(5, 1200, true));
+    let r3 = backup::backup(&t.repo, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
+    assert_eq!(stated.lock().unwrap().as_slice(), ["small"]);
+    assert_eq!((r3.snapshot.summary.files_changed, r3.snapshot.summary.bytes_read), (1, 1200));
+    let out = restored(&t, &r3, &src, &t.scratch("out"));
+    assert_eq!(fs::read(out.join("small")).unwrap(), bytes(5, 1200, true));
+    assert_eq!(fs::read(out.join("sub/link2")).unwrap(), bytes(3, 1000, true));
+}
