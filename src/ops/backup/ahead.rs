@@ -331,14 +331,21 @@ impl<'a> Ahead<'a> {
         let sh = Arc::clone(&shared);
         // The scout recurses once per directory level, as the walker does on its 8 MiB.
         let scout = std::thread::Builder::new().stack_size(8 << 20).spawn_scoped(scope, move || {
+            // Ended however the scout ends (a panic too): a walker waiting for it goes on.
+            struct Done<'s, 'a>(&'s Shared<'a>);
+            impl Drop for Done<'_, '_> {
+                fn drop(&mut self) {
+                    let mut q = lock(&self.0.queue);
+                    q.scout_done = true;
+                    if q.walker_waits {
+                        self.0.pushed.notify_one();
+                    }
+                }
+            }
+            let _done = Done(&sh);
             let mut s = Scout { shared: &sh, jobs: tx, batch: Vec::new(), repo, skip, cancel };
             s.sources(sources, root);
             let _ = s.flush();
-            let mut q = lock(&sh.queue);
-            q.scout_done = true;
-            if q.walker_waits {
-                sh.pushed.notify_one();
-            }
         });
         if scout.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
@@ -436,16 +443,29 @@ fn looker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
                     if !shared.pick(&slot) {
                         continue;
                     }
-                    let found = shared.run(&slot, &used);
-                    let mut st = lock(&slot.state);
-                    let awaited = matches!(*st, State::Awaited);
-                    *st = State::Done(found);
-                    drop(st);
-                    if awaited {
-                        slot.done.notify_one();
-                    }
+                    let mut finish = Finish { slot: &slot, found: None };
+                    finish.found = Some(shared.run(&slot, &used));
                 }
             }
+        }
+    }
+}
+
+/// Hands a looker's result to the slot when dropped; if the looker panicked there is
+/// none, and the walker, told nothing was found, stats and reads the entry itself.
+struct Finish<'s> {
+    slot: &'s Slot,
+    found: Option<Scouted>,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.slot.state);
+        let awaited = matches!(*st, State::Awaited);
+        *st = self.found.take().map_or(State::Taken, State::Done);
+        drop(st);
+        if awaited {
+            self.slot.done.notify_one();
         }
     }
 }
