@@ -740,7 +740,16 @@ impl<'a> Walker<'a> {
             }
             let scouted = self.ahead.as_ref().and_then(|a| a.take(&child));
             let (meta, early) = match scouted {
-                Some(s) => (s.meta, s.early),
+                // A file to read that was not read ahead (too large, hard-linked, or the
+                // budget was full) is stat'ed again: the looker's lstat may be minutes old
+                // (a large file chunked since), and a file replaced by a rename since
+                // would be skipped as "replaced", one written to would be said to change.
+                Some(s) => match (s.meta, s.early) {
+                    (Ok(m), None) if m.is_file() && !matching.is_some_and(|p| self.unchanged(p, &m)) => {
+                        (fs::symlink_metadata(&child), None)
+                    }
+                    (m, e) => (m, e),
+                },
                 None => (fs::symlink_metadata(&child), None),
             };
             let meta = match meta {
@@ -926,13 +935,11 @@ impl<'a> Walker<'a> {
         early: Option<Early>,
     ) -> Result<Option<(Content, u64)>> {
         let (mtime, ctime) = (time(meta.mtime(), meta.mtime_nsec()), time(meta.ctime(), meta.ctime_nsec()));
-        if !self.force {
-            if let Some(Entry { kind: Kind::File(c), size, mtime: pm, ctime: pc, ino, .. }) = prev {
-                if *size == meta.len() && *pm == mtime && *pc == ctime && *ino == meta.ino() && self.reusable(c) {
-                    self.summary.files_unchanged += 1;
-                    self.tick(path, 0);
-                    return Ok(Some((c.clone(), *size)));
-                }
+        if let Some(Entry { kind: Kind::File(c), size, .. }) = prev.filter(|p| self.unchanged(p, meta)) {
+            if self.reusable(c) {
+                self.summary.files_unchanged += 1;
+                self.tick(path, 0);
+                return Ok(Some((c.clone(), *size)));
             }
         }
         let link_key = (meta.dev(), meta.ino());
@@ -1007,6 +1014,12 @@ impl<'a> Walker<'a> {
         }
         let size = list.bytes;
         Ok(Some((list.finish(self)?, size)))
+    }
+
+    /// Whether the parent's entry `prev` says the file stat'ed as `meta` is unchanged
+    /// (same size, mtime, ctime and inode; never with `--force`).
+    fn unchanged(&self, prev: &Entry, meta: &Metadata) -> bool {
+        !self.force && ahead::Stamp::of(prev).is_some_and(|s| s.matches(meta))
     }
 
     /// May an unchanged file's chunk list be reused? Always, unless the index may have

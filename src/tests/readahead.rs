@@ -41,7 +41,8 @@ fn files_changed_between_listing_and_read_give_the_warnings_they_gave_before() {
             // Gone between the lstat and the open: "cannot read", as an unreadable file
             // (the same open failure; as root no mode makes a file unreadable).
             ("gone", Stage::Stated) => fs::remove_file(path).unwrap(),
-            // Grown past what was stat'ed: the walker reads it whole and says it changed.
+            // Grown past what was stat'ed: left to the walker, which stats it again and
+            // reads it whole, as it is now: nothing to warn about.
             ("grow", Stage::Stated) => {
                 use std::io::Write;
                 fs::OpenOptions::new().append(true).open(path).unwrap().write_all(&[7; 3000]).unwrap();
@@ -70,12 +71,11 @@ fn files_changed_between_listing_and_read_give_the_warnings_they_gave_before() {
     };
     assert!(warned("vanish", "No such file"), "{msgs:#?}");
     assert!(warned("gone", "cannot read: No such file"), "{msgs:#?}");
-    assert!(warned("grow", "file changed while it was read"), "{msgs:#?}");
     assert!(warned("shrink", "file changed while it was read"), "{msgs:#?}");
     assert!(warned("swap", "replaced by another file"), "{msgs:#?}");
     assert!(warned("dir", "replaced by another file"), "{msgs:#?}");
-    assert_eq!(msgs.len(), 6, "{msgs:#?}");
-    assert_eq!(r.snapshot.summary.warnings, 6, "six warnings: exit code 3");
+    assert_eq!(msgs.len(), 5, "{msgs:#?}");
+    assert_eq!(r.snapshot.summary.warnings, 5, "five warnings: exit code 3");
     // Every entry went through the read-ahead (the hook saw it listed).
     let seen = seen.lock().unwrap().clone();
     for name in ["keep", "vanish", "gone", "grow", "shrink", "swap", "dir"] {
@@ -127,4 +127,28 @@ fn read_ahead_reads_no_file_the_selection_leaves_out_or_the_parent_has_unchanged
     let out = restored(&t, &r3, &src, &t.scratch("out"));
     assert_eq!(fs::read(out.join("small")).unwrap(), bytes(5, 1200, true));
     assert_eq!(fs::read(out.join("sub/link2")).unwrap(), bytes(3, 1000, true));
+}
+
+#[test]
+fn a_file_too_large_to_read_ahead_is_stated_again_before_it_is_read() {
+    // The looker's lstat of a file it does not read may be long past when the walker
+    // reads it: a file replaced by a rename meanwhile (as editors save) is backed up as it
+    // is now, without a warning, not skipped as "replaced by another file".
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("big"), &bytes(1, 300_000, true));
+    let tmp = t.scratch("big.new");
+    let _hook = hook_under(&src, move |path, stage| {
+        if stage == Stage::Looked && path.ends_with("big") {
+            write(&tmp, &bytes(2, 310_000, true));
+            fs::rename(&tmp, path).unwrap();
+        }
+    });
+    let report = Collect::default();
+    let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+    let r = backup::backup(&t.repo, &opts, &report, &AtomicBool::new(false)).unwrap();
+    drop(_hook);
+    assert_eq!(report.all(), Vec::<String>::new());
+    let out = restored(&t, &r, &src, &t.scratch("out"));
+    assert_eq!(fs::read(out.join("big")).unwrap(), bytes(2, 310_000, true));
 }

@@ -12,7 +12,8 @@
 //! change detection are the walker's alone, and a result can only save system calls.
 //!
 //! Memory (constant): at most [`SLOTS`] queued entries, ≈ 300 B each (path, metadata,
-//! state: ≈ 300 KiB); file contents read ahead, at most `Budget::backup_ahead_bytes`
+//! state), and as many again that the walker has dropped while lookers still hold them
+//! in their batches (≈ 600 KiB in all); file contents read ahead, at most `Budget::backup_ahead_bytes`
 //! (8 MiB at the default `--memory`); and, per directory level the scout is in, its
 //! listing sorted in at most [`SCOUT_LISTING`] (larger ones spill to temp files) and one
 //! node of the parent's tree.
@@ -60,6 +61,8 @@ pub(crate) enum Stage {
     Listed,
     /// Stat'ed, to be read.
     Stated,
+    /// Done by the looker, not yet taken by the walker.
+    Looked,
 }
 
 #[cfg(test)]
@@ -146,7 +149,7 @@ impl Drop for Charge {
 
 /// The parent snapshot's stamp of a file: if the file still has it, it is not read.
 #[derive(Clone, Copy)]
-struct Stamp {
+pub(super) struct Stamp {
     size: u64,
     mtime: Time,
     ctime: Time,
@@ -154,11 +157,11 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(e: &Entry) -> Option<Stamp> {
+    pub(super) fn of(e: &Entry) -> Option<Stamp> {
         matches!(e.kind, Kind::File(_)).then_some(Stamp { size: e.size, mtime: e.mtime, ctime: e.ctime, ino: e.ino })
     }
 
-    fn matches(&self, m: &Metadata) -> bool {
+    pub(super) fn matches(&self, m: &Metadata) -> bool {
         self.size == m.len()
             && self.mtime == super::time(m.mtime(), m.mtime_nsec())
             && self.ctime == super::time(m.ctime(), m.ctime_nsec())
@@ -235,6 +238,7 @@ impl Shared<'_> {
             }
             _ => None,
         };
+        at(&slot.path, Stage::Looked);
         Scouted { meta, early }
     }
 
@@ -349,6 +353,7 @@ impl<'a> Ahead<'a> {
         });
         if scout.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
+            lock(&shared.queue).scout_done = true;
         }
         Ahead { shared }
     }
@@ -495,8 +500,11 @@ const UNKNOWN: u8 = b'u';
 impl Scout<'_, '_> {
     fn sources(&mut self, sources: &[PathBuf], root: Option<BlobId>) {
         for src in sources {
+            if self.skip == Some(src.as_path()) || !fs::symlink_metadata(src).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             let parent = root.and_then(|r| self.parent_dir(r, src));
-            if fs::symlink_metadata(src).is_ok_and(|m| m.is_dir()) && self.dir(src, parent.as_ref()).is_err() {
+            if self.dir(src, parent.as_ref()).is_err() {
                 return;
             }
         }
@@ -533,7 +541,10 @@ impl Scout<'_, '_> {
                 Ok(_) => OTHER,
                 Err(_) => UNKNOWN,
             };
-            if kind == DIR && listed < LIST_AHEAD {
+            // Only where the scout descends without asking the selection: under
+            // `--one-file-system` a subdirectory may be a mount point (an automount, a dead
+            // network filesystem) the walk must not list, and a marked one is not walked.
+            if kind == DIR && listed < LIST_AHEAD && select.markers.is_empty() && !select.one_file_system {
                 let sub = e.path();
                 if !select.excluded_by_name(&sub) && self.skip != Some(sub.as_path()) {
                     listed += 1;
