@@ -135,7 +135,7 @@ fn subkey(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (Wiped<LessSafeKey>, Nonce
 
 fn seal_with(key: &[u8; 32], aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
-    random_nonce(&mut nonce);
+    random_bytes(&mut nonce);
     out.reserve(plaintext.len() + SEAL_OVERHEAD);
     out.extend_from_slice(&nonce);
     let start = out.len();
@@ -238,28 +238,6 @@ impl WrappingKey {
     }
 }
 
-/// A fresh random nonce. The OS random source is asked for 170 nonces at once: one
-/// `getrandom` system call per blob sealed was one per file in a backup of tiny files
-/// (10^6 calls for 10^6 files; glibc here has no vDSO `getrandom`). Each byte is the OS's
-/// and used once; a nonce is public (it is written before the ciphertext), so what
-/// waits in the buffer is no secret. cairn forks only to exec, so no copy of a thread's
-/// buffer can seal anything.
-fn random_nonce(nonce: &mut [u8; NONCE_LEN]) {
-    const POOL: usize = 170 * NONCE_LEN;
-    thread_local! {
-        static NONCES: std::cell::RefCell<([u8; POOL], usize)> = const { std::cell::RefCell::new(([0; POOL], POOL)) };
-    }
-    NONCES.with(|n| {
-        let (buf, at) = &mut *n.borrow_mut();
-        if *at == POOL {
-            random_bytes(buf);
-            *at = 0;
-        }
-        nonce.copy_from_slice(&buf[*at..*at + NONCE_LEN]);
-        *at += NONCE_LEN;
-    });
-}
-
 /// Fill `buf` from the OS random source.
 pub fn random_bytes(buf: &mut [u8]) {
     // The OS random source failing is not recoverable and never happens on Linux >= 3.17.
@@ -277,22 +255,6 @@ pub fn random_u64() -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn nonces_never_repeat_across_refills_and_threads() {
-        let k = Keys::generate();
-        let nonces = || (0..1000).map(|_| k.seal(b"", b"x")[..NONCE_LEN].to_vec()).collect::<Vec<_>>();
-        let (mut all, other) = std::thread::scope(|s| {
-            let t = s.spawn(nonces);
-            (nonces(), t.join().unwrap())
-        });
-        all.extend(other);
-        let n = all.len();
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), n, "2,000 seals (11 refills of the nonce buffer in each of 2 threads), all distinct");
-        assert!(all.iter().all(|x| x.iter().any(|&b| b != 0)), "no nonce is the buffer's initial zeros");
-    }
 
     proptest! {
         #[test]
