@@ -149,8 +149,8 @@ impl Repository {
             return Err(Error::InvalidInput(format!("{}: a repository already exists here", path.display())));
         }
         let mut chunker = opts.chunker;
-        chunker.seed = crypto::random_u64();
         chunker.validate()?;
+        chunker.seed = crate::chunker::gear_seed(chunker, crypto::random_u64)?;
         let mut repo_id = [0u8; 32];
         crypto::random_bytes(&mut repo_id);
         let config =
