@@ -544,7 +544,7 @@ impl Scout<'_, '_> {
             // Only where the scout descends without asking the selection: under
             // `--one-file-system` a subdirectory may be a mount point (an automount, a dead
             // network filesystem) the walk must not list, and a marked one is not walked.
-            if kind == DIR && listed < LIST_AHEAD && select.markers.is_empty() && !select.one_file_system {
+            if kind == DIR && listed < LIST_AHEAD && select.keeps_every_dir() {
                 let sub = e.path();
                 if !select.excluded_by_name(&sub) && self.skip != Some(sub.as_path()) {
                     listed += 1;
@@ -573,7 +573,7 @@ impl Scout<'_, '_> {
             };
             self.push(&child, stamp)?;
             let descend = match kind {
-                DIR if select.markers.is_empty() && !select.one_file_system => true,
+                DIR if select.keeps_every_dir() => true,
                 DIR | UNKNOWN => fs::symlink_metadata(&child)
                     .is_ok_and(|m| m.is_dir() && select.verdict(&child, &m, self.shared.look.devices) == Verdict::Keep),
                 _ => false,

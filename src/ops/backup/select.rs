@@ -101,6 +101,13 @@ impl Selection {
         &self.markers[i].name
     }
 
+    /// Whether every directory's [`Verdict`] is `Keep` whatever its `lstat` says (no
+    /// `--one-file-system`, no markers): a directory can then be walked, and listed
+    /// ahead, on its listing's entry type alone.
+    pub(super) fn keeps_every_dir(&self) -> bool {
+        self.markers.is_empty() && !self.one_file_system
+    }
+
     /// What to do with `path`, stat'ed as `meta`, found under a source; `devices` are
     /// the sources' filesystems.
     pub(super) fn verdict(&self, path: &Path, meta: &Metadata, devices: &[u64]) -> Verdict {
