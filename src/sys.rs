@@ -492,6 +492,15 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Set the calling thread's filesystem uid (the uid file access is checked against) and
+/// return the one it had. Leaving 0 drops the capabilities that override file modes;
+/// going back restores them. Tests use it to meet an unreadable file as root.
+#[cfg(test)]
+pub fn set_thread_fsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid has no preconditions; it affects only the calling thread.
+    unsafe { libc::setfsuid(uid) as u32 }
+}
+
 /// The name of the effective user, or its number.
 pub fn username() -> String {
     let uid = euid();

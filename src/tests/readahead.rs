@@ -25,7 +25,7 @@ fn restored(t: &crate::testutil::TestRepo, r: &backup::BackupResult, src: &Path,
 fn files_changed_between_listing_and_read_give_the_warnings_they_gave_before() {
     let t = temp_repo();
     let src = t.scratch("src");
-    for name in ["keep", "vanish", "gone", "grow", "shrink", "swap", "dir"] {
+    for name in ["keep", "vanish", "gone", "locked", "grow", "shrink", "swap", "dir"] {
         write(&src.join(name), &bytes(name.len() as u64, 5000, true));
     }
     write(&t.scratch("other"), b"another file");
@@ -38,9 +38,20 @@ fn files_changed_between_listing_and_read_give_the_warnings_they_gave_before() {
         match (name.as_str(), stage) {
             // Gone before the lstat: the walker warns as for an entry it cannot stat.
             ("vanish", Stage::Listed) => fs::remove_file(path).unwrap(),
-            // Gone between the lstat and the open: "cannot read", as an unreadable file
-            // (the same open failure; as root no mode makes a file unreadable).
+            // Gone between the lstat and the open: "cannot read".
             ("gone", Stage::Stated) => fs::remove_file(path).unwrap(),
+            // Made unreadable between the lstat and the open: "cannot read". As root, no
+            // mode bars a read, so this thread gives up root for file access until the
+            // looker is done (the filesystem uid is per thread, and leaving 0 drops the
+            // capabilities that override modes).
+            ("locked", Stage::Stated) => {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(path, fs::Permissions::from_mode(0o000)).unwrap();
+                crate::sys::set_thread_fsuid(65534);
+            }
+            ("locked", Stage::Looked) => {
+                crate::sys::set_thread_fsuid(crate::sys::euid());
+            }
             // Grown past what was stat'ed: left to the walker, which stats it again and
             // reads it whole, as it is now: nothing to warn about.
             ("grow", Stage::Stated) => {
@@ -71,14 +82,15 @@ fn files_changed_between_listing_and_read_give_the_warnings_they_gave_before() {
     };
     assert!(warned("vanish", "No such file"), "{msgs:#?}");
     assert!(warned("gone", "cannot read: No such file"), "{msgs:#?}");
+    assert!(warned("locked", "cannot read: Permission denied"), "{msgs:#?}");
     assert!(warned("shrink", "file changed while it was read"), "{msgs:#?}");
     assert!(warned("swap", "replaced by another file"), "{msgs:#?}");
     assert!(warned("dir", "replaced by another file"), "{msgs:#?}");
-    assert_eq!(msgs.len(), 5, "{msgs:#?}");
-    assert_eq!(r.snapshot.summary.warnings, 5, "five warnings: exit code 3");
+    assert_eq!(msgs.len(), 6, "{msgs:#?}");
+    assert_eq!(r.snapshot.summary.warnings, 6, "six warnings: exit code 3");
     // Every entry went through the read-ahead (the hook saw it listed).
     let seen = seen.lock().unwrap().clone();
-    for name in ["keep", "vanish", "gone", "grow", "shrink", "swap", "dir"] {
+    for name in ["keep", "vanish", "gone", "locked", "grow", "shrink", "swap", "dir"] {
         assert!(seen.contains(&(name.to_string(), Stage::Listed)), "{name}: {seen:?}");
     }
     // What was read is what is stored; what could not be read is not.
@@ -88,7 +100,7 @@ fn files_changed_between_listing_and_read_give_the_warnings_they_gave_before() {
     grown.extend_from_slice(&[7; 3000]);
     assert_eq!(fs::read(out.join("grow")).unwrap(), grown, "the walker read the grown file whole");
     assert_eq!(fs::read(out.join("shrink")).unwrap(), bytes(6, 100, true));
-    for gone in ["vanish", "gone", "swap", "dir"] {
+    for gone in ["vanish", "gone", "locked", "swap", "dir"] {
         assert!(!out.join(gone).exists(), "{gone} is not in the snapshot");
     }
 }
