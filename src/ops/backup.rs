@@ -14,8 +14,9 @@
 //!
 //! Change detection walks the parent snapshot's tree beside the source tree in name order:
 //! a file with the same size, mtime, ctime and inode as in the parent keeps its chunk list
-//! without being read. Directory listings are sorted in at most LISTING_BYTES of RAM per
-//! directory level being walked ([`crate::extsort`]; larger ones spill to temp files),
+//! without being read. Directory listings are the scout's (ahead.rs), or sorted in at most
+//! LISTING_BYTES of RAM per directory level being walked ([`crate::extsort`]; larger ones
+//! spill to temp files),
 //! and the parent's listing is streamed node by node, so a directory of millions of
 //! entries costs neither a million names nor a million parent entries in RAM.
 
@@ -33,7 +34,7 @@ use std::time::Instant;
 use crate::chunker::{Chunker, Cutter};
 use crate::compress::Compressor;
 use crate::error::{Error, IoContext, Result};
-use crate::extsort::NameSorter;
+use crate::extsort::{NameSorter, SortedNames};
 use crate::format::snapshot::{Snapshot, Summary, XattrClasses, MAX_XATTR_NAMES};
 use crate::format::tree::{ChunkRef, Content, Entry, Kind, Time};
 use crate::format::BlobKind;
@@ -47,7 +48,7 @@ mod ahead;
 mod select;
 #[cfg(test)]
 pub(crate) use ahead::{hook_under, Stage};
-use ahead::{Ahead, Early};
+use ahead::{Ahead, Early, Names};
 use select::Verdict;
 pub use select::{Marker, Selection};
 
@@ -704,24 +705,10 @@ impl<'a> Walker<'a> {
 
     /// The tree of a real directory.
     fn dir_tree(&mut self, path: &Path, parent: Option<&BlobId>) -> Result<BlobId> {
-        // Sorted (and deduplicated: readdir can repeat a name on some network filesystems
-        // or in a directory changing while listed; a tree node must not) in bounded RAM.
-        let mut sorter = NameSorter::new(LISTING_BYTES);
-        match fs::read_dir(path) {
-            Ok(rd) => {
-                for e in rd {
-                    match e {
-                        Ok(e) => sorter.push(e.file_name().into_vec()).at(path)?,
-                        Err(e) => {
-                            self.warning(path, &format!("reading directory: {e}"));
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => self.warning(path, &format!("reading directory: {e}")),
-        }
-        let mut names = sorter.finish().at(path)?;
+        let mut names = match self.ahead.as_ref().and_then(|a| a.listing(path)) {
+            Some(listing) => Names::Listed(listing, 0),
+            None => Names::Sorted(self.list(path)?),
+        };
         let mut cursor = DirCursor::new(self.repo, parent).unwrap_or_else(|e| {
             self.parent_damaged(path, &e);
             DirCursor::empty()
@@ -788,6 +775,28 @@ impl<'a> Walker<'a> {
             }
         }
         w.finish(self)
+    }
+
+    /// The names in directory `path`, sorted (and deduplicated: readdir can repeat a name
+    /// on some network filesystems or in a directory changing while listed; a tree node
+    /// must not) in bounded RAM.
+    fn list(&mut self, path: &Path) -> Result<SortedNames> {
+        let mut sorter = NameSorter::new(LISTING_BYTES);
+        match fs::read_dir(path) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => sorter.push(e.file_name().into_vec()).at(path)?,
+                        Err(e) => {
+                            self.warning(path, &format!("reading directory: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => self.warning(path, &format!("reading directory: {e}")),
+        }
+        sorter.finish().at(path)
     }
 
     /// The entry for one path; `None` if it was skipped. `early` is its content if it was

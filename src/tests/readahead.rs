@@ -164,3 +164,42 @@ fn a_file_too_large_to_read_ahead_is_stated_again_before_it_is_read() {
     let out = restored(&t, &r, &src, &t.scratch("out"));
     assert_eq!(fs::read(out.join("big")).unwrap(), bytes(2, 310_000, true));
 }
+
+#[test]
+fn the_walker_takes_the_scouts_listing_of_each_directory_that_fits() {
+    // One listing per directory: the scout's (or a looker's), handed to the walker. A
+    // directory too large to hold is sorted through temp files by the scout and listed
+    // again by the walker.
+    let t = temp_repo();
+    let src = t.scratch("src");
+    write(&src.join("a/x"), b"x");
+    write(&src.join("a/y"), b"y");
+    write(&src.join("b/c/z"), b"z");
+    // 1,500 names of 200 bytes: 318,000 bytes listed, past the 256 KiB a listing may hold.
+    let big: Vec<String> = (0..1_500).map(|i| format!("{}{i:05}", "n".repeat(195))).collect();
+    fs::create_dir(src.join("big")).unwrap();
+    for name in &big {
+        fs::File::create(src.join("big").join(name)).unwrap();
+    }
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let t2 = Arc::clone(&taken);
+    let _hook = hook_under(&src, move |path, stage| {
+        if stage == Stage::ListingTaken {
+            t2.lock().unwrap().push(path.to_path_buf());
+        }
+    });
+    let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+    let r = backup::backup(&t.repo, &opts, &Collect::default(), &AtomicBool::new(false)).unwrap();
+    drop(_hook);
+    let want: Vec<PathBuf> = ["", "a", "b", "b/c"].iter().map(|d| src.join(d)).collect();
+    let want: Vec<PathBuf> = want.iter().map(|p| p.components().collect()).collect();
+    assert_eq!(*taken.lock().unwrap(), want);
+    let out = restored(&t, &r, &src, &t.scratch("out"));
+    assert_eq!(fs::read(out.join("a/y")).unwrap(), b"y");
+    assert_eq!(fs::read(out.join("b/c/z")).unwrap(), b"z");
+    let mut names: Vec<String> =
+        fs::read_dir(out.join("big")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, big);
+    assert_eq!(r.snapshot.summary.files_new, 3 + 1_500);
+}

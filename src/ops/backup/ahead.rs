@@ -11,14 +11,18 @@
 //! the scout listed its directory) it makes itself, as without read-ahead. So trees and
 //! change detection are the walker's alone, and a result can only save system calls.
 //!
+//! Each directory is listed once, by a looker the scout asked (or by the scout), into a
+//! [`Listing`] the scout walks and then hands to the walker.
+//!
 //! Memory (constant): at most [`SLOTS`] queued entries, ≈ 300 B each (path, metadata,
 //! state), and as many again that the walker has dropped while lookers still hold them
-//! in their batches (≈ 600 KiB in all); file contents read ahead, at most `Budget::backup_ahead_bytes`
-//! (8 MiB at the default `--memory`); and, per directory level the scout is in, its
-//! listing sorted in at most [`SCOUT_LISTING`] (larger ones spill to temp files) and one
-//! node of the parent's tree.
+//! in their batches (≈ 600 KiB in all); file contents and listings made ahead, at most
+//! `Budget::backup_ahead_bytes` (8 MiB at the default `--memory`) in all; and, per
+//! directory level the scout is in, [`LIST_AHEAD`] paths of listings asked for, one node
+//! of the parent's tree, and for a directory too large for a listing its names sorted in
+//! at most [`SCOUT_LISTING`] (spilling beyond).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
@@ -29,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::extsort::NameSorter;
+use crate::extsort::{NameSorter, SortedNames};
 use crate::format::tree::{Entry, Kind, Time};
 use crate::id::BlobId;
 use crate::repo::Repository;
@@ -46,13 +50,17 @@ pub(super) const LOOKERS: usize = 8;
 const SLOTS: usize = 1024;
 /// Entries handed to a looker at once: one wake-up of a looker per this many.
 const BATCH: usize = 16;
-/// Subdirectories of a directory listed ahead (into the page cache) when the scout lists
-/// it, so that their listings do not wait for the disk one after another.
+/// Subdirectories of a directory that lookers list ahead when the scout has its listing,
+/// so that their listings do not wait for the disk one after another.
 const LIST_AHEAD: usize = 64;
 /// The largest file read ahead; larger ones the walker reads through the chunker.
 const LARGEST: u64 = 128 << 10;
-/// RAM for one directory's names (and types) while the scout sorts them.
+/// RAM for one directory's names (and types) listed ahead; a larger directory the scout
+/// sorts through temp files, and the walker lists it itself.
 const SCOUT_LISTING: usize = 256 << 10;
+/// The threads that count what they hold against the read-ahead budget, each its own
+/// share: the lookers, the walker and the scout.
+const SHARES: usize = LOOKERS + 2;
 
 /// Where a looker is in an entry: tests change the file there ([`hook_under`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +71,8 @@ pub(crate) enum Stage {
     Stated,
     /// Done by the looker, not yet taken by the walker.
     Looked,
+    /// A directory's listing, made ahead, taken by the walker.
+    ListingTaken,
 }
 
 #[cfg(test)]
@@ -147,6 +157,88 @@ impl Drop for Charge {
     }
 }
 
+/// A directory's names, sorted bytewise, each once, with the entry type its listing gave
+/// ([`DIR`], [`OTHER`], [`UNKNOWN`]). Made once per directory, by a looker or the scout,
+/// and used by both the scout and the walker: without it each directory was listed three
+/// times (to warm the page cache, by the scout, by the walker). Costs its names plus 12
+/// B each, counted against the share of the thread that listed it until both drop it.
+pub(super) struct Listing {
+    bytes: Vec<u8>,
+    /// Start and end of each name in `bytes`, and its type.
+    names: Vec<(u32, u32, u8)>,
+    _charge: Charge,
+}
+
+impl Listing {
+    /// List `dir` in RAM, if its names fit in [`SCOUT_LISTING`] and the calling thread's
+    /// share (`used` of `share`) has room for them. `None` otherwise, or if `dir` could not
+    /// be listed: the walker lists it itself, and says why.
+    fn make(dir: &Path, used: &Arc<AtomicUsize>, share: usize) -> Option<Listing> {
+        let mut bytes = Vec::new();
+        let mut names = Vec::new();
+        for e in fs::read_dir(dir).ok()? {
+            let e = e.ok()?;
+            let start = bytes.len() as u32;
+            bytes.extend_from_slice(e.file_name().as_bytes());
+            names.push((start, bytes.len() as u32, kind_of(&e)));
+            if bytes.len() + 12 * names.len() > SCOUT_LISTING {
+                return None;
+            }
+        }
+        // Unstable is fine: equal names are dropped but one, whatever their types.
+        names.sort_unstable_by(|a, b| bytes[a.0 as usize..a.1 as usize].cmp(&bytes[b.0 as usize..b.1 as usize]));
+        names.dedup_by(|a, b| bytes[a.0 as usize..a.1 as usize] == bytes[b.0 as usize..b.1 as usize]);
+        let cost = bytes.capacity() + 12 * names.capacity();
+        if used.fetch_add(cost, Ordering::Relaxed) + cost > share {
+            used.fetch_sub(cost, Ordering::Relaxed);
+            return None;
+        }
+        Some(Listing { bytes, names, _charge: Charge { used: Arc::clone(used), bytes: cost } })
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn name(&self, i: usize) -> &[u8] {
+        let (start, end, _) = self.names[i];
+        &self.bytes[start as usize..end as usize]
+    }
+
+    fn kind(&self, i: usize) -> u8 {
+        self.names[i].2
+    }
+}
+
+/// The type a listing gives an entry.
+fn kind_of(e: &fs::DirEntry) -> u8 {
+    match e.file_type() {
+        Ok(t) if t.is_dir() => DIR,
+        Ok(_) => OTHER,
+        Err(_) => UNKNOWN,
+    }
+}
+
+/// A directory's names for the walker, in order: listed ahead, or sorted by the walker.
+pub(super) enum Names {
+    Listed(Arc<Listing>, usize),
+    Sorted(SortedNames),
+}
+
+impl Names {
+    /// The next name, or `None` at the end.
+    pub fn next_name(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match self {
+            Names::Listed(l, i) => {
+                let name = (*i < l.len()).then(|| l.name(*i).to_vec());
+                *i += 1;
+                Ok(name)
+            }
+            Names::Sorted(s) => s.next_name(),
+        }
+    }
+}
+
 /// The parent snapshot's stamp of a file: if the file still has it, it is not read.
 #[derive(Clone, Copy)]
 pub(super) struct Stamp {
@@ -203,13 +295,35 @@ struct Shared<'a> {
     queue: Mutex<Queue>,
     /// Signalled when the queue shrinks or the walker stops, if the scout waits on it.
     room: Condvar,
-    /// Signalled when the scout queues an entry or ends, if the walker waits on it
-    /// (only in tests: see [`Ahead::take`]).
+    /// Signalled when the scout queues an entry or a listing or ends, if the walker waits
+    /// on it (only in tests: see [`Ahead::take`]).
     pushed: Condvar,
+    lists: Mutex<Lists>,
+    /// Signalled when a looker has listed a directory the scout waits for, or the walker
+    /// stops.
+    listed: Condvar,
     stop: AtomicBool,
     /// Bytes read ahead by the walker, when it runs an entry itself (each looker counts
     /// its own).
     walker_used: Arc<AtomicUsize>,
+}
+
+impl Shared<'_> {
+    /// The share of the read-ahead budget each thread may hold.
+    fn share(&self) -> usize {
+        self.look.budget / SHARES
+    }
+
+    /// Hand a looker's listing of `dir` to the scout, unless it gave up on it.
+    fn answer(&self, dir: &Path, listing: Option<Listing>) {
+        let mut l = lock(&self.lists);
+        if let Some(a) = l.asked.get_mut(dir) {
+            *a = Asked::Listed(listing);
+            if l.scout_waits {
+                self.listed.notify_one();
+            }
+        }
+    }
 }
 
 struct Queue {
@@ -223,6 +337,22 @@ struct Queue {
     scout_waits: bool,
     walker_waits: bool,
     scout_done: bool,
+    /// Listings the scout made or took, for the walker, in walk order.
+    listings: VecDeque<(PathBuf, Arc<Listing>)>,
+}
+
+/// A listing a looker was asked for.
+enum Asked {
+    Pending,
+    /// `None`: it could not list the directory in its share.
+    Listed(Option<Listing>),
+}
+
+/// The directories the scout asked lookers to list, until it takes their listings or
+/// passes them (at most [`LIST_AHEAD`] per directory level it is in).
+struct Lists {
+    asked: HashMap<PathBuf, Asked>,
+    scout_waits: bool,
 }
 
 impl Shared<'_> {
@@ -261,7 +391,7 @@ impl Shared<'_> {
     fn read_small(&self, path: &Path, meta: &Metadata, used: &Arc<AtomicUsize>) -> Option<Early> {
         let len = meta.len() as usize;
         // Only this thread adds to `used`; the walker takes away.
-        if used.load(Ordering::Relaxed) + len > self.look.budget / (LOOKERS + 1) {
+        if used.load(Ordering::Relaxed) + len > self.share() {
             return None;
         }
         used.fetch_add(len, Ordering::Relaxed);
@@ -320,9 +450,12 @@ impl<'a> Ahead<'a> {
                 scout_waits: false,
                 walker_waits: false,
                 scout_done: false,
+                listings: VecDeque::new(),
             }),
             room: Condvar::new(),
             pushed: Condvar::new(),
+            lists: Mutex::new(Lists { asked: HashMap::new(), scout_waits: false }),
+            listed: Condvar::new(),
             stop: AtomicBool::new(false),
             walker_used: Arc::new(AtomicUsize::new(0)),
         });
@@ -347,7 +480,8 @@ impl<'a> Ahead<'a> {
                 }
             }
             let _done = Done(&sh);
-            let mut s = Scout { shared: &sh, jobs: tx, batch: Vec::new(), repo, skip, cancel };
+            let used = Arc::new(AtomicUsize::new(0));
+            let mut s = Scout { shared: &sh, jobs: tx, batch: Vec::new(), repo, skip, cancel, used };
             s.sources(sources, root);
             let _ = s.flush();
         });
@@ -413,11 +547,43 @@ impl<'a> Ahead<'a> {
     }
 }
 
+impl Ahead<'_> {
+    /// The listing of directory `dir`, if the scout has it; the walker asks in walk order.
+    /// In tests, it waits for the scout to get to `dir`, as [`Ahead::take`] does.
+    pub fn listing(&self, dir: &Path) -> Option<Arc<Listing>> {
+        let mut q = lock(&self.shared.queue);
+        loop {
+            while let Some((front, _)) = q.listings.front() {
+                match front.as_path().cmp(dir) {
+                    std::cmp::Ordering::Less => drop(q.listings.pop_front()),
+                    std::cmp::Ordering::Equal => {
+                        at(dir, Stage::ListingTaken);
+                        return q.listings.pop_front().map(|(_, l)| l);
+                    }
+                    std::cmp::Ordering::Greater => return None,
+                }
+            }
+            // The walker has taken every entry up to `dir`: anything queued is past it, so
+            // the scout has decided on `dir`'s listing.
+            if !cfg!(test) || q.scout_done || !q.slots.is_empty() {
+                return None;
+            }
+            q.walker_waits = true;
+            q = self.shared.pushed.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.walker_waits = false;
+        }
+    }
+}
+
 impl Drop for Ahead<'_> {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        let _q = lock(&self.shared.queue);
-        self.shared.room.notify_all();
+        {
+            let _q = lock(&self.shared.queue);
+            self.shared.room.notify_all();
+        }
+        let _l = lock(&self.shared.lists);
+        self.shared.listed.notify_all();
     }
 }
 
@@ -425,8 +591,7 @@ impl Drop for Ahead<'_> {
 enum Job {
     /// Entries to stat (and read), in walk order.
     Look(Vec<Arc<Slot>>),
-    /// A directory to list, so that its listing is in the page cache when the scout and
-    /// the walker list it.
+    /// A directory to list for the scout (and the walker).
     List(PathBuf),
 }
 
@@ -439,9 +604,9 @@ fn looker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
         }
         match job {
             Job::List(dir) => {
-                if let Ok(rd) = fs::read_dir(dir) {
-                    rd.for_each(drop);
-                }
+                // Answered however the listing ends (a panic too): the scout waits for it.
+                let mut answer = Answer { shared, dir: &dir, listing: None };
+                answer.listing = Listing::make(&dir, &used, shared.share());
             }
             Job::Look(slots) => {
                 for slot in slots {
@@ -475,6 +640,38 @@ impl Drop for Finish<'_> {
     }
 }
 
+/// Hands a looker's listing to the scout when dropped; none if the looker panicked.
+struct Answer<'s, 'a> {
+    shared: &'s Shared<'a>,
+    dir: &'s Path,
+    listing: Option<Listing>,
+}
+
+impl Drop for Answer<'_, '_> {
+    fn drop(&mut self) {
+        self.shared.answer(self.dir, self.listing.take());
+    }
+}
+
+/// Forgets, when dropped, the listings the scout asked for in one directory and did not
+/// take (it did not descend there): a looker that lists one later drops it.
+struct Unask<'s, 'a> {
+    shared: &'s Shared<'a>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Unask<'_, '_> {
+    fn drop(&mut self) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        let mut l = lock(&self.shared.lists);
+        for d in &self.dirs {
+            l.asked.remove(d);
+        }
+    }
+}
+
 /// The walk ahead. Any failure here (a directory it cannot list, a damaged parent tree)
 /// only ends the scouting of that part: the walker meets it and reports it.
 struct Scout<'s, 'a> {
@@ -486,6 +683,8 @@ struct Scout<'s, 'a> {
     /// The repository itself, never backed up.
     skip: Option<&'a Path>,
     cancel: &'a AtomicBool,
+    /// What the scout's own listings hold of the budget.
+    used: Arc<AtomicUsize>,
 }
 
 /// The scout was told to stop.
@@ -530,57 +729,122 @@ impl Scout<'_, '_> {
         }
         // What is queued goes to the lookers before this thread waits for the disk.
         self.flush()?;
+        let listing = match self.asked(path)? {
+            Some(l) => l,
+            None => Listing::make(path, &self.used, self.shared.share()),
+        };
+        let mut cursor = DirCursor::new(self.repo, parent).unwrap_or_else(|_| DirCursor::empty());
+        let mut unask = Unask { shared: self.shared, dirs: Vec::new() };
+        if let Some(listing) = listing {
+            let listing = Arc::new(listing);
+            {
+                let mut q = lock(&self.shared.queue);
+                q.listings.push_back((path.to_path_buf(), Arc::clone(&listing)));
+                if q.walker_waits {
+                    self.shared.pushed.notify_one();
+                }
+            }
+            let subdirs = (0..listing.len()).filter(|&i| listing.kind(i) == DIR);
+            for i in subdirs.take(LIST_AHEAD) {
+                self.list_ahead(path.join(OsStr::from_bytes(listing.name(i))), &mut unask)?;
+            }
+            for i in 0..listing.len() {
+                self.entry(path, listing.name(i), listing.kind(i), &mut cursor)?;
+            }
+            return Ok(());
+        }
+        // Too large to hold (or it could not be listed: then neither can this).
+        let Some(mut names) = self.sorted(path, &mut unask)? else { return Ok(()) };
+        while let Ok(Some(mut key)) = names.next_name() {
+            let (Some(kind), Some(0)) = (key.pop(), key.pop()) else { return Ok(()) };
+            self.entry(path, &key, kind, &mut cursor)?;
+        }
+        Ok(())
+    }
+
+    /// List `path` sorted through temp files (keys: name, NUL, type), asking lookers to
+    /// list its first subdirectories meanwhile.
+    fn sorted(&mut self, path: &Path, unask: &mut Unask) -> std::result::Result<Option<SortedNames>, Stopped> {
         let mut sorter = NameSorter::new(SCOUT_LISTING);
-        let Ok(rd) = fs::read_dir(path) else { return Ok(()) };
-        let select = self.shared.look.select;
-        let mut listed = 0;
+        let Ok(rd) = fs::read_dir(path) else { return Ok(None) };
         for e in rd {
             let Ok(e) = e else { break };
-            let kind = match e.file_type() {
-                Ok(t) if t.is_dir() => DIR,
-                Ok(_) => OTHER,
-                Err(_) => UNKNOWN,
-            };
-            // Only where the scout descends without asking the selection: under
-            // `--one-file-system` a subdirectory may be a mount point (an automount, a dead
-            // network filesystem) the walk must not list, and a marked one is not walked.
-            if kind == DIR && listed < LIST_AHEAD && select.keeps_every_dir() {
-                let sub = e.path();
-                if !select.excluded_by_name(&sub) && self.skip != Some(sub.as_path()) {
-                    listed += 1;
-                    self.jobs.send(Job::List(sub)).map_err(|_| Stopped)?;
-                }
+            let kind = kind_of(&e);
+            if kind == DIR && unask.dirs.len() < LIST_AHEAD {
+                self.list_ahead(e.path(), unask)?;
             }
             let mut key = e.file_name().into_vec();
             key.extend_from_slice(&[0, kind]);
             if sorter.push(key).is_err() {
-                return Ok(());
+                return Ok(None);
             }
         }
-        let Ok(mut names) = sorter.finish() else { return Ok(()) };
-        let mut cursor = DirCursor::new(self.repo, parent).unwrap_or_else(|_| DirCursor::empty());
-        while let Ok(Some(mut key)) = names.next_name() {
-            let (Some(kind), Some(0)) = (key.pop(), key.pop()) else { return Ok(()) };
-            let child = path.join(OsStr::from_bytes(&key));
-            if select.excluded_by_name(&child) {
-                continue;
+        Ok(sorter.finish().ok())
+    }
+
+    /// Ask a looker to list subdirectory `sub`, where the scout will descend without asking
+    /// the selection: under `--one-file-system` a subdirectory may be a mount point (an
+    /// automount, a dead network filesystem) the walk must not list, and a marked one is
+    /// not walked.
+    fn list_ahead(&mut self, sub: PathBuf, unask: &mut Unask) -> std::result::Result<(), Stopped> {
+        let select = self.shared.look.select;
+        if !select.keeps_every_dir() || select.excluded_by_name(&sub) || self.skip == Some(sub.as_path()) {
+            return Ok(());
+        }
+        lock(&self.shared.lists).asked.insert(sub.clone(), Asked::Pending);
+        unask.dirs.push(sub.clone());
+        self.jobs.send(Job::List(sub)).map_err(|_| Stopped)
+    }
+
+    /// The listing a looker made of `dir`, waiting for it if it is being made; `None` if
+    /// none was asked for.
+    fn asked(&self, dir: &Path) -> std::result::Result<Option<Option<Listing>>, Stopped> {
+        let mut l = lock(&self.shared.lists);
+        loop {
+            match l.asked.get(dir) {
+                None => return Ok(None),
+                Some(Asked::Listed(_)) => match l.asked.remove(dir) {
+                    Some(Asked::Listed(listing)) => return Ok(Some(listing)),
+                    _ => return Ok(None),
+                },
+                Some(Asked::Pending) => {}
             }
-            let prev = cursor.seek(&key).ok().flatten();
-            let stamp = prev.and_then(Stamp::of);
-            let sub = match prev.map(|e| &e.kind) {
-                Some(Kind::Dir(id)) => Some(*id),
-                _ => None,
-            };
-            self.push(&child, stamp)?;
-            let descend = match kind {
-                DIR if select.keeps_every_dir() => true,
-                DIR | UNKNOWN => fs::symlink_metadata(&child)
-                    .is_ok_and(|m| m.is_dir() && select.verdict(&child, &m, self.shared.look.devices) == Verdict::Keep),
-                _ => false,
-            };
-            if descend && self.skip != Some(child.as_path()) {
-                self.dir(&child, sub.as_ref())?;
-            }
+            self.check()?;
+            l.scout_waits = true;
+            l = self.shared.listed.wait(l).unwrap_or_else(|e| e.into_inner());
+            l.scout_waits = false;
+        }
+    }
+
+    /// Queue entry `name` of directory `path` (of type `kind` as listed; `cursor` is on
+    /// the parent's tree of `path`), and walk it if it is a directory to descend into.
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        kind: u8,
+        cursor: &mut DirCursor,
+    ) -> std::result::Result<(), Stopped> {
+        let select = self.shared.look.select;
+        let child = path.join(OsStr::from_bytes(name));
+        if select.excluded_by_name(&child) {
+            return Ok(());
+        }
+        let prev = cursor.seek(name).ok().flatten();
+        let stamp = prev.and_then(Stamp::of);
+        let sub = match prev.map(|e| &e.kind) {
+            Some(Kind::Dir(id)) => Some(*id),
+            _ => None,
+        };
+        self.push(&child, stamp)?;
+        let descend = match kind {
+            DIR if select.keeps_every_dir() => true,
+            DIR | UNKNOWN => fs::symlink_metadata(&child)
+                .is_ok_and(|m| m.is_dir() && select.verdict(&child, &m, self.shared.look.devices) == Verdict::Keep),
+            _ => false,
+        };
+        if descend && self.skip != Some(child.as_path()) {
+            self.dir(&child, sub.as_ref())?;
         }
         Ok(())
     }
