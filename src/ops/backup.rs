@@ -355,6 +355,7 @@ fn locked_backup(
             // be found (one index lookup each).
             verify_reuse: repo.index_incomplete()
                 || parent.as_ref().is_some_and(|(_, p)| p.time_ns <= repo.index().lost_at()),
+            parent_tree: None,
             summary: Summary::default(),
             xattr_classes: XattrClasses::NONE,
             xattr_names: Some(std::collections::BTreeSet::new()),
@@ -564,6 +565,9 @@ struct Walker<'a> {
     force: bool,
     atime: bool,
     verify_reuse: bool,
+    /// The parent's tree of the directory whose last nodes are being stored: a node with
+    /// its id is stored already (when reuse is trusted), so it is not looked up.
+    parent_tree: Option<BlobId>,
     summary: Summary,
     /// The classes of every xattr name stored so far.
     xattr_classes: XattrClasses,
@@ -587,7 +591,12 @@ struct Walker<'a> {
 impl TreeSink for Walker<'_> {
     fn store_tree(&mut self, node: &[u8]) -> Result<BlobId> {
         let id = self.repo.keys().blob_id(BlobKind::Tree, node);
-        self.store(BlobKind::Tree, id, node)?;
+        // An unchanged directory: the parent snapshot has this very node, and everything it
+        // references is indexed unless `verify_reuse` says otherwise. Saves a lookup (a
+        // read of an index run when its filter answers yes) per unchanged directory.
+        if self.verify_reuse || self.parent_tree != Some(id) {
+            self.store(BlobKind::Tree, id, node)?;
+        }
         Ok(id)
     }
 }
@@ -774,7 +783,10 @@ impl<'a> Walker<'a> {
                 w.push(&e, self)?;
             }
         }
-        w.finish(self)
+        self.parent_tree = parent.copied();
+        let tree = w.finish(self);
+        self.parent_tree = None;
+        tree
     }
 
     /// The names in directory `path`, sorted (and deduplicated: readdir can repeat a name
