@@ -314,6 +314,38 @@ impl Shared<'_> {
         self.look.budget / SHARES
     }
 
+    /// Whether a looker should list `dir`: the scout still wants it and has not listed
+    /// it itself.
+    fn pick_listing(&self, dir: &Path) -> bool {
+        let mut l = lock(&self.lists);
+        match l.asked.get_mut(dir) {
+            Some(a @ Asked::Pending) => {
+                *a = Asked::Running;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The first asked-for directory no looker has picked yet, now picked.
+    fn next_listing(&self) -> Option<PathBuf> {
+        let mut l = lock(&self.lists);
+        while let Some(dir) = l.todo.pop_front() {
+            if let Some(a @ Asked::Pending) = l.asked.get_mut(&dir) {
+                *a = Asked::Running;
+                return Some(dir);
+            }
+        }
+        None
+    }
+
+    /// List `dir`, picked by this looker, for the scout.
+    fn list_for_scout(&self, dir: &Path, used: &Arc<AtomicUsize>) {
+        // Answered however the listing ends (a panic too): the scout waits for it.
+        let mut answer = Answer { shared: self, dir, listing: None };
+        answer.listing = Listing::make(dir, used, self.share());
+    }
+
     /// Hand a looker's listing of `dir` to the scout, unless it gave up on it.
     fn answer(&self, dir: &Path, listing: Option<Listing>) {
         let mut l = lock(&self.lists);
@@ -343,7 +375,10 @@ struct Queue {
 
 /// A listing a looker was asked for.
 enum Asked {
+    /// Queued for a looker, not yet picked.
     Pending,
+    /// A looker is listing it.
+    Running,
     /// `None`: it could not list the directory in its share.
     Listed(Option<Listing>),
 }
@@ -352,6 +387,11 @@ enum Asked {
 /// passes them (at most [`LIST_AHEAD`] per directory level it is in).
 struct Lists {
     asked: HashMap<PathBuf, Asked>,
+    /// The asked-for directories in the order asked: a looker takes these before its
+    /// next batch of entries, so that the scout does not wait behind the entries queued
+    /// before them (a `Job::List` for each also goes through the queue, to wake a looker
+    /// that waits for work).
+    todo: VecDeque<PathBuf>,
     scout_waits: bool,
 }
 
@@ -454,7 +494,7 @@ impl<'a> Ahead<'a> {
             }),
             room: Condvar::new(),
             pushed: Condvar::new(),
-            lists: Mutex::new(Lists { asked: HashMap::new(), scout_waits: false }),
+            lists: Mutex::new(Lists { asked: HashMap::new(), todo: VecDeque::new(), scout_waits: false }),
             listed: Condvar::new(),
             stop: AtomicBool::new(false),
             walker_used: Arc::new(AtomicUsize::new(0)),
@@ -598,15 +638,20 @@ enum Job {
 fn looker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
     let used = Arc::new(AtomicUsize::new(0));
     loop {
+        if !shared.stop.load(Ordering::Relaxed) {
+            while let Some(dir) = shared.next_listing() {
+                shared.list_for_scout(&dir, &used);
+            }
+        }
         let Ok(job) = lock(rx).recv() else { return };
         if shared.stop.load(Ordering::Relaxed) {
             continue; // drain: the scout ends and closes the queue
         }
         match job {
             Job::List(dir) => {
-                // Answered however the listing ends (a panic too): the scout waits for it.
-                let mut answer = Answer { shared, dir: &dir, listing: None };
-                answer.listing = Listing::make(&dir, &used, shared.share());
+                if shared.pick_listing(&dir) {
+                    shared.list_for_scout(&dir, &used);
+                }
             }
             Job::Look(slots) => {
                 for slot in slots {
@@ -791,7 +836,11 @@ impl Scout<'_, '_> {
         if !select.keeps_every_dir() || select.excluded_by_name(&sub) || self.skip == Some(sub.as_path()) {
             return Ok(());
         }
-        lock(&self.shared.lists).asked.insert(sub.clone(), Asked::Pending);
+        {
+            let mut l = lock(&self.shared.lists);
+            l.asked.insert(sub.clone(), Asked::Pending);
+            l.todo.push_back(sub.clone());
+        }
         unask.dirs.push(sub.clone());
         self.jobs.send(Job::List(sub)).map_err(|_| Stopped)
     }
@@ -807,7 +856,7 @@ impl Scout<'_, '_> {
                     Some(Asked::Listed(listing)) => return Ok(Some(listing)),
                     _ => return Ok(None),
                 },
-                Some(Asked::Pending) => {}
+                Some(Asked::Pending | Asked::Running) => {}
             }
             self.check()?;
             l.scout_waits = true;
