@@ -554,6 +554,17 @@ impl NameCache {
 /// A hard-linked file already read: (mtime, ctime, size at stat, size read, content).
 type HardLink = (Time, Time, u64, u64, Content);
 
+/// Extended attributes, name and value, sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A regular file as backed up: its content, the bytes it held, and the xattrs read from
+/// its open descriptor if it was read (`None`: reused, or a hard link already read).
+struct FileRead {
+    content: Content,
+    size: u64,
+    xattrs: Option<std::io::Result<Xattrs>>,
+}
+
 struct Walker<'a> {
     repo: &'a Repository,
     cutter: &'a Cutter,
@@ -691,7 +702,7 @@ impl<'a> Walker<'a> {
                     _ => None,
                 };
                 let sub = self.virtual_dir(&child, group, sub_parent.as_ref())?;
-                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(sub), &child, prev.as_ref()))
+                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(sub), &child, prev.as_ref(), None))
             };
             if let Some(e) = entry {
                 w.push(&e, self)?;
@@ -775,7 +786,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 let tree = only.finish(self)?;
-                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(tree), &child, None))
+                Some(self.make_entry(name.as_bytes(), &meta, Kind::Dir(tree), &child, None, None))
             } else {
                 self.entry(&child, name.as_bytes(), &meta, matching, early)?
             };
@@ -835,8 +846,8 @@ impl<'a> Walker<'a> {
             Kind::Dir(self.dir_tree(path, sub_parent.as_ref())?)
         } else if ft.is_file() {
             match self.file_content(path, meta, prev, early)? {
-                Some((content, size)) => {
-                    let mut e = self.make_entry(name, meta, Kind::File(content), path, prev);
+                Some(FileRead { content, size, xattrs }) => {
+                    let mut e = self.make_entry(name, meta, Kind::File(content), path, prev, xattrs);
                     e.size = size;
                     self.summary.total_bytes += size;
                     return Ok(Some(e));
@@ -867,7 +878,7 @@ impl<'a> Walker<'a> {
                 Kind::Socket
             }
         };
-        Ok(Some(self.make_entry(name, meta, kind, path, prev)))
+        Ok(Some(self.make_entry(name, meta, kind, path, prev, None)))
     }
 
     /// The entry for `path`, whose `lstat` is `meta`; `prev` is the parent snapshot's
@@ -878,14 +889,25 @@ impl<'a> Walker<'a> {
     /// inode's xattr block from disk when it is not in the inode itself. Parent xattrs
     /// that may have been cut to [`XATTR_BUDGET`] are read again, so that the warning
     /// repeats: below the budget by more than one largest xattr, nothing was cut.
-    fn make_entry(&mut self, name: &[u8], meta: &Metadata, kind: Kind, path: &Path, prev: Option<&Entry>) -> Entry {
+    /// `read`: the xattrs of a file read from its open descriptor when it was read (no
+    /// second lookup of its path).
+    fn make_entry(
+        &mut self,
+        name: &[u8],
+        meta: &Metadata,
+        kind: Kind,
+        path: &Path,
+        prev: Option<&Entry>,
+        read: Option<std::io::Result<Xattrs>>,
+    ) -> Entry {
         let ctime = time(meta.ctime(), meta.ctime_nsec());
         let uncut =
             |p: &Entry| p.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() <= XATTR_BUDGET - XATTR_LARGEST;
         let same_inode = prev.filter(|p| !self.force && p.ino == meta.ino() && p.ctime == ctime && uncut(p));
-        let read = match same_inode {
-            Some(p) => Ok(p.xattrs.clone()),
-            None => crate::sys::xattrs(path),
+        let read = match (same_inode, read) {
+            (Some(p), _) => Ok(p.xattrs.clone()),
+            (None, Some(read)) => read,
+            (None, None) => crate::sys::xattrs(path),
         };
         let mut xattrs = match read {
             Ok(x) => x,
@@ -954,31 +976,33 @@ impl<'a> Walker<'a> {
         meta: &Metadata,
         prev: Option<&Entry>,
         early: Option<Early>,
-    ) -> Result<Option<(Content, u64)>> {
+    ) -> Result<Option<FileRead>> {
         let (mtime, ctime) = (time(meta.mtime(), meta.mtime_nsec()), time(meta.ctime(), meta.ctime_nsec()));
         if let Some(Entry { kind: Kind::File(c), size, .. }) = prev.filter(|p| self.unchanged(p, meta)) {
             if self.reusable(c) {
                 self.summary.files_unchanged += 1;
                 self.tick(path, 0);
-                return Ok(Some((c.clone(), *size)));
+                return Ok(Some(FileRead { content: c.clone(), size: *size, xattrs: None }));
             }
         }
         let link_key = (meta.dev(), meta.ino());
         if meta.nlink() > 1 {
             if let Some((m, c, stat_size, read_size, content)) = self.hardlinks.get(&link_key) {
                 if (*m, *c, *stat_size) == (mtime, ctime, meta.len()) {
-                    let r = (content.clone(), *read_size);
+                    let r = FileRead { content: content.clone(), size: *read_size, xattrs: None };
                     self.count_read_file(prev);
                     return Ok(Some(r));
                 }
             }
         }
-        let (read, changed) = match early {
+        let (read, changed, xattrs) = match early {
             Some(Early::Failed(msg)) => {
                 self.warning(path, &msg);
                 return Ok(None);
             }
-            Some(Early::Read { data, changed, .. }) => (self.read_content(data.as_slice(), path)?, changed),
+            Some(Early::Read { data, changed, xattrs, .. }) => {
+                (self.read_content(data.as_slice(), path)?, changed, xattrs)
+            }
             None => {
                 let file = match ahead::open_stated(path, meta) {
                     Ok(f) => f,
@@ -989,7 +1013,7 @@ impl<'a> Walker<'a> {
                 };
                 let read = self.read_content(&file, path)?;
                 let changed = read.as_ref().is_some_and(|(_, size)| ahead::changed_since(&file, meta, *size));
-                (read, changed)
+                (read, changed, crate::sys::file_xattrs(&file))
             }
         };
         let Some((content, size)) = read else { return Ok(None) };
@@ -1000,7 +1024,7 @@ impl<'a> Walker<'a> {
         if meta.nlink() > 1 {
             self.hardlinks.put(link_key, (mtime, ctime, meta.len(), size, content.clone()));
         }
-        Ok(Some((content, size)))
+        Ok(Some(FileRead { content, size, xattrs: Some(xattrs) }))
     }
 
     /// Chunk and store what `reader` (the file at `path`) holds; `None` if reading

@@ -86,6 +86,12 @@ pub(crate) fn make_tree(root: &Path) {
     fs::set_permissions(root.join("dir/sub"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::set_permissions(root.join("small.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
     crate::testutil::set_test_xattr(&root.join("dir/compressible.txt"), b"user.cairn.test", b"value\0with nul");
+    // A small file (read ahead, its xattrs from the open file) with more xattrs than the
+    // first buffer holds, names and a value.
+    for i in 0..20 {
+        crate::testutil::set_test_xattr(&root.join("empty"), format!("user.cairn.name-{i:02}").as_bytes(), b"v");
+    }
+    crate::testutil::set_test_xattr(&root.join("empty"), b"user.cairn.long", &bytes(4, 1000, false));
     crate::sys::set_times(
         &root.join("dir/sub/large.bin"),
         crate::format::tree::Time { sec: 1_000_000_000, nsec: 123_456_789 },

@@ -139,8 +139,9 @@ pub(super) struct Scouted {
 
 /// A small file read ahead.
 pub(super) enum Early {
-    /// Read whole; `changed`: its size or mtime had changed once read.
-    Read { data: Vec<u8>, changed: bool, _charge: Charge },
+    /// Read whole; `changed`: its size or mtime had changed once read; `xattrs` read from
+    /// the open file (counted in the charge too).
+    Read { data: Vec<u8>, changed: bool, xattrs: io::Result<Vec<(Vec<u8>, Vec<u8>)>>, _charge: Charge },
     /// Could not be read: the warning to give.
     Failed(String),
 }
@@ -435,20 +436,35 @@ impl Shared<'_> {
             return None;
         }
         used.fetch_add(len, Ordering::Relaxed);
-        let charge = Charge { used: Arc::clone(used), bytes: len };
+        let mut charge = Charge { used: Arc::clone(used), bytes: len };
         let file = match open_stated(path, meta) {
             Ok(f) => f,
             Err(msg) => return Some(Early::Failed(msg)),
         };
-        let mut data = Vec::with_capacity(len);
-        match (&file).take(len as u64 + 1).read_to_end(&mut data) {
-            Err(e) => return Some(Early::Failed(format!("read error: {e}"))),
-            // It grew past what was charged: the walker reads it.
-            Ok(n) if n > len => return None,
-            Ok(_) => {}
+        // Read until the end, or until the size `lstat` gave: the end is not read then (a
+        // second `read` per file), since `changed_since` checks the size after the read.
+        let mut data = vec![0; len + 1];
+        let mut n = 0;
+        while n < len {
+            match (&file).read(&mut data[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Early::Failed(format!("read error: {e}"))),
+            }
         }
-        let changed = changed_since(&file, meta, data.len() as u64);
-        Some(Early::Read { data, changed, _charge: charge })
+        // It grew past what was charged: the walker reads it.
+        if n > len {
+            return None;
+        }
+        data.truncate(n);
+        let changed = changed_since(&file, meta, n as u64);
+        let xattrs = crate::sys::file_xattrs(&file);
+        // Usually none; at most what a file may hold (64 KiB per value on most filesystems).
+        let held: usize = xattrs.as_ref().map_or(0, |x| x.iter().map(|(n, v)| n.len() + v.len()).sum());
+        used.fetch_add(held, Ordering::Relaxed);
+        charge.bytes += held;
+        Some(Early::Read { data, changed, xattrs, _charge: charge })
     }
 
     /// Run what a looker or the walker picked, unless another did.
