@@ -113,13 +113,14 @@ pub struct Meta {
 /// stored, it is removed.
 pub struct TempFile {
     path: PathBuf,
-    out: Option<std::io::BufWriter<std::fs::File>>,
+    out: Option<DirectWriter>,
 }
 
 impl TempFile {
-    /// Take over an open, empty file at `path` (buffered: 1 MiB).
-    fn new(path: PathBuf, f: std::fs::File) -> TempFile {
-        TempFile { path, out: Some(std::io::BufWriter::with_capacity(1 << 20, f)) }
+    /// Take over an open, empty file at `path` (buffered: 1 MiB). `direct`: each full
+    /// MiB is written past the page cache ([`DirectWriter`]).
+    fn new(path: PathBuf, f: std::fs::File, direct: bool) -> TempFile {
+        TempFile { path, out: Some(DirectWriter::new(f, direct)) }
     }
 
     /// Where it is (for messages).
@@ -150,7 +151,7 @@ impl TempFile {
     fn finish(mut self) -> Result<PathBuf> {
         use crate::error::IoContext;
         let out = self.out.take().expect("open until stored");
-        let r = out.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).at(&self.path);
+        let r = out.finish().and_then(|f| f.sync_all()).at(&self.path);
         let path = std::mem::take(&mut self.path);
         match r {
             Ok(()) => Ok(path),
@@ -159,6 +160,90 @@ impl TempFile {
                 Err(e)
             }
         }
+    }
+}
+
+/// A file written in blocks of [`DirectWriter::BLOCK`]: with `O_DIRECT` each full block
+/// goes from this buffer to the device, past the page cache. A backup writes its packs
+/// once and reads them back rarely, so caching them only evicts what the user had
+/// cached; and on a VM, putting each written page in the page cache was most of the
+/// cost of writing (`dd` of 2 GB to a new file: 5.2 s of system time here, 0.2 s with
+/// `O_DIRECT`). The tail, and everything on a filesystem that refuses `O_DIRECT`
+/// (tmpfs, some FUSE), is written through the page cache. Costs one block of RAM.
+struct DirectWriter {
+    file: std::fs::File,
+    /// `BLOCK` + `ALIGN` bytes: the block is the aligned part, from `start`.
+    buf: Vec<u8>,
+    start: usize,
+    /// Bytes in the block.
+    len: usize,
+    /// `O_DIRECT` is on.
+    direct: bool,
+}
+
+impl DirectWriter {
+    const BLOCK: usize = 1 << 20;
+    /// Alignment of the buffer, the offsets and the lengths (the largest logical block
+    /// size of common devices).
+    const ALIGN: usize = 4096;
+
+    fn new(file: std::fs::File, direct: bool) -> DirectWriter {
+        let buf = vec![0u8; Self::BLOCK + Self::ALIGN];
+        let start = buf.as_ptr().align_offset(Self::ALIGN);
+        let direct = direct && crate::sys::set_direct(&file, true).is_ok();
+        DirectWriter { file, buf, start, len: 0, direct }
+    }
+
+    fn write_all(&mut self, mut b: &[u8]) -> std::io::Result<()> {
+        while !b.is_empty() {
+            let n = b.len().min(Self::BLOCK - self.len);
+            self.buf[self.start + self.len..self.start + self.len + n].copy_from_slice(&b[..n]);
+            self.len += n;
+            b = &b[n..];
+            if self.len == Self::BLOCK {
+                self.write_block()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write out the block: direct if whole (aligned); otherwise, and wherever direct
+    /// writes fail as unsupported, through the page cache from then on.
+    fn write_block(&mut self) -> std::io::Result<()> {
+        if self.direct && !self.len.is_multiple_of(Self::ALIGN) {
+            crate::sys::set_direct(&self.file, false)?;
+            self.direct = false;
+        }
+        let mut done = 0;
+        while done < self.len {
+            match (&self.file).write(&self.buf[self.start + done..self.start + self.len]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A refused direct write writes nothing: go on through the page cache
+                // (a short write left the offset unaligned, or the filesystem refuses).
+                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                    crate::sys::set_direct(&self.file, false)?;
+                    self.direct = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.len = 0;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.len > 0 {
+            self.write_block()?;
+        }
+        Ok(())
+    }
+
+    /// Write out the rest; the file, to be synced.
+    fn finish(mut self) -> std::io::Result<std::fs::File> {
+        self.flush()?;
+        Ok(self.file)
     }
 }
 
@@ -311,5 +396,46 @@ impl dyn Backend + '_ {
     /// Visit every pack with its size, in id order.
     pub fn for_each_pack(&self, mut f: impl FnMut(FileId, u64) -> Result<()>) -> Result<()> {
         self.for_each(Dir::Data, &mut |id, m| f(id, m.len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DirectWriter;
+
+    /// Whatever the write sizes, and whether the filesystem takes `O_DIRECT` or not, the
+    /// file holds what was written: whole blocks, a tail, a flush mid-block.
+    #[test]
+    fn a_direct_writer_writes_exactly_what_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = DirectWriter::BLOCK;
+        let mut r = 7u64;
+        let mut next = move || {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            r
+        };
+        for (i, total) in [0, 1, 4095, 4096, block - 1, block, block + 1, 3 * block + 12_345].into_iter().enumerate() {
+            for flush_at in [None, Some(total / 2)] {
+                let path = dir.path().join(format!("f{i}-{flush_at:?}"));
+                let data: Vec<u8> = (0..total).map(|_| next() as u8).collect();
+                let mut w = DirectWriter::new(std::fs::File::create(&path).unwrap(), true);
+                let mut at = 0;
+                while at < total {
+                    let mut n = (next() as usize % 300_000).clamp(1, total - at);
+                    if let Some(f) = flush_at.filter(|&f| at < f) {
+                        n = n.min(f - at);
+                    }
+                    w.write_all(&data[at..at + n]).unwrap();
+                    at += n;
+                    if flush_at == Some(at) {
+                        w.flush().unwrap();
+                    }
+                }
+                w.finish().unwrap().sync_all().unwrap();
+                assert!(std::fs::read(&path).unwrap() == data, "{total} bytes, flushed at {flush_at:?}");
+            }
+        }
     }
 }

@@ -440,6 +440,23 @@ pub fn try_lock(f: &std::fs::File) -> io::Result<bool> {
     }
 }
 
+/// Turn `O_DIRECT` on or off for the open file `f`: writes then go from the caller's
+/// buffer to the device, bypassing the page cache (buffer, file offset and length must
+/// be aligned to the device's block size, or the write fails with `EINVAL`).
+pub fn set_direct(f: &std::fs::File, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: the descriptor is open for the duration of both calls; F_GETFL and F_SETFL
+    // take and return plain flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let want = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, want) })
+}
+
 /// Name of user `uid`, if it has one.
 pub fn user_name(uid: u32) -> Option<Vec<u8>> {
     let mut buf = vec![0 as libc::c_char; 4096];

@@ -213,7 +213,7 @@ impl Backend for Local {
                 // files, about to delete it): leave it to them and take another name.
                 Ok(false) => continue,
                 // Err: a filesystem without locks; only the age rule protects the file.
-                Ok(true) | Err(_) => return Ok(TempFile::new(tmp, f)),
+                Ok(true) | Err(_) => return Ok(TempFile::new(tmp, f, true)),
             }
         }
     }

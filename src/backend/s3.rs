@@ -745,7 +745,7 @@ impl Backend for S3 {
             .at(&self.spool)?
             .keep()
             .map_err(|e| Error::Io { path: self.spool.clone(), err: e.error })?;
-        Ok(TempFile::new(path, f))
+        Ok(TempFile::new(path, f, false))
     }
 
     /// One PUT from memory (the object is at most a pack: the packer's budget covers it),

@@ -17,7 +17,8 @@
 //! Memory (constant): at most [`SLOTS`] queued entries, ≈ 300 B each (path, metadata,
 //! state), and as many again that the walker has dropped while lookers still hold them
 //! in their batches (≈ 600 KiB in all); file contents and listings made ahead, at most
-//! `Budget::backup_ahead_bytes` (8 MiB at the default `--memory`) in all; and, per
+//! `Budget::backup_ahead_bytes` (8 MiB at the default `--memory`) in all, and the xattrs
+//! of the files read (charged once read: a thread may pass its share by one file's); per
 //! directory level the scout is in, [`LIST_AHEAD`] paths of listings asked for, one node
 //! of the parent's tree, and for a directory too large for a listing its names sorted in
 //! at most [`SCOUT_LISTING`] (spilling beyond).
