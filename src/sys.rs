@@ -23,9 +23,12 @@ fn check(r: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Extended attributes, name and value, sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// All extended attributes of `path` (not following a final symlink), sorted by name.
 /// Filesystems without xattr support yield an empty list.
-pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn xattrs(path: &Path) -> io::Result<Xattrs> {
     let c = cpath(path)?;
     read_xattrs(
         // SAFETY: `c` is a valid NUL-terminated path; the buffer pointer and length match.
@@ -39,7 +42,7 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 
 /// All extended attributes of the open `file`, sorted by name: what [`xattrs`] gives for
 /// its path, without looking the path up again.
-pub fn file_xattrs(file: &std::fs::File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn file_xattrs(file: &std::fs::File) -> io::Result<Xattrs> {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
     read_xattrs(
@@ -59,7 +62,7 @@ pub fn file_xattrs(file: &std::fs::File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> 
 fn read_xattrs(
     list: impl Fn(&mut [u8]) -> libc::ssize_t,
     get: impl Fn(&CStr, &mut [u8]) -> libc::ssize_t,
-) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+) -> io::Result<Xattrs> {
     let names = match sized(|buf| list(buf)) {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),

@@ -42,6 +42,7 @@ use crate::id::{BlobId, FileId};
 use crate::repo::lock::{LockGuard, LockKind, LockOptions};
 use crate::repo::packer::Packer;
 use crate::repo::{Repository, SealedBlob};
+use crate::sys::Xattrs;
 use crate::tree::{lookup, ChunkIter, DirCursor, DirWriter, ListWriter, TreeSink};
 
 mod ahead;
@@ -553,9 +554,6 @@ impl NameCache {
 
 /// A hard-linked file already read: (mtime, ctime, size at stat, size read, content).
 type HardLink = (Time, Time, u64, u64, Content);
-
-/// Extended attributes, name and value, sorted by name.
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A regular file as backed up: its content, the bytes it held, and the xattrs read from
 /// its open descriptor if it was read (`None`: reused, or a hard link already read).

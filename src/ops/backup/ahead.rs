@@ -38,6 +38,7 @@ use crate::extsort::{NameSorter, SortedNames};
 use crate::format::tree::{Entry, Kind, Time};
 use crate::id::BlobId;
 use crate::repo::Repository;
+use crate::sys::Xattrs;
 use crate::tree::{lookup, DirCursor};
 
 use super::select::{Selection, Verdict};
@@ -142,7 +143,7 @@ pub(super) struct Scouted {
 pub(super) enum Early {
     /// Read whole; `changed`: its size or mtime had changed once read; `xattrs` read from
     /// the open file (counted in the charge too).
-    Read { data: Vec<u8>, changed: bool, xattrs: io::Result<Vec<(Vec<u8>, Vec<u8>)>>, _charge: Charge },
+    Read { data: Vec<u8>, changed: bool, xattrs: io::Result<Xattrs>, _charge: Charge },
     /// Could not be read: the warning to give.
     Failed(String),
 }
@@ -316,19 +317,6 @@ impl Shared<'_> {
         self.look.budget / SHARES
     }
 
-    /// Whether a looker should list `dir`: the scout still wants it and has not listed
-    /// it itself.
-    fn pick_listing(&self, dir: &Path) -> bool {
-        let mut l = lock(&self.lists);
-        match l.asked.get_mut(dir) {
-            Some(a @ Asked::Pending) => {
-                *a = Asked::Running;
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// The first asked-for directory no looker has picked yet, now picked.
     fn next_listing(&self) -> Option<PathBuf> {
         let mut l = lock(&self.lists);
@@ -391,8 +379,8 @@ struct Lists {
     asked: HashMap<PathBuf, Asked>,
     /// The asked-for directories in the order asked: a looker takes these before its
     /// next batch of entries, so that the scout does not wait behind the entries queued
-    /// before them (a `Job::List` for each also goes through the queue, to wake a looker
-    /// that waits for work).
+    /// before them (a [`Job::List`] for each also goes through the queue, to wake a
+    /// looker that waits for work).
     todo: VecDeque<PathBuf>,
     scout_waits: bool,
 }
@@ -648,8 +636,9 @@ impl Drop for Ahead<'_> {
 enum Job {
     /// Entries to stat (and read), in walk order.
     Look(Vec<Arc<Slot>>),
-    /// A directory to list for the scout (and the walker).
-    List(PathBuf),
+    /// A directory was asked for ([`Lists::todo`]): only a wake-up, since a looker takes
+    /// what is asked before each job.
+    List,
 }
 
 fn looker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
@@ -665,11 +654,7 @@ fn looker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
             continue; // drain: the scout ends and closes the queue
         }
         match job {
-            Job::List(dir) => {
-                if shared.pick_listing(&dir) {
-                    shared.list_for_scout(&dir, &used);
-                }
-            }
+            Job::List => {}
             Job::Look(slots) => {
                 for slot in slots {
                     if !shared.pick(&slot) {
@@ -858,8 +843,8 @@ impl Scout<'_, '_> {
             l.asked.insert(sub.clone(), Asked::Pending);
             l.todo.push_back(sub.clone());
         }
-        unask.dirs.push(sub.clone());
-        self.jobs.send(Job::List(sub)).map_err(|_| Stopped)
+        unask.dirs.push(sub);
+        self.jobs.send(Job::List).map_err(|_| Stopped)
     }
 
     /// The listing a looker made of `dir`, waiting for it if it is being made; `None` if
